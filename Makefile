@@ -1,0 +1,45 @@
+# host-upgrade — see README.md. `make`, `make check`, `make demo`, `make install`.
+PREFIX ?= /usr/local
+DESTDIR ?=
+BUILD ?= build
+CC ?= gcc
+PKGS = json-c libkmod blkid libsystemd
+CFLAGS ?= -O2 -g
+CFLAGS += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Werror=implicit-function-declaration \
+	-Werror=format -fno-strict-aliasing -pthread -Ilib $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread
+
+LIB_SRC = $(wildcard lib/*.c)
+CMD_SRC = $(wildcard cmd/*.c)
+LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
+CMD_OBJ = $(CMD_SRC:%.c=$(BUILD)/%.o)
+UNIT_SRC = $(wildcard tests/unit/test-*.c)
+UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+all: $(BUILD)/host-upgrade
+
+$(BUILD)/%.o: %.c $(wildcard lib/*.h cmd/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libhu.a: $(LIB_OBJ)
+	$(AR) rcs $@ $^
+
+$(BUILD)/host-upgrade: $(CMD_OBJ) $(BUILD)/libhu.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libhu.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+check: all $(UNIT_BIN)
+	@tests/run-tests $(BUILD)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/sbin
+	install -m 0755 $(BUILD)/host-upgrade $(DESTDIR)$(PREFIX)/sbin/host-upgrade
+
+clean:
+	rm -rf $(BUILD)/*.o $(BUILD)/lib $(BUILD)/cmd $(BUILD)/tests $(BUILD)/libhu.a $(BUILD)/host-upgrade
+
+.PHONY: all check install clean demo bench

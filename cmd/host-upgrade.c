@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* host-upgrade VERB [options]: dispatch, common options, logging. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include "cmd.h"
+
+static const struct {
+	const char *name;
+	int (*fn)(int, char **);
+	const char *help;
+} verbs[] = {
+	{ "plan",       cmd_plan,       "preflight every VM; table or --json; exit 1 if blocked" },
+	{ "checkpoint", cmd_checkpoint, "save every VM (all-or-nothing) and quit its QEMU" },
+	{ "restore",    cmd_restore,    "start every checkpointed VM from its saved state" },
+	{ "abort",      cmd_abort,      "after a failure or crash: bring every VM back now" },
+	{ "status",     cmd_status,     "phase and per-VM state and downtime; --json" },
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: host-upgrade VERB [options]\n\nverbs:\n");
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+		fprintf(f, "  %-11s %s\n", verbs[i].name, verbs[i].help);
+	fprintf(f, "\ncommon options: --state-dir DIR (default /var/lib/host-upgrade), --vm NAME (repeatable),\n"
+		   "                --json, --jobs N, --timeout SECONDS, --quiet\n"
+		   "Exit status: 0 success, 1 failure or blocked, 2 usage error.\n");
+}
+
+static void log_stderr(void *userdata, int prio, const char *vm, const char *fmt, va_list ap)
+{
+	const struct cli *c = userdata;
+
+	if (c->quiet && prio > LOG_ERR)
+		return;
+	if (prio <= LOG_ERR)
+		fprintf(stderr, "host-upgrade: %s: ", c->verb);
+	else
+		fprintf(stderr, "host-upgrade: ");
+	if (vm)
+		fprintf(stderr, "%s: ", vm);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
+void cli_error(const struct cli *c, const char *what, const char *why)
+{
+	fprintf(stderr, "host-upgrade: %s: %s: %s\n", c->verb, what, why);
+}
+
+int cli_parse(struct cli *c, int argc, char **argv, const char *usage_text,
+	      const struct option *extra_opts, int (*extra)(struct cli *c, int opt, const char *arg))
+{
+	static const struct option common[] = {
+		{ "state-dir", required_argument, NULL, 'd' },
+		{ "vm",        required_argument, NULL, 'v' },
+		{ "json",      no_argument,       NULL, 'j' },
+		{ "jobs",      required_argument, NULL, 'J' },
+		{ "timeout",   required_argument, NULL, 'T' },
+		{ "quiet",     no_argument,       NULL, 'q' },
+		{ "help",      no_argument,       NULL, 'h' },
+	};
+	struct option all[32];
+	size_t n = 0;
+	int opt, r;
+
+	for (size_t i = 0; i < sizeof(common) / sizeof(common[0]); i++)
+		all[n++] = common[i];
+	for (size_t i = 0; extra_opts && extra_opts[i].name && n < 31; i++)
+		all[n++] = extra_opts[i];
+	memset(&all[n], 0, sizeof(all[n]));
+
+	c->verb = argv[0];
+	r = hu_new(&c->ctx);
+	if (r < 0) {
+		cli_error(c, "init", strerror(-r));
+		return EXIT_BLOCKED;
+	}
+	hu_set_log_fn(c->ctx, log_stderr, c);
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "+h", all, NULL)) != -1) {
+		char *end;
+		unsigned long v;
+
+		switch (opt) {
+		case 'd':
+			if (hu_set_state_dir(c->ctx, optarg) < 0 || optarg[0] != '/') {
+				cli_error(c, "--state-dir", "must be an absolute path of at most 200 bytes");
+				return EXIT_USAGE;
+			}
+			break;
+		case 'v':
+			if (c->n_vms >= 64) {
+				cli_error(c, "--vm", "at most 64 names");
+				return EXIT_USAGE;
+			}
+			c->vms[c->n_vms++] = optarg;
+			c->opts.only_vms = c->vms;
+			break;
+		case 'j':
+			c->json = true;
+			break;
+		case 'q':
+			c->quiet = true;
+			break;
+		case 'J':
+		case 'T':
+			errno = 0;
+			v = strtoul(optarg, &end, 10);
+			if (errno || *end || v == 0 || v > 3600) {
+				cli_error(c, opt == 'J' ? "--jobs" : "--timeout", "expects a number from 1 to 3600");
+				return EXIT_USAGE;
+			}
+			if (opt == 'J')
+				hu_set_jobs(c->ctx, (unsigned)v);
+			else
+				hu_set_qmp_timeout(c->ctx, (unsigned)v * 1000);
+			break;
+		case 'h':
+			printf("%s", usage_text);
+			exit(0);
+		default:
+			if (extra && extra(c, opt, optarg) == 0)
+				break;
+			fprintf(stderr, "%s", usage_text);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind < argc) {
+		cli_error(c, argv[optind], "unexpected argument");
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		usage(stdout);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+		if (!strcmp(argv[1], verbs[i].name))
+			return verbs[i].fn(argc - 1, argv + 1);
+	fprintf(stderr, "host-upgrade: %s: unknown verb\n", argv[1]);
+	usage(stderr);
+	return EXIT_USAGE;
+}

@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* host-upgrade plan [--json]: what would happen to every VM, and what blocks it. */
+#include <getopt.h>
+#include <json-c/json.h>
+#include <string.h>
+#include "cmd.h"
+
+static const char usage[] =
+	"usage: host-upgrade plan [--json] [--state-dir DIR] [--vm NAME]... [--no-reboot]\n"
+	"                         [--volatile copy|refuse] [--space-margin MIB]\n"
+	"Preflight every QEMU on the host: RAM backing, how it is saved, blockers.\n"
+	"Exit 1 when anything blocks.\n";
+
+static const struct option plan_opts[] = {
+	{ "no-reboot",    no_argument,       NULL, 'N' },
+	{ "volatile",     required_argument, NULL, 'V' },
+	{ "space-margin", required_argument, NULL, 'M' },
+	{}
+};
+
+int cli_plan_option(struct cli *c, int opt, const char *arg)
+{
+	char *end;
+	unsigned long v;
+
+	switch (opt) {
+	case 'N':
+		c->opts.no_reboot = true;
+		return 0;
+	case 'V':
+		if (!strcmp(arg, "copy"))
+			c->opts.volatile_policy = HU_VOLATILE_COPY;
+		else if (!strcmp(arg, "refuse"))
+			c->opts.volatile_policy = HU_VOLATILE_REFUSE;
+		else
+			return -1;
+		return 0;
+	case 'M':
+		v = strtoul(arg, &end, 10);
+		if (*end || v == 0 || v > 1 << 20)
+			return -1;
+		c->opts.space_margin = (uint64_t)v << 20;
+		return 0;
+	}
+	return -1;
+}
+
+const struct option *cli_plan_options(void)
+{
+	return plan_opts;
+}
+
+int cli_discover_and_plan(struct cli *c, struct hu_vm_list **ret, int *ret_blocked)
+{
+	struct hu_vm_list *list = NULL;
+	int r = hu_discover(c->ctx, &c->opts, &list);
+
+	if (r < 0) {
+		if (r != -ENOENT)
+			cli_error(c, "discover", strerror(-r));
+		return r;
+	}
+	r = hu_plan(c->ctx, list, &c->opts);
+	if (r < 0) {
+		cli_error(c, "plan", strerror(-r));
+		hu_vm_list_free(list);
+		return r;
+	}
+	*ret_blocked = r;
+	*ret = list;
+	return 0;
+}
+
+static const char *human(uint64_t b, char *buf, size_t len)
+{
+	static const char units[] = "BKMGT";
+	int u = 0;
+	double v = (double)b;
+
+	while (v >= 1024 && u < 4) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(buf, len, "%.*f%c", (u && v < 10) ? 1 : 0, v, units[u]);
+	return buf;
+}
+
+void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
+{
+	size_t n = hu_vm_list_count(list);
+
+	if (c->json) {
+		json_object *o = json_object_new_object(), *vms = json_object_new_array();
+
+		json_object_object_add(o, "ok", json_object_new_boolean(ok));
+		for (size_t i = 0; i < n; i++) {
+			struct hu_vm *vm = hu_vm_list_get(list, i);
+			json_object *v = json_object_new_object(), *bl = json_object_new_array();
+
+			json_object_object_add(v, "name", json_object_new_string(hu_vm_get_name(vm)));
+			json_object_object_add(v, "pid", json_object_new_int(hu_vm_get_pid(vm)));
+			json_object_object_add(v, "ram_bytes", json_object_new_uint64(hu_vm_get_ram_bytes(vm)));
+			json_object_object_add(v, "ram_backing",
+					       json_object_new_string(hu_backing_to_string(hu_vm_get_backing(vm))));
+			json_object_object_add(v, "save", json_object_new_string(hu_vm_get_in_place(vm) ? "in-place" : "copy"));
+			json_object_object_add(v, "save_bytes", json_object_new_uint64(hu_vm_get_save_bytes(vm)));
+			json_object_object_add(v, "runstate", hu_vm_get_runstate(vm) ?
+					       json_object_new_string(hu_vm_get_runstate(vm)) : NULL);
+			json_object_object_add(v, "qemu_version", hu_vm_get_qemu_version(vm) ?
+					       json_object_new_string(hu_vm_get_qemu_version(vm)) : NULL);
+			for (size_t b = 0; b < hu_vm_get_n_blockers(vm); b++)
+				json_object_array_add(bl, json_object_new_string(hu_vm_get_blocker(vm, b)));
+			json_object_object_add(v, "blockers", bl);
+			json_object_array_add(vms, v);
+		}
+		json_object_object_add(o, "vms", vms);
+		printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+		json_object_put(o);
+		return;
+	}
+	printf("%-20s %8s %8s %-11s %-9s %9s  %s\n", "NAME", "PID", "RAM", "BACKING", "SAVE", "WRITES", "STATUS");
+	for (size_t i = 0; i < n; i++) {
+		struct hu_vm *vm = hu_vm_list_get(list, i);
+		char ram[16], wr[16];
+		size_t nb = hu_vm_get_n_blockers(vm);
+
+		printf("%-20s %8d %8s %-11s %-9s %9s  %s%s\n", hu_vm_get_name(vm), (int)hu_vm_get_pid(vm),
+		       human(hu_vm_get_ram_bytes(vm), ram, sizeof(ram)),
+		       hu_backing_to_string(hu_vm_get_backing(vm)),
+		       hu_vm_get_in_place(vm) ? "in-place" : "copy",
+		       human(hu_vm_get_save_bytes(vm), wr, sizeof(wr)),
+		       nb ? "blocked: " : "ok", nb ? hu_vm_get_blocker(vm, 0) : "");
+		for (size_t b = 1; b < nb; b++)
+			printf("%-20s %8s %8s %-11s %-9s %9s  blocked: %s\n", "", "", "", "", "", "", hu_vm_get_blocker(vm, b));
+	}
+	printf("%zu VM%s, %s\n", n, n == 1 ? "" : "s", ok ? "ready" : "BLOCKED");
+}
+
+int cmd_plan(int argc, char **argv)
+{
+	struct cli c = {};
+	struct hu_vm_list *list = NULL;
+	int blocked = 0, r;
+
+	r = cli_parse(&c, argc, argv, usage, plan_opts, cli_plan_option);
+	if (r)
+		goto out;
+	r = cli_discover_and_plan(&c, &list, &blocked);
+	if (r < 0) {
+		r = EXIT_BLOCKED;
+		goto out;
+	}
+	cli_print_plan(&c, list, blocked == 0);
+	r = blocked ? EXIT_BLOCKED : 0;
+out:
+	hu_vm_list_free(list);
+	hu_unref(c.ctx);
+	return r;
+}

@@ -1,0 +1,345 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * checkpoint: all VMs in parallel, all-or-nothing.
+ *   save:   mode cpr-reboot, x-ignore-shared where RAM stays in place,
+ *           migrate to file:, wait for completed, verify postmigrate,
+ *           digest the in-place RAM, fingerprint the disks;
+ *   decide: only when every VM is saved does any QEMU quit; otherwise every
+ *           stopped VM is resumed as it was;
+ *   quit:   quit each QEMU, wait for it to exit, flush disk-backed RAM.
+ * The manifest is written before anything stops and between the phases, so
+ * `abort` can converge after a kill -9 at any point.
+ */
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include "hu-private.h"
+
+static bool copies_ram(const struct hu_vm *vm)
+{
+	for (size_t i = 0; i < vm->n_memdevs; i++)
+		if (!vm->memdevs[i].skipped)
+			return true;
+	return false;
+}
+
+static int save_one(struct hu_vm *vm)
+{
+	struct hu_ctx *ctx = vm->ctx;
+	_cleanup_free_ char *qerr = NULL, *desc = NULL, *status = NULL, *uri = NULL;
+	json_object *args;
+	struct stat st;
+	int r;
+
+	r = hu_qmp_connect(vm->ai.qmp_path, ctx->qmp_timeout_ms, &vm->qmp);
+	if (r < 0)
+		return hu_vm_set_error(vm, r, "QMP %s: %s", vm->ai.qmp_path, hu_qmp_strerror(r));
+	free(vm->runstate);
+	vm->runstate = NULL;
+	r = hu_qmp_query_status(vm->qmp, &vm->runstate);
+	if (r < 0)
+		return hu_vm_set_error(vm, r, "query-status: %s", hu_qmp_strerror(r));
+	r = hu_migration_setup(vm->qmp, vm->in_place, copies_ram(vm), &qerr);
+	if (r < 0)
+		return hu_vm_set_error(vm, r, "cannot set cpr-reboot mode: %s", qerr ?: hu_qmp_strerror(r));
+
+	if (unlink(vm->state_file) < 0 && errno != ENOENT)
+		return hu_vm_set_error(vm, -errno, "cannot replace %s: %m", vm->state_file);
+	if (asprintf(&uri, "file:%s", vm->state_file) < 0)
+		return -ENOMEM;
+	hu_qmp_clear_events(vm->qmp);
+	args = json_object_new_object();
+	json_object_object_add(args, "uri", json_object_new_string(uri));
+	vm->state = HU_VM_STOPPING;
+	vm->stopped_at_ms = hu_now_ms();
+	hu_info(ctx, vm->name, "saving (%s)", vm->in_place ? "RAM in place" : "copying RAM");
+	r = hu_qmp_execute(vm->qmp, "migrate", args, NULL, &qerr);
+	if (r < 0)
+		return hu_vm_set_error(vm, r, "migrate: %s", qerr ?: hu_qmp_strerror(r));
+	r = hu_migration_wait(vm->qmp, hu_migration_timeout_ms(vm->save_bytes), &desc);
+	if (r == -EIO)
+		return hu_vm_set_error(vm, r, "saving the state failed: %s", desc ?: "(QEMU gave no reason)");
+	if (r < 0)
+		return hu_vm_set_error(vm, r, "waiting for the save: %s", hu_qmp_strerror(r));
+	r = hu_migration_settled_runstate(vm->qmp, &status);
+	if (r < 0)
+		return hu_vm_set_error(vm, r, "query-status: %s", hu_qmp_strerror(r));
+	if (!streq(status, "postmigrate"))
+		return hu_vm_set_error(vm, -EPROTO, "runstate after save is '%s', not postmigrate", status);
+
+	r = hu_fsync_path(vm->state_file);
+	if (r < 0 || stat(vm->state_file, &st) < 0)
+		return hu_vm_set_error(vm, r < 0 ? r : -errno, "state file %s: %s", vm->state_file,
+				       strerror(r < 0 ? -r : errno));
+	vm->state_bytes = st.st_size;
+	for (size_t i = 0; i < vm->n_memdevs; i++) {
+		struct hu_memdev *d = &vm->memdevs[i];
+
+		if (!d->skipped)
+			continue;
+		r = hu_ram_digest(d->mem_path, d->size, &d->digest);
+		if (r < 0)
+			return hu_vm_set_error(vm, r, "digest of RAM in %s: %s", d->mem_path, strerror(-r));
+	}
+	r = hu_vm_fingerprint_disks(vm, vm->qmp);
+	if (r < 0)
+		return r;
+	vm->state = HU_VM_SAVED;
+	hu_info(ctx, vm->name, "saved %llu KiB in %lld ms", (unsigned long long)(vm->state_bytes >> 10),
+		(long long)(hu_now_ms() - vm->stopped_at_ms));
+	return 0;
+}
+
+/* Put a VM we stopped back as it was: cancel a save still running, `cont`
+ * if it ran before, restore its migration settings, drop the state file. */
+int hu_vm_resume_original(struct hu_vm *vm)
+{
+	struct hu_ctx *ctx = vm->ctx;
+	_cleanup_free_ char *mstatus = NULL, *status = NULL;
+	int r;
+
+	if (!vm->qmp) {
+		r = hu_qmp_connect(vm->ai.qmp_path, ctx->qmp_timeout_ms, &vm->qmp);
+		if (r < 0)
+			return hu_vm_set_error(vm, r, "cannot resume: QMP %s: %s", vm->ai.qmp_path,
+					       hu_qmp_strerror(r));
+	}
+	r = hu_migration_query(vm->qmp, &mstatus, NULL);
+	if (r < 0)
+		return hu_vm_set_error(vm, r, "cannot resume: query-migrate: %s", hu_qmp_strerror(r));
+	if (!streq(mstatus, "none") && !streq(mstatus, "completed") &&
+	    !streq(mstatus, "failed") && !streq(mstatus, "cancelled")) {
+		hu_qmp_execute(vm->qmp, "migrate_cancel", NULL, NULL, NULL);
+		r = hu_migration_wait(vm->qmp, 30000, NULL);
+		if (r == -ETIMEDOUT)
+			return hu_vm_set_error(vm, r, "cannot resume: the save did not stop in time");
+	}
+	r = hu_qmp_query_status(vm->qmp, &status);
+	if (r < 0)
+		return hu_vm_set_error(vm, r, "cannot resume: query-status: %s", hu_qmp_strerror(r));
+	if (vm->runstate && streq(vm->runstate, "running") && !streq(status, "running")) {
+		_cleanup_free_ char *qerr = NULL;
+
+		r = hu_qmp_execute(vm->qmp, "cont", NULL, NULL, &qerr);
+		if (r < 0)
+			return hu_vm_set_error(vm, r, "cannot resume: cont: %s", qerr ?: hu_qmp_strerror(r));
+	}
+	hu_migration_reset(vm->qmp, vm->x_ignore_shared_before, vm->max_bandwidth_before);
+	if (vm->state_file)
+		unlink(vm->state_file);
+	vm->state = HU_VM_RESUMED;
+	hu_info(ctx, vm->name, "resumed (%s)", vm->runstate ?: "?");
+	return 0;
+}
+
+static int wait_exit(struct hu_vm *vm, unsigned timeout_ms)
+{
+	int pidfd = (int)syscall(SYS_pidfd_open, vm->pid, 0);
+	int64_t deadline = hu_mono_ms() + timeout_ms;
+
+	/* The pidfd refers to whatever has the pid now: check it is ours. */
+	if (!hu_vm_process_alive(vm)) {
+		if (pidfd >= 0)
+			close(pidfd);
+		return 0;
+	}
+	while (hu_vm_process_alive(vm)) {
+		int64_t left = deadline - hu_mono_ms();
+
+		if (left <= 0) {
+			if (pidfd >= 0)
+				close(pidfd);
+			return -ETIMEDOUT;
+		}
+		if (pidfd >= 0) {
+			struct pollfd p = { .fd = pidfd, .events = POLLIN };
+			poll(&p, 1, (int)(left < 100 ? left : 100));
+		} else {
+			usleep(2000);
+		}
+	}
+	if (pidfd >= 0)
+		close(pidfd);
+	return 0;
+}
+
+static int quit_one(struct hu_vm *vm)
+{
+	int r;
+
+	r = hu_qmp_execute(vm->qmp, "quit", NULL, NULL, NULL);
+	if (r < 0 && r != -ECONNRESET)
+		hu_info(vm->ctx, vm->name, "quit: %s; waiting for exit anyway", hu_qmp_strerror(r));
+	hu_qmp_close(vm->qmp);
+	vm->qmp = NULL;
+	r = wait_exit(vm, 10000);
+	if (r < 0) {
+		/* Saved and stopped: a QEMU that will not quit must still not
+		 * outlive its checkpoint, or restore would run the VM twice. */
+		hu_info(vm->ctx, vm->name, "QEMU pid %d did not quit; killing it", (int)vm->pid);
+		if (hu_vm_process_alive(vm))
+			kill(vm->pid, SIGKILL);
+		r = wait_exit(vm, 10000);
+		if (r < 0)
+			return hu_vm_set_error(vm, r, "QEMU pid %d does not exit", (int)vm->pid);
+	}
+	/* RAM in a disk-backed file: make sure it is on disk before a reboot. */
+	for (size_t i = 0; i < vm->n_memdevs; i++)
+		if (vm->memdevs[i].skipped)
+			hu_fsync_path(vm->memdevs[i].mem_path);
+	vm->state = HU_VM_CHECKPOINTED;
+	return 0;
+}
+
+static void save_worker(size_t i, void *data)
+{
+	struct hu_vm_list *list = data;
+
+	save_one(list->vms[i]);
+}
+
+static void resume_worker(size_t i, void *data)
+{
+	struct hu_vm_list *list = data;
+	struct hu_vm *vm = list->vms[i];
+	_cleanup_free_ char *why = vm->error ? strdup(vm->error) : NULL;
+
+	if (vm->state == HU_VM_RUNNING && !vm->qmp)
+		return; /* never touched */
+	if (hu_vm_resume_original(vm) < 0) {
+		vm->state = HU_VM_FAILED;
+		hu_err(vm->ctx, vm->name, "%s", vm->error);
+		return;
+	}
+	/* Keep the reason the checkpoint failed for status. */
+	free(vm->error);
+	vm->error = TAKE_PTR(why);
+}
+
+static void quit_worker(size_t i, void *data)
+{
+	struct hu_vm_list *list = data;
+
+	quit_one(list->vms[i]);
+}
+
+/* A checkpoint must not overwrite one that has not been restored yet. */
+static int check_no_pending(struct hu_ctx *ctx)
+{
+	struct hu_manifest *old = NULL;
+	int r = hu_manifest_load(ctx, &old);
+
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0) {
+		hu_err(ctx, NULL, "%s/manifest.json is unreadable (%s); move it away after inspecting it",
+		       ctx->state_dir, strerror(-r));
+		return r;
+	}
+	for (size_t i = 0; i < old->list.n; i++) {
+		enum hu_vm_state s = old->list.vms[i]->state;
+
+		if (s != HU_VM_RESTORED && s != HU_VM_RESUMED) {
+			hu_err(ctx, old->list.vms[i]->name,
+			       "is still %s from an earlier checkpoint (phase %s): run restore or abort first",
+			       hu_vm_state_to_string(s), old->phase);
+			hu_manifest_free(old);
+			return -EBUSY;
+		}
+	}
+	hu_manifest_free(old);
+	return 0;
+}
+
+int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_options *opts)
+{
+	_cleanup_close_ int lock = -1;
+	struct hu_manifest *m = NULL;
+	size_t failed = 0;
+	int r, first_err = 0;
+
+	for (size_t i = 0; i < list->n; i++)
+		if (list->vms[i]->n_blockers > 0) {
+			hu_err(ctx, list->vms[i]->name, "blocked: %s", list->vms[i]->blockers[0]);
+			return -EINVAL;
+		}
+	if (strchr(ctx->state_dir, ',')) {
+		hu_err(ctx, NULL, "state dir %s: a ',' cannot be used in a migration file: URI", ctx->state_dir);
+		return -EINVAL;
+	}
+	r = hu_lock_state_dir(ctx, &lock);
+	if (r < 0) {
+		hu_err(ctx, NULL, "state dir %s: %s", ctx->state_dir,
+		       r == -EBUSY ? "another host-upgrade is working on it" : strerror(-r));
+		return r;
+	}
+	r = check_no_pending(ctx);
+	if (r < 0)
+		return r;
+	r = hu_manifest_new(ctx, &m);
+	if (r < 0)
+		return r;
+	m->borrowed = true;
+	for (size_t i = 0; i < list->n; i++) {
+		struct hu_vm *vm = list->vms[i];
+
+		vm->state = HU_VM_RUNNING;
+		free(vm->state_file);
+		if (asprintf(&vm->state_file, "%s/%s.state", ctx->state_dir, vm->name) < 0 ||
+		    hu_vm_list_add(&m->list, vm) < 0) {
+			hu_manifest_free(m);
+			return -ENOMEM;
+		}
+	}
+	/* Recorded before anything stops: abort needs it after a crash. */
+	r = hu_manifest_set_phase(m, "checkpointing");
+	if (r < 0) {
+		hu_err(ctx, NULL, "cannot write the manifest in %s: %s", ctx->state_dir, strerror(-r));
+		hu_manifest_free(m);
+		return r;
+	}
+	hu_info(ctx, NULL, "checkpointing %zu VM%s", list->n, list->n == 1 ? "" : "s");
+	hu_parallel_for(list->n, ctx->jobs, save_worker, list);
+
+	for (size_t i = 0; i < list->n; i++)
+		if (list->vms[i]->state != HU_VM_SAVED) {
+			struct hu_vm *vm = list->vms[i];
+
+			hu_err(ctx, vm->name, "checkpoint failed: %s", vm->error ?: "unknown error");
+			hu_journal(ctx, vm->name, "checkpoint-failed", vm->error);
+			failed++;
+			if (!first_err)
+				first_err = -EIO;
+		}
+	if (failed) {
+		hu_info(ctx, NULL, "resuming every VM: %zu of %zu failed", failed, list->n);
+		hu_parallel_for(list->n, ctx->jobs, resume_worker, list);
+		hu_manifest_set_phase(m, "aborted");
+		hu_manifest_free(m);
+		return first_err;
+	}
+	/* Point of no return, VM by VM: every VM is saved. */
+	r = hu_manifest_set_phase(m, "saved");
+	if (r < 0) {
+		hu_err(ctx, NULL, "cannot write the manifest: %s; resuming every VM", strerror(-r));
+		hu_parallel_for(list->n, ctx->jobs, resume_worker, list);
+		hu_manifest_set_phase(m, "aborted");
+		hu_manifest_free(m);
+		return r;
+	}
+	hu_parallel_for(list->n, ctx->jobs, quit_worker, list);
+	for (size_t i = 0; i < list->n; i++)
+		if (list->vms[i]->state != HU_VM_CHECKPOINTED) {
+			hu_err(ctx, list->vms[i]->name, "%s", list->vms[i]->error ?: "did not quit");
+			first_err = -EIO;
+		}
+	hu_manifest_set_phase(m, "checkpointed");
+	hu_manifest_free(m);
+	if (!first_err)
+		hu_info(ctx, NULL, "all %zu VM%s checkpointed in %s", list->n, list->n == 1 ? "" : "s",
+			ctx->state_dir);
+	return first_err;
+}

@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The library context: configuration plus the log hook (the only output). */
+#include <stdio.h>
+#include "hu-private.h"
+
+int hu_new(struct hu_ctx **ret)
+{
+	struct hu_ctx *ctx = calloc(1, sizeof(*ctx));
+
+	if (!ctx)
+		return -ENOMEM;
+	ctx->refcount = 1;
+	ctx->log_priority = LOG_INFO;
+	ctx->qmp_timeout_ms = 10000;
+	ctx->state_dir = strdup("/var/lib/host-upgrade");
+	ctx->proc_root = strdup("/proc");
+	pthread_mutex_init(&ctx->log_lock, NULL);
+	if (!ctx->state_dir || !ctx->proc_root) {
+		hu_unref(ctx);
+		return -ENOMEM;
+	}
+	*ret = ctx;
+	return 0;
+}
+
+struct hu_ctx *hu_ref(struct hu_ctx *ctx)
+{
+	if (ctx)
+		__atomic_add_fetch(&ctx->refcount, 1, __ATOMIC_SEQ_CST);
+	return ctx;
+}
+
+struct hu_ctx *hu_unref(struct hu_ctx *ctx)
+{
+	if (!ctx || __atomic_sub_fetch(&ctx->refcount, 1, __ATOMIC_SEQ_CST) > 0)
+		return NULL;
+	free(ctx->state_dir);
+	free(ctx->proc_root);
+	pthread_mutex_destroy(&ctx->log_lock);
+	free(ctx);
+	return NULL;
+}
+
+void hu_set_log_fn(struct hu_ctx *ctx, hu_log_fn fn, void *userdata)
+{
+	ctx->log_fn = fn;
+	ctx->log_data = userdata;
+}
+
+void hu_set_log_priority(struct hu_ctx *ctx, int priority)
+{
+	ctx->log_priority = priority;
+}
+
+static int replace_str(char **dst, const char *src)
+{
+	char *s = strdup(src);
+
+	if (!s)
+		return -ENOMEM;
+	free(*dst);
+	*dst = s;
+	return 0;
+}
+
+int hu_set_state_dir(struct hu_ctx *ctx, const char *dir)
+{
+	if (!dir || dir[0] == '\0' || strlen(dir) > 200)
+		return -EINVAL;
+	return replace_str(&ctx->state_dir, dir);
+}
+
+const char *hu_get_state_dir(const struct hu_ctx *ctx)
+{
+	return ctx->state_dir;
+}
+
+int hu_set_proc_root(struct hu_ctx *ctx, const char *dir)
+{
+	return replace_str(&ctx->proc_root, dir);
+}
+
+void hu_set_jobs(struct hu_ctx *ctx, unsigned jobs)
+{
+	ctx->jobs = jobs;
+}
+
+void hu_set_qmp_timeout(struct hu_ctx *ctx, unsigned ms)
+{
+	ctx->qmp_timeout_ms = ms;
+}
+
+void hu_log(struct hu_ctx *ctx, int prio, const char *vm, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!ctx || !ctx->log_fn || prio > ctx->log_priority)
+		return;
+	/* Workers log from threads: keep lines whole. */
+	pthread_mutex_lock(&ctx->log_lock);
+	va_start(ap, fmt);
+	ctx->log_fn(ctx->log_data, prio, vm, fmt, ap);
+	va_end(ap);
+	pthread_mutex_unlock(&ctx->log_lock);
+}
+
+const char *hu_backing_to_string(enum hu_backing b)
+{
+	switch (b) {
+	case HU_BACKING_PERSISTENT: return "persistent";
+	case HU_BACKING_VOLATILE:   return "volatile";
+	case HU_BACKING_PRIVATE:    return "private";
+	}
+	return "unknown";
+}

@@ -1,0 +1,655 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * discover: every qemu-system-* process from /proc (argv, cwd, ids, cgroup),
+ * then QEMU itself over QMP: version, runstate, migration capabilities and
+ * parameters, memory backends and the block nodes behind its disks.
+ */
+#include <ctype.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
+#include "hu-private.h"
+
+#ifndef HUGETLBFS_MAGIC
+#define HUGETLBFS_MAGIC 0x958458f6
+#endif
+
+void hu_vm_free(struct hu_vm *vm)
+{
+	if (!vm)
+		return;
+	free(vm->name);
+	free(vm->exe);
+	hu_strv_free(vm->argv, vm->argc);
+	free(vm->cwd);
+	free(vm->cgroup);
+	hu_argv_info_clear(&vm->ai);
+	free(vm->qemu_version);
+	free(vm->runstate);
+	for (size_t i = 0; i < vm->n_memdevs; i++) {
+		free(vm->memdevs[i].id);
+		free(vm->memdevs[i].type);
+		free(vm->memdevs[i].mem_path);
+		free(vm->memdevs[i].why);
+	}
+	free(vm->memdevs);
+	for (size_t i = 0; i < vm->n_disks; i++)
+		free(vm->disks[i].path);
+	free(vm->disks);
+	hu_strv_free(vm->blockers, vm->n_blockers);
+	free(vm->state_file);
+	free(vm->boot_id);
+	free(vm->error);
+	hu_qmp_close(vm->qmp);
+	free(vm);
+}
+
+int hu_vm_list_add(struct hu_vm_list *list, struct hu_vm *vm)
+{
+	struct hu_vm **n;
+
+	if (list->n >= HU_MAX_VMS)
+		return -E2BIG;
+	n = realloc(list->vms, (list->n + 1) * sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	list->vms = n;
+	list->vms[list->n++] = vm;
+	return 0;
+}
+
+void hu_vm_list_free(struct hu_vm_list *list)
+{
+	if (!list)
+		return;
+	for (size_t i = 0; i < list->n; i++)
+		hu_vm_free(list->vms[i]);
+	free(list->vms);
+	free(list);
+}
+
+size_t hu_vm_list_count(const struct hu_vm_list *list) { return list ? list->n : 0; }
+struct hu_vm *hu_vm_list_get(const struct hu_vm_list *list, size_t i)
+{
+	return list && i < list->n ? list->vms[i] : NULL;
+}
+const char *hu_vm_get_name(const struct hu_vm *vm) { return vm->name; }
+pid_t hu_vm_get_pid(const struct hu_vm *vm) { return vm->pid; }
+uint64_t hu_vm_get_ram_bytes(const struct hu_vm *vm) { return vm->ram_bytes; }
+enum hu_backing hu_vm_get_backing(const struct hu_vm *vm) { return vm->backing; }
+/* "in-place" only when no byte of guest RAM goes into the state file. */
+bool hu_vm_get_in_place(const struct hu_vm *vm)
+{
+	if (!vm->in_place || vm->n_memdevs == 0)
+		return false;
+	for (size_t i = 0; i < vm->n_memdevs; i++)
+		if (!vm->memdevs[i].skipped)
+			return false;
+	return true;
+}
+const char *hu_vm_get_runstate(const struct hu_vm *vm) { return vm->runstate; }
+const char *hu_vm_get_qemu_version(const struct hu_vm *vm) { return vm->qemu_version; }
+size_t hu_vm_get_n_blockers(const struct hu_vm *vm) { return vm->n_blockers; }
+const char *hu_vm_get_blocker(const struct hu_vm *vm, size_t i)
+{
+	return i < vm->n_blockers ? vm->blockers[i] : NULL;
+}
+
+int hu_vm_set_error(struct hu_vm *vm, int r, const char *fmt, ...)
+{
+	va_list ap;
+	char *s = NULL;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		s = NULL;
+	va_end(ap);
+	free(vm->error);
+	vm->error = s;
+	return r < 0 ? r : -EIO;
+}
+
+int hu_proc_starttime(struct hu_ctx *ctx, pid_t pid, uint64_t *ret)
+{
+	_cleanup_free_ char *path = NULL, *stat = NULL;
+	const char *p;
+	unsigned long long v;
+	int r;
+
+	if (asprintf(&path, "%s/%d/stat", ctx->proc_root, (int)pid) < 0)
+		return -ENOMEM;
+	r = hu_read_file(path, 4096, &stat, NULL);
+	if (r < 0)
+		return r;
+	/* comm may contain spaces and ')': fields start after the last ')'. */
+	p = strrchr(stat, ')');
+	if (!p)
+		return -EBADMSG;
+	p++;
+	for (int field = 3; field < 22; field++) { /* p: the space before field 3 */
+		p = strchr(p + 1, ' ');
+		if (!p)
+			return -EBADMSG;
+	}
+	if (sscanf(p, " %llu", &v) != 1)
+		return -EBADMSG;
+	*ret = v;
+	return 0;
+}
+
+bool hu_vm_process_alive(struct hu_vm *vm)
+{
+	uint64_t st;
+
+	if (vm->pid <= 0 || hu_proc_starttime(vm->ctx, vm->pid, &st) < 0)
+		return false;
+	return st == vm->starttime;
+}
+
+static int readlink_malloc(const char *path, char **ret)
+{
+	char buf[PATH_MAX];
+	ssize_t n = readlink(path, buf, sizeof(buf) - 1);
+
+	if (n < 0)
+		return -errno;
+	buf[n] = '\0';
+	*ret = strdup(buf);
+	return *ret ? 0 : -ENOMEM;
+}
+
+/* Read one process; -ENOENT/-ESRCH when it is not a QEMU (or vanished). */
+static int read_process(struct hu_ctx *ctx, pid_t pid, struct hu_vm **ret)
+{
+	_cleanup_free_ char *base = NULL, *exe = NULL, *cmdline = NULL, *p = NULL, *cg = NULL;
+	struct hu_vm *vm;
+	const char *bn;
+	size_t len;
+	struct stat st;
+	int r;
+
+	if (asprintf(&base, "%s/%d", ctx->proc_root, (int)pid) < 0)
+		return -ENOMEM;
+	if (asprintf(&p, "%s/exe", base) < 0)
+		return -ENOMEM;
+	r = readlink_malloc(p, &exe);
+	if (r < 0)
+		return -ENOENT;
+	/* A QEMU whose binary was upgraded on disk shows " (deleted)". */
+	len = strlen(exe);
+	if (len > 10 && streq(exe + len - 10, " (deleted)"))
+		exe[len - 10] = '\0';
+	bn = strrchr(exe, '/');
+	bn = bn ? bn + 1 : exe;
+	if (strncmp(bn, "qemu-system-", 12) != 0)
+		return -ENOENT;
+
+	free(p);
+	if (asprintf(&p, "%s/cmdline", base) < 0)
+		return -ENOMEM;
+	r = hu_read_file(p, HU_MAX_CMDLINE, &cmdline, &len);
+	if (r < 0)
+		return r;
+	if (len == 0)
+		return -ENOENT; /* a zombie */
+
+	vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		return -ENOMEM;
+	vm->ctx = ctx;
+	vm->pid = pid;
+	vm->exe = TAKE_PTR(exe);
+	for (size_t off = 0; off < len && r >= 0;) {
+		if (vm->argc >= HU_MAX_ARGS) {
+			r = -E2BIG;
+			break;
+		}
+		r = hu_strv_push(&vm->argv, &vm->argc, cmdline + off);
+		off += strlen(cmdline + off) + 1;
+	}
+	if (r >= 0)
+		r = hu_proc_starttime(ctx, pid, &vm->starttime);
+	if (r >= 0) {
+		free(p);
+		p = NULL;
+		if (asprintf(&p, "%s/cwd", base) < 0 || readlink_malloc(p, &vm->cwd) < 0)
+			vm->cwd = strdup("/");
+		if (stat(base, &st) == 0) {
+			vm->uid = st.st_uid;
+			vm->gid = st.st_gid;
+		}
+		free(p);
+		p = NULL;
+		if (asprintf(&p, "%s/cgroup", base) >= 0 && hu_read_file(p, 4096, &cg, NULL) >= 0) {
+			char *nl = strchr(cg, '\n');
+
+			if (nl)
+				*nl = '\0';
+			vm->cgroup = strdup(strncmp(cg, "0::", 3) == 0 ? cg + 3 : cg);
+		}
+		r = hu_argv_parse(vm->argv, vm->argc, &vm->ai);
+	}
+	if (r >= 0) {
+		if (vm->ai.name && hu_name_is_safe(vm->ai.name))
+			vm->name = strdup(vm->ai.name);
+		else if (asprintf(&vm->name, "pid-%d", (int)pid) < 0)
+			vm->name = NULL;
+		if (!vm->name)
+			r = -ENOMEM;
+	}
+	if (r < 0) {
+		hu_vm_free(vm);
+		return r;
+	}
+	*ret = vm;
+	return 0;
+}
+
+int hu_classify_fs(long f_type, enum hu_backing *ret)
+{
+	switch ((unsigned long)f_type) {
+	case TMPFS_MAGIC:
+	case HUGETLBFS_MAGIC:
+	case RAMFS_MAGIC:
+		*ret = HU_BACKING_VOLATILE;
+		return 0;
+	case PROC_SUPER_MAGIC:
+	case SYSFS_MAGIC:
+		return -EINVAL;
+	default:
+		*ret = HU_BACKING_PERSISTENT;
+		return 0;
+	}
+}
+
+/* Is `path` on a filesystem mounted with -o dax? (for the explanation only) */
+static bool path_on_dax_mount(const char *path)
+{
+	_cleanup_free_ char *mi = NULL;
+	size_t best = 0;
+	bool dax = false;
+
+	if (hu_read_file("/proc/self/mountinfo", 4 << 20, &mi, NULL) < 0)
+		return false;
+	for (char *line = strtok(mi, "\n"); line; line = strtok(NULL, "\n")) {
+		char mnt[PATH_MAX], opts[1024];
+		size_t ml;
+
+		if (sscanf(line, "%*s %*s %*s %*s %4095s %1023s", mnt, opts) != 2)
+			continue;
+		ml = strlen(mnt);
+		if (strncmp(path, mnt, ml) != 0 || (path[ml] != '/' && path[ml] && ml > 1))
+			continue;
+		if (ml >= best) {
+			best = ml;
+			dax = strstr(line, "dax") != NULL;
+		}
+	}
+	return dax;
+}
+
+int hu_classify_path(const char *path, bool share, enum hu_backing *ret, char **ret_why)
+{
+	struct stat st;
+	struct statfs sf;
+	const char *why;
+	enum hu_backing b;
+	int r;
+
+	if (!share) {
+		*ret = HU_BACKING_PRIVATE;
+		*ret_why = strdup("share=off: guest writes never reach the file");
+		return 0;
+	}
+	if (stat(path, &st) < 0)
+		return -errno;
+	if (S_ISDIR(st.st_mode)) {
+		*ret = HU_BACKING_PRIVATE;
+		*ret_why = strdup("mem-path is a directory: QEMU uses an unlinked temporary file");
+		return 0;
+	}
+	if (S_ISCHR(st.st_mode)) {
+		*ret = HU_BACKING_PERSISTENT;
+		*ret_why = strdup("device DAX");
+		return 0;
+	}
+	if (S_ISBLK(st.st_mode)) {
+		*ret = HU_BACKING_PERSISTENT;
+		*ret_why = strdup("block device (pmem)");
+		return 0;
+	}
+	if (statfs(path, &sf) < 0)
+		return -errno;
+	r = hu_classify_fs(sf.f_type, &b);
+	if (r < 0)
+		return r;
+	if (b == HU_BACKING_VOLATILE)
+		why = (unsigned long)sf.f_type == HUGETLBFS_MAGIC ? "file on hugetlbfs" : "file on tmpfs/ramfs";
+	else
+		why = path_on_dax_mount(path) ? "file on an fsdax mount" : "file on a disk filesystem (flushed after quit)";
+	*ret = b;
+	*ret_why = strdup(why);
+	return 0;
+}
+
+static json_object *get_key(json_object *o, const char *key, json_type type)
+{
+	json_object *v;
+
+	if (!o || !json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, type))
+		return NULL;
+	return v;
+}
+
+static int query_memdevs(struct hu_vm *vm, struct hu_qmp *q)
+{
+	_cleanup_json_ json_object *mds = NULL, *objs = NULL;
+	size_t n;
+	int r;
+
+	r = hu_qmp_execute(q, "query-memdev", NULL, &mds, NULL);
+	if (r < 0)
+		return r;
+	if (!json_object_is_type(mds, json_type_array))
+		return -EPROTO;
+	/* Types come from the QOM tree: "child<memory-backend-file>". */
+	r = hu_qmp_execute(q, "qom-list", json_tokener_parse("{\"path\":\"/objects\"}"), &objs, NULL);
+	if (r < 0)
+		return r;
+	n = json_object_array_length(mds);
+	if (n > HU_MAX_MEMDEVS)
+		return -E2BIG;
+	vm->memdevs = calloc(n ? n : 1, sizeof(*vm->memdevs));
+	if (!vm->memdevs)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		json_object *md = json_object_array_get_idx(mds, i), *v;
+		struct hu_memdev *d = &vm->memdevs[vm->n_memdevs];
+		const char *id;
+
+		if (!(v = get_key(md, "id", json_type_string)))
+			continue;
+		id = json_object_get_string(v);
+		vm->n_memdevs++;
+		d->id = strndup(id, 128);
+		d->share = (v = get_key(md, "share", json_type_boolean)) && json_object_get_boolean(v);
+		d->size = (v = get_key(md, "size", json_type_int)) ? (uint64_t)json_object_get_int64(v) : 0;
+		for (size_t j = 0; objs && j < json_object_array_length(objs); j++) {
+			json_object *e = json_object_array_get_idx(objs, j), *nm, *tp;
+			const char *t;
+
+			if (!(nm = get_key(e, "name", json_type_string)) ||
+			    !(tp = get_key(e, "type", json_type_string)) ||
+			    !streq(json_object_get_string(nm), id))
+				continue;
+			t = json_object_get_string(tp);
+			if (strncmp(t, "child<", 6) == 0) {
+				d->type = strndup(t + 6, 64);
+				if (d->type && strchr(d->type, '>'))
+					*strchr(d->type, '>') = '\0';
+			}
+		}
+		if (!d->id || !d->type)
+			return -ENOMEM;
+		if (streq(d->type, "memory-backend-file")) {
+			_cleanup_json_ json_object *args = json_object_new_object(), *mp = NULL;
+			_cleanup_free_ char *objpath = NULL;
+
+			if (asprintf(&objpath, "/objects/%s", id) < 0)
+				return -ENOMEM;
+			json_object_object_add(args, "path", json_object_new_string(objpath));
+			json_object_object_add(args, "property", json_object_new_string("mem-path"));
+			r = hu_qmp_execute(q, "qom-get", TAKE_PTR(args), &mp, NULL);
+			if (r < 0)
+				return r;
+			if (!json_object_is_type(mp, json_type_string))
+				return -EPROTO;
+			d->mem_path = strndup(json_object_get_string(mp), PATH_MAX);
+			r = hu_classify_path(d->mem_path, d->share, &d->backing, &d->why);
+			if (r < 0) {
+				d->backing = HU_BACKING_PRIVATE;
+				if (asprintf(&d->why, "mem-path %s: %s", d->mem_path, strerror(-r)) < 0)
+					d->why = NULL;
+			}
+		} else if (streq(d->type, "memory-backend-memfd") && d->share) {
+			d->backing = HU_BACKING_VOLATILE;
+			d->why = strdup("memfd: lives only as long as the QEMU process");
+		} else {
+			d->backing = HU_BACKING_PRIVATE;
+			d->why = strdup(d->share ? "shared anonymous memory" : "anonymous memory");
+		}
+	}
+	return 0;
+}
+
+static int query_disks(struct hu_vm *vm, struct hu_qmp *q)
+{
+	_cleanup_json_ json_object *nodes = NULL;
+	int r = hu_qmp_execute(q, "query-named-block-nodes",
+			       json_tokener_parse("{\"flat\":true}"), &nodes, NULL);
+
+	if (r < 0)
+		return r;
+	if (!json_object_is_type(nodes, json_type_array))
+		return -EPROTO;
+	for (size_t i = 0; i < json_object_array_length(nodes); i++) {
+		json_object *n = json_object_array_get_idx(nodes, i), *drv, *file;
+		struct hu_disk *nd;
+		const char *d;
+
+		if (!(drv = get_key(n, "drv", json_type_string)) ||
+		    !(file = get_key(n, "file", json_type_string)))
+			continue;
+		d = json_object_get_string(drv);
+		/* The protocol nodes are the host files the guest's disks live in. */
+		if (!streq(d, "file") && !streq(d, "host_device"))
+			continue;
+		if (vm->n_disks >= HU_MAX_DISKS)
+			return -E2BIG;
+		nd = realloc(vm->disks, (vm->n_disks + 1) * sizeof(*nd));
+		if (!nd)
+			return -ENOMEM;
+		vm->disks = nd;
+		memset(&nd[vm->n_disks], 0, sizeof(*nd));
+		nd[vm->n_disks].path = strndup(json_object_get_string(file), PATH_MAX);
+		if (!nd[vm->n_disks++].path)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+int hu_vm_fingerprint_disks(struct hu_vm *vm, struct hu_qmp *q)
+{
+	for (size_t i = 0; i < vm->n_disks; i++) {
+		struct stat st;
+		struct hu_disk *d = &vm->disks[i];
+
+		if (stat(d->path, &st) < 0)
+			return hu_vm_set_error(vm, -errno, "disk %s: %m", d->path);
+		d->size = st.st_size;
+		d->ino = st.st_ino;
+		d->dev = st.st_dev;
+		d->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+	}
+	return 0;
+}
+
+static bool cap_state(json_object *caps, const char *name)
+{
+	for (size_t i = 0; caps && i < json_object_array_length(caps); i++) {
+		json_object *c = json_object_array_get_idx(caps, i), *n, *s;
+
+		if ((n = get_key(c, "capability", json_type_string)) &&
+		    streq(json_object_get_string(n), name) &&
+		    (s = get_key(c, "state", json_type_boolean)))
+			return json_object_get_boolean(s);
+	}
+	return false;
+}
+
+/* Ask QEMU what it is; problems become blockers, not failures. */
+int hu_vm_query(struct hu_vm *vm, struct hu_qmp *q)
+{
+	_cleanup_json_ json_object *caps = NULL, *params = NULL;
+	static const char *const bad_caps[] = { "postcopy-ram", "background-snapshot", "x-colo" };
+	json_object *v;
+	int r;
+
+	free(vm->qemu_version);
+	vm->qemu_version = strdup(hu_qmp_greeting_version(q) ?: "unknown");
+	free(vm->runstate);
+	vm->runstate = NULL;
+	r = hu_qmp_query_status(q, &vm->runstate);
+	if (r < 0)
+		return r;
+	r = hu_qmp_execute(q, "query-migrate-capabilities", NULL, &caps, NULL);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < ARRAY_SIZE(bad_caps); i++)
+		if (cap_state(caps, bad_caps[i]))
+			hu_strv_pushf(&vm->blockers, &vm->n_blockers,
+				      "migration capability %s is on", bad_caps[i]);
+	vm->x_ignore_shared_before = cap_state(caps, "x-ignore-shared");
+	r = hu_qmp_execute(q, "query-migrate-parameters", NULL, &params, NULL);
+	if (r < 0)
+		return r;
+	if (!get_key(params, "mode", json_type_string))
+		hu_strv_pushf(&vm->blockers, &vm->n_blockers,
+			      "QEMU %s has no cpr-reboot mode (needs 8.2 or later)", vm->qemu_version);
+	v = get_key(params, "max-bandwidth", json_type_int);
+	vm->max_bandwidth_before = v ? json_object_get_int64(v) : 0;
+	r = query_memdevs(vm, q);
+	if (r < 0)
+		return r;
+	return query_disks(vm, q);
+}
+
+struct discover_job {
+	struct hu_ctx *ctx;
+	struct hu_vm_list *list;
+};
+
+static void discover_one(size_t i, void *data)
+{
+	struct discover_job *job = data;
+	struct hu_vm *vm = job->list->vms[i];
+	struct hu_qmp *q = NULL;
+	int r;
+
+	if (!vm->ai.qmp_path) {
+		hu_strv_pushf(&vm->blockers, &vm->n_blockers, "QMP unreachable: %s", vm->ai.qmp_error);
+		return;
+	}
+	r = hu_qmp_connect(vm->ai.qmp_path, job->ctx->qmp_timeout_ms, &q);
+	if (r < 0) {
+		hu_strv_pushf(&vm->blockers, &vm->n_blockers, "QMP unreachable at %s: %s%s",
+			      vm->ai.qmp_path, hu_qmp_strerror(r),
+			      r == -ETIMEDOUT ? " (monitor busy with another client?)" : "");
+		return;
+	}
+	r = hu_vm_query(vm, q);
+	if (r < 0)
+		hu_strv_pushf(&vm->blockers, &vm->n_blockers, "QMP query failed at %s: %s",
+			      vm->ai.qmp_path, hu_qmp_strerror(r));
+	else
+		vm->qmp_ok = true;
+	hu_qmp_close(q);
+}
+
+static int cmp_vm(const void *a, const void *b)
+{
+	const struct hu_vm *x = *(struct hu_vm *const *)a, *y = *(struct hu_vm *const *)b;
+	int c = strcmp(x->name, y->name);
+
+	return c ? c : (x->pid > y->pid) - (x->pid < y->pid);
+}
+
+/* Every qemu-system-* process, from /proc only (no QMP). */
+int hu_scan_processes(struct hu_ctx *ctx, struct hu_vm_list **ret)
+{
+	struct hu_vm_list *list = calloc(1, sizeof(*list));
+	DIR *d;
+	struct dirent *de;
+	int r = 0;
+
+	if (!list)
+		return -ENOMEM;
+	d = opendir(ctx->proc_root);
+	if (!d) {
+		free(list);
+		return -errno;
+	}
+	while ((de = readdir(d)) && r >= 0) {
+		struct hu_vm *vm = NULL;
+		char *end;
+		long pid = strtol(de->d_name, &end, 10);
+
+		if (*end || pid <= 0 || pid == getpid())
+			continue;
+		r = read_process(ctx, (pid_t)pid, &vm);
+		if (r < 0) {
+			/* Gone or not a QEMU: not ours to judge. */
+			r = (r == -ENOMEM || r == -E2BIG) ? r : 0;
+			continue;
+		}
+		r = hu_vm_list_add(list, vm);
+		if (r < 0)
+			hu_vm_free(vm);
+	}
+	closedir(d);
+	if (r < 0) {
+		hu_vm_list_free(list);
+		return r;
+	}
+	qsort(list->vms, list->n, sizeof(*list->vms), cmp_vm);
+	*ret = list;
+	return 0;
+}
+
+int hu_discover(struct hu_ctx *ctx, const struct hu_options *opts, struct hu_vm_list **ret)
+{
+	struct hu_vm_list *list = NULL;
+	struct discover_job job;
+	int r;
+
+	r = hu_scan_processes(ctx, &list);
+	if (r < 0)
+		return r;
+	if (opts && opts->only_vms) {
+		for (const char *const *n = opts->only_vms; *n; n++) {
+			bool found = false;
+
+			for (size_t i = 0; i < list->n; i++)
+				found = found || streq(list->vms[i]->name, *n);
+			if (!found) {
+				hu_err(ctx, *n, "no QEMU process with this name");
+				hu_vm_list_free(list);
+				return -ENOENT;
+			}
+		}
+		for (size_t i = 0; i < list->n;) {
+			bool keep = false;
+
+			for (const char *const *n = opts->only_vms; *n; n++)
+				keep = keep || streq(list->vms[i]->name, *n);
+			if (keep) {
+				i++;
+				continue;
+			}
+			hu_vm_free(list->vms[i]);
+			memmove(list->vms + i, list->vms + i + 1, (list->n - i - 1) * sizeof(*list->vms));
+			list->n--;
+		}
+	}
+	hu_info(ctx, NULL, "found %zu QEMU process%s", list->n, list->n == 1 ? "" : "es");
+	job.ctx = ctx;
+	job.list = list;
+	hu_parallel_for(list->n, ctx->jobs, discover_one, &job);
+	*ret = list;
+	return 0;
+}

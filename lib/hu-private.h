@@ -1,0 +1,272 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* libhu internals: shared by the phase files, never installed. */
+#pragma once
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+#include <json-c/json.h>
+
+#include "libhu.h"
+
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _printf_(a, b) __attribute__((format(printf, a, b)))
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+static inline void freep(void *p) { free(*(void **)p); }
+static inline void closep(int *fd) { if (*fd >= 0) close(*fd); }
+static inline void json_putp(json_object **o) { if (*o) json_object_put(*o); }
+#define _cleanup_free_ _cleanup_(freep)
+#define _cleanup_close_ _cleanup_(closep)
+#define _cleanup_json_ _cleanup_(json_putp)
+
+static inline void *steal_ptr(void *pp)
+{
+	void **p = pp, *v = *p;
+	*p = NULL;
+	return v;
+}
+#define TAKE_PTR(p) steal_ptr(&(p))
+static inline int take_fd(int *fd) { int v = *fd; *fd = -1; return v; }
+#define TAKE_FD(fd) take_fd(&(fd))
+#define streq(a, b) (strcmp((a), (b)) == 0)
+
+/* Limits on what outside input may make us hold. */
+#define HU_MAX_CMDLINE      (256 * 1024)   /* /proc/PID/cmdline */
+#define HU_MAX_ARGS         4096
+#define HU_MAX_QMP_MESSAGE  (4 * 1024 * 1024)
+#define HU_MAX_QMP_EVENTS   64
+#define HU_MAX_MANIFEST     (16 * 1024 * 1024)
+#define HU_MAX_NAME         64
+#define HU_MAX_VMS          1024
+#define HU_MAX_MEMDEVS      64
+#define HU_MAX_DISKS        64
+#define HU_MANIFEST_VERSION 1
+/* Device state, ROMs and VGA RAM that always land in the state file. */
+#define HU_DEVICE_STATE_MARGIN (64ULL << 20)
+
+struct hu_ctx {
+	int refcount;
+	hu_log_fn log_fn;
+	void *log_data;
+	int log_priority;
+	char *state_dir;
+	char *proc_root;
+	unsigned jobs;
+	unsigned qmp_timeout_ms;
+	pthread_mutex_t log_lock;
+};
+
+_printf_(4, 5)
+void hu_log(struct hu_ctx *ctx, int prio, const char *vm, const char *fmt, ...);
+#define hu_err(ctx, vm, ...)  hu_log(ctx, LOG_ERR, vm, __VA_ARGS__)
+#define hu_info(ctx, vm, ...) hu_log(ctx, LOG_INFO, vm, __VA_ARGS__)
+#define hu_dbg(ctx, vm, ...)  hu_log(ctx, LOG_DEBUG, vm, __VA_ARGS__)
+
+/* ---- util.c ---- */
+int64_t hu_now_ms(void);          /* CLOCK_REALTIME, survives a reboot */
+int64_t hu_mono_ms(void);         /* CLOCK_MONOTONIC */
+int hu_read_file(const char *path, size_t max, char **ret, size_t *ret_len);
+int hu_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode);
+int hu_fsync_path(const char *path);
+int hu_mkdir_private(const char *dir);
+int hu_strv_push(char ***strv, size_t *n, const char *s);
+void hu_strv_free(char **strv, size_t n);
+int hu_parse_size(const char *s, uint64_t *ret);
+bool hu_name_is_safe(const char *name);
+int hu_read_boot_id(char *buf, size_t len);
+/* Run fn(i, data) for i in [0,n) on up to `jobs` threads (0 = n). */
+void hu_parallel_for(size_t n, unsigned jobs, void (*fn)(size_t i, void *data), void *data);
+/* Add a formatted string to a list, for blockers and errors. */
+_printf_(3, 4)
+int hu_strv_pushf(char ***strv, size_t *n, const char *fmt, ...);
+int hu_lock_state_dir(struct hu_ctx *ctx, int *ret_fd);
+
+/* ---- qemu-argv.c: parse a QEMU command line (untrusted) ---- */
+struct hu_kv {
+	char *key;
+	char *value;
+};
+struct hu_opts {
+	struct hu_kv *kv;
+	size_t n;
+};
+/* QEMU keyval "implied,k=v,k=v" with ",," as an escaped comma, or a JSON
+ * object when the string starts with '{'. */
+int hu_opts_parse(const char *s, const char *implied_key, struct hu_opts *ret);
+const char *hu_opts_get(const struct hu_opts *o, const char *key);
+void hu_opts_clear(struct hu_opts *o);
+bool hu_qemu_option_takes_arg(const char *opt);
+
+struct hu_argv_info {
+	char *name;          /* -name guest=NAME / -name NAME */
+	char *qmp_path;      /* unix socket path of a control monitor (server) */
+	char *qmp_error;     /* why there is no usable QMP endpoint */
+	char *qga_path;      /* guest agent chardev socket */
+	char *pidfile;
+	bool daemonize;
+	bool has_vfio;
+	bool has_incoming;
+	char **mem_paths;    /* mem-path= of file backends */
+	size_t n_mem_paths;
+};
+int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret);
+void hu_argv_info_clear(struct hu_argv_info *info);
+/* Copy argv without our own "-incoming defer" (restore adds it back). */
+int hu_argv_strip_incoming(char *const *argv, size_t argc, char ***ret, size_t *ret_n);
+
+/* ---- qmp.c ---- */
+struct hu_qmp;
+int hu_qmp_connect(const char *path, unsigned timeout_ms, struct hu_qmp **ret);
+/* Wrap an already connected fd (tests use socketpairs). */
+int hu_qmp_open_fd(int fd, unsigned timeout_ms, struct hu_qmp **ret);
+void hu_qmp_close(struct hu_qmp *q);
+void hu_qmp_set_timeout(struct hu_qmp *q, unsigned ms);
+/* Run one command; takes ownership of args. On success *ret gets the "return" value (may be NULL if
+ * ret is NULL). On a QMP error returns -EREMOTEIO and sets *ret_err_class /
+ * *ret_err_desc (malloc'ed) when given. */
+int hu_qmp_execute(struct hu_qmp *q, const char *cmd, json_object *args,
+		   json_object **ret, char **ret_error);
+/* Wait for an event named `name` (already queued or new). If match is given,
+ * only events whose data satisfies it count. Returns 0, -ETIMEDOUT, ... */
+int hu_qmp_wait_event(struct hu_qmp *q, const char *name,
+		      bool (*match)(json_object *data, void *userdata), void *userdata,
+		      unsigned timeout_ms, json_object **ret_data);
+/* Drop queued events. */
+void hu_qmp_clear_events(struct hu_qmp *q);
+const char *hu_qmp_greeting_version(struct hu_qmp *q);
+/* What a negative return of the QMP layer means, for error messages. */
+const char *hu_qmp_strerror(int r);
+int hu_qmp_query_status(struct hu_qmp *q, char **ret_status);
+
+/* ---- the VM ---- */
+struct hu_memdev {
+	char *id;
+	char *type;        /* memory-backend-file, -ram, -memfd, ... */
+	char *mem_path;
+	bool share;
+	uint64_t size;
+	enum hu_backing backing;
+	char *why;         /* how the class was decided */
+	bool skipped;      /* left in place by x-ignore-shared */
+	uint64_t digest;   /* of sampled pages, taken while the guest is stopped */
+};
+
+struct hu_disk {
+	char *path;
+	uint64_t size;
+	uint64_t ino;
+	uint64_t dev;
+	int64_t mtime_ns;
+};
+
+enum hu_vm_state {
+	HU_VM_RUNNING,       /* recorded, untouched */
+	HU_VM_STOPPING,      /* migrate issued */
+	HU_VM_SAVED,         /* postmigrate, state file on disk, QEMU alive */
+	HU_VM_CHECKPOINTED,  /* QEMU quit, waiting for restore */
+	HU_VM_RESTORING,
+	HU_VM_RESTORED,
+	HU_VM_RESUMED,       /* rolled back: the original QEMU runs again */
+	HU_VM_FAILED,
+};
+const char *hu_vm_state_to_string(enum hu_vm_state s);
+int hu_vm_state_from_string(const char *s, enum hu_vm_state *ret);
+
+struct hu_vm {
+	struct hu_ctx *ctx;
+	char *name;
+	pid_t pid;
+	uint64_t starttime;     /* /proc/PID/stat field 22, guards against pid reuse */
+	char *exe;
+	char **argv;
+	size_t argc;
+	char *cwd;
+	uid_t uid;
+	gid_t gid;
+	char *cgroup;
+	struct hu_argv_info ai;
+
+	char *qemu_version;
+	char *runstate;         /* before the checkpoint */
+	bool caps_bad;          /* postcopy-ram / background-snapshot / x-colo */
+	bool x_ignore_shared_before;
+	int64_t max_bandwidth_before;
+	bool qmp_ok;
+	struct hu_memdev *memdevs;
+	size_t n_memdevs;
+	struct hu_disk *disks;
+	size_t n_disks;
+
+	/* plan */
+	uint64_t ram_bytes;
+	enum hu_backing backing;
+	bool in_place;          /* x-ignore-shared: RAM stays where it is */
+	uint64_t save_bytes;    /* expected state file size */
+	char **blockers;
+	size_t n_blockers;
+
+	/* checkpoint / restore */
+	enum hu_vm_state state;
+	char *state_file;
+	uint64_t state_bytes;
+	char *boot_id;
+	int64_t stopped_at_ms;
+	int64_t running_at_ms;
+	char *error;
+	struct hu_qmp *qmp;
+};
+
+struct hu_vm_list {
+	struct hu_vm **vms;
+	size_t n;
+};
+
+void hu_vm_free(struct hu_vm *vm);
+int hu_vm_list_add(struct hu_vm_list *list, struct hu_vm *vm);
+int hu_vm_set_error(struct hu_vm *vm, int r, const char *fmt, ...) _printf_(3, 4);
+int hu_proc_starttime(struct hu_ctx *ctx, pid_t pid, uint64_t *ret);
+/* Is this exact process (pid + start time) still alive? */
+bool hu_vm_process_alive(struct hu_vm *vm);
+int hu_vm_fingerprint_disks(struct hu_vm *vm, struct hu_qmp *q);
+int hu_vm_query(struct hu_vm *vm, struct hu_qmp *q);
+int hu_scan_processes(struct hu_ctx *ctx, struct hu_vm_list **ret);
+int hu_classify_path(const char *path, bool share, enum hu_backing *ret, char **ret_why);
+int hu_classify_fs(long f_type, enum hu_backing *ret);
+/* ram.c: digest of sampled pages of a RAM file or DAX device. */
+int hu_ram_digest(const char *path, uint64_t size, uint64_t *ret);
+
+/* ---- manifest.c ---- */
+struct hu_manifest {
+	struct hu_ctx *ctx;
+	char *path;
+	char *phase;
+	char *boot_id;
+	int64_t created_ms;
+	struct hu_vm_list list;
+	pthread_mutex_t lock;
+	bool borrowed;          /* list entries belong to the caller */
+};
+int hu_manifest_new(struct hu_ctx *ctx, struct hu_manifest **ret);
+int hu_manifest_save(struct hu_manifest *m);
+int hu_manifest_set_phase(struct hu_manifest *m, const char *phase);
+int hu_manifest_to_json(struct hu_manifest *m, json_object **ret);
+int hu_manifest_from_json(struct hu_ctx *ctx, json_object *o, struct hu_manifest *m);
+int hu_manifest_load_path(struct hu_ctx *ctx, const char *path, struct hu_manifest **ret);
+void hu_journal(struct hu_ctx *ctx, const char *vm, const char *event, const char *detail);
+
+/* ---- restore.c (shared with abort) ---- */
+int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot,
+		   const char *const *only_vms);
+int hu_vm_resume_original(struct hu_vm *vm);
+
+/* ---- migration.c ---- */
+int hu_migration_setup(struct hu_qmp *q, bool x_ignore_shared, bool copies_ram, char **ret_err);
+int hu_migration_reset(struct hu_qmp *q, bool x_ignore_shared_before, int64_t max_bandwidth_before);
+int hu_migration_query(struct hu_qmp *q, char **ret_status, char **ret_desc);
+int hu_migration_wait(struct hu_qmp *q, unsigned timeout_ms, char **ret_desc);
+unsigned hu_migration_timeout_ms(uint64_t bytes);
+int hu_migration_settled_runstate(struct hu_qmp *q, char **ret_status);

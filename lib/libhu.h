@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * libhu — checkpoint every QEMU on a host with cpr-reboot and bring it back.
+ *
+ * Public interface. The library never prints: progress and diagnostics go
+ * through the context's log hook, errors are negative errno values.
+ */
+#pragma once
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct hu_ctx;
+struct hu_vm;
+struct hu_vm_list;
+struct hu_manifest;
+
+/* Context: owns configuration and the log hook. Refcounted. */
+int hu_new(struct hu_ctx **ret);
+struct hu_ctx *hu_ref(struct hu_ctx *ctx);
+struct hu_ctx *hu_unref(struct hu_ctx *ctx);
+
+typedef void (*hu_log_fn)(void *userdata, int priority, const char *vm,
+			  const char *fmt, va_list args);
+void hu_set_log_fn(struct hu_ctx *ctx, hu_log_fn fn, void *userdata);
+void hu_set_log_priority(struct hu_ctx *ctx, int priority);
+
+int hu_set_state_dir(struct hu_ctx *ctx, const char *dir);
+const char *hu_get_state_dir(const struct hu_ctx *ctx);
+/* Root of /proc (tests point it elsewhere); default "/proc". */
+int hu_set_proc_root(struct hu_ctx *ctx, const char *dir);
+/* Upper bound on concurrent per-VM workers; 0 = one per VM. */
+void hu_set_jobs(struct hu_ctx *ctx, unsigned jobs);
+/* Timeout for one QMP command / wait, in milliseconds. */
+void hu_set_qmp_timeout(struct hu_ctx *ctx, unsigned ms);
+
+enum hu_backing {
+	HU_BACKING_PERSISTENT, /* named shared file on a medium that survives a reboot */
+	HU_BACKING_VOLATILE,   /* shared, survives a QEMU restart but not a reboot */
+	HU_BACKING_PRIVATE,    /* anonymous or private mapping: must be copied */
+};
+const char *hu_backing_to_string(enum hu_backing b);
+
+/* Policy for volatile shared RAM when a reboot follows the checkpoint. */
+enum hu_volatile_policy {
+	HU_VOLATILE_COPY,   /* copy it into the state file (default) */
+	HU_VOLATILE_REFUSE, /* block the checkpoint */
+};
+
+struct hu_options {
+	bool no_reboot;                 /* restore follows without a kernel reboot */
+	enum hu_volatile_policy volatile_policy;
+	const char *const *only_vms;    /* NULL-terminated names, or NULL for all */
+	uint64_t space_margin;          /* device state allowance per VM; 0 = 64 MiB */
+};
+
+/* --- discovery + plan ------------------------------------------------- */
+
+/* Find every qemu-system-* process and ask each one over QMP what it is.
+ * A VM whose QMP cannot be reached is listed with a blocker. */
+int hu_discover(struct hu_ctx *ctx, const struct hu_options *opts,
+		struct hu_vm_list **ret);
+/* Decide per VM how it is saved and what blocks it. Returns the number of
+ * blocked VMs (>= 0) or a negative errno. */
+int hu_plan(struct hu_ctx *ctx, struct hu_vm_list *list,
+	    const struct hu_options *opts);
+void hu_vm_list_free(struct hu_vm_list *list);
+
+size_t hu_vm_list_count(const struct hu_vm_list *list);
+struct hu_vm *hu_vm_list_get(const struct hu_vm_list *list, size_t i);
+
+const char *hu_vm_get_name(const struct hu_vm *vm);
+pid_t hu_vm_get_pid(const struct hu_vm *vm);
+uint64_t hu_vm_get_ram_bytes(const struct hu_vm *vm);
+enum hu_backing hu_vm_get_backing(const struct hu_vm *vm);
+bool hu_vm_get_in_place(const struct hu_vm *vm);
+/* Bytes the state file will take (device state, plus RAM for copies). */
+uint64_t hu_vm_get_save_bytes(const struct hu_vm *vm);
+const char *hu_vm_get_runstate(const struct hu_vm *vm);
+const char *hu_vm_get_qemu_version(const struct hu_vm *vm);
+size_t hu_vm_get_n_blockers(const struct hu_vm *vm);
+const char *hu_vm_get_blocker(const struct hu_vm *vm, size_t i);
+
+/* --- checkpoint / restore / abort --------------------------------------- */
+
+/* Checkpoint every planned VM in parallel; all-or-nothing. On failure every
+ * VM that was stopped is resumed and a negative errno returned. The name of
+ * the first VM that failed and why are reported through the log hook. */
+int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list,
+		  const struct hu_options *opts);
+/* Restore every checkpointed VM from the manifest in the state dir.
+ * Returns the number of VMs that failed (>= 0) or a negative errno. */
+int hu_restore(struct hu_ctx *ctx, const struct hu_options *opts);
+/* After a crash: resume VMs a checkpoint left stopped, restore the ones it
+ * already saved and quit. Returns failed VM count or a negative errno. */
+int hu_abort(struct hu_ctx *ctx);
+
+/* --- manifest (status) ---------------------------------------------------- */
+
+int hu_manifest_load(struct hu_ctx *ctx, struct hu_manifest **ret);
+struct hu_manifest *hu_manifest_free(struct hu_manifest *m);
+const char *hu_manifest_get_phase(const struct hu_manifest *m);
+size_t hu_manifest_count(const struct hu_manifest *m);
+const char *hu_manifest_vm_name(const struct hu_manifest *m, size_t i);
+/* One of running|checkpointed|restored|failed. */
+const char *hu_manifest_vm_state(const struct hu_manifest *m, size_t i);
+/* Milliseconds between the VM stopping and running again, or -1. */
+int64_t hu_manifest_vm_downtime_ms(const struct hu_manifest *m, size_t i);
+const char *hu_manifest_vm_error(const struct hu_manifest *m, size_t i);
+pid_t hu_manifest_vm_pid(const struct hu_manifest *m, size_t i);
+
+#ifdef __cplusplus
+}
+#endif

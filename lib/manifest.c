@@ -1,0 +1,564 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The manifest: the one record of a checkpoint, read by restore, abort and
+ * status. Versioned JSON, 0600 in a 0700 dir, replaced atomically on every
+ * change. Read back as untrusted input: every field is type-checked and
+ * bounded, and a bad manifest is refused whole (nothing is deleted).
+ * The journal next to it is an append-only history for operators.
+ */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include "hu-private.h"
+
+static const char *const state_names[] = {
+	[HU_VM_RUNNING] = "running",       [HU_VM_STOPPING] = "stopping",
+	[HU_VM_SAVED] = "saved",           [HU_VM_CHECKPOINTED] = "checkpointed",
+	[HU_VM_RESTORING] = "restoring",   [HU_VM_RESTORED] = "restored",
+	[HU_VM_RESUMED] = "resumed",       [HU_VM_FAILED] = "failed",
+};
+
+const char *hu_vm_state_to_string(enum hu_vm_state s)
+{
+	return s < ARRAY_SIZE(state_names) ? state_names[s] : "unknown";
+}
+
+int hu_vm_state_from_string(const char *s, enum hu_vm_state *ret)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(state_names); i++)
+		if (streq(s, state_names[i])) {
+			*ret = i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+int hu_manifest_new(struct hu_ctx *ctx, struct hu_manifest **ret)
+{
+	struct hu_manifest *m = calloc(1, sizeof(*m));
+	char boot[64] = "";
+
+	if (!m)
+		return -ENOMEM;
+	m->ctx = ctx;
+	pthread_mutex_init(&m->lock, NULL);
+	hu_read_boot_id(boot, sizeof(boot));
+	m->boot_id = strdup(boot);
+	m->phase = strdup("idle");
+	m->created_ms = hu_now_ms();
+	if (asprintf(&m->path, "%s/manifest.json", ctx->state_dir) < 0)
+		m->path = NULL;
+	if (!m->boot_id || !m->phase || !m->path) {
+		hu_manifest_free(m);
+		return -ENOMEM;
+	}
+	*ret = m;
+	return 0;
+}
+
+struct hu_manifest *hu_manifest_free(struct hu_manifest *m)
+{
+	if (!m)
+		return NULL;
+	if (!m->borrowed)
+		for (size_t i = 0; i < m->list.n; i++)
+			hu_vm_free(m->list.vms[i]);
+	free(m->list.vms);
+	free(m->path);
+	free(m->phase);
+	free(m->boot_id);
+	pthread_mutex_destroy(&m->lock);
+	free(m);
+	return NULL;
+}
+
+static json_object *str_or_null(const char *s)
+{
+	return s ? json_object_new_string(s) : NULL;
+}
+
+static json_object *vm_to_json(const struct hu_vm *vm)
+{
+	json_object *o = json_object_new_object(), *a, *mds, *disks;
+
+	json_object_object_add(o, "name", json_object_new_string(vm->name));
+	json_object_object_add(o, "state", json_object_new_string(hu_vm_state_to_string(vm->state)));
+	json_object_object_add(o, "pid", json_object_new_int64(vm->pid));
+	json_object_object_add(o, "starttime", json_object_new_uint64(vm->starttime));
+	json_object_object_add(o, "exe", json_object_new_string(vm->exe));
+	a = json_object_new_array();
+	for (size_t i = 0; i < vm->argc; i++)
+		json_object_array_add(a, json_object_new_string(vm->argv[i]));
+	json_object_object_add(o, "argv", a);
+	json_object_object_add(o, "cwd", json_object_new_string(vm->cwd ?: "/"));
+	json_object_object_add(o, "uid", json_object_new_int64(vm->uid));
+	json_object_object_add(o, "gid", json_object_new_int64(vm->gid));
+	json_object_object_add(o, "cgroup", str_or_null(vm->cgroup));
+	json_object_object_add(o, "qmp_path", str_or_null(vm->ai.qmp_path));
+	json_object_object_add(o, "qemu_version", str_or_null(vm->qemu_version));
+	json_object_object_add(o, "runstate_before", str_or_null(vm->runstate));
+	json_object_object_add(o, "x_ignore_shared", json_object_new_boolean(vm->in_place));
+	json_object_object_add(o, "x_ignore_shared_before", json_object_new_boolean(vm->x_ignore_shared_before));
+	json_object_object_add(o, "max_bandwidth_before", json_object_new_int64(vm->max_bandwidth_before));
+	json_object_object_add(o, "ram_bytes", json_object_new_uint64(vm->ram_bytes));
+	json_object_object_add(o, "ram_backing", json_object_new_string(hu_backing_to_string(vm->backing)));
+	mds = json_object_new_array();
+	for (size_t i = 0; i < vm->n_memdevs; i++) {
+		const struct hu_memdev *d = &vm->memdevs[i];
+		json_object *m = json_object_new_object();
+		char dig[32];
+
+		json_object_object_add(m, "id", json_object_new_string(d->id));
+		json_object_object_add(m, "type", json_object_new_string(d->type));
+		json_object_object_add(m, "mem_path", str_or_null(d->mem_path));
+		json_object_object_add(m, "share", json_object_new_boolean(d->share));
+		json_object_object_add(m, "size", json_object_new_uint64(d->size));
+		json_object_object_add(m, "backing", json_object_new_string(hu_backing_to_string(d->backing)));
+		json_object_object_add(m, "skipped", json_object_new_boolean(d->skipped));
+		snprintf(dig, sizeof(dig), "%016" PRIx64, d->digest);
+		json_object_object_add(m, "digest", json_object_new_string(dig));
+		json_object_array_add(mds, m);
+	}
+	json_object_object_add(o, "memdevs", mds);
+	disks = json_object_new_array();
+	for (size_t i = 0; i < vm->n_disks; i++) {
+		const struct hu_disk *d = &vm->disks[i];
+		json_object *m = json_object_new_object();
+
+		json_object_object_add(m, "path", json_object_new_string(d->path));
+		json_object_object_add(m, "size", json_object_new_uint64(d->size));
+		json_object_object_add(m, "inode", json_object_new_uint64(d->ino));
+		json_object_object_add(m, "dev", json_object_new_uint64(d->dev));
+		json_object_object_add(m, "mtime_ns", json_object_new_int64(d->mtime_ns));
+		json_object_array_add(disks, m);
+	}
+	json_object_object_add(o, "disks", disks);
+	json_object_object_add(o, "state_bytes", json_object_new_uint64(vm->state_bytes));
+	json_object_object_add(o, "stopped_at_ms", json_object_new_int64(vm->stopped_at_ms));
+	json_object_object_add(o, "running_at_ms", json_object_new_int64(vm->running_at_ms));
+	json_object_object_add(o, "error", str_or_null(vm->error));
+	return o;
+}
+
+int hu_manifest_to_json(struct hu_manifest *m, json_object **ret)
+{
+	json_object *o = json_object_new_object(), *vms = json_object_new_array();
+
+	if (!o || !vms) {
+		json_object_put(o);
+		json_object_put(vms);
+		return -ENOMEM;
+	}
+	json_object_object_add(o, "version", json_object_new_int(HU_MANIFEST_VERSION));
+	json_object_object_add(o, "phase", json_object_new_string(m->phase));
+	json_object_object_add(o, "boot_id", json_object_new_string(m->boot_id));
+	json_object_object_add(o, "created_ms", json_object_new_int64(m->created_ms));
+	for (size_t i = 0; i < m->list.n; i++)
+		json_object_array_add(vms, vm_to_json(m->list.vms[i]));
+	json_object_object_add(o, "vms", vms);
+	*ret = o;
+	return 0;
+}
+
+/* Serialise under the lock: workers update their VM from threads. */
+int hu_manifest_save(struct hu_manifest *m)
+{
+	_cleanup_json_ json_object *o = NULL;
+	const char *s;
+	int r;
+
+	pthread_mutex_lock(&m->lock);
+	r = hu_manifest_to_json(m, &o);
+	if (r >= 0) {
+		s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
+		r = hu_write_file_atomic(m->path, s, strlen(s), 0600);
+	}
+	pthread_mutex_unlock(&m->lock);
+	return r;
+}
+
+int hu_manifest_set_phase(struct hu_manifest *m, const char *phase)
+{
+	char *p = strdup(phase);
+
+	if (!p)
+		return -ENOMEM;
+	pthread_mutex_lock(&m->lock);
+	free(m->phase);
+	m->phase = p;
+	pthread_mutex_unlock(&m->lock);
+	hu_journal(m->ctx, NULL, "phase", phase);
+	return hu_manifest_save(m);
+}
+
+/* --- reading back (untrusted) --- */
+
+static const char *get_str(json_object *o, const char *key, size_t max, bool nullable, int *r)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null)) {
+		if (!nullable)
+			*r = -EBADMSG;
+		return NULL;
+	}
+	if (!json_object_is_type(v, json_type_string) ||
+	    (size_t)json_object_get_string_len(v) > max ||
+	    strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v)) {
+		*r = -EBADMSG;
+		return NULL;
+	}
+	return json_object_get_string(v);
+}
+
+static int64_t get_int(json_object *o, const char *key, int64_t min, int64_t max, int *r)
+{
+	json_object *v;
+	int64_t x;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int)) {
+		*r = -EBADMSG;
+		return 0;
+	}
+	x = json_object_get_int64(v);
+	if (x < min || x > max)
+		*r = -EBADMSG;
+	return x;
+}
+
+static uint64_t get_uint(json_object *o, const char *key, int *r)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int)) {
+		*r = -EBADMSG;
+		return 0;
+	}
+	return json_object_get_uint64(v);
+}
+
+static bool get_bool(json_object *o, const char *key, int *r)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_boolean)) {
+		*r = -EBADMSG;
+		return false;
+	}
+	return json_object_get_boolean(v);
+}
+
+static json_object *get_array(json_object *o, const char *key, size_t max, int *r)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_array) ||
+	    json_object_array_length(v) > max) {
+		*r = -EBADMSG;
+		return NULL;
+	}
+	return v;
+}
+
+static char *dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+static int backing_from_string(const char *s, enum hu_backing *ret)
+{
+	for (int b = HU_BACKING_PERSISTENT; b <= HU_BACKING_PRIVATE; b++)
+		if (s && streq(s, hu_backing_to_string(b))) {
+			*ret = b;
+			return 0;
+		}
+	return -EBADMSG;
+}
+
+static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
+{
+	struct hu_vm *vm = calloc(1, sizeof(*vm));
+	json_object *argv, *mds, *disks;
+	const char *s;
+	int r = 0;
+
+	if (!vm)
+		return -ENOMEM;
+	vm->ctx = ctx;
+	if (!json_object_is_type(o, json_type_object)) {
+		r = -EBADMSG;
+		goto out;
+	}
+	s = get_str(o, "name", HU_MAX_NAME, false, &r);
+	if (r < 0 || !hu_name_is_safe(s)) {
+		r = -EBADMSG;
+		goto out;
+	}
+	vm->name = strdup(s);
+	s = get_str(o, "state", 32, false, &r);
+	if (r < 0 || hu_vm_state_from_string(s, &vm->state) < 0) {
+		r = -EBADMSG;
+		goto out;
+	}
+	vm->pid = get_int(o, "pid", 0, INT32_MAX, &r);
+	vm->starttime = get_uint(o, "starttime", &r);
+	s = get_str(o, "exe", PATH_MAX, false, &r);
+	if (r < 0 || s[0] != '/') {
+		r = -EBADMSG;
+		goto out;
+	}
+	vm->exe = strdup(s);
+	argv = get_array(o, "argv", HU_MAX_ARGS, &r);
+	if (r < 0 || json_object_array_length(argv) == 0) {
+		r = -EBADMSG;
+		goto out;
+	}
+	for (size_t i = 0; i < json_object_array_length(argv) && r >= 0; i++) {
+		json_object *a = json_object_array_get_idx(argv, i);
+
+		if (!json_object_is_type(a, json_type_string) ||
+		    strlen(json_object_get_string(a)) != (size_t)json_object_get_string_len(a))
+			r = -EBADMSG;
+		else
+			r = hu_strv_push(&vm->argv, &vm->argc, json_object_get_string(a));
+	}
+	vm->cwd = dup_or_null(get_str(o, "cwd", PATH_MAX, false, &r));
+	vm->uid = get_int(o, "uid", 0, UINT32_MAX - 1, &r);
+	vm->gid = get_int(o, "gid", 0, UINT32_MAX - 1, &r);
+	vm->cgroup = dup_or_null(get_str(o, "cgroup", PATH_MAX, true, &r));
+	vm->qemu_version = dup_or_null(get_str(o, "qemu_version", 64, true, &r));
+	vm->runstate = dup_or_null(get_str(o, "runstate_before", 64, true, &r));
+	vm->in_place = get_bool(o, "x_ignore_shared", &r);
+	vm->x_ignore_shared_before = get_bool(o, "x_ignore_shared_before", &r);
+	vm->max_bandwidth_before = get_int(o, "max_bandwidth_before", 0, INT64_MAX, &r);
+	vm->ram_bytes = get_uint(o, "ram_bytes", &r);
+	if (r >= 0 && backing_from_string(get_str(o, "ram_backing", 32, false, &r), &vm->backing) < 0)
+		r = -EBADMSG;
+	mds = get_array(o, "memdevs", HU_MAX_MEMDEVS, &r);
+	if (r >= 0) {
+		vm->memdevs = calloc(json_object_array_length(mds) + 1, sizeof(*vm->memdevs));
+		if (!vm->memdevs)
+			r = -ENOMEM;
+	}
+	for (size_t i = 0; r >= 0 && i < json_object_array_length(mds); i++) {
+		json_object *m = json_object_array_get_idx(mds, i);
+		struct hu_memdev *d = &vm->memdevs[vm->n_memdevs++];
+
+		if (!json_object_is_type(m, json_type_object)) {
+			r = -EBADMSG;
+			break;
+		}
+		d->id = dup_or_null(get_str(m, "id", 128, false, &r));
+		d->type = dup_or_null(get_str(m, "type", 64, false, &r));
+		d->mem_path = dup_or_null(get_str(m, "mem_path", PATH_MAX, true, &r));
+		d->share = get_bool(m, "share", &r);
+		d->size = get_uint(m, "size", &r);
+		d->skipped = get_bool(m, "skipped", &r);
+		if (r >= 0 && backing_from_string(get_str(m, "backing", 32, false, &r), &d->backing) < 0)
+			r = -EBADMSG;
+		s = get_str(m, "digest", 16, false, &r);
+		if (r >= 0 && sscanf(s, "%" SCNx64, &d->digest) != 1)
+			r = -EBADMSG;
+		if (r >= 0 && d->skipped && (!d->mem_path || d->mem_path[0] != '/'))
+			r = -EBADMSG;
+	}
+	disks = get_array(o, "disks", HU_MAX_DISKS, &r);
+	if (r >= 0) {
+		vm->disks = calloc(json_object_array_length(disks) + 1, sizeof(*vm->disks));
+		if (!vm->disks)
+			r = -ENOMEM;
+	}
+	for (size_t i = 0; r >= 0 && i < json_object_array_length(disks); i++) {
+		json_object *m = json_object_array_get_idx(disks, i);
+		struct hu_disk *d = &vm->disks[vm->n_disks++];
+
+		if (!json_object_is_type(m, json_type_object)) {
+			r = -EBADMSG;
+			break;
+		}
+		d->path = dup_or_null(get_str(m, "path", PATH_MAX, false, &r));
+		d->size = get_uint(m, "size", &r);
+		d->ino = get_uint(m, "inode", &r);
+		d->dev = get_uint(m, "dev", &r);
+		d->mtime_ns = get_int(m, "mtime_ns", INT64_MIN, INT64_MAX, &r);
+	}
+	vm->state_bytes = get_uint(o, "state_bytes", &r);
+	vm->stopped_at_ms = get_int(o, "stopped_at_ms", 0, INT64_MAX, &r);
+	vm->running_at_ms = get_int(o, "running_at_ms", 0, INT64_MAX, &r);
+	vm->error = dup_or_null(get_str(o, "error", 4096, true, &r));
+	if (r >= 0) {
+		s = get_str(o, "qmp_path", PATH_MAX, true, &r);
+		if (s)
+			vm->ai.qmp_path = strdup(s);
+	}
+	/* The rest of what argv says (name, agent, pidfile) is re-derived. */
+	if (r >= 0) {
+		struct hu_argv_info ai = {};
+		char *keep = TAKE_PTR(vm->ai.qmp_path);
+
+		r = hu_argv_parse(vm->argv, vm->argc, &ai);
+		if (r >= 0) {
+			vm->ai = ai;
+			free(vm->ai.qmp_path);
+			vm->ai.qmp_path = keep;
+			keep = NULL;
+		}
+		free(keep);
+	}
+	if (r >= 0 && asprintf(&vm->state_file, "%s/%s.state", ctx->state_dir, vm->name) < 0)
+		r = -ENOMEM;
+out:
+	if (r < 0) {
+		hu_vm_free(vm);
+		return r == -ENOMEM ? r : -EBADMSG;
+	}
+	*ret = vm;
+	return 0;
+}
+
+int hu_manifest_from_json(struct hu_ctx *ctx, json_object *o, struct hu_manifest *m)
+{
+	json_object *vms;
+	const char *s;
+	int r = 0;
+
+	if (!json_object_is_type(o, json_type_object))
+		return -EBADMSG;
+	if (get_int(o, "version", 1, 1000, &r) != HU_MANIFEST_VERSION)
+		return -EPROTONOSUPPORT;
+	s = get_str(o, "phase", 32, false, &r);
+	if (r < 0)
+		return r;
+	free(m->phase);
+	m->phase = strdup(s);
+	s = get_str(o, "boot_id", 64, false, &r);
+	if (r < 0)
+		return r;
+	free(m->boot_id);
+	m->boot_id = strdup(s);
+	m->created_ms = get_int(o, "created_ms", 0, INT64_MAX, &r);
+	vms = get_array(o, "vms", HU_MAX_VMS, &r);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < json_object_array_length(vms); i++) {
+		struct hu_vm *vm;
+
+		r = vm_from_json(ctx, json_object_array_get_idx(vms, i), &vm);
+		if (r < 0)
+			return r;
+		for (size_t j = 0; j < m->list.n; j++)
+			if (streq(m->list.vms[j]->name, vm->name)) {
+				hu_vm_free(vm);
+				return -EBADMSG;
+			}
+		r = hu_vm_list_add(&m->list, vm);
+		if (r < 0) {
+			hu_vm_free(vm);
+			return r;
+		}
+	}
+	return 0;
+}
+
+int hu_manifest_load_path(struct hu_ctx *ctx, const char *path, struct hu_manifest **ret)
+{
+	_cleanup_free_ char *text = NULL;
+	_cleanup_json_ json_object *o = NULL;
+	struct hu_manifest *m;
+	json_tokener *tok;
+	size_t len;
+	int r;
+
+	r = hu_read_file(path, HU_MAX_MANIFEST, &text, &len);
+	if (r < 0)
+		return r;
+	tok = json_tokener_new_ex(32);
+	if (!tok)
+		return -ENOMEM;
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+	o = json_tokener_parse_ex(tok, text, (int)len);
+	json_tokener_free(tok);
+	if (!o)
+		return -EBADMSG;
+	r = hu_manifest_new(ctx, &m);
+	if (r < 0)
+		return r;
+	free(m->path);
+	m->path = strdup(path);
+	r = m->path ? hu_manifest_from_json(ctx, o, m) : -ENOMEM;
+	if (r < 0) {
+		hu_manifest_free(m);
+		return r;
+	}
+	*ret = m;
+	return 0;
+}
+
+int hu_manifest_load(struct hu_ctx *ctx, struct hu_manifest **ret)
+{
+	_cleanup_free_ char *path = NULL;
+
+	if (asprintf(&path, "%s/manifest.json", ctx->state_dir) < 0)
+		return -ENOMEM;
+	return hu_manifest_load_path(ctx, path, ret);
+}
+
+const char *hu_manifest_get_phase(const struct hu_manifest *m) { return m->phase; }
+size_t hu_manifest_count(const struct hu_manifest *m) { return m->list.n; }
+const char *hu_manifest_vm_name(const struct hu_manifest *m, size_t i) { return m->list.vms[i]->name; }
+const char *hu_manifest_vm_error(const struct hu_manifest *m, size_t i) { return m->list.vms[i]->error; }
+pid_t hu_manifest_vm_pid(const struct hu_manifest *m, size_t i) { return m->list.vms[i]->pid; }
+
+/* The status contract has four states; map ours onto them. */
+const char *hu_manifest_vm_state(const struct hu_manifest *m, size_t i)
+{
+	switch (m->list.vms[i]->state) {
+	case HU_VM_RUNNING:
+	case HU_VM_RESUMED:
+		return "running";
+	case HU_VM_STOPPING:
+	case HU_VM_SAVED:
+	case HU_VM_CHECKPOINTED:
+	case HU_VM_RESTORING:
+		return "checkpointed";
+	case HU_VM_RESTORED:
+		return "restored";
+	case HU_VM_FAILED:
+		return "failed";
+	}
+	return "failed";
+}
+
+int64_t hu_manifest_vm_downtime_ms(const struct hu_manifest *m, size_t i)
+{
+	const struct hu_vm *vm = m->list.vms[i];
+
+	if (vm->stopped_at_ms <= 0 || vm->running_at_ms < vm->stopped_at_ms)
+		return -1;
+	return vm->running_at_ms - vm->stopped_at_ms;
+}
+
+/* One JSON line per event, fsync'ed: the history survives a crash. */
+void hu_journal(struct hu_ctx *ctx, const char *vm, const char *event, const char *detail)
+{
+	_cleanup_free_ char *path = NULL;
+	_cleanup_close_ int fd = -1;
+	_cleanup_json_ json_object *o = json_object_new_object();
+	const char *s;
+
+	if (!o || asprintf(&path, "%s/journal.jsonl", ctx->state_dir) < 0)
+		return;
+	json_object_object_add(o, "ts_ms", json_object_new_int64(hu_now_ms()));
+	if (vm)
+		json_object_object_add(o, "vm", json_object_new_string(vm));
+	json_object_object_add(o, "event", json_object_new_string(event));
+	if (detail)
+		json_object_object_add(o, "detail", json_object_new_string(detail));
+	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return;
+	if (dprintf(fd, "%s\n", s) > 0)
+		fdatasync(fd);
+}

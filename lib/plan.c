@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * plan: before anything stops, decide per VM how its RAM is saved and list
+ * everything that blocks the upgrade. x-ignore-shared is per VM, so it is on
+ * only when every shared, named RAM file of the VM survives what follows.
+ */
+#include <stdio.h>
+#include <sys/statvfs.h>
+#include "hu-private.h"
+
+static const char *const ok_runstates[] = { "running", "paused", "suspended" };
+
+uint64_t hu_vm_get_save_bytes(const struct hu_vm *vm) { return vm->save_bytes; }
+
+static void plan_ram(struct hu_vm *vm, const struct hu_options *opts, uint64_t margin)
+{
+	bool can_skip = true;
+
+	vm->ram_bytes = 0;
+	vm->backing = HU_BACKING_PERSISTENT;
+	for (size_t i = 0; i < vm->n_memdevs; i++) {
+		struct hu_memdev *d = &vm->memdevs[i];
+		bool named_shared = d->mem_path && d->share && streq(d->type, "memory-backend-file") &&
+				    d->backing != HU_BACKING_PRIVATE;
+
+		vm->ram_bytes += d->size;
+		if (d->backing > vm->backing)
+			vm->backing = d->backing;
+		/* A named shared file that will not survive would be skipped by
+		 * x-ignore-shared and lost: then nothing may be skipped. */
+		if (named_shared && d->backing == HU_BACKING_VOLATILE && !opts->no_reboot)
+			can_skip = false;
+	}
+	vm->in_place = can_skip;
+	vm->save_bytes = margin;
+	for (size_t i = 0; i < vm->n_memdevs; i++) {
+		struct hu_memdev *d = &vm->memdevs[i];
+
+		d->skipped = can_skip && d->mem_path && d->share && d->backing != HU_BACKING_PRIVATE &&
+			     streq(d->type, "memory-backend-file");
+		if (!d->skipped)
+			vm->save_bytes += d->size;
+	}
+	if (vm->backing == HU_BACKING_VOLATILE && !opts->no_reboot &&
+	    opts->volatile_policy == HU_VOLATILE_REFUSE)
+		hu_strv_pushf(&vm->blockers, &vm->n_blockers,
+			      "RAM is volatile (tmpfs/hugetlbfs/memfd) and does not survive a reboot; policy refuses to copy it");
+}
+
+static uint64_t free_bytes(const char *dir)
+{
+	struct statvfs sv;
+	_cleanup_free_ char *d = strdup(dir);
+
+	/* The state dir may not exist yet: ask the nearest existing parent. */
+	while (d && statvfs(d, &sv) < 0) {
+		char *slash = strrchr(d, '/');
+
+		if (!slash || slash == d)
+			return statvfs("/", &sv) == 0 ? (uint64_t)sv.f_bavail * sv.f_frsize : 0;
+		*slash = '\0';
+	}
+	return d ? (uint64_t)sv.f_bavail * sv.f_frsize : 0;
+}
+
+int hu_plan(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_options *opts)
+{
+	static const struct hu_options defaults = {};
+	uint64_t need = 0, avail, margin;
+	int blocked = 0;
+
+	if (!opts)
+		opts = &defaults;
+	margin = opts->space_margin ? opts->space_margin : HU_DEVICE_STATE_MARGIN;
+	for (size_t i = 0; i < list->n; i++) {
+		struct hu_vm *vm = list->vms[i];
+		bool runstate_ok = false;
+
+		for (size_t j = 0; j < list->n; j++)
+			if (j != i && streq(list->vms[j]->name, vm->name)) {
+				hu_strv_pushf(&vm->blockers, &vm->n_blockers,
+					      "another QEMU (pid %d) has the same name", (int)list->vms[j]->pid);
+				break;
+			}
+		if (!vm->qmp_ok)
+			continue;
+		for (size_t k = 0; k < ARRAY_SIZE(ok_runstates); k++)
+			runstate_ok = runstate_ok || streq(vm->runstate, ok_runstates[k]);
+		if (!runstate_ok)
+			hu_strv_pushf(&vm->blockers, &vm->n_blockers,
+				      "runstate '%s' cannot be checkpointed", vm->runstate);
+		if (vm->ai.has_vfio && !streq(vm->runstate, "suspended"))
+			hu_strv_pushf(&vm->blockers, &vm->n_blockers,
+				      "has a VFIO device: cpr-reboot needs the guest suspended first");
+		plan_ram(vm, opts, margin);
+		need += vm->save_bytes;
+	}
+	avail = free_bytes(ctx->state_dir);
+	if (need > avail)
+		for (size_t i = 0; i < list->n; i++)
+			if (list->vms[i]->qmp_ok)
+				hu_strv_pushf(&list->vms[i]->blockers, &list->vms[i]->n_blockers,
+					      "not enough space in %s: %llu MiB free, checkpoint needs %llu MiB",
+					      ctx->state_dir, (unsigned long long)(avail >> 20),
+					      (unsigned long long)((need + (1 << 20) - 1) >> 20));
+	for (size_t i = 0; i < list->n; i++)
+		blocked += list->vms[i]->n_blockers > 0;
+	return blocked;
+}

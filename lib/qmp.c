@@ -1,0 +1,372 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * QMP client. The peer is untrusted: every message is bounded in size and
+ * nesting, every wait has a deadline, garbage is an error and never a hang.
+ * Events may arrive between a request and its reply; they are queued
+ * (bounded) for waiters. Replies carry our id; others are dropped.
+ */
+#include <poll.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include "hu-private.h"
+
+struct hu_qmp {
+	int fd;
+	unsigned timeout_ms;
+	json_tokener *tok;
+	char buf[65536];
+	size_t len, off;
+	size_t msg_bytes;       /* bytes fed into the message being parsed */
+	json_object *events[HU_MAX_QMP_EVENTS];
+	size_t n_events;
+	unsigned long next_id;
+	char *version;
+};
+
+const char *hu_qmp_strerror(int r)
+{
+	switch (r) {
+	case -EBADMSG:   return "peer sent malformed JSON";
+	case -EPROTO:    return "peer does not speak QMP";
+	case -EMSGSIZE:  return "QMP message larger than the 4 MiB limit";
+	case -ETIMEDOUT: return "no answer in time";
+	case -ECONNRESET: return "connection closed by peer";
+	case -EREMOTEIO: return "QEMU returned an error";
+	case -EOPNOTSUPP: return "command not supported by this QEMU";
+	default:         return strerror(-r);
+	}
+}
+
+void hu_qmp_close(struct hu_qmp *q)
+{
+	if (!q)
+		return;
+	if (q->fd >= 0)
+		close(q->fd);
+	if (q->tok)
+		json_tokener_free(q->tok);
+	hu_qmp_clear_events(q);
+	free(q->version);
+	free(q);
+}
+
+void hu_qmp_set_timeout(struct hu_qmp *q, unsigned ms)
+{
+	q->timeout_ms = ms;
+}
+
+void hu_qmp_clear_events(struct hu_qmp *q)
+{
+	for (size_t i = 0; i < q->n_events; i++)
+		json_object_put(q->events[i]);
+	q->n_events = 0;
+}
+
+const char *hu_qmp_greeting_version(struct hu_qmp *q)
+{
+	return q->version;
+}
+
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+	for (;;) {
+		int64_t left = deadline - hu_mono_ms();
+		struct pollfd p = { .fd = fd, .events = events };
+		int r;
+
+		if (left <= 0)
+			return -ETIMEDOUT;
+		r = poll(&p, 1, (int)left);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (r > 0)
+			return 0;
+	}
+}
+
+/* Read the next complete JSON object from the peer. Streamed through the
+ * tokener, not split at newlines: -qmp-pretty spreads a message over lines. */
+static int read_message(struct hu_qmp *q, int64_t deadline, json_object **ret)
+{
+	for (;;) {
+		ssize_t n;
+		int r;
+
+		if (q->off < q->len) {
+			size_t avail = q->len - q->off;
+			json_object *o = json_tokener_parse_ex(q->tok, q->buf + q->off, (int)avail);
+			enum json_tokener_error e = json_tokener_get_error(q->tok);
+			size_t used = json_tokener_get_parse_end(q->tok);
+
+			if (used > avail || (!o && e == json_tokener_continue))
+				used = avail;
+			q->off += used;
+			q->msg_bytes += used;
+			if (o) {
+				/* Ready for the next message in the same buffer. */
+				json_tokener_reset(q->tok);
+				q->msg_bytes = 0;
+				if (!json_object_is_type(o, json_type_object)) {
+					json_object_put(o);
+					return -EBADMSG;
+				}
+				*ret = o;
+				return 0;
+			}
+			if (e != json_tokener_continue)
+				return -EBADMSG;
+			if (q->msg_bytes > HU_MAX_QMP_MESSAGE)
+				return -EMSGSIZE;
+			continue;
+		}
+		r = wait_fd(q->fd, POLLIN, deadline);
+		if (r < 0)
+			return r;
+		n = recv(q->fd, q->buf, sizeof(q->buf), MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -ECONNRESET;
+		q->off = 0;
+		q->len = n;
+	}
+}
+
+static void queue_event(struct hu_qmp *q, json_object *msg)
+{
+	if (q->n_events == HU_MAX_QMP_EVENTS) {
+		/* Keep the newest: a flood of events must not grow memory. */
+		json_object_put(q->events[0]);
+		memmove(q->events, q->events + 1, (HU_MAX_QMP_EVENTS - 1) * sizeof(q->events[0]));
+		q->n_events--;
+	}
+	q->events[q->n_events++] = msg;
+}
+
+static int send_all(struct hu_qmp *q, const char *s, size_t len, int64_t deadline)
+{
+	while (len > 0) {
+		ssize_t n = send(q->fd, s, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				int r = wait_fd(q->fd, POLLOUT, deadline);
+				if (r < 0)
+					return r;
+				continue;
+			}
+			return errno == EPIPE ? -ECONNRESET : -errno;
+		}
+		s += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static char *error_text(json_object *err)
+{
+	json_object *cls = NULL, *desc = NULL;
+	char *s = NULL;
+
+	json_object_object_get_ex(err, "class", &cls);
+	json_object_object_get_ex(err, "desc", &desc);
+	if (asprintf(&s, "%s: %.512s", cls ? json_object_get_string(cls) : "Error",
+		     desc ? json_object_get_string(desc) : "(no description)") < 0)
+		return NULL;
+	return s;
+}
+
+int hu_qmp_execute(struct hu_qmp *q, const char *cmd, json_object *args,
+		   json_object **ret, char **ret_error)
+{
+	_cleanup_json_ json_object *req = json_object_new_object();
+	char id[32];
+	const char *s;
+	int64_t deadline = hu_mono_ms() + q->timeout_ms;
+	int r;
+
+	if (!req) {
+		json_object_put(args);
+		return -ENOMEM;
+	}
+	snprintf(id, sizeof(id), "hu-%lu", ++q->next_id);
+	json_object_object_add(req, "execute", json_object_new_string(cmd));
+	if (args)
+		json_object_object_add(req, "arguments", args);
+	json_object_object_add(req, "id", json_object_new_string(id));
+	s = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
+	r = send_all(q, s, strlen(s), deadline);
+	if (r >= 0)
+		r = send_all(q, "\n", 1, deadline);
+	if (r < 0)
+		return r;
+
+	for (;;) {
+		_cleanup_json_ json_object *msg = NULL;
+		json_object *v, *mid;
+
+		r = read_message(q, deadline, &msg);
+		if (r < 0)
+			return r;
+		if (json_object_object_get_ex(msg, "event", NULL)) {
+			queue_event(q, TAKE_PTR(msg));
+			continue;
+		}
+		if (!json_object_object_get_ex(msg, "id", &mid) ||
+		    !json_object_is_type(mid, json_type_string) ||
+		    !streq(json_object_get_string(mid), id))
+			continue; /* a reply that is not ours: drop it */
+		if (json_object_object_get_ex(msg, "error", &v)) {
+			json_object *cls = NULL;
+
+			if (ret_error)
+				*ret_error = error_text(v);
+			json_object_object_get_ex(v, "class", &cls);
+			if (cls && streq(json_object_get_string(cls), "CommandNotFound"))
+				return -EOPNOTSUPP;
+			return -EREMOTEIO;
+		}
+		if (!json_object_object_get_ex(msg, "return", &v))
+			return -EPROTO;
+		if (ret)
+			*ret = json_object_get(v);
+		return 0;
+	}
+}
+
+static bool event_matches(json_object *ev, const char *name,
+			  bool (*match)(json_object *, void *), void *userdata,
+			  json_object **ret_data)
+{
+	json_object *n, *data = NULL;
+
+	if (!json_object_object_get_ex(ev, "event", &n) ||
+	    !streq(json_object_get_string(n), name))
+		return false;
+	json_object_object_get_ex(ev, "data", &data);
+	if (match && !match(data, userdata))
+		return false;
+	if (ret_data)
+		*ret_data = data ? json_object_get(data) : NULL;
+	return true;
+}
+
+int hu_qmp_wait_event(struct hu_qmp *q, const char *name,
+		      bool (*match)(json_object *data, void *userdata), void *userdata,
+		      unsigned timeout_ms, json_object **ret_data)
+{
+	int64_t deadline = hu_mono_ms() + timeout_ms;
+
+	for (size_t i = 0; i < q->n_events; i++) {
+		if (event_matches(q->events[i], name, match, userdata, ret_data)) {
+			json_object_put(q->events[i]);
+			memmove(q->events + i, q->events + i + 1,
+				(q->n_events - i - 1) * sizeof(q->events[0]));
+			q->n_events--;
+			return 0;
+		}
+	}
+	for (;;) {
+		_cleanup_json_ json_object *msg = NULL;
+		int r = read_message(q, deadline, &msg);
+
+		if (r < 0)
+			return r;
+		if (!json_object_object_get_ex(msg, "event", NULL))
+			continue; /* stale reply */
+		if (event_matches(msg, name, match, userdata, ret_data))
+			return 0;
+		queue_event(q, TAKE_PTR(msg));
+	}
+}
+
+int hu_qmp_open_fd(int fd, unsigned timeout_ms, struct hu_qmp **ret)
+{
+	struct hu_qmp *q = calloc(1, sizeof(*q));
+	_cleanup_json_ json_object *greeting = NULL;
+	json_object *qmp, *ver, *v;
+	int r;
+
+	if (!q) {
+		close(fd);
+		return -ENOMEM;
+	}
+	q->fd = fd;
+	q->timeout_ms = timeout_ms;
+	q->tok = json_tokener_new_ex(64);
+	if (!q->tok) {
+		hu_qmp_close(q);
+		return -ENOMEM;
+	}
+
+	r = read_message(q, hu_mono_ms() + timeout_ms, &greeting);
+	if (r < 0)
+		goto fail;
+	if (!json_object_object_get_ex(greeting, "QMP", &qmp) ||
+	    !json_object_is_type(qmp, json_type_object)) {
+		r = -EPROTO;
+		goto fail;
+	}
+	if (json_object_object_get_ex(qmp, "version", &ver) &&
+	    json_object_object_get_ex(ver, "qemu", &v)) {
+		json_object *maj = NULL, *min = NULL, *mic = NULL;
+
+		json_object_object_get_ex(v, "major", &maj);
+		json_object_object_get_ex(v, "minor", &min);
+		json_object_object_get_ex(v, "micro", &mic);
+		if (asprintf(&q->version, "%d.%d.%d", json_object_get_int(maj),
+			     json_object_get_int(min), json_object_get_int(mic)) < 0)
+			q->version = NULL;
+	}
+	r = hu_qmp_execute(q, "qmp_capabilities", NULL, NULL, NULL);
+	if (r < 0)
+		goto fail;
+	*ret = q;
+	return 0;
+fail:
+	hu_qmp_close(q);
+	return r;
+}
+
+int hu_qmp_connect(const char *path, unsigned timeout_ms, struct hu_qmp **ret)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int r = -errno;
+		close(fd);
+		return r;
+	}
+	return hu_qmp_open_fd(fd, timeout_ms, ret);
+}
+
+int hu_qmp_query_status(struct hu_qmp *q, char **ret_status)
+{
+	_cleanup_json_ json_object *o = NULL;
+	json_object *st;
+	int r = hu_qmp_execute(q, "query-status", NULL, &o, NULL);
+
+	if (r < 0)
+		return r;
+	if (!json_object_object_get_ex(o, "status", &st) ||
+	    !json_object_is_type(st, json_type_string))
+		return -EPROTO;
+	*ret_status = strndup(json_object_get_string(st), 64);
+	return *ret_status ? 0 : -ENOMEM;
+}

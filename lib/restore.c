@@ -1,0 +1,518 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * restore (and abort): bring every VM of the manifest to running, exactly
+ * once. Per VM, by what the manifest and /proc say:
+ *   - its original QEMU still runs (crash before quit, or abort): resume it;
+ *   - it was saved and its QEMU is gone: verify state file, disks and RAM,
+ *     start the recorded argv + "-incoming defer" (execve, no shell), load
+ *     the state with the same mode and capabilities, and bring it to the
+ *     runstate it had before;
+ *   - it is restored or resumed already, or another QEMU runs it: leave it.
+ * Per-VM results are written to the manifest as they happen.
+ */
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include "hu-private.h"
+
+struct restore_job {
+	struct hu_ctx *ctx;
+	struct hu_manifest *m;
+	struct hu_vm_list *running;   /* QEMUs on the host now (from /proc) */
+	bool same_boot;
+	const char *const *only_vms;  /* NULL: all */
+};
+
+/* Record the outcome of one VM under the manifest lock, then persist. */
+static void finish_vm(struct restore_job *job, struct hu_vm *vm, enum hu_vm_state state,
+		      const char *error)
+{
+	pthread_mutex_lock(&job->m->lock);
+	vm->state = state;
+	free(vm->error);
+	vm->error = error ? strdup(error) : NULL;
+	pthread_mutex_unlock(&job->m->lock);
+	hu_journal(job->ctx, vm->name, hu_vm_state_to_string(state), error);
+	if (error)
+		hu_err(job->ctx, vm->name, "%s", error);
+	hu_manifest_save(job->m);
+}
+
+static bool argv_has_incoming_defer(const struct hu_vm *p)
+{
+	for (size_t i = 1; i + 1 < p->argc; i++)
+		if ((streq(p->argv[i], "-incoming") || streq(p->argv[i], "--incoming")) &&
+		    streq(p->argv[i + 1], "defer"))
+			return true;
+	return false;
+}
+
+static bool shares_ram(const struct hu_vm *vm, const struct hu_vm *p)
+{
+	for (size_t i = 0; i < vm->n_memdevs; i++)
+		for (size_t j = 0; vm->memdevs[i].mem_path && j < p->ai.n_mem_paths; j++)
+			if (streq(vm->memdevs[i].mem_path, p->ai.mem_paths[j]))
+				return true;
+	return false;
+}
+
+/* A QEMU on the host now that is this VM: same name, QMP socket or RAM. */
+static struct hu_vm *find_running(struct restore_job *job, const struct hu_vm *vm)
+{
+	for (size_t i = 0; i < job->running->n; i++) {
+		struct hu_vm *p = job->running->vms[i];
+
+		if (streq(p->name, vm->name) || shares_ram(vm, p) ||
+		    (vm->ai.qmp_path && p->ai.qmp_path && streq(vm->ai.qmp_path, p->ai.qmp_path)))
+			return p;
+	}
+	return NULL;
+}
+
+static int check_disks(const struct hu_vm *vm, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < vm->n_disks; i++) {
+		const struct hu_disk *d = &vm->disks[i];
+		struct stat st;
+
+		if (stat(d->path, &st) < 0) {
+			snprintf(err, errlen, "disk %s: %s", d->path, strerror(errno));
+			return -errno;
+		}
+		if ((uint64_t)st.st_size != d->size || st.st_ino != d->ino || st.st_dev != d->dev ||
+		    (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec != d->mtime_ns) {
+			snprintf(err, errlen, "disk %s changed since the checkpoint (size, inode or mtime); refusing to resume on it",
+				 d->path);
+			return -ESTALE;
+		}
+	}
+	return 0;
+}
+
+static int check_ram(const struct hu_vm *vm, bool same_boot, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < vm->n_memdevs; i++) {
+		const struct hu_memdev *d = &vm->memdevs[i];
+		uint64_t digest;
+		int r;
+
+		if (!d->skipped)
+			continue;
+		if (d->backing != HU_BACKING_PERSISTENT && !same_boot) {
+			snprintf(err, errlen, "RAM in %s was volatile and the host rebooted since the checkpoint",
+				 d->mem_path);
+			return -ESTALE;
+		}
+		r = hu_ram_digest(d->mem_path, d->size, &digest);
+		if (r < 0) {
+			snprintf(err, errlen, "RAM in %s: %s", d->mem_path, strerror(-r));
+			return r;
+		}
+		if (digest != d->digest) {
+			snprintf(err, errlen, "RAM in %s did not survive (sampled pages differ from the checkpoint)",
+				 d->mem_path);
+			return -ESTALE;
+		}
+	}
+	return 0;
+}
+
+static int spawn_qemu(struct restore_job *job, struct hu_vm *vm, pid_t *ret_pid)
+{
+	char **argv = NULL;
+	size_t argc = 0;
+	_cleanup_free_ char *log = NULL;
+	static char *const envp[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL };
+	pid_t pid;
+	int r;
+
+	r = hu_argv_strip_incoming(vm->argv, vm->argc, &argv, &argc);
+	if (r < 0)
+		return r;
+	if (hu_strv_push(&argv, &argc, "-incoming") < 0 || hu_strv_push(&argv, &argc, "defer") < 0 ||
+	    asprintf(&log, "%s/%s.log", job->ctx->state_dir, vm->name) < 0) {
+		hu_strv_free(argv, argc);
+		return -ENOMEM;
+	}
+	pid = fork();
+	if (pid < 0) {
+		r = -errno;
+		hu_strv_free(argv, argc);
+		return r;
+	}
+	if (pid == 0) {
+		/* Child: async-signal-safe calls only. */
+		int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+		int out = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+
+		setsid();
+		if (nul >= 0)
+			dup2(nul, 0);
+		if (out >= 0) {
+			dup2(out, 1);
+			dup2(out, 2);
+		}
+		if (chdir(vm->cwd ?: "/") < 0 && chdir("/") < 0)
+			_exit(126);
+		if (vm->gid != 0 && (setgroups(0, NULL) < 0 || setgid(vm->gid) < 0))
+			_exit(126);
+		if (vm->uid != 0 && setuid(vm->uid) < 0)
+			_exit(126);
+		signal(SIGPIPE, SIG_DFL);
+		execve(vm->exe, argv, envp);
+		_exit(127);
+	}
+	hu_strv_free(argv, argc);
+	*ret_pid = pid;
+	return 0;
+}
+
+static int read_pidfile(const char *path, pid_t *ret)
+{
+	_cleanup_free_ char *s = NULL;
+	long v;
+	char *end;
+	int r = hu_read_file(path, 64, &s, NULL);
+
+	if (r < 0)
+		return r;
+	v = strtol(s, &end, 10);
+	if (v <= 0 || v > INT32_MAX || (*end && *end != '\n'))
+		return -EBADMSG;
+	*ret = (pid_t)v;
+	return 0;
+}
+
+/* The last line QEMU printed, to say why it died. */
+static void last_log_line(struct hu_ctx *ctx, const char *name, char *buf, size_t len)
+{
+	_cleanup_free_ char *path = NULL, *text = NULL;
+	char *end, *start;
+
+	buf[0] = '\0';
+	if (asprintf(&path, "%s/%s.log", ctx->state_dir, name) < 0 ||
+	    hu_read_file(path, 1 << 20, &text, NULL) < 0)
+		return;
+	end = text + strlen(text);
+	while (end > text && (end[-1] == '\n' || end[-1] == '\r'))
+		*--end = '\0';
+	start = strrchr(text, '\n');
+	snprintf(buf, len, "%.200s", start ? start + 1 : text);
+}
+
+/* With -daemonize the QEMU we forked exits once the real one is up: its
+ * pid comes from -pidfile, or from /proc by its QMP socket. */
+static int daemonized_pid(struct restore_job *job, struct hu_vm *vm, pid_t child, pid_t *pid,
+			  char *err, size_t errlen)
+{
+	struct hu_vm_list *now = NULL;
+	int status = 0;
+
+	for (int i = 0; i < 2000 && waitpid(child, &status, WNOHANG) != child; i++)
+		usleep(5000);
+	if (vm->ai.pidfile && read_pidfile(vm->ai.pidfile, pid) >= 0)
+		return 0;
+	if (hu_scan_processes(job->ctx, &now) >= 0) {
+		for (size_t i = 0; i < now->n; i++)
+			if (now->vms[i]->ai.qmp_path && streq(now->vms[i]->ai.qmp_path, vm->ai.qmp_path) &&
+			    argv_has_incoming_defer(now->vms[i]))
+				*pid = now->vms[i]->pid;
+		hu_vm_list_free(now);
+	}
+	if (*pid != child)
+		return 0;
+	snprintf(err, errlen, "cannot find the pid of the daemonized QEMU");
+	return -ESRCH;
+}
+
+/* Wait for the new QEMU's QMP; notice when it dies first. */
+static int connect_new(struct restore_job *job, struct hu_vm *vm, pid_t child, pid_t *pid,
+		       char *err, size_t errlen)
+{
+	int64_t deadline = hu_mono_ms() + 30000;
+	bool child_running = true;
+
+	for (;;) {
+		int status, r;
+
+		if (child_running && waitpid(child, &status, WNOHANG) == child) {
+			child_running = false;
+			if (vm->ai.daemonize && WIFEXITED(status) && WEXITSTATUS(status) == 0 && vm->ai.pidfile) {
+				r = read_pidfile(vm->ai.pidfile, pid);
+				if (r < 0) {
+					snprintf(err, errlen, "daemonized QEMU left no pid in %s", vm->ai.pidfile);
+					return r;
+				}
+			} else {
+				char line[256];
+
+				last_log_line(job->ctx, vm->name, line, sizeof(line));
+				snprintf(err, errlen, "QEMU exited (%s %d) before its QMP came up: %s (log: %s/%s.log)",
+					 WIFEXITED(status) ? "status" : "signal",
+					 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
+					 line[0] ? line : "no output", job->ctx->state_dir, vm->name);
+				*pid = 0;
+				return -ECHILD;
+			}
+		}
+		r = hu_qmp_connect(vm->ai.qmp_path, job->ctx->qmp_timeout_ms, &vm->qmp);
+		if (r >= 0 && vm->ai.daemonize && child_running)
+			return daemonized_pid(job, vm, child, pid, err, errlen);
+		if (r >= 0)
+			return 0;
+		if (r == -ECONNRESET && child_running)
+			continue; /* it may be dying: the next round says why */
+		if (r != -ENOENT && r != -ECONNREFUSED && r != -ECONNRESET) {
+			snprintf(err, errlen, "QMP %s: %s", vm->ai.qmp_path, hu_qmp_strerror(r));
+			return r;
+		}
+		if (hu_mono_ms() > deadline) {
+			snprintf(err, errlen, "QMP %s did not come up in 30 s", vm->ai.qmp_path);
+			return -ETIMEDOUT;
+		}
+		usleep(5000);
+	}
+}
+
+static void kill_new(pid_t pid)
+{
+	if (pid > 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+	}
+}
+
+static int load_state(struct restore_job *job, struct hu_vm *vm, char *err, size_t errlen)
+{
+	_cleanup_free_ char *qerr = NULL, *desc = NULL, *uri = NULL, *status = NULL;
+	json_object *args;
+	int r;
+
+	r = hu_migration_setup(vm->qmp, vm->in_place, false, &qerr);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot set cpr-reboot mode: %s", qerr ?: hu_qmp_strerror(r));
+		return r;
+	}
+	if (asprintf(&uri, "file:%s", vm->state_file) < 0)
+		return -ENOMEM;
+	args = json_object_new_object();
+	json_object_object_add(args, "uri", json_object_new_string(uri));
+	/* Stay alive on a bad stream so we can say why. */
+	json_object_object_add(args, "exit-on-error", json_object_new_boolean(false));
+	r = hu_qmp_execute(vm->qmp, "migrate-incoming", args, NULL, &qerr);
+	if (r < 0) {
+		snprintf(err, errlen, "migrate-incoming: %s", qerr ?: hu_qmp_strerror(r));
+		return r;
+	}
+	r = hu_migration_wait(vm->qmp, hu_migration_timeout_ms(vm->state_bytes), &desc);
+	if (r < 0) {
+		snprintf(err, errlen, "loading the state failed: %s", desc ?: hu_qmp_strerror(r));
+		return r;
+	}
+	/* A paused VM comes back paused; a running one is started if the
+	 * stream left it stopped. */
+	r = hu_migration_settled_runstate(vm->qmp, &status);
+	if (r < 0) {
+		snprintf(err, errlen, "query-status: %s", hu_qmp_strerror(r));
+		return r;
+	}
+	if (vm->runstate && streq(vm->runstate, "running") && !streq(status, "running")) {
+		r = hu_qmp_execute(vm->qmp, "cont", NULL, NULL, &qerr);
+		if (r < 0) {
+			snprintf(err, errlen, "cont: %s", qerr ?: hu_qmp_strerror(r));
+			return r;
+		}
+		free(status);
+		status = strdup("running");
+	}
+	if (vm->runstate && !streq(status, vm->runstate)) {
+		snprintf(err, errlen, "runstate after restore is '%s', expected '%s'", status, vm->runstate);
+		return -EPROTO;
+	}
+	hu_migration_reset(vm->qmp, vm->x_ignore_shared_before, vm->max_bandwidth_before);
+	return 0;
+}
+
+static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
+{
+	char err[768] = "";
+	struct hu_vm *other;
+	struct stat st;
+	pid_t child = 0, pid = 0;
+	uint64_t starttime = 0;
+	int r;
+
+	other = find_running(job, vm);
+	if (other) {
+		/* Started by an earlier restore that was cut short? */
+		if (argv_has_incoming_defer(other) && streq(other->name, vm->name)) {
+			_cleanup_free_ char *status = NULL;
+			struct hu_qmp *q = NULL;
+
+			if (other->ai.qmp_path &&
+			    hu_qmp_connect(other->ai.qmp_path, job->ctx->qmp_timeout_ms, &q) >= 0 &&
+			    hu_qmp_query_status(q, &status) >= 0 && streq(status, "inmigrate")) {
+				hu_qmp_close(q);
+				hu_info(job->ctx, vm->name, "killing pid %d left half-restored by an earlier run",
+					(int)other->pid);
+				kill(other->pid, SIGKILL);
+				for (int i = 0; i < 500 && hu_vm_process_alive(other); i++)
+					usleep(10000);
+			} else {
+				hu_qmp_close(q);
+				pthread_mutex_lock(&job->m->lock);
+				vm->pid = other->pid;
+				vm->starttime = other->starttime;
+				if (!vm->running_at_ms)
+					vm->running_at_ms = hu_now_ms();
+				pthread_mutex_unlock(&job->m->lock);
+				finish_vm(job, vm, HU_VM_RESTORED, NULL);
+				return;
+			}
+		} else {
+			snprintf(err, sizeof(err), "already running as pid %d; not started twice", (int)other->pid);
+			finish_vm(job, vm, HU_VM_FAILED, err);
+			return;
+		}
+	}
+	if (stat(vm->state_file, &st) < 0 || (uint64_t)st.st_size != vm->state_bytes) {
+		snprintf(err, sizeof(err), "state file %s is missing or not the size recorded", vm->state_file);
+		finish_vm(job, vm, HU_VM_FAILED, err);
+		return;
+	}
+	if (check_disks(vm, err, sizeof(err)) < 0 || check_ram(vm, job->same_boot, err, sizeof(err)) < 0) {
+		finish_vm(job, vm, HU_VM_FAILED, err);
+		return;
+	}
+	hu_info(job->ctx, vm->name, "starting %s with -incoming defer", vm->exe);
+	r = spawn_qemu(job, vm, &child);
+	if (r < 0) {
+		snprintf(err, sizeof(err), "cannot start QEMU: %s", strerror(-r));
+		finish_vm(job, vm, HU_VM_FAILED, err);
+		return;
+	}
+	pid = child;
+	r = connect_new(job, vm, child, &pid, err, sizeof(err));
+	if (r >= 0 && hu_proc_starttime(job->ctx, pid, &starttime) < 0)
+		r = -ESRCH;
+	if (r >= 0) {
+		pthread_mutex_lock(&job->m->lock);
+		vm->pid = pid;
+		vm->starttime = starttime;
+		pthread_mutex_unlock(&job->m->lock);
+		r = load_state(job, vm, err, sizeof(err));
+	}
+	hu_qmp_close(vm->qmp);
+	vm->qmp = NULL;
+	if (r < 0) {
+		/* It never ran the guest: safe to end, and to retry later. */
+		kill_new(pid);
+		if (child != pid)
+			waitpid(child, NULL, WNOHANG);
+		if (!err[0])
+			snprintf(err, sizeof(err), "%s", strerror(-r));
+		finish_vm(job, vm, HU_VM_FAILED, err);
+		return;
+	}
+	pthread_mutex_lock(&job->m->lock);
+	vm->running_at_ms = hu_now_ms();
+	pthread_mutex_unlock(&job->m->lock);
+	hu_info(job->ctx, vm->name, "restored (%s) as pid %d, down %lld ms", vm->runstate ?: "?", (int)pid,
+		(long long)(vm->running_at_ms - vm->stopped_at_ms));
+	finish_vm(job, vm, HU_VM_RESTORED, NULL);
+}
+
+static void converge_worker(size_t i, void *data)
+{
+	struct restore_job *job = data;
+	struct hu_vm *vm = job->m->list.vms[i];
+
+	if (job->only_vms) {
+		bool selected = false;
+
+		for (const char *const *n = job->only_vms; *n; n++)
+			selected = selected || streq(*n, vm->name);
+		if (!selected)
+			return; /* not ours this time: left as recorded */
+	}
+	if (vm->state == HU_VM_RESTORED || vm->state == HU_VM_RESUMED)
+		return; /* done: never started again */
+	/* Its recorded QEMU still runs (the original, before quit): resume it.
+	 * A restore never leaves a QEMU it started behind on failure. */
+	if (hu_vm_process_alive(vm)) {
+		if (hu_vm_resume_original(vm) < 0)
+			finish_vm(job, vm, HU_VM_FAILED, vm->error);
+		else
+			finish_vm(job, vm, HU_VM_RESUMED, NULL);
+		hu_qmp_close(vm->qmp);
+		vm->qmp = NULL;
+		return;
+	}
+	if (vm->state == HU_VM_RUNNING || vm->state == HU_VM_STOPPING) {
+		finish_vm(job, vm, HU_VM_FAILED, "QEMU exited during the checkpoint before its state was saved");
+		return;
+	}
+	restore_from_state(job, vm);
+}
+
+int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot,
+		   const char *const *only_vms)
+{
+	struct restore_job job = { .ctx = ctx, .m = m, .same_boot = same_boot, .only_vms = only_vms };
+	int failed = 0, r;
+
+	r = hu_scan_processes(ctx, &job.running);
+	if (r < 0)
+		return r;
+	hu_manifest_set_phase(m, "restoring");
+	hu_parallel_for(m->list.n, ctx->jobs, converge_worker, &job);
+	hu_vm_list_free(job.running);
+	for (size_t i = 0; i < m->list.n; i++)
+		failed += m->list.vms[i]->state == HU_VM_FAILED;
+	hu_manifest_set_phase(m, failed ? "restore-failed" : "restored");
+	return failed;
+}
+
+static int converge(struct hu_ctx *ctx, const struct hu_options *opts, const char *verb)
+{
+	_cleanup_close_ int lock = -1;
+	struct hu_manifest *m = NULL;
+	char boot[64] = "";
+	int r;
+
+	r = hu_lock_state_dir(ctx, &lock);
+	if (r < 0) {
+		hu_err(ctx, NULL, "state dir %s: %s", ctx->state_dir,
+		       r == -EBUSY ? "another host-upgrade is working on it" : strerror(-r));
+		return r;
+	}
+	r = hu_manifest_load(ctx, &m);
+	if (r == -ENOENT) {
+		hu_info(ctx, NULL, "nothing to %s: no manifest in %s", verb, ctx->state_dir);
+		return 0;
+	}
+	if (r < 0) {
+		hu_err(ctx, NULL, "%s/manifest.json: %s; nothing was changed",
+		       ctx->state_dir, r == -EBADMSG ? "corrupt or not a host-upgrade manifest" :
+		       r == -EPROTONOSUPPORT ? "written by an unknown version" : strerror(-r));
+		return r;
+	}
+	hu_read_boot_id(boot, sizeof(boot));
+	r = hu_restore_vms(ctx, m, streq(boot, m->boot_id), opts ? opts->only_vms : NULL);
+	hu_manifest_free(m);
+	return r;
+}
+
+int hu_restore(struct hu_ctx *ctx, const struct hu_options *opts)
+{
+	return converge(ctx, opts, "restore");
+}
+
+int hu_abort(struct hu_ctx *ctx)
+{
+	return converge(ctx, NULL, "abort");
+}

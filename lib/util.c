@@ -1,0 +1,301 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Small helpers: bounded reads, crash-safe writes, string lists, threads. */
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include "hu-private.h"
+
+static int64_t clock_ms(clockid_t id)
+{
+	struct timespec ts;
+
+	clock_gettime(id, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t hu_now_ms(void) { return clock_ms(CLOCK_REALTIME); }
+int64_t hu_mono_ms(void) { return clock_ms(CLOCK_MONOTONIC); }
+
+int hu_read_file(const char *path, size_t max, char **ret, size_t *ret_len)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	_cleanup_free_ char *buf = NULL;
+	size_t len = 0, cap = 0;
+
+	if (fd < 0)
+		return -errno;
+	for (;;) {
+		ssize_t n;
+
+		if (len == cap) {
+			size_t ncap = cap ? cap * 2 : 4096;
+			char *nbuf;
+
+			if (cap > max)
+				return -EFBIG;
+			nbuf = realloc(buf, ncap + 1);
+			if (!nbuf)
+				return -ENOMEM;
+			buf = nbuf;
+			cap = ncap;
+		}
+		n = read(fd, buf + len, cap - len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		len += n;
+		if (len > max)
+			return -EFBIG;
+	}
+	if (!buf && !(buf = malloc(1)))
+		return -ENOMEM;
+	buf[len] = '\0';
+	*ret = TAKE_PTR(buf);
+	if (ret_len)
+		*ret_len = len;
+	return 0;
+}
+
+int hu_fsync_path(const char *path)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	return fsync(fd) < 0 ? -errno : 0;
+}
+
+/* tmp + fsync + rename + fsync(dir): a reader sees the old or the new file,
+ * never a torn one, also after a crash or kill -9 at any point. */
+int hu_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+	_cleanup_free_ char *tmp = NULL, *dircopy = NULL;
+	_cleanup_close_ int fd = -1;
+	const char *p = data;
+	int r;
+
+	if (asprintf(&tmp, "%s.tmp.%d", path, (int)getpid()) < 0)
+		return -ENOMEM;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+	if (fd < 0)
+		return -errno;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			goto fail;
+		}
+		p += n;
+		len -= n;
+	}
+	if (fchmod(fd, mode) < 0 || fsync(fd) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	if (rename(tmp, path) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	dircopy = strdup(path);
+	if (!dircopy)
+		return -ENOMEM;
+	return hu_fsync_path(dirname(dircopy));
+fail:
+	unlink(tmp);
+	return r;
+}
+
+/* State files hold argv, which may carry secrets: root-only. */
+int hu_mkdir_private(const char *dir)
+{
+	struct stat st;
+
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	if (lstat(dir, &st) < 0)
+		return -errno;
+	if (!S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+	if ((st.st_mode & 07777) != 0700 && chmod(dir, 0700) < 0)
+		return -errno;
+	return 0;
+}
+
+int hu_strv_push(char ***strv, size_t *n, const char *s)
+{
+	char **nv;
+	char *copy = strdup(s);
+
+	if (!copy)
+		return -ENOMEM;
+	nv = realloc(*strv, (*n + 2) * sizeof(char *));
+	if (!nv) {
+		free(copy);
+		return -ENOMEM;
+	}
+	nv[(*n)++] = copy;
+	nv[*n] = NULL;
+	*strv = nv;
+	return 0;
+}
+
+int hu_strv_pushf(char ***strv, size_t *n, const char *fmt, ...)
+{
+	_cleanup_free_ char *s = NULL;
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	if (r < 0)
+		return -ENOMEM;
+	return hu_strv_push(strv, n, s);
+}
+
+void hu_strv_free(char **strv, size_t n)
+{
+	if (!strv)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(strv[i]);
+	free(strv);
+}
+
+/* QEMU size syntax: a number with an optional K/M/G/T suffix (binary). */
+int hu_parse_size(const char *s, uint64_t *ret)
+{
+	char *end;
+	unsigned long long v;
+	unsigned shift = 0;
+
+	if (!s || !*s || *s == '-')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -EINVAL;
+	switch (*end) {
+	case '\0': case 'B': case 'b': shift = 0; break;
+	case 'K': case 'k': shift = 10; break;
+	case 'M': case 'm': shift = 20; break;
+	case 'G': case 'g': shift = 30; break;
+	case 'T': case 't': shift = 40; break;
+	default: return -EINVAL;
+	}
+	if (*end && end[1] != '\0')
+		return -EINVAL;
+	if (shift && v > (UINT64_MAX >> shift))
+		return -ERANGE;
+	*ret = (uint64_t)v << shift;
+	return 0;
+}
+
+/* A VM name ends up in file names: only a safe, bounded alphabet. */
+bool hu_name_is_safe(const char *name)
+{
+	size_t len = strlen(name);
+
+	if (len == 0 || len > HU_MAX_NAME || name[0] == '.' || name[0] == '-')
+		return false;
+	for (const char *p = name; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '-'))
+			return false;
+	return true;
+}
+
+int hu_read_boot_id(char *buf, size_t len)
+{
+	_cleanup_free_ char *s = NULL;
+	int r = hu_read_file("/proc/sys/kernel/random/boot_id", 128, &s, NULL);
+
+	if (r < 0)
+		return r;
+	s[strcspn(s, "\n")] = '\0';
+	if (strlen(s) + 1 > len)
+		return -ENOBUFS;
+	strcpy(buf, s);
+	return 0;
+}
+
+struct par {
+	size_t n;
+	size_t next;
+	void (*fn)(size_t, void *);
+	void *data;
+	pthread_mutex_t lock;
+};
+
+static void *par_worker(void *arg)
+{
+	struct par *p = arg;
+
+	for (;;) {
+		size_t i;
+
+		pthread_mutex_lock(&p->lock);
+		i = p->next++;
+		pthread_mutex_unlock(&p->lock);
+		if (i >= p->n)
+			return NULL;
+		p->fn(i, p->data);
+	}
+}
+
+void hu_parallel_for(size_t n, unsigned jobs, void (*fn)(size_t i, void *data), void *data)
+{
+	struct par p = { .n = n, .fn = fn, .data = data, .lock = PTHREAD_MUTEX_INITIALIZER };
+	size_t nthreads = (jobs == 0 || jobs > n) ? n : jobs, started = 0;
+	pthread_t *tids;
+
+	if (n == 0)
+		return;
+	tids = calloc(nthreads, sizeof(*tids));
+	for (size_t t = 0; tids && t < nthreads; t++) {
+		if (pthread_create(&tids[t], NULL, par_worker, &p) != 0)
+			break;
+		started++;
+	}
+	/* With no thread at all, still make progress on this one. */
+	if (started == 0)
+		par_worker(&p);
+	for (size_t t = 0; t < started; t++)
+		pthread_join(tids[t], NULL);
+	free(tids);
+	pthread_mutex_destroy(&p.lock);
+}
+
+/* One mutating verb at a time per state dir; the kernel drops the lock
+ * when we die, so kill -9 never leaves it stale. */
+int hu_lock_state_dir(struct hu_ctx *ctx, int *ret_fd)
+{
+	_cleanup_free_ char *path = NULL;
+	_cleanup_close_ int fd = -1;
+	int r;
+
+	r = hu_mkdir_private(ctx->state_dir);
+	if (r < 0)
+		return r;
+	if (asprintf(&path, "%s/lock", ctx->state_dir) < 0)
+		return -ENOMEM;
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+		return errno == EWOULDBLOCK ? -EBUSY : -errno;
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}

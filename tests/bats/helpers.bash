@@ -1,0 +1,439 @@
+# shellcheck shell=bash
+# Helpers for the host-upgrade bats tests: boot the tiny test guest under QEMU (TCG only),
+# talk QMP to it, read its serial console and clean up every QEMU a test started.
+#
+#   load helpers            (bats 1.8)
+#
+# Per-test files live in $T (= $BATS_TEST_TMPDIR, or a short mktemp dir under /tmp when that
+# path is too long for unix sockets, 107 bytes). For a VM called NAME:
+#   $T/NAME.serial   serial console (ttyS0), appended across restarts
+#   $T/NAME.pid      QEMU pidfile (QEMU deletes it on exit; copy in $T/NAME.lastpid)
+#   $T/NAME.log      QEMU stdout+stderr (appended)
+#   $T/NAME.qmp      QMP socket (qmp_arg)    $T/NAME.sock     QMP socket (mon_args)
+#   $T/NAME.cmdline  the last argv vm_start used, shell-quoted
+#
+# This file defines teardown() { hu_teardown; }. A test file that needs its own teardown
+# defines it after `load helpers` and calls hu_teardown (or at least cleanup_vms) from it.
+#
+# Functions (all return non-zero with a message on stderr when they fail):
+#   guest_build                         build $GUEST_DIR once (flock-protected)
+#   vm_start NAME [QEMU_ARG...]         start a guest in the background, wait for its pidfile
+#   qmp_arg NAME                        prints: -qmp unix:$T/NAME.qmp,server=on,wait=off
+#   mon_args NAME                       prints: -chardev socket,...,path=$T/NAME.sock,... -mon ...
+#   ram_file_args NAME PATH             prints: -object memory-backend-file,...,mem-path=PATH,share=on -machine memory-backend=ram0
+#   ram_memfd_args NAME                 prints: -object memory-backend-memfd,...,share=on -machine memory-backend=ram0
+#   qmp NAME_OR_SOCKET JSON_COMMAND     one QMP command; prints the return/error object as JSON
+#   qmp NAME_OR_SOCKET COMMAND [ARGS_JSON]   same, shorthand
+#   json_get JSONTEXT PYEXPR            evaluates PYEXPR with j = the parsed JSON (python3)
+#   vm_pid NAME                         pid from $T/NAME.pid
+#   vm_alive NAME                       true while that QEMU runs (not a zombie)
+#   vm_wait_exit NAME [TIMEOUT_S=15]    wait for that QEMU to exit
+#   vm_status NAME                      prints query-status .status (running, paused, ...)
+#   vm_wait_status NAME STATUS [TIMEOUT_S=30]
+#   vm_wait_migrate NAME [TIMEOUT_S=60] wait for query-migrate "completed" (fails on failed/cancelled)
+#   vm_wait_tick NAME N [TIMEOUT_S=60]  wait until the serial log shows "tick M" with M >= N
+#   vm_last_tick NAME                   highest tick number seen (0 if none)
+#   vm_boot_count NAME                  number of "BOOT <token>" lines (1 = never cold-booted again)
+#   vm_boot_tokens NAME                 the BOOT tokens, one per line
+#   vm_serial NAME                      prints the serial log path
+#   cleanup_vms                         SIGKILL every qemu-system-* whose argv mentions "$T/"
+#   hu_teardown                         cleanup_vms + remove the short tmp dir if one was made
+#
+# Tunables (environment): HU_BUILD_DIR, GUEST_DIR, HU_VM_MEM (default 256M),
+# HU_VM_APPEND (default "console=ttyS0 quiet"), QEMU (default qemu-system-x86_64), QMP_TIMEOUT.
+# jq is not needed (not in the project's dependencies); python3 (full, with json) is.
+
+HU_TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HU_QMP_PY=$HU_TESTS_DIR/tools/qmp.py
+HU_BUILD_GUEST=$HU_TESTS_DIR/guest/build-guest.sh
+
+if [[ -z "${GUEST_DIR:-}" ]]; then
+	GUEST_DIR=${HU_BUILD_DIR:-$BATS_TEST_DIRNAME/../../build}/guest
+fi
+# Normalise (the directory may not exist yet).
+GUEST_DIR=$(realpath -m "$GUEST_DIR")
+export GUEST_DIR
+
+: "${HU_VM_MEM:=256M}"
+: "${HU_VM_APPEND:=console=ttyS0 quiet}"
+: "${QEMU:=qemu-system-x86_64}"
+
+# --- per-test directory ---------------------------------------------------------------------
+
+# Longest per-VM path we create is "$T/NAME.serial"/"$T/NAME.sock"; keep $T short enough that
+# a socket path with a NAME of up to ~30 characters stays below 107 bytes, and free of
+# characters that QEMU option parsing (commas) or word splitting (spaces) would mangle.
+_hu_setup_tmp() {
+	[[ -n "${BATS_TEST_TMPDIR:-}" ]] || return 0
+	if ((${#BATS_TEST_TMPDIR} <= 64)) && [[ "$BATS_TEST_TMPDIR" =~ ^[A-Za-z0-9/._+-]+$ ]]; then
+		T=$BATS_TEST_TMPDIR
+		HU_SHORT_TMP=
+	else
+		T=$(mktemp -d /tmp/hu.XXXXXX) || return 1
+		HU_SHORT_TMP=$T
+		printf '%s\n' "$T" >"$BATS_TEST_TMPDIR/hu-short-tmp"
+	fi
+	export T
+}
+_hu_setup_tmp
+
+_hu_need_t() {
+	if [[ -z "${T:-}" ]]; then
+		echo "helpers: \$T is not set (only available inside a test, not in setup_file)" >&2
+		return 1
+	fi
+}
+
+_hu_check_name() {
+	if [[ ! "${1:-}" =~ ^[A-Za-z0-9_.-]+$ ]]; then
+		echo "helpers: bad VM name '${1:-}' (use [A-Za-z0-9_.-])" >&2
+		return 1
+	fi
+}
+
+# --- guest ----------------------------------------------------------------------------------
+
+guest_build() {
+	[[ -n "${HU_GUEST_BUILT:-}" ]] && return 0
+	mkdir -p "$(dirname "$GUEST_DIR")" || return 1
+	(
+		flock -w 300 9 || { echo "helpers: timed out waiting for $GUEST_DIR.lock" >&2; exit 1; }
+		"$HU_BUILD_GUEST" "$GUEST_DIR" >&2
+	) 9>"$GUEST_DIR.lock" || return 1
+	HU_GUEST_BUILT=1
+}
+
+# --- argument builders ----------------------------------------------------------------------
+
+# QEMU option values double a literal comma.
+_hu_qemu_escape() { printf '%s' "${1//,/,,}"; }
+
+qmp_arg() {
+	_hu_need_t && _hu_check_name "$1" || return 1
+	printf '%s\n' "-qmp unix:$T/$1.qmp,server=on,wait=off"
+}
+
+mon_args() {
+	_hu_need_t && _hu_check_name "$1" || return 1
+	printf '%s\n' "-chardev socket,id=mon0,path=$T/$1.sock,server=on,wait=off -mon chardev=mon0,mode=control"
+}
+
+ram_file_args() {
+	_hu_check_name "$1" || return 1
+	if [[ -z "${2:-}" ]]; then
+		echo "usage: ram_file_args NAME PATH" >&2
+		return 1
+	fi
+	printf '%s\n' "-object memory-backend-file,id=ram0,size=$HU_VM_MEM,mem-path=$(_hu_qemu_escape "$2"),share=on -machine memory-backend=ram0"
+}
+
+ram_memfd_args() {
+	_hu_check_name "$1" || return 1
+	printf '%s\n' "-object memory-backend-memfd,id=ram0,size=$HU_VM_MEM,share=on -machine memory-backend=ram0"
+}
+
+# --- starting and watching QEMU -------------------------------------------------------------
+
+vm_serial() { printf '%s\n' "$T/$1.serial"; }
+
+# QEMU removes its pidfile when it exits; vm_start keeps a copy in $T/NAME.lastpid so the pid
+# of a VM that has just quit is still known. A pidfile (re)written later wins.
+vm_pid() {
+	local pid=
+	[[ -s "$T/$1.pid" ]] && read -r pid 2>/dev/null <"$T/$1.pid"
+	[[ -z "$pid" && -s "$T/$1.lastpid" ]] && read -r pid <"$T/$1.lastpid"
+	if [[ ! "$pid" =~ ^[0-9]+$ ]]; then
+		echo "helpers: no pid for VM '$1' ($T/$1.pid)" >&2
+		return 1
+	fi
+	printf '%s\n' "$pid"
+}
+
+# true if PID exists and is not a zombie
+_hu_pid_alive() {
+	local stat
+	[[ -r /proc/$1/stat ]] || return 1
+	{ stat=$(<"/proc/$1/stat"); } 2>/dev/null || return 1
+	stat=${stat##*) }
+	[[ "${stat%% *}" != Z && "${stat%% *}" != X ]]
+}
+
+vm_alive() {
+	local pid
+	pid=$(vm_pid "$1" 2>/dev/null) || return 1
+	_hu_pid_alive "$pid"
+}
+
+_hu_tail() {
+	local f=$1 n=${2:-15}
+	if [[ -s "$f" ]]; then
+		echo "--- last $n lines of $f:"
+		tail -n "$n" "$f" | tr -d '\r'
+		echo "---"
+	else
+		echo "--- $f: empty or missing"
+	fi
+}
+
+vm_start() {
+	local name=${1:-}
+	_hu_need_t && _hu_check_name "$name" || return 1
+	shift
+	guest_build || return 1
+	local pidf=$T/$name.pid
+	rm -f "$pidf" "$T/$name.lastpid"
+	# shellcheck disable=SC2054 # commas are QEMU option syntax
+	local -a argv=(
+		"$QEMU" -machine pc,accel=tcg -cpu max -m "$HU_VM_MEM" -smp 1 -nodefaults -display none
+		-kernel "$GUEST_DIR/vmlinuz" -initrd "$GUEST_DIR/initramfs.cpio.gz"
+		-append "$HU_VM_APPEND"
+		-chardev "file,id=ser0,path=$T/$name.serial,append=on" -serial chardev:ser0
+		-name "guest=$name" -pidfile "$pidf"
+		"$@"
+	)
+	# Remember which socket `qmp NAME` should use.
+	local a
+	rm -f "$T/$name.qmpsock"
+	for a in "$@"; do
+		case "$a" in
+		*"$T/$name.qmp"*) printf '%s\n' "$T/$name.qmp" >"$T/$name.qmpsock" ;;
+		*"$T/$name.sock"*) [[ -e "$T/$name.qmpsock" ]] || printf '%s\n' "$T/$name.sock" >"$T/$name.qmpsock" ;;
+		esac
+	done
+	printf '%q ' "${argv[@]}" >"$T/$name.cmdline"
+	echo >>"$T/$name.cmdline"
+	echo "=== $(date '+%T.%N') vm_start ${argv[*]}" >>"$T/$name.log"
+	# fds 3/4 belong to bats: a background child keeping them open makes bats hang.
+	"${argv[@]}" </dev/null >>"$T/$name.log" 2>&1 3>&- 4>&- &
+	local qpid=$! i
+	# not a job of the test shell: no "Killed" notices; bash still reaps it
+	disown "$qpid" 2>/dev/null || true
+	for ((i = 0; i < 200; i++)); do
+		if [[ -s "$pidf" ]]; then
+			cp "$pidf" "$T/$name.lastpid"
+			return 0
+		fi
+		if ! _hu_pid_alive "$qpid"; then
+			echo "helpers: QEMU for VM '$name' exited during startup" >&2
+			_hu_tail "$T/$name.log" 20 >&2
+			return 1
+		fi
+		sleep 0.05
+	done
+	echo "helpers: QEMU for VM '$name' wrote no pidfile within 10 s" >&2
+	_hu_tail "$T/$name.log" 20 >&2
+	return 1
+}
+
+vm_wait_exit() {
+	local name=$1 timeout=${2:-15} pid i
+	pid=$(vm_pid "$name") || return 1
+	for ((i = 0; i < timeout * 10; i++)); do
+		if ! _hu_pid_alive "$pid"; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "helpers: QEMU $pid (VM '$name') still running after ${timeout}s" >&2
+	return 1
+}
+
+# --- serial console -------------------------------------------------------------------------
+
+# Complete lines of the serial log, CRs stripped; an unterminated last line is left out
+# (it may be half of "tick 12").
+_hu_serial_lines() {
+	local f=$T/$1.serial
+	[[ -s "$f" ]] || return 0
+	if [[ -z "$(tail -c 1 "$f")" ]]; then
+		tr -d '\r' <"$f"
+	else
+		sed '$d' "$f" | tr -d '\r'
+	fi
+}
+
+vm_last_tick() {
+	_hu_need_t || return 1
+	_hu_serial_lines "$1" | awk '
+		/^tick [0-9]+$/ { n = $2 + 0; if (n > max) max = n }
+		END { print max + 0 }'
+}
+
+vm_boot_count() {
+	_hu_need_t || return 1
+	_hu_serial_lines "$1" | grep -c '^BOOT [^ ]' || true
+}
+
+vm_boot_tokens() {
+	_hu_need_t || return 1
+	_hu_serial_lines "$1" | sed -n 's/^BOOT \([^ ]*\)$/\1/p'
+}
+
+vm_wait_tick() {
+	local name=${1:-} want=${2:-} timeout=${3:-60}
+	_hu_need_t || return 1
+	if [[ ! "$want" =~ ^[0-9]+$ ]]; then
+		echo "usage: vm_wait_tick NAME N [TIMEOUT_S]" >&2
+		return 1
+	fi
+	local start=$SECONDS last=0
+	while :; do
+		last=$(vm_last_tick "$name")
+		((last >= want)) && return 0
+		if ((SECONDS - start >= timeout)); then
+			local state="not running"
+			vm_alive "$name" && state="running (pid $(vm_pid "$name"))"
+			echo "helpers: VM '$name' did not reach tick $want within ${timeout}s (last tick $last; QEMU $state)" >&2
+			_hu_tail "$T/$name.serial" 15 >&2
+			_hu_tail "$T/$name.log" 10 >&2
+			return 1
+		fi
+		sleep 0.2
+	done
+}
+
+# --- QMP ------------------------------------------------------------------------------------
+
+_hu_sock() {
+	local target=$1 s
+	if [[ "$target" == */* ]]; then
+		printf '%s\n' "$target"
+	elif [[ -s "$T/$target.qmpsock" ]]; then
+		read -r s <"$T/$target.qmpsock"
+		printf '%s\n' "$s"
+	elif [[ -S "$T/$target.sock" && ! -S "$T/$target.qmp" ]]; then
+		printf '%s\n' "$T/$target.sock"
+	else
+		printf '%s\n' "$T/$target.qmp"
+	fi
+}
+
+qmp() {
+	if (($# < 2)); then
+		echo "usage: qmp NAME_OR_SOCKET JSON_COMMAND | qmp NAME_OR_SOCKET COMMAND [ARGS_JSON]" >&2
+		return 2
+	fi
+	local sock
+	sock=$(_hu_sock "$1") || return 1
+	shift
+	python3 "$HU_QMP_PY" "$sock" "$@"
+}
+
+# json_get JSONTEXT PYEXPR: j is the parsed document; strings print raw, the rest as JSON.
+#   json_get "$out" 'j["status"]'      json_get "$out" 'len(j)'
+json_get() {
+	python3 -c '
+import json, sys
+try:
+    j = json.loads(sys.argv[1])
+except ValueError as e:
+    sys.exit("json_get: not JSON (%s): %r" % (e, sys.argv[1][:200]))
+try:
+    v = eval(sys.argv[2], {"json": json}, {"j": j})
+except Exception as e:
+    sys.exit("json_get: %s failed on %s: %r" % (sys.argv[2], sys.argv[1][:200], e))
+print(v if isinstance(v, str) else json.dumps(v))
+' "$1" "$2"
+}
+
+vm_status() {
+	local out
+	out=$(qmp "$1" '{"execute":"query-status"}') || { echo "$out" >&2; return 1; }
+	json_get "$out" 'j["status"]'
+}
+
+vm_wait_status() {
+	local name=$1 want=$2 timeout=${3:-30} start=$SECONDS st=
+	while :; do
+		st=$(vm_status "$name" 2>/dev/null) && [[ "$st" == "$want" ]] && return 0
+		if ((SECONDS - start >= timeout)); then
+			echo "helpers: VM '$name' not '$want' within ${timeout}s (status: ${st:-no answer})" >&2
+			return 1
+		fi
+		sleep 0.1
+	done
+}
+
+vm_wait_migrate() {
+	local name=$1 timeout=${2:-60} start=$SECONDS out st=
+	while :; do
+		if out=$(qmp "$name" '{"execute":"query-migrate"}' 2>&1); then
+			st=$(json_get "$out" 'j.get("status", "")')
+			case "$st" in
+			completed) return 0 ;;
+			failed | cancelled)
+				echo "helpers: migration of VM '$name' $st: $out" >&2
+				return 1
+				;;
+			esac
+		fi
+		if ((SECONDS - start >= timeout)); then
+			echo "helpers: migration of VM '$name' not completed within ${timeout}s (last: ${out:-none})" >&2
+			return 1
+		fi
+		sleep 0.1
+	done
+}
+
+# --- cleanup --------------------------------------------------------------------------------
+
+# Pids of qemu-system-* processes whose argv mentions "$T/" (the trailing slash keeps
+# .../test/1 from matching .../test/10). QEMUs the product under test starts with the same
+# argv are included. Bash builtins only, no fork per process.
+_hu_our_qemus() {
+	local d pid a
+	local -a argv
+	for d in /proc/[0-9]*; do
+		pid=${d#/proc/}
+		[[ "$pid" == "$$" || "$pid" == "$BASHPID" ]] && continue
+		mapfile -d '' -t argv 2>/dev/null <"$d/cmdline" || continue
+		((${#argv[@]})) || continue
+		[[ "${argv[0]##*/}" == qemu-system-* ]] || continue
+		for a in "${argv[@]:1}"; do
+			if [[ "$a" == *"$T/"* ]]; then
+				printf '%s\n' "$pid"
+				break
+			fi
+		done
+	done
+}
+
+cleanup_vms() {
+	[[ -n "${T:-}" ]] || return 0
+	local pid i left
+	local -a pids
+	mapfile -t pids < <(_hu_our_qemus)
+	((${#pids[@]})) || return 0
+	echo "cleanup_vms: SIGKILL ${pids[*]}" >&2
+	for pid in "${pids[@]}"; do
+		kill -KILL "$pid" 2>/dev/null || true
+	done
+	for ((i = 0; i < 100; i++)); do
+		left=0
+		for pid in "${pids[@]}"; do
+			if _hu_pid_alive "$pid"; then
+				left=1
+			fi
+		done
+		((left)) || return 0
+		sleep 0.05
+	done
+	echo "cleanup_vms: still alive after SIGKILL: $(for p in "${pids[@]}"; do _hu_pid_alive "$p" && echo "$p"; done)" >&2
+	return 1
+}
+
+hu_teardown() {
+	local rc=0
+	cleanup_vms || rc=1
+	if [[ -n "${HU_SHORT_TMP:-}" && -d "$HU_SHORT_TMP" && "$HU_SHORT_TMP" == /tmp/hu.* ]]; then
+		# keep the small logs where bats keeps the test's files, drop RAM/state files
+		cp "$HU_SHORT_TMP"/*.serial "$HU_SHORT_TMP"/*.log "$HU_SHORT_TMP"/*.cmdline \
+			"$BATS_TEST_TMPDIR"/ 2>/dev/null
+		rm -rf "$HU_SHORT_TMP"
+	fi
+	return $rc
+}
+
+teardown() {
+	hu_teardown
+}
