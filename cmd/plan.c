@@ -7,7 +7,7 @@
 
 static const char usage[] =
 	"usage: host-upgrade plan [--json] [--state-dir DIR] [--vm NAME]... [--no-reboot]\n"
-	"                         [--volatile copy|refuse] [--space-margin MIB]\n"
+	"                         [--volatile copy|refuse] [--space-margin SIZE]\n"
 	"Preflight every QEMU on the host: RAM backing, how it is saved, blockers.\n"
 	"Exit 1 when anything blocks.\n";
 
@@ -20,8 +20,7 @@ static const struct option plan_opts[] = {
 
 int cli_plan_option(struct cli *c, int opt, const char *arg)
 {
-	char *end;
-	unsigned long v;
+	uint64_t size;
 
 	switch (opt) {
 	case 'N':
@@ -36,10 +35,9 @@ int cli_plan_option(struct cli *c, int opt, const char *arg)
 			return -1;
 		return 0;
 	case 'M':
-		v = strtoul(arg, &end, 10);
-		if (*end || v == 0 || v > 1 << 20)
+		if (hu_parse_size(arg, &size) < 0 || size == 0 || size > (1ULL << 40))
 			return -1;
-		c->opts.space_margin = (uint64_t)v << 20;
+		c->opts.space_margin = size;
 		return 0;
 	}
 	return -1;

@@ -46,6 +46,8 @@ enum hu_backing {
 	HU_BACKING_PRIVATE,    /* anonymous or private mapping: must be copied */
 };
 const char *hu_backing_to_string(enum hu_backing b);
+/* QEMU size syntax: 512, 64K, 256M, 4G (binary suffixes). */
+int hu_parse_size(const char *s, uint64_t *ret);
 
 /* Policy for volatile shared RAM when a reboot follows the checkpoint. */
 enum hu_volatile_policy {
