@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/vfs.h>
 #include <linux/magic.h>
 #include "hu-private.h"
@@ -314,8 +315,20 @@ int hu_classify_path(const char *path, bool share, enum hu_backing *ret, char **
 		return 0;
 	}
 	if (S_ISCHR(st.st_mode)) {
-		*ret = HU_BACKING_PERSISTENT;
-		*ret_why = strdup("device DAX");
+		char link[64], target[PATH_MAX];
+		ssize_t n;
+
+		/* Only device DAX keeps RAM across a reboot; /dev/zero does not. */
+		snprintf(link, sizeof(link), "/sys/dev/char/%u:%u/subsystem", major(st.st_rdev), minor(st.st_rdev));
+		n = readlink(link, target, sizeof(target) - 1);
+		target[n > 0 ? n : 0] = '\0';
+		if (n > 0 && strstr(target, "/dax")) {
+			*ret = HU_BACKING_PERSISTENT;
+			*ret_why = strdup("device DAX");
+		} else {
+			*ret = HU_BACKING_PRIVATE;
+			*ret_why = strdup("character device that is not device DAX");
+		}
 		return 0;
 	}
 	if (S_ISBLK(st.st_mode)) {

@@ -437,3 +437,111 @@ hu_teardown() {
 teardown() {
 	hu_teardown
 }
+
+# --- additions for the product tests (10-*.bats ... 19-*.bats) ------------------------------
+#   vm_start_bare NAME [QEMU_ARG...]    like vm_start, but without "-name guest=NAME" (pass your
+#                                       own -name, or none); same files in $T
+#   qemu_pids_with STRING               pids of qemu-system-* (by exe basename or argv[0]) whose
+#                                       argv contains STRING, one per line
+#   qemu_count_with STRING              how many of them
+#   vm_wait_ticking NAME [N=3] [TIMEOUT_S=30]  wait until the tick counter moved N past its
+#                                       current value (the guest really runs)
+#   vm_not_ticking NAME [SECONDS=1.5]   true if the counter did not move during SECONDS
+#   plan_vm JSON NAME KEY               one field of VM NAME in plan/status --json output
+#   hu_fs_type PATH                     filesystem type of PATH (stat -f), e.g. ext2/ext3, tmpfs
+
+vm_start_bare() {
+	local name=${1:-}
+	_hu_need_t && _hu_check_name "$name" || return 1
+	shift
+	guest_build || return 1
+	local pidf=$T/$name.pid
+	rm -f "$pidf" "$T/$name.lastpid"
+	# shellcheck disable=SC2054 # commas are QEMU option syntax
+	local -a argv=(
+		"$QEMU" -machine pc,accel=tcg -cpu max -m "$HU_VM_MEM" -smp 1 -nodefaults -display none
+		-kernel "$GUEST_DIR/vmlinuz" -initrd "$GUEST_DIR/initramfs.cpio.gz"
+		-append "$HU_VM_APPEND"
+		-chardev "file,id=ser0,path=$T/$name.serial,append=on" -serial chardev:ser0
+		-pidfile "$pidf"
+		"$@"
+	)
+	local a
+	rm -f "$T/$name.qmpsock"
+	for a in "$@"; do
+		case "$a" in
+		*"$T/$name.qmp"*) printf '%s\n' "$T/$name.qmp" >"$T/$name.qmpsock" ;;
+		*"$T/$name.sock"*) [[ -e "$T/$name.qmpsock" ]] || printf '%s\n' "$T/$name.sock" >"$T/$name.qmpsock" ;;
+		esac
+	done
+	printf '%q ' "${argv[@]}" >"$T/$name.cmdline"
+	echo >>"$T/$name.cmdline"
+	echo "=== $(date '+%T.%N') vm_start_bare ${argv[*]}" >>"$T/$name.log"
+	"${argv[@]}" </dev/null >>"$T/$name.log" 2>&1 3>&- 4>&- &
+	local qpid=$! i
+	disown "$qpid" 2>/dev/null || true
+	for ((i = 0; i < 200; i++)); do
+		if [[ -s "$pidf" ]]; then
+			cp "$pidf" "$T/$name.lastpid"
+			return 0
+		fi
+		if ! _hu_pid_alive "$qpid" && [[ ! -s "$pidf" ]]; then
+			echo "helpers: QEMU for VM '$name' exited during startup" >&2
+			_hu_tail "$T/$name.log" 20 >&2
+			return 1
+		fi
+		sleep 0.05
+	done
+	echo "helpers: QEMU for VM '$name' wrote no pidfile within 10 s" >&2
+	_hu_tail "$T/$name.log" 20 >&2
+	return 1
+}
+
+qemu_pids_with() {
+	local needle=$1 d pid a
+	local -a argv
+	for d in /proc/[0-9]*; do
+		pid=${d#/proc/}
+		mapfile -d '' -t argv 2>/dev/null <"$d/cmdline" || continue
+		((${#argv[@]})) || continue
+		[[ "${argv[0]##*/}" == qemu-system-* ]] || continue
+		_hu_pid_alive "$pid" || continue
+		for a in "${argv[@]:1}"; do
+			if [[ "$a" == *"$needle"* ]]; then
+				printf '%s\n' "$pid"
+				break
+			fi
+		done
+	done
+}
+
+qemu_count_with() {
+	local n
+	n=$(qemu_pids_with "$1" | wc -l)
+	printf '%s\n' "$n"
+}
+
+vm_wait_ticking() {
+	local name=$1 n=${2:-3} timeout=${3:-30} last
+	last=$(vm_last_tick "$name") || return 1
+	vm_wait_tick "$name" $((last + n)) "$timeout"
+}
+
+vm_not_ticking() {
+	local name=$1 secs=${2:-1.5} before after
+	before=$(vm_last_tick "$name")
+	sleep "$secs"
+	after=$(vm_last_tick "$name")
+	if [[ "$before" != "$after" ]]; then
+		echo "helpers: VM '$name' ticked from $before to $after in ${secs}s" >&2
+		return 1
+	fi
+}
+
+plan_vm() {
+	json_get "$1" "[v for v in j['vms'] if v['name'] == '$2'][0]['$3']"
+}
+
+hu_fs_type() {
+	stat -f -c %T "$1"
+}

@@ -1,0 +1,259 @@
+/* Manifest round trip, corrupt manifests refused whole, backing classes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <linux/magic.h>
+#include "hu-private.h"
+
+static char dir[64];
+static struct hu_ctx *ctx;
+
+static int setup(void **state)
+{
+	strcpy(dir, "/tmp/hu-test-manifest.XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(hu_new(&ctx), 0);
+	assert_int_equal(hu_set_state_dir(ctx, dir), 0);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+	hu_unref(ctx);
+	return 0;
+}
+
+static struct hu_vm *make_vm(const char *name)
+{
+	struct hu_vm *vm = calloc(1, sizeof(*vm));
+	char *argv[] = { "/usr/bin/qemu-system-x86_64", "-name", (char *)name, "-qmp",
+			 "unix:/run/x,,y.sock,server=on,wait=off", "-append", "pw=\"sec ret\"\n" };
+
+	vm->ctx = ctx;
+	vm->name = strdup(name);
+	vm->pid = 4242;
+	vm->starttime = 123456789012ULL;
+	vm->exe = strdup("/usr/bin/qemu-system-x86_64");
+	for (size_t i = 0; i < ARRAY_SIZE(argv); i++)
+		hu_strv_push(&vm->argv, &vm->argc, argv[i]);
+	vm->cwd = strdup("/var/lib/vms");
+	vm->uid = 107;
+	vm->gid = 110;
+	vm->ai.qmp_path = strdup("/run/x,y.sock");
+	vm->qemu_version = strdup("10.0.2");
+	vm->runstate = strdup("paused");
+	vm->in_place = true;
+	vm->max_bandwidth_before = 134217728;
+	vm->ram_bytes = 1ULL << 34;
+	vm->backing = HU_BACKING_PERSISTENT;
+	vm->memdevs = calloc(1, sizeof(*vm->memdevs));
+	vm->n_memdevs = 1;
+	vm->memdevs[0].id = strdup("ram0");
+	vm->memdevs[0].type = strdup("memory-backend-file");
+	vm->memdevs[0].mem_path = strdup("/dev/dax0.0");
+	vm->memdevs[0].share = true;
+	vm->memdevs[0].size = 1ULL << 34;
+	vm->memdevs[0].skipped = true;
+	vm->memdevs[0].digest = 0xfedcba9876543210ULL;
+	vm->disks = calloc(1, sizeof(*vm->disks));
+	vm->n_disks = 1;
+	vm->disks[0].path = strdup("/var/lib/vms/disk.qcow2");
+	vm->disks[0].size = 10737418240ULL;
+	vm->disks[0].ino = 77;
+	vm->disks[0].dev = 2049;
+	vm->disks[0].mtime_ns = 1764100000123456789LL;
+	vm->state = HU_VM_CHECKPOINTED;
+	vm->state_bytes = 930000;
+	vm->stopped_at_ms = 1764100000000LL;
+	return vm;
+}
+
+static void test_round_trip(void **state)
+{
+	struct hu_manifest *m, *back;
+	struct hu_vm *a, *b;
+	struct stat st;
+	char path[128];
+
+	assert_int_equal(hu_manifest_new(ctx, &m), 0);
+	hu_vm_list_add(&m->list, make_vm("web1"));
+	hu_vm_list_add(&m->list, make_vm("db-2"));
+	assert_int_equal(hu_manifest_set_phase(m, "checkpointed"), 0);
+
+	snprintf(path, sizeof(path), "%s/manifest.json", dir);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0600);
+
+	assert_int_equal(hu_manifest_load(ctx, &back), 0);
+	assert_string_equal(back->phase, "checkpointed");
+	assert_int_equal(back->list.n, 2);
+	a = m->list.vms[0];
+	b = back->list.vms[0];
+	assert_string_equal(b->name, "web1");
+	assert_int_equal(b->pid, a->pid);
+	assert_int_equal(b->starttime, a->starttime);
+	assert_int_equal(b->argc, a->argc);
+	for (size_t i = 0; i < a->argc; i++)
+		assert_string_equal(b->argv[i], a->argv[i]);
+	assert_string_equal(b->ai.qmp_path, "/run/x,y.sock");
+	assert_string_equal(b->cwd, "/var/lib/vms");
+	assert_int_equal(b->uid, 107);
+	assert_string_equal(b->runstate, "paused");
+	assert_true(b->in_place);
+	assert_int_equal(b->memdevs[0].digest, 0xfedcba9876543210ULL);
+	assert_true(b->memdevs[0].skipped);
+	assert_int_equal(b->disks[0].mtime_ns, a->disks[0].mtime_ns);
+	assert_int_equal(b->disks[0].size, a->disks[0].size);
+	assert_int_equal(b->state, HU_VM_CHECKPOINTED);
+	assert_int_equal(b->state_bytes, 930000);
+	/* The state file is derived from the name, never read from the file. */
+	snprintf(path, sizeof(path), "%s/web1.state", dir);
+	assert_string_equal(b->state_file, path);
+	assert_string_equal(hu_manifest_vm_state(back, 0), "checkpointed");
+	assert_int_equal(hu_manifest_vm_downtime_ms(back, 0), -1);
+	hu_manifest_free(back);
+	hu_manifest_free(m);
+}
+
+/* Write the valid manifest, let `mutate` damage the JSON text, and expect
+ * the load to fail without touching the file. */
+static void expect_refused(const char *from, const char *to, int err)
+{
+	struct hu_manifest *m, *back = NULL;
+	char path[128], *text = NULL, *bad, *after = NULL;
+	size_t len;
+	FILE *f;
+
+	assert_int_equal(hu_manifest_new(ctx, &m), 0);
+	hu_vm_list_add(&m->list, make_vm("web1"));
+	assert_int_equal(hu_manifest_set_phase(m, "checkpointed"), 0);
+	hu_manifest_free(m);
+	snprintf(path, sizeof(path), "%s/manifest.json", dir);
+	assert_int_equal(hu_read_file(path, 1 << 20, &text, &len), 0);
+	bad = strstr(text, from);
+	assert_non_null(bad);
+	f = fopen(path, "w");
+	fwrite(text, 1, bad - text, f);
+	fputs(to, f);
+	fputs(bad + strlen(from), f);
+	fclose(f);
+	free(text);
+	assert_int_equal(hu_read_file(path, 1 << 20, &text, &len), 0);
+
+	assert_int_equal(hu_manifest_load(ctx, &back), err);
+	assert_null(back);
+	assert_int_equal(hu_read_file(path, 1 << 20, &after, NULL), 0);
+	assert_string_equal(after, text);
+	free(text);
+	free(after);
+}
+
+static void test_corrupt_manifests(void **state)
+{
+	expect_refused("\"version\":1", "\"version\":99", -EPROTONOSUPPORT);
+	expect_refused("\"name\":\"web1\"", "\"name\":\"..\\/..\\/etc\"", -EBADMSG);
+	expect_refused("\"name\":\"web1\"", "\"name\":42", -EBADMSG);
+	expect_refused("\"-name\"", "17", -EBADMSG);
+	expect_refused("\"state\":\"checkpointed\"", "\"state\":\"teleported\"", -EBADMSG);
+	expect_refused("\"exe\":\"/usr", "\"exe\":\"usr", -EBADMSG);
+	expect_refused("\"pid\":4242", "\"pid\":-1", -EBADMSG);
+	expect_refused("\"digest\":\"fedcba9876543210\"", "\"digest\":\"zz\"", -EBADMSG);
+	expect_refused("\"vms\":[", "\"vms\":{", -EBADMSG);
+	expect_refused("\"phase\"", "\"phase\":\"x\",\"trunc", -EBADMSG);
+	expect_refused("\"name\":\"web1\"", "\"name\":\"web1\\u0000x\"", -EBADMSG);
+}
+
+static void test_missing_is_enoent(void **state)
+{
+	struct hu_manifest *m = NULL;
+
+	assert_int_equal(hu_manifest_load(ctx, &m), -ENOENT);
+}
+
+static void test_classify(void **state)
+{
+	enum hu_backing b;
+	char *why = NULL, shm[] = "/dev/shm/hu-test-XXXXXX", disk[80];
+	int fd;
+
+	assert_int_equal(hu_classify_fs(TMPFS_MAGIC, &b), 0);
+	assert_int_equal(b, HU_BACKING_VOLATILE);
+	assert_int_equal(hu_classify_fs(0x958458f6 /* hugetlbfs */, &b), 0);
+	assert_int_equal(b, HU_BACKING_VOLATILE);
+	assert_int_equal(hu_classify_fs(EXT4_SUPER_MAGIC, &b), 0);
+	assert_int_equal(b, HU_BACKING_PERSISTENT);
+	assert_int_equal(hu_classify_fs(PROC_SUPER_MAGIC, &b), -EINVAL);
+
+	fd = mkstemp(shm);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(hu_classify_path(shm, true, &b, &why), 0);
+	assert_int_equal(b, HU_BACKING_VOLATILE);
+	free(why);
+	assert_int_equal(hu_classify_path(shm, false, &b, &why), 0);
+	assert_int_equal(b, HU_BACKING_PRIVATE);
+	free(why);
+	unlink(shm);
+
+	snprintf(disk, sizeof(disk), "%s/ram", dir);
+	fd = open(disk, O_CREAT | O_WRONLY, 0600);
+	close(fd);
+	assert_int_equal(hu_classify_path(disk, true, &b, &why), 0);
+	assert_int_equal(b, HU_BACKING_PERSISTENT);
+	free(why);
+	assert_int_equal(hu_classify_path(dir, true, &b, &why), 0);
+	assert_int_equal(b, HU_BACKING_PRIVATE); /* QEMU unlinks its temp file */
+	free(why);
+	assert_int_equal(hu_classify_path("/dev/null", true, &b, &why), 0);
+	assert_int_equal(b, HU_BACKING_PRIVATE); /* a char device, not DAX */
+	free(why);
+	assert_int_equal(hu_classify_path("/nonexistent/ram", true, &b, &why), -ENOENT);
+}
+
+static void test_ram_digest_detects_change(void **state)
+{
+	char path[80];
+	uint64_t d1, d2, d3;
+	int fd;
+	char page[4096];
+
+	snprintf(path, sizeof(path), "%s/ram", dir);
+	fd = open(path, O_CREAT | O_RDWR | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 8 << 20), 0);
+	memset(page, 0xab, sizeof(page));
+	assert_int_equal(pwrite(fd, page, sizeof(page), 0), sizeof(page));
+	assert_int_equal(hu_ram_digest(path, 8 << 20, &d1), 0);
+	assert_int_equal(hu_ram_digest(path, 8 << 20, &d2), 0);
+	assert_int_equal(d1, d2);
+	/* The first page is always sampled: wiping it must show. */
+	memset(page, 0, sizeof(page));
+	assert_int_equal(pwrite(fd, page, sizeof(page), 0), sizeof(page));
+	assert_int_equal(hu_ram_digest(path, 8 << 20, &d3), 0);
+	assert_int_not_equal(d1, d3);
+	/* A truncated file did not survive. */
+	assert_int_equal(ftruncate(fd, 4 << 20), 0);
+	assert_int_equal(hu_ram_digest(path, 8 << 20, &d3), -ERANGE);
+	close(fd);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_corrupt_manifests, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_missing_is_enoent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_classify, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ram_digest_detects_change, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
