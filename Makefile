@@ -32,6 +32,11 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libhu.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
+demo:
+	scripts/install-deps
+	$(MAKE) all
+	scripts/demo
+
 check: all $(UNIT_BIN)
 	@tests/run-tests $(BUILD)
 
