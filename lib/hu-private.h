@@ -270,3 +270,13 @@ int hu_migration_query(struct hu_qmp *q, char **ret_status, char **ret_desc);
 int hu_migration_wait(struct hu_qmp *q, unsigned timeout_ms, char **ret_desc);
 unsigned hu_migration_timeout_ms(uint64_t bytes);
 int hu_migration_settled_runstate(struct hu_qmp *q, char **ret_status);
+
+/* ---- stage.c ---- */
+/* The kernel release from a bzImage's header ("6.12.9+bpo-amd64"). */
+int hu_bzimage_version(const char *path, char *buf, size_t len);
+/* The new kernel's command line: `requested` (NULL = the current one) must
+ * keep every memmap=…!… region (and nokaslr with them) of `current`;
+ * otherwise -EINVAL and *ret_missing names the dropped parameter. The
+ * marker is appended once. */
+int hu_cmdline_compose(const char *current, const char *requested, const char *marker,
+		       char **ret, char **ret_missing);

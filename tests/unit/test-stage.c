@@ -1,0 +1,103 @@
+/* Kernel staging groundwork: bzImage header, command line composition. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include "hu-private.h"
+
+static void test_bzimage_version_of_installed_kernel(void **state)
+{
+	DIR *d = opendir("/boot");
+	struct dirent *de;
+	char path[300], v[128];
+	int found = 0;
+
+	assert_non_null(d);
+	while ((de = readdir(d))) {
+		if (strncmp(de->d_name, "vmlinuz-", 8) != 0)
+			continue;
+		snprintf(path, sizeof(path), "/boot/%s", de->d_name);
+		assert_int_equal(hu_bzimage_version(path, v, sizeof(v)), 0);
+		/* The header agrees with the file name Debian gave it. */
+		assert_string_equal(v, de->d_name + 8);
+		found++;
+	}
+	closedir(d);
+	if (!found)
+		skip(); /* linux-image-amd64 is installed by scripts/install-deps */
+}
+
+static void test_bzimage_rejects_other_files(void **state)
+{
+	char v[64], path[] = "/tmp/hu-test-bz.XXXXXX";
+	unsigned char buf[0x400] = { 0 };
+	int fd = mkstemp(path);
+
+	assert_int_equal(hu_bzimage_version("/etc/hostname", v, sizeof(v)), -ENOEXEC);
+	assert_int_equal(hu_bzimage_version("/nonexistent", v, sizeof(v)), -ENOENT);
+	/* A header whose version pointer runs off the file. */
+	memcpy(buf + 0x202, "HdrS", 4);
+	buf[0x20e] = 0xff;
+	buf[0x20f] = 0x7f;
+	assert_int_equal(write(fd, buf, sizeof(buf)), sizeof(buf));
+	close(fd);
+	assert_int_equal(hu_bzimage_version(path, v, sizeof(v)), -ENOEXEC);
+	unlink(path);
+}
+
+static void test_cmdline_keeps_memmap(void **state)
+{
+	const char *cur = "BOOT_IMAGE=/vmlinuz root=/dev/vda rw memmap=256M!1G nokaslr console=ttyS0";
+	char *out = NULL, *missing = NULL;
+
+	/* Default: the current line plus the marker, once. */
+	assert_int_equal(hu_cmdline_compose(cur, NULL, "hu.restore=1", &out, NULL), 0);
+	assert_string_equal(out, "BOOT_IMAGE=/vmlinuz root=/dev/vda rw memmap=256M!1G nokaslr console=ttyS0 hu.restore=1");
+	free(out);
+	assert_int_equal(hu_cmdline_compose(cur, "root=/dev/vda memmap=256M!1G nokaslr hu.restore=1", "hu.restore=1", &out, NULL), 0);
+	assert_string_equal(out, "root=/dev/vda memmap=256M!1G nokaslr hu.restore=1");
+	free(out);
+	/* Dropping the pmem region, or nokaslr next to it, is refused by name. */
+	assert_int_equal(hu_cmdline_compose(cur, "root=/dev/vda nokaslr", "m", &out, &missing), -EINVAL);
+	assert_string_equal(missing, "memmap=256M!1G");
+	free(missing);
+	assert_int_equal(hu_cmdline_compose(cur, "root=/dev/vda memmap=256M!1G", "m", &out, &missing), -EINVAL);
+	assert_string_equal(missing, "nokaslr");
+	free(missing);
+	/* A different region is not the same region. */
+	assert_int_equal(hu_cmdline_compose(cur, "memmap=256M!2G nokaslr", "m", &out, &missing), -EINVAL);
+	free(missing);
+}
+
+static void test_cmdline_without_pmem(void **state)
+{
+	char *out = NULL;
+
+	/* nokaslr only matters with a legacy pmem region. */
+	assert_int_equal(hu_cmdline_compose("root=/dev/sda1 nokaslr quiet\n", "root=/dev/sda1", "hu.restore=1", &out, NULL), 0);
+	assert_string_equal(out, "root=/dev/sda1 hu.restore=1");
+	free(out);
+	/* memmap= without '!' (reserved, not pmem) is not a RAM parameter. */
+	assert_int_equal(hu_cmdline_compose("memmap=64M$1G", "quiet", NULL, &out, NULL), 0);
+	assert_string_equal(out, "quiet");
+	free(out);
+	/* Quoted values stay one word. */
+	assert_int_equal(hu_cmdline_compose("a=\"x y\" memmap=1G!4G", "memmap=1G!4G b=\"q r\"", "hu.restore=1", &out, NULL), 0);
+	assert_string_equal(out, "memmap=1G!4G b=\"q r\" hu.restore=1");
+	free(out);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_bzimage_version_of_installed_kernel),
+		cmocka_unit_test(test_bzimage_rejects_other_files),
+		cmocka_unit_test(test_cmdline_keeps_memmap),
+		cmocka_unit_test(test_cmdline_without_pmem),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
