@@ -20,24 +20,32 @@ all: $(BUILD)/host-upgrade
 
 $(BUILD)/%.o: %.c $(wildcard lib/*.h cmd/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	@echo "  CC      $<"
+	@$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libhu.a: $(LIB_OBJ)
-	$(AR) rcs $@ $^
+	@$(AR) rcs $@ $^
 
 $(BUILD)/host-upgrade: $(CMD_OBJ) $(BUILD)/libhu.a
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD      $@"
+	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libhu.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	@echo "  LD      $@"
+	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
 demo:
 	scripts/install-deps
 	$(MAKE) all
 	scripts/demo
 
-check: all $(UNIT_BIN)
+$(BUILD)/tests/libfake-kexec.so: tests/fake/kexec-shim.c
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	@$(CC) -O2 -g -Wall -shared -fPIC -o $@ $< -ldl
+
+check: all $(UNIT_BIN) $(BUILD)/tests/libfake-kexec.so
 	@tests/run-tests $(BUILD)
 
 install: all

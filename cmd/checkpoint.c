@@ -10,7 +10,7 @@ static const char usage[] =
 	"Save every QEMU's state with cpr-reboot and quit it. If any VM fails,\n"
 	"every VM is resumed and nothing is quit.\n";
 
-int cli_plan_option(struct cli *c, int opt, const char *arg);
+
 const struct option *cli_plan_options(void);
 
 int cmd_checkpoint(int argc, char **argv)

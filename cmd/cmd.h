@@ -18,6 +18,10 @@ struct cli {
 	size_t n_vms;
 	bool json;
 	bool quiet;
+	bool unload;
+	bool dry_run;
+	bool yes;
+	struct hu_stage_opts stage;
 };
 
 /* Parse the options every verb takes; extra long options are handled by
@@ -33,6 +37,10 @@ int cmd_checkpoint(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_abort(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_stage(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cli_stage_option(struct cli *c, int opt, const char *arg);
+int cli_plan_option(struct cli *c, int opt, const char *arg);
 
 /* plan.c: discover + plan, shared with checkpoint. */
 int cli_discover_and_plan(struct cli *c, struct hu_vm_list **ret, int *ret_blocked);

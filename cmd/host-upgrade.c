@@ -18,6 +18,8 @@ static const struct {
 	{ "restore",    cmd_restore,    "start every checkpointed VM from its saved state" },
 	{ "abort",      cmd_abort,      "after a failure or crash: bring every VM back now" },
 	{ "status",     cmd_status,     "phase and per-VM state and downtime; --json" },
+	{ "stage",      cmd_stage,      "load the new kernel with kexec (checks modules and command line)" },
+	{ "run",        cmd_run,        "the whole upgrade: plan, stage, checkpoint, kexec reboot" },
 };
 
 static void usage(FILE *f)

@@ -283,6 +283,10 @@ int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_o
 	if (r < 0)
 		return r;
 	m->borrowed = true;
+	if (opts && opts->target_kernel && !(m->target_kernel = strdup(opts->target_kernel))) {
+		hu_manifest_free(m);
+		return -ENOMEM;
+	}
 	for (size_t i = 0; i < list->n; i++) {
 		struct hu_vm *vm = list->vms[i];
 

@@ -14,8 +14,9 @@ int hu_new(struct hu_ctx **ret)
 	ctx->qmp_timeout_ms = 10000;
 	ctx->state_dir = strdup("/var/lib/host-upgrade");
 	ctx->proc_root = strdup("/proc");
+	ctx->sys_root = strdup("/sys");
 	pthread_mutex_init(&ctx->log_lock, NULL);
-	if (!ctx->state_dir || !ctx->proc_root) {
+	if (!ctx->state_dir || !ctx->proc_root || !ctx->sys_root) {
 		hu_unref(ctx);
 		return -ENOMEM;
 	}
@@ -36,6 +37,7 @@ struct hu_ctx *hu_unref(struct hu_ctx *ctx)
 		return NULL;
 	free(ctx->state_dir);
 	free(ctx->proc_root);
+	free(ctx->sys_root);
 	pthread_mutex_destroy(&ctx->log_lock);
 	free(ctx);
 	return NULL;
@@ -78,6 +80,11 @@ const char *hu_get_state_dir(const struct hu_ctx *ctx)
 int hu_set_proc_root(struct hu_ctx *ctx, const char *dir)
 {
 	return replace_str(&ctx->proc_root, dir);
+}
+
+int hu_set_sys_root(struct hu_ctx *ctx, const char *dir)
+{
+	return replace_str(&ctx->sys_root, dir);
 }
 
 void hu_set_jobs(struct hu_ctx *ctx, unsigned jobs)

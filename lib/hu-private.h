@@ -55,6 +55,7 @@ struct hu_ctx {
 	int log_priority;
 	char *state_dir;
 	char *proc_root;
+	char *sys_root;
 	unsigned jobs;
 	unsigned qmp_timeout_ms;
 	pthread_mutex_t log_lock;
@@ -245,6 +246,7 @@ struct hu_manifest {
 	char *path;
 	char *phase;
 	char *boot_id;
+	char *target_kernel;    /* the kernel restore expects to run on, or NULL */
 	int64_t created_ms;
 	struct hu_vm_list list;
 	pthread_mutex_t lock;
@@ -280,3 +282,10 @@ int hu_bzimage_version(const char *path, char *buf, size_t len);
  * marker is appended once. */
 int hu_cmdline_compose(const char *current, const char *requested, const char *marker,
 		       char **ret, char **ret_missing);
+int hu_kexec_load(struct hu_ctx *ctx, const char *kernel, const char *initrd, const char *cmdline);
+int hu_kexec_unload(struct hu_ctx *ctx);
+/* Modules the running kernel uses for VMs and RAM (plus vfio_pci if a VM
+ * has VFIO), and which of them a module tree (/lib/modules/VER) lacks. */
+int hu_modules_needed(struct hu_ctx *ctx, const struct hu_vm_list *list, char ***ret, size_t *ret_n);
+int hu_modules_missing(const char *moddir, char *const *needed, size_t n_needed,
+		       char ***ret_missing, size_t *ret_n);

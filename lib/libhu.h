@@ -35,6 +35,8 @@ int hu_set_state_dir(struct hu_ctx *ctx, const char *dir);
 const char *hu_get_state_dir(const struct hu_ctx *ctx);
 /* Root of /proc (tests point it elsewhere); default "/proc". */
 int hu_set_proc_root(struct hu_ctx *ctx, const char *dir);
+/* Root of sysfs (tests point it elsewhere); default "/sys". */
+int hu_set_sys_root(struct hu_ctx *ctx, const char *dir);
 /* Upper bound on concurrent per-VM workers; 0 = one per VM. */
 void hu_set_jobs(struct hu_ctx *ctx, unsigned jobs);
 /* Timeout for one QMP command / wait, in milliseconds. */
@@ -60,6 +62,7 @@ struct hu_options {
 	enum hu_volatile_policy volatile_policy;
 	const char *const *only_vms;    /* NULL-terminated names, or NULL for all */
 	uint64_t space_margin;          /* device state allowance per VM; 0 = 64 MiB */
+	const char *target_kernel;      /* recorded for restore to verify; NULL = none */
 };
 
 /* --- discovery + plan ------------------------------------------------- */
@@ -103,11 +106,39 @@ int hu_restore(struct hu_ctx *ctx, const struct hu_options *opts);
  * already saved and quit. Returns failed VM count or a negative errno. */
 int hu_abort(struct hu_ctx *ctx);
 
+/* --- stage / reboot (kexec) ---------------------------------------------- */
+
+/* 1 when a kernel is staged, 0 when not, -EOPNOTSUPP without kexec. */
+int hu_kexec_loaded(struct hu_ctx *ctx);
+/* What a negative return of staging means, for error messages. */
+const char *hu_stage_strerror(int r);
+
+struct hu_stage_opts {
+	const char *kernel;        /* bzImage of the new kernel */
+	const char *initrd;        /* NULL: /boot/initrd.img-VERSION if it exists */
+	const char *append;        /* NULL: the running kernel's command line */
+	const char *modules_root;  /* NULL: /lib/modules */
+	bool dry_run;              /* check everything, load nothing */
+};
+/* Read the version, find the initrd, compose and check the command line,
+ * check the new kernel's modules, then kexec_file_load(2) it. *ret_version
+ * gets the new kernel's release. */
+int hu_stage(struct hu_ctx *ctx, const struct hu_stage_opts *o, const struct hu_vm_list *list,
+	     char **ret_version);
+int hu_unstage(struct hu_ctx *ctx);
+/* Right before the reboot: a kernel is still staged, nothing will replace it. */
+int hu_reboot_guard(struct hu_ctx *ctx);
+/* Start kexec.target through systemd (sd-bus), after hu_reboot_guard(). */
+int hu_reboot_kexec(struct hu_ctx *ctx);
+/* The marker on the new kernel's command line: a restore is pending. */
+#define HU_CMDLINE_MARKER "hu.restore=1"
+
 /* --- manifest (status) ---------------------------------------------------- */
 
 int hu_manifest_load(struct hu_ctx *ctx, struct hu_manifest **ret);
 struct hu_manifest *hu_manifest_free(struct hu_manifest *m);
 const char *hu_manifest_get_phase(const struct hu_manifest *m);
+const char *hu_manifest_get_target_kernel(const struct hu_manifest *m);
 size_t hu_manifest_count(const struct hu_manifest *m);
 const char *hu_manifest_vm_name(const struct hu_manifest *m, size_t i);
 /* One of running|checkpointed|restored|failed. */

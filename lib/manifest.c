@@ -68,6 +68,7 @@ struct hu_manifest *hu_manifest_free(struct hu_manifest *m)
 	free(m->path);
 	free(m->phase);
 	free(m->boot_id);
+	free(m->target_kernel);
 	pthread_mutex_destroy(&m->lock);
 	free(m);
 	return NULL;
@@ -154,6 +155,7 @@ int hu_manifest_to_json(struct hu_manifest *m, json_object **ret)
 	json_object_object_add(o, "phase", json_object_new_string(m->phase));
 	json_object_object_add(o, "boot_id", json_object_new_string(m->boot_id));
 	json_object_object_add(o, "created_ms", json_object_new_int64(m->created_ms));
+	json_object_object_add(o, "target_kernel", str_or_null(m->target_kernel));
 	for (size_t i = 0; i < m->list.n; i++)
 		json_object_array_add(vms, vm_to_json(m->list.vms[i]));
 	json_object_object_add(o, "vms", vms);
@@ -438,6 +440,10 @@ int hu_manifest_from_json(struct hu_ctx *ctx, json_object *o, struct hu_manifest
 	free(m->boot_id);
 	m->boot_id = strdup(s);
 	m->created_ms = get_int(o, "created_ms", 0, INT64_MAX, &r);
+	s = get_str(o, "target_kernel", 128, true, &r);
+	if (r < 0)
+		return r;
+	m->target_kernel = s ? strdup(s) : NULL;
 	vms = get_array(o, "vms", HU_MAX_VMS, &r);
 	if (r < 0)
 		return r;
@@ -505,6 +511,7 @@ int hu_manifest_load(struct hu_ctx *ctx, struct hu_manifest **ret)
 }
 
 const char *hu_manifest_get_phase(const struct hu_manifest *m) { return m->phase; }
+const char *hu_manifest_get_target_kernel(const struct hu_manifest *m) { return m->target_kernel; }
 size_t hu_manifest_count(const struct hu_manifest *m) { return m->list.n; }
 const char *hu_manifest_vm_name(const struct hu_manifest *m, size_t i) { return m->list.vms[i]->name; }
 const char *hu_manifest_vm_error(const struct hu_manifest *m, size_t i) { return m->list.vms[i]->error; }

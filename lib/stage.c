@@ -116,3 +116,279 @@ int hu_cmdline_compose(const char *current, const char *requested, const char *m
 	*ret = TAKE_PTR(out);
 	return 0;
 }
+
+/* --- loading the kernel ---------------------------------------------- */
+
+#include <spawn.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <linux/kexec.h>
+
+#ifndef KEXEC_FILE_UNLOAD
+#define KEXEC_FILE_UNLOAD 0x1
+#endif
+#ifndef KEXEC_FILE_NO_INITRAMFS
+#define KEXEC_FILE_NO_INITRAMFS 0x4
+#endif
+
+extern char **environ;
+
+int hu_kexec_loaded(struct hu_ctx *ctx)
+{
+	_cleanup_free_ char *s = NULL;
+	int r = hu_read_file("/sys/kernel/kexec_loaded", 16, &s, NULL);
+
+	if (r < 0)
+		return r == -ENOENT ? -EOPNOTSUPP : r;
+	return s[0] == '1';
+}
+
+/* kexec-tools, only where the kernel has no kexec_file_load(2). */
+static int kexec_tools_load(const char *kernel, const char *initrd, const char *cmdline)
+{
+	_cleanup_free_ char *i = NULL, *c = NULL;
+	char *argv[6];
+	int n = 0, status;
+	pid_t pid;
+
+	argv[n++] = "kexec";
+	argv[n++] = "-l";
+	argv[n++] = (char *)kernel;
+	if (initrd) {
+		if (asprintf(&i, "--initrd=%s", initrd) < 0)
+			return -ENOMEM;
+		argv[n++] = i;
+	}
+	if (asprintf(&c, "--command-line=%s", cmdline) < 0)
+		return -ENOMEM;
+	argv[n++] = c;
+	argv[n] = NULL;
+	if (posix_spawnp(&pid, "kexec", NULL, NULL, argv, environ) != 0)
+		return -ENOSYS;
+	if (waitpid(pid, &status, 0) < 0)
+		return -errno;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
+}
+
+const char *hu_stage_strerror(int r)
+{
+	switch (r) {
+	case -EPERM:        return "refused by the kernel (lockdown, or no CAP_SYS_BOOT)";
+	case -EKEYREJECTED:
+	case -EBADMSG:      return "the kernel's signature was refused (lockdown needs a signed kernel)";
+	case -ENOEXEC:      return "not a kernel image kexec can load";
+	case -EBUSY:        return "a kexec load is already in progress";
+	case -EOPNOTSUPP:   return "this kernel has no kexec support";
+	default:            return strerror(-r);
+	}
+}
+
+int hu_kexec_load(struct hu_ctx *ctx, const char *kernel, const char *initrd, const char *cmdline)
+{
+	_cleanup_close_ int kfd = open(kernel, O_RDONLY | O_CLOEXEC);
+	_cleanup_close_ int ifd = initrd ? open(initrd, O_RDONLY | O_CLOEXEC) : -1;
+	unsigned long flags = initrd ? 0 : KEXEC_FILE_NO_INITRAMFS;
+	long r;
+
+	if (kfd < 0 || (initrd && ifd < 0))
+		return -errno;
+	r = syscall(SYS_kexec_file_load, kfd, ifd, strlen(cmdline) + 1, cmdline, flags);
+	if (r < 0 && errno == ENOSYS) {
+		hu_info(ctx, NULL, "kexec_file_load(2) is missing: falling back to kexec-tools");
+		return kexec_tools_load(kernel, initrd, cmdline);
+	}
+	if (r < 0)
+		return -errno;
+	/* Trust, then verify: the kernel says whether an image is loaded. */
+	r = hu_kexec_loaded(ctx);
+	if (r < 0)
+		return (int)r;
+	return r == 1 ? 0 : -EIO;
+}
+
+int hu_kexec_unload(struct hu_ctx *ctx)
+{
+	long r = syscall(SYS_kexec_file_load, -1, -1, 0, NULL, KEXEC_FILE_UNLOAD);
+
+	return r < 0 ? -errno : 0;
+}
+
+/* --- the new kernel's modules ---------------------------------------- */
+
+#include <libkmod.h>
+
+/* Modules that VMs and their RAM medium may depend on. Whatever of these the
+ * running kernel uses must exist (as a module or built in) in the new one. */
+static const char *const relevant_modules[] = {
+	"kvm", "kvm_intel", "kvm_amd", "vhost", "vhost_net", "vhost_vsock", "tun",
+	"vfio", "vfio_pci", "vfio_iommu_type1", "libnvdimm", "nd_pmem", "nd_e820",
+	"nd_btt", "dax", "dax_pmem", "device_dax", "kmem",
+};
+
+int hu_modules_needed(struct hu_ctx *ctx, const struct hu_vm_list *list, char ***ret, size_t *ret_n)
+{
+	char **out = NULL;
+	size_t n = 0;
+	bool vfio = false;
+	int r = 0;
+
+	for (size_t i = 0; i < ARRAY_SIZE(relevant_modules) && r >= 0; i++) {
+		_cleanup_free_ char *p = NULL;
+
+		if (asprintf(&p, "%s/module/%s", ctx->sys_root, relevant_modules[i]) < 0)
+			r = -ENOMEM;
+		else if (access(p, F_OK) == 0)
+			r = hu_strv_push(&out, &n, relevant_modules[i]);
+	}
+	for (size_t i = 0; list && i < list->n; i++)
+		vfio = vfio || list->vms[i]->ai.has_vfio;
+	if (r >= 0 && vfio) {
+		bool have = false;
+
+		for (size_t i = 0; i < n; i++)
+			have = have || streq(out[i], "vfio_pci");
+		if (!have)
+			r = hu_strv_push(&out, &n, "vfio_pci");
+	}
+	if (r < 0) {
+		hu_strv_free(out, n);
+		return r;
+	}
+	*ret = out;
+	*ret_n = n;
+	return 0;
+}
+
+int hu_modules_missing(const char *moddir, char *const *needed, size_t n_needed,
+		       char ***ret_missing, size_t *ret_n)
+{
+	struct kmod_ctx *k;
+	char **missing = NULL;
+	size_t n = 0;
+	int r = 0;
+
+	if (access(moddir, R_OK) < 0)
+		return -errno;
+	k = kmod_new(moddir, NULL);
+	if (!k)
+		return -ENOMEM;
+	for (size_t i = 0; i < n_needed && r >= 0; i++) {
+		struct kmod_list *l = NULL;
+
+		/* Finds modules.dep entries, aliases and built-ins alike. */
+		if (kmod_module_new_from_lookup(k, needed[i], &l) < 0 || !l)
+			r = hu_strv_push(&missing, &n, needed[i]);
+		kmod_module_unref_list(l);
+	}
+	kmod_unref(k);
+	if (r < 0) {
+		hu_strv_free(missing, n);
+		return r;
+	}
+	*ret_missing = missing;
+	*ret_n = n;
+	return 0;
+}
+
+/* --- stage: all of the above, in order --------------------------------- */
+
+#include <sys/stat.h>
+
+static int find_initrd(const char *version, char **ret)
+{
+	static const char *const patterns[] = { "/boot/initrd.img-%s", "/boot/initramfs-%s.img" };
+
+	for (size_t i = 0; i < ARRAY_SIZE(patterns); i++) {
+		char *p;
+
+		if (asprintf(&p, patterns[i], version) < 0)
+			return -ENOMEM;
+		if (access(p, R_OK) == 0) {
+			*ret = p;
+			return 0;
+		}
+		free(p);
+	}
+	return -ENOENT;
+}
+
+int hu_stage(struct hu_ctx *ctx, const struct hu_stage_opts *o, const struct hu_vm_list *list,
+	     char **ret_version)
+{
+	_cleanup_free_ char *initrd = NULL, *current = NULL, *cmdline = NULL, *missing = NULL,
+			    *moddir = NULL;
+	char version[128], **needed = NULL, **absent = NULL;
+	size_t n_needed = 0, n_absent = 0;
+	int r;
+
+	r = hu_bzimage_version(o->kernel, version, sizeof(version));
+	if (r < 0) {
+		hu_err(ctx, NULL, "%s: %s", o->kernel, r == -ENOEXEC ? "not a bzImage kernel" : strerror(-r));
+		return r;
+	}
+	if (o->initrd) {
+		initrd = strdup(o->initrd);
+	} else if (find_initrd(version, &initrd) < 0) {
+		hu_err(ctx, NULL, "no initrd for %s in /boot: pass --initrd (the restore needs one)", version);
+		return -ENOENT;
+	}
+	if (!initrd)
+		return -ENOMEM;
+	r = hu_read_file("/proc/cmdline", 8192, &current, NULL);
+	if (r < 0) {
+		hu_err(ctx, NULL, "/proc/cmdline: %s", strerror(-r));
+		return r;
+	}
+	current[strcspn(current, "\n")] = '\0';
+	r = hu_cmdline_compose(current, o->append, HU_CMDLINE_MARKER, &cmdline, &missing);
+	if (r == -EINVAL) {
+		hu_err(ctx, NULL, "the new command line drops '%s', which the saved RAM depends on", missing);
+		return r;
+	}
+	if (r < 0)
+		return r;
+
+	if (asprintf(&moddir, "%s/%s", o->modules_root ?: "/lib/modules", version) < 0)
+		return -ENOMEM;
+	r = hu_modules_needed(ctx, list, &needed, &n_needed);
+	if (r >= 0)
+		r = hu_modules_missing(moddir, needed, n_needed, &absent, &n_absent);
+	hu_strv_free(needed, n_needed);
+	if (r < 0) {
+		hu_err(ctx, NULL, "modules of %s in %s: %s", version, moddir, strerror(-r));
+		return r;
+	}
+	if (n_absent) {
+		for (size_t i = 0; i < n_absent; i++)
+			hu_err(ctx, NULL, "kernel %s has no module %s, which the VMs or their RAM need", version, absent[i]);
+		hu_strv_free(absent, n_absent);
+		return -ENOPKG;
+	}
+	r = hu_kexec_loaded(ctx);
+	if (r < 0) {
+		hu_err(ctx, NULL, "cannot stage a kernel: %s", hu_stage_strerror(r));
+		return r;
+	}
+	hu_info(ctx, NULL, "kernel %s, initrd %s", version, initrd);
+	hu_info(ctx, NULL, "command line: %s", cmdline);
+	if (!o->dry_run) {
+		r = hu_kexec_load(ctx, o->kernel, initrd, cmdline);
+		if (r < 0) {
+			hu_err(ctx, NULL, "loading %s: %s", o->kernel, hu_stage_strerror(r));
+			return r;
+		}
+		hu_journal(ctx, NULL, "staged", version);
+	}
+	if (ret_version && !(*ret_version = strdup(version)))
+		return -ENOMEM;
+	return 0;
+}
+
+int hu_unstage(struct hu_ctx *ctx)
+{
+	int r = hu_kexec_unload(ctx);
+
+	if (r >= 0)
+		hu_journal(ctx, NULL, "unstaged", NULL);
+	return r;
+}

@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * host-upgrade run: plan → preflight → stage → checkpoint → kexec reboot.
+ * Any failure before the reboot leaves every VM running and no kernel staged.
+ */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "cmd.h"
+
+static const char usage[] =
+	"usage: host-upgrade run --kernel PATH [--initrd PATH] [--append STR | --reuse-cmdline]\n"
+	"                        [--dry-run] [--yes] [--state-dir DIR] [--vm NAME]... [--jobs N]\n"
+	"       host-upgrade run --no-reboot [--yes] ...\n"
+	"Upgrade the host: check every VM, stage the new kernel, checkpoint every VM,\n"
+	"reboot into the new kernel through systemd's kexec.target; the early-boot\n"
+	"restore brings the VMs back. --no-reboot checkpoints and restores at once\n"
+	"(a QEMU-only upgrade with the QEMU binary now on disk).\n";
+
+static const struct option run_opts[] = {
+	{ "kernel",        required_argument, NULL, 'k' },
+	{ "initrd",        required_argument, NULL, 'i' },
+	{ "append",        required_argument, NULL, 'a' },
+	{ "reuse-cmdline", no_argument,       NULL, 'r' },
+	{ "modules-root",  required_argument, NULL, 'm' },
+	{ "dry-run",       no_argument,       NULL, 'n' },
+	{ "yes",           no_argument,       NULL, 'y' },
+	{ "no-reboot",     no_argument,       NULL, 'N' },
+	{ "volatile",      required_argument, NULL, 'V' },
+	{ "space-margin",  required_argument, NULL, 'M' },
+	{}
+};
+
+static int run_option(struct cli *c, int opt, const char *arg)
+{
+	switch (opt) {
+	case 'n': c->dry_run = true; return 0;
+	case 'y': c->yes = true; return 0;
+	case 'N': case 'V': case 'M': return cli_plan_option(c, opt, arg);
+	}
+	return cli_stage_option(c, opt, arg);
+}
+
+static bool confirm(const struct cli *c, const char *what)
+{
+	char answer[16] = "";
+
+	if (c->yes)
+		return true;
+	if (!isatty(STDIN_FILENO)) {
+		cli_error(c, "confirm", "not a terminal: pass --yes to go ahead");
+		return false;
+	}
+	fprintf(stderr, "%s [y/N] ", what);
+	if (!fgets(answer, sizeof(answer), stdin))
+		return false;
+	return answer[0] == 'y' || answer[0] == 'Y';
+}
+
+static void print_steps(const struct cli *c, const char *version)
+{
+	printf("steps:\n");
+	if (c->opts.no_reboot) {
+		printf("  1. checkpoint every VM above (cpr-reboot), all-or-nothing\n"
+		       "  2. restore every VM at once from its state (the QEMU binary now on disk)\n");
+		return;
+	}
+	printf("  1. stage kernel %s with kexec_file_load(2)\n"
+	       "  2. checkpoint every VM above (cpr-reboot), all-or-nothing; on failure: unstage, resume all\n"
+	       "  3. re-check the staged kernel, then start kexec.target through systemd\n"
+	       "  4. after the kexec: the early-boot restore verifies RAM, disks and kernel, and restores every VM\n",
+	       version);
+}
+
+int cmd_run(int argc, char **argv)
+{
+	struct cli c = {};
+	struct hu_vm_list *list = NULL;
+	char *version = NULL;
+	int blocked = 0, r;
+
+	r = cli_parse(&c, argc, argv, usage, run_opts, run_option);
+	if (r)
+		goto out;
+	if (!c.opts.no_reboot && !c.stage.kernel) {
+		cli_error(&c, "--kernel", "is required (or --no-reboot for a QEMU-only upgrade)");
+		r = EXIT_USAGE;
+		goto out;
+	}
+	r = cli_discover_and_plan(&c, &list, &blocked);
+	if (r < 0) {
+		r = EXIT_BLOCKED;
+		goto out;
+	}
+	cli_print_plan(&c, list, blocked == 0);
+	if (blocked) {
+		cli_error(&c, "blocked", "nothing was stopped");
+		r = EXIT_BLOCKED;
+		goto out;
+	}
+	if (!c.opts.no_reboot) {
+		/* Preflight the kernel before anything stops. */
+		c.stage.dry_run = true;
+		if (hu_stage(c.ctx, &c.stage, list, &version) < 0) {
+			cli_error(&c, "preflight", "the new kernel cannot be staged; nothing was stopped");
+			r = EXIT_BLOCKED;
+			goto out;
+		}
+		c.stage.dry_run = false;
+		c.opts.target_kernel = version;
+	}
+	print_steps(&c, version);
+	if (c.dry_run) {
+		r = 0;
+		goto out;
+	}
+	if (!confirm(&c, "Go ahead?")) {
+		r = EXIT_BLOCKED;
+		goto out;
+	}
+	if (c.opts.no_reboot) {
+		r = hu_checkpoint(c.ctx, list, &c.opts);
+		if (r < 0) {
+			cli_error(&c, "checkpoint", "failed; every VM was resumed");
+			r = EXIT_BLOCKED;
+			goto out;
+		}
+		r = hu_restore(c.ctx, NULL);
+		r = r != 0 ? EXIT_BLOCKED : 0;
+		goto out;
+	}
+	r = hu_stage(c.ctx, &c.stage, list, NULL);
+	if (r < 0) {
+		cli_error(&c, "stage", "failed; nothing was stopped");
+		r = EXIT_BLOCKED;
+		goto out;
+	}
+	r = hu_checkpoint(c.ctx, list, &c.opts);
+	if (r < 0) {
+		hu_unstage(c.ctx);
+		cli_error(&c, "checkpoint", "failed; every VM was resumed and the staged kernel unloaded");
+		r = EXIT_BLOCKED;
+		goto out;
+	}
+	r = hu_reboot_kexec(c.ctx);
+	if (r < 0) {
+		/* The VMs are saved but the host will not kexec: bring them back now. */
+		hu_unstage(c.ctx);
+		hu_abort(c.ctx);
+		cli_error(&c, "reboot", "did not start; every VM was restored and the staged kernel unloaded");
+		r = EXIT_BLOCKED;
+		goto out;
+	}
+	fprintf(stderr, "host-upgrade: rebooting into %s\n", version);
+	r = 0;
+out:
+	free(version);
+	hu_vm_list_free(list);
+	hu_unref(c.ctx);
+	return r;
+}
