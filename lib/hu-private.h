@@ -289,3 +289,5 @@ int hu_kexec_unload(struct hu_ctx *ctx);
 int hu_modules_needed(struct hu_ctx *ctx, const struct hu_vm_list *list, char ***ret, size_t *ret_n);
 int hu_modules_missing(const char *moddir, char *const *needed, size_t n_needed,
 		       char ***ret_missing, size_t *ret_n);
+/* reboot.c: Debian's kexec-load would replace our kernel at shutdown. */
+bool hu_kexec_load_script_active(void);

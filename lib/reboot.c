@@ -10,7 +10,7 @@
 #include <systemd/sd-bus.h>
 #include "hu-private.h"
 
-static bool kexec_load_script_active(void)
+bool hu_kexec_load_script_active(void)
 {
 	_cleanup_free_ char *s = NULL;
 
@@ -38,7 +38,7 @@ int hu_reboot_guard(struct hu_ctx *ctx)
 		hu_err(ctx, NULL, "no kernel is staged any more: refusing, systemd would fall back to a firmware reboot");
 		return -ENOEXEC;
 	}
-	if (kexec_load_script_active()) {
+	if (hu_kexec_load_script_active()) {
 		hu_err(ctx, NULL, "/etc/default/kexec has LOAD_KEXEC=true: Debian's kexec-load would replace the staged kernel at shutdown; set it to false");
 		return -EBUSY;
 	}

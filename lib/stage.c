@@ -369,6 +369,10 @@ int hu_stage(struct hu_ctx *ctx, const struct hu_stage_opts *o, const struct hu_
 		hu_err(ctx, NULL, "cannot stage a kernel: %s", hu_stage_strerror(r));
 		return r;
 	}
+	if (hu_kexec_load_script_active()) {
+		hu_err(ctx, NULL, "/etc/default/kexec has LOAD_KEXEC=true: Debian's kexec-load would replace the staged kernel at shutdown; set it to false");
+		return -EBUSY;
+	}
 	hu_info(ctx, NULL, "kernel %s, initrd %s", version, initrd);
 	hu_info(ctx, NULL, "command line: %s", cmdline);
 	if (!o->dry_run) {

@@ -9,6 +9,7 @@
  *   HU_FAKE_KEXEC_VANISH  1: the staged kernel disappears after the first check
  *   HU_FAKE_CMDLINE       what /proc/cmdline says
  *   HU_FAKE_SYSTEMD_FAIL  1: StartUnit fails
+ *   HU_FAKE_DEFAULT_KEXEC what /etc/default/kexec says (Debian's kexec-load config)
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -119,6 +120,8 @@ static int fake_open(const char *path)
 			now = 0;
 		return fake_file(now ? "1\n" : "0\n");
 	}
+	if (!strcmp(path, "/etc/default/kexec") && getenv("HU_FAKE_DEFAULT_KEXEC"))
+		return fake_file(getenv("HU_FAKE_DEFAULT_KEXEC"));
 	if (!strcmp(path, "/proc/cmdline") && getenv("HU_FAKE_CMDLINE")) {
 		char buf[8192];
 

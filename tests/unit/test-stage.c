@@ -90,6 +90,82 @@ static void test_cmdline_without_pmem(void **state)
 	free(out);
 }
 
+/* A module tree made here: one real module file, one built-in, depmod'ed. */
+static void test_modules_missing_in_fake_tree(void **state)
+{
+	char root[] = "/tmp/hu-test-mods.XXXXXX", cmd[4096], moddir[128];
+	char *needed[] = { "kvm", "libnvdimm", "kvm_intel", "vfio-pci" };
+	char **missing = NULL;
+	size_t n = 0;
+	const char *src = NULL;
+	static const char *const candidates[] = {
+		"/lib/modules/6.1.0-56-amd64/kernel/arch/x86/kvm/kvm.ko",
+	};
+	FILE *f;
+
+	assert_non_null(mkdtemp(root));
+	for (size_t i = 0; i < ARRAY_SIZE(candidates); i++)
+		if (access(candidates[i], R_OK) == 0)
+			src = candidates[i];
+	if (!src) {
+		/* Any kvm.ko of an installed kernel will do. */
+		f = popen("ls /lib/modules/*/kernel/arch/x86/kvm/kvm.ko 2>/dev/null | head -n1", "r");
+		static char line[512];
+		if (f && fgets(line, sizeof(line), f)) {
+			line[strcspn(line, "\n")] = '\0';
+			src = line;
+		}
+		if (f)
+			pclose(f);
+	}
+	if (!src)
+		skip(); /* no kernel modules installed: linux-image-amd64 brings them */
+	snprintf(moddir, sizeof(moddir), "%s/lib/modules/9.9.9-test", root);
+	snprintf(cmd, sizeof(cmd),
+		 "set -e; mkdir -p %s/kernel/arch/x86/kvm; cp %s %s/kernel/arch/x86/kvm/;"
+		 "echo kernel/drivers/nvdimm/libnvdimm.ko > %s/modules.builtin;"
+		 "touch %s/modules.order; depmod -b %s 9.9.9-test 2>/dev/null", moddir, src, moddir, moddir, moddir, root);
+	assert_int_equal(system(cmd), 0);
+
+	assert_int_equal(hu_modules_missing(moddir, needed, 4, &missing, &n), 0);
+	/* kvm is a module there, libnvdimm built in; the other two are absent. */
+	assert_int_equal(n, 2);
+	assert_string_equal(missing[0], "kvm_intel");
+	assert_string_equal(missing[1], "vfio-pci");
+	hu_strv_free(missing, n);
+	assert_int_equal(hu_modules_missing("/nonexistent/9.9", needed, 1, &missing, &n), -ENOENT);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
+	assert_int_equal(system(cmd), 0);
+}
+
+static void test_modules_needed_from_fake_sysfs(void **state)
+{
+	char root[] = "/tmp/hu-test-sys.XXXXXX", cmd[512];
+	struct hu_ctx *ctx;
+	struct hu_vm vm = {};
+	struct hu_vm *vms[] = { &vm };
+	struct hu_vm_list list = { .vms = vms, .n = 1 };
+	char **needed = NULL;
+	size_t n = 0;
+
+	assert_non_null(mkdtemp(root));
+	snprintf(cmd, sizeof(cmd), "mkdir -p %s/module/kvm %s/module/nd_pmem %s/module/ext4", root, root, root);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(hu_new(&ctx), 0);
+	assert_int_equal(hu_set_sys_root(ctx, root), 0);
+	vm.ai.has_vfio = true;
+	assert_int_equal(hu_modules_needed(ctx, &list, &needed, &n), 0);
+	/* Loaded and relevant, plus vfio_pci for the VFIO VM; ext4 is not ours. */
+	assert_int_equal(n, 3);
+	assert_string_equal(needed[0], "kvm");
+	assert_string_equal(needed[1], "nd_pmem");
+	assert_string_equal(needed[2], "vfio_pci");
+	hu_strv_free(needed, n);
+	hu_unref(ctx);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -97,6 +173,8 @@ int main(void)
 		cmocka_unit_test(test_bzimage_rejects_other_files),
 		cmocka_unit_test(test_cmdline_keeps_memmap),
 		cmocka_unit_test(test_cmdline_without_pmem),
+		cmocka_unit_test(test_modules_missing_in_fake_tree),
+		cmocka_unit_test(test_modules_needed_from_fake_sysfs),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
