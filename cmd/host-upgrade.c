@@ -6,6 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <systemd/sd-daemon.h>
+#include <systemd/sd-journal.h>
 #include "cmd.h"
 
 static const struct {
@@ -32,20 +36,40 @@ static void usage(FILE *f)
 		   "Exit status: 0 success, 1 failure or blocked, 2 usage error.\n");
 }
 
+/* Is stderr the journal (systemd sets JOURNAL_STREAM=dev:inode)? */
+static bool stderr_is_journal(void)
+{
+	const char *e = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	return e && sscanf(e, "%llu:%llu", &dev, &ino) == 2 && fstat(STDERR_FILENO, &st) == 0 &&
+	       st.st_dev == dev && st.st_ino == ino;
+}
+
 static void log_stderr(void *userdata, int prio, const char *vm, const char *fmt, va_list ap)
 {
 	const struct cli *c = userdata;
+	char msg[2048];
 
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	/* Under systemd: progress as STATUS=, and long phases keep the unit's
+	 * start timeout from firing. */
+	if (getenv("NOTIFY_SOCKET"))
+		sd_notifyf(0, "STATUS=%s%s%s\nEXTEND_TIMEOUT_USEC=%llu", vm ?: "", vm ? ": " : "", msg,
+			   120ULL * 1000000);
+	if (stderr_is_journal()) {
+		sd_journal_send("MESSAGE=%s%s%s", vm ?: "", vm ? ": " : "", msg, "PRIORITY=%d", prio,
+				"SYSLOG_IDENTIFIER=host-upgrade", "HU_VERB=%s", c->verb,
+				vm ? "HU_VM=%s" : NULL, vm, NULL);
+		return;
+	}
 	if (c->quiet && prio > LOG_ERR)
 		return;
 	if (prio <= LOG_ERR)
-		fprintf(stderr, "host-upgrade: %s: ", c->verb);
+		fprintf(stderr, "host-upgrade: %s: %s%s%s\n", c->verb, vm ?: "", vm ? ": " : "", msg);
 	else
-		fprintf(stderr, "host-upgrade: ");
-	if (vm)
-		fprintf(stderr, "%s: ", vm);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
+		fprintf(stderr, "host-upgrade: %s%s%s\n", vm ?: "", vm ? ": " : "", msg);
 }
 
 void cli_error(const struct cli *c, const char *what, const char *why)
