@@ -42,7 +42,7 @@ static int save_one(struct hu_vm *vm)
 	r = hu_qmp_query_status(vm->qmp, &vm->runstate);
 	if (r < 0)
 		return hu_vm_set_error(vm, r, "query-status: %s", hu_qmp_strerror(r));
-	r = hu_migration_setup(vm->qmp, vm->in_place, copies_ram(vm), &qerr);
+	r = hu_migration_setup_source(vm, copies_ram(vm), &qerr);
 	if (r < 0)
 		return hu_vm_set_error(vm, r, "cannot set cpr-reboot mode: %s", qerr ?: hu_qmp_strerror(r));
 
@@ -87,50 +87,108 @@ static int save_one(struct hu_vm *vm)
 	r = hu_vm_fingerprint_disks(vm, vm->qmp);
 	if (r < 0)
 		return r;
+	/* Durable before it counts as saved: RAM left in a disk file, and
+	 * the state file's directory entry. */
+	for (size_t i = 0; i < vm->n_memdevs; i++) {
+		if (!vm->memdevs[i].skipped)
+			continue;
+		r = hu_fsync_path(vm->memdevs[i].mem_path);
+		if (r < 0 && r != -EINVAL && r != -EROFS)
+			return hu_vm_set_error(vm, r, "flushing RAM in %s: %s", vm->memdevs[i].mem_path, strerror(-r));
+	}
+	r = hu_fsync_path(vm->ctx->state_dir);
+	if (r < 0)
+		return hu_vm_set_error(vm, r, "flushing %s: %s", vm->ctx->state_dir, strerror(-r));
 	vm->state = HU_VM_SAVED;
 	hu_info(ctx, vm->name, "saved %llu KiB in %lld ms", (unsigned long long)(vm->state_bytes >> 10),
 		(long long)(hu_now_ms() - vm->stopped_at_ms));
 	return 0;
 }
 
+/* The state file of a VM whose guest runs again must never be loaded:
+ * set it aside (durably) before the guest can run, back only if QEMU said no. */
+static int set_state_file_aside(struct hu_vm *vm, char **ret_aside)
+{
+	_cleanup_free_ char *dir = NULL;
+	char *aside;
+
+	if (!vm->state_file || access(vm->state_file, F_OK) < 0) {
+		*ret_aside = NULL;
+		return 0;
+	}
+	if (asprintf(&aside, "%s.resumed", vm->state_file) < 0)
+		return -ENOMEM;
+	if (rename(vm->state_file, aside) < 0) {
+		free(aside);
+		return -errno;
+	}
+	dir = strdup(vm->ctx->state_dir);
+	if (dir)
+		hu_fsync_path(dir);
+	*ret_aside = aside;
+	return 0;
+}
+
 /* Put a VM we stopped back as it was: cancel a save still running, `cont`
- * if it ran before, restore its migration settings, drop the state file. */
-int hu_vm_resume_original(struct hu_vm *vm)
+ * if it ran (or was suspended) before, restore its migration settings.
+ * Does not touch vm->state or vm->error: callers record the outcome. */
+int hu_vm_resume_original(struct hu_vm *vm, char *err, size_t errlen)
 {
 	struct hu_ctx *ctx = vm->ctx;
-	_cleanup_free_ char *mstatus = NULL, *status = NULL;
+	_cleanup_free_ char *mstatus = NULL, *status = NULL, *aside = NULL, *qerr = NULL;
+	bool was_running = vm->runstate && (streq(vm->runstate, "running") || streq(vm->runstate, "suspended"));
 	int r;
 
 	if (!vm->qmp) {
-		r = hu_qmp_connect(vm->ai.qmp_path, ctx->qmp_timeout_ms, &vm->qmp);
-		if (r < 0)
-			return hu_vm_set_error(vm, r, "cannot resume: QMP %s: %s", vm->ai.qmp_path,
-					       hu_qmp_strerror(r));
+		r = vm->ai.qmp_path ? hu_qmp_connect(vm->ai.qmp_path, ctx->qmp_timeout_ms, &vm->qmp) : -ENOENT;
+		if (r < 0) {
+			snprintf(err, errlen, "cannot resume: QMP %s: %s", vm->ai.qmp_path ?: "(none)", hu_qmp_strerror(r));
+			return r;
+		}
 	}
 	r = hu_migration_query(vm->qmp, &mstatus, NULL);
-	if (r < 0)
-		return hu_vm_set_error(vm, r, "cannot resume: query-migrate: %s", hu_qmp_strerror(r));
+	if (r < 0) {
+		snprintf(err, errlen, "cannot resume: query-migrate: %s", hu_qmp_strerror(r));
+		return r;
+	}
 	if (!streq(mstatus, "none") && !streq(mstatus, "completed") &&
 	    !streq(mstatus, "failed") && !streq(mstatus, "cancelled")) {
 		hu_qmp_execute(vm->qmp, "migrate_cancel", NULL, NULL, NULL);
 		r = hu_migration_wait(vm->qmp, 30000, NULL);
-		if (r == -ETIMEDOUT)
-			return hu_vm_set_error(vm, r, "cannot resume: the save did not stop in time");
+		if (r == -ETIMEDOUT) {
+			snprintf(err, errlen, "cannot resume: the save did not stop in time");
+			return r;
+		}
 	}
 	r = hu_qmp_query_status(vm->qmp, &status);
-	if (r < 0)
-		return hu_vm_set_error(vm, r, "cannot resume: query-status: %s", hu_qmp_strerror(r));
-	if (vm->runstate && streq(vm->runstate, "running") && !streq(status, "running")) {
-		_cleanup_free_ char *qerr = NULL;
-
-		r = hu_qmp_execute(vm->qmp, "cont", NULL, NULL, &qerr);
-		if (r < 0)
-			return hu_vm_set_error(vm, r, "cannot resume: cont: %s", qerr ?: hu_qmp_strerror(r));
+	if (r < 0) {
+		snprintf(err, errlen, "cannot resume: query-status: %s", hu_qmp_strerror(r));
+		return r;
 	}
-	hu_migration_reset(vm->qmp, vm->x_ignore_shared_before, vm->max_bandwidth_before);
-	if (vm->state_file)
-		unlink(vm->state_file);
-	vm->state = HU_VM_RESUMED;
+	r = set_state_file_aside(vm, &aside);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot set the state file aside before resuming: %s", strerror(-r));
+		return r;
+	}
+	if (was_running && !streq(status, "running") && !streq(status, "suspended")) {
+		/* From postmigrate, cont brings a suspended guest back suspended. */
+		r = hu_qmp_execute(vm->qmp, "cont", NULL, NULL, &qerr);
+		if (r < 0) {
+			if (r == -EREMOTEIO && aside)
+				rename(aside, vm->state_file); /* it did not run: still valid */
+			snprintf(err, errlen, "cannot resume: cont: %s", qerr ?: hu_qmp_strerror(r));
+			return r;
+		}
+	} else if (!was_running && streq(status, "postmigrate")) {
+		/* A paused guest stays paused, but its disks must be usable again. */
+		r = hu_qmp_execute(vm->qmp, "blockdev-set-active",
+				   json_tokener_parse("{\"active\":true}"), NULL, NULL);
+		if (r < 0)
+			hu_info(ctx, vm->name, "left paused in postmigrate: its disks activate on `cont`");
+	}
+	hu_migration_reset(vm);
+	if (aside)
+		unlink(aside);
 	hu_info(ctx, vm->name, "resumed (%s)", vm->runstate ?: "?");
 	return 0;
 }
@@ -207,13 +265,17 @@ static void resume_worker(size_t i, void *data)
 	struct hu_vm *vm = list->vms[i];
 	_cleanup_free_ char *why = vm->error ? strdup(vm->error) : NULL;
 
+	char err[512];
+
 	if (vm->state == HU_VM_RUNNING && !vm->qmp)
 		return; /* never touched */
-	if (hu_vm_resume_original(vm) < 0) {
+	if (hu_vm_resume_original(vm, err, sizeof(err)) < 0) {
 		vm->state = HU_VM_FAILED;
-		hu_err(vm->ctx, vm->name, "%s", vm->error);
+		hu_vm_set_error(vm, -EIO, "%s", err);
+		hu_err(vm->ctx, vm->name, "%s", err);
 		return;
 	}
+	vm->state = HU_VM_RESUMED;
 	/* Keep the reason the checkpoint failed for status. */
 	free(vm->error);
 	vm->error = TAKE_PTR(why);
@@ -340,6 +402,15 @@ int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_o
 			hu_err(ctx, list->vms[i]->name, "%s", list->vms[i]->error ?: "did not quit");
 			first_err = -EIO;
 		}
+	if (first_err) {
+		/* Some QEMUs quit, one would not: bring every VM back now
+		 * (restore the quit ones, resume the one still there). */
+		hu_manifest_set_phase(m, "checkpointed");
+		hu_info(ctx, NULL, "a QEMU would not quit: bringing every VM back");
+		hu_restore_vms(ctx, m, true, NULL);
+		hu_manifest_free(m);
+		return first_err;
+	}
 	hu_manifest_set_phase(m, "checkpointed");
 	hu_manifest_free(m);
 	if (!first_err)

@@ -28,6 +28,7 @@ void hu_vm_free(struct hu_vm *vm)
 	free(vm->exe);
 	hu_strv_free(vm->argv, vm->argc);
 	free(vm->cwd);
+	free(vm->groups);
 	free(vm->cgroup);
 	hu_argv_info_clear(&vm->ai);
 	free(vm->qemu_version);
@@ -46,6 +47,8 @@ void hu_vm_free(struct hu_vm *vm)
 	free(vm->state_file);
 	free(vm->boot_id);
 	free(vm->error);
+	json_object_put(vm->caps_before);
+	json_object_put(vm->caps);
 	hu_qmp_close(vm->qmp);
 	free(vm);
 }
@@ -115,6 +118,7 @@ int hu_vm_set_error(struct hu_vm *vm, int r, const char *fmt, ...)
 	return r < 0 ? r : -EIO;
 }
 
+/* Start time of a live process; a zombie (or dead) one is -ESRCH. */
 int hu_proc_starttime(struct hu_ctx *ctx, pid_t pid, uint64_t *ret)
 {
 	_cleanup_free_ char *path = NULL, *stat = NULL;
@@ -132,6 +136,8 @@ int hu_proc_starttime(struct hu_ctx *ctx, pid_t pid, uint64_t *ret)
 	if (!p)
 		return -EBADMSG;
 	p++;
+	if (p[0] == ' ' && (p[1] == 'Z' || p[1] == 'X'))
+		return -ESRCH;
 	for (int field = 3; field < 22; field++) { /* p: the space before field 3 */
 		p = strchr(p + 1, ' ');
 		if (!p)
@@ -162,6 +168,44 @@ static int readlink_malloc(const char *path, char **ret)
 	buf[n] = '\0';
 	*ret = strdup(buf);
 	return *ret ? 0 : -ENOMEM;
+}
+
+/* Real uid/gid and supplementary groups, from /proc/PID/status. */
+static int read_ids(const char *base, struct hu_vm *vm)
+{
+	_cleanup_free_ char *path = NULL, *st = NULL;
+	char *line, *save = NULL;
+
+	if (asprintf(&path, "%s/status", base) < 0)
+		return -ENOMEM;
+	if (hu_read_file(path, 65536, &st, NULL) < 0)
+		return 0; /* keep what stat() said */
+	for (line = strtok_r(st, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		unsigned long v;
+
+		if (sscanf(line, "Uid: %lu", &v) == 1)
+			vm->uid = v;
+		else if (sscanf(line, "Gid: %lu", &v) == 1)
+			vm->gid = v;
+		else if (strncmp(line, "Groups:", 7) == 0) {
+			char *p = line + 7, *end;
+
+			while (vm->n_groups < 64) {
+				gid_t *ng;
+
+				v = strtoul(p, &end, 10);
+				if (end == p)
+					break;
+				ng = realloc(vm->groups, (vm->n_groups + 1) * sizeof(*ng));
+				if (!ng)
+					return -ENOMEM;
+				vm->groups = ng;
+				vm->groups[vm->n_groups++] = v;
+				p = end;
+			}
+		}
+	}
+	return 0;
 }
 
 /* Read one process; -ENOENT/-ESRCH when it is not a QEMU (or vanished). */
@@ -224,6 +268,7 @@ static int read_process(struct hu_ctx *ctx, pid_t pid, struct hu_vm **ret)
 			vm->uid = st.st_uid;
 			vm->gid = st.st_gid;
 		}
+		r = read_ids(base, vm);
 		free(p);
 		p = NULL;
 		if (asprintf(&p, "%s/cgroup", base) >= 0 && hu_read_file(p, 4096, &cg, NULL) >= 0) {
@@ -277,7 +322,9 @@ static bool path_on_dax_mount(const char *path)
 
 	if (hu_read_file("/proc/self/mountinfo", 4 << 20, &mi, NULL) < 0)
 		return false;
-	for (char *line = strtok(mi, "\n"); line; line = strtok(NULL, "\n")) {
+	char *save = NULL;
+
+	for (char *line = strtok_r(mi, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		char mnt[PATH_MAX], opts[1024];
 		size_t ml;
 
@@ -374,6 +421,8 @@ static int query_memdevs(struct hu_vm *vm, struct hu_qmp *q)
 	r = hu_qmp_execute(q, "qom-list", json_tokener_parse("{\"path\":\"/objects\"}"), &objs, NULL);
 	if (r < 0)
 		return r;
+	if (!json_object_is_type(objs, json_type_array))
+		return -EPROTO;
 	n = json_object_array_length(mds);
 	if (n > HU_MAX_MEMDEVS)
 		return -E2BIG;
@@ -428,6 +477,19 @@ static int query_memdevs(struct hu_vm *vm, struct hu_qmp *q)
 				d->backing = HU_BACKING_PRIVATE;
 				if (asprintf(&d->why, "mem-path %s: %s", d->mem_path, strerror(-r)) < 0)
 					d->why = NULL;
+			}
+			/* discard-data=on: QEMU punches the RAM out of the file
+			 * when it quits, so it cannot stay in place. */
+			args = json_object_new_object();
+			json_object_object_add(args, "path", json_object_new_string(objpath));
+			json_object_object_add(args, "property", json_object_new_string("discard-data"));
+			json_object_put(mp);
+			mp = NULL;
+			if (hu_qmp_execute(q, "qom-get", TAKE_PTR(args), &mp, NULL) >= 0 &&
+			    json_object_is_type(mp, json_type_boolean) && json_object_get_boolean(mp)) {
+				d->backing = HU_BACKING_PRIVATE;
+				free(d->why);
+				d->why = strdup("discard-data=on: QEMU drops this RAM when it quits");
 			}
 		} else if (streq(d->type, "memory-backend-memfd") && d->share) {
 			d->backing = HU_BACKING_VOLATILE;
@@ -492,6 +554,56 @@ int hu_vm_fingerprint_disks(struct hu_vm *vm, struct hu_qmp *q)
 	return 0;
 }
 
+static bool in_strv(char **v, size_t n, const char *s)
+{
+	for (size_t i = 0; i < n; i++)
+		if (streq(v[i], s))
+			return true;
+	return false;
+}
+
+/* Restore replays argv: what was handed over as a descriptor, or added at
+ * run time over QMP, would be missing from the new QEMU and the saved
+ * state could not be loaded — after the old QEMU quit. Block it now. */
+static int check_replayable(struct hu_vm *vm, struct hu_qmp *q)
+{
+	static const char *const default_ram_ids[] = { "pc.ram", "ram", "mach-virt.ram" };
+	_cleanup_json_ json_object *periph = NULL;
+	int r;
+
+	if (vm->ai.passes_fd)
+		hu_strv_pushf(&vm->blockers, &vm->n_blockers,
+			      "argv passes a file descriptor (%s): restore cannot pass it again", vm->ai.passes_fd);
+	for (size_t i = 0; i < vm->n_memdevs; i++) {
+		const struct hu_memdev *d = &vm->memdevs[i];
+		bool dflt = false;
+
+		for (size_t k = 0; k < ARRAY_SIZE(default_ram_ids); k++)
+			dflt = dflt || (streq(d->id, default_ram_ids[k]) && streq(d->type, "memory-backend-ram"));
+		if (!dflt && !in_strv(vm->ai.object_ids, vm->ai.n_object_ids, d->id))
+			hu_strv_pushf(&vm->blockers, &vm->n_blockers,
+				      "memory backend '%s' was added at run time, not on the command line", d->id);
+	}
+	r = hu_qmp_execute(q, "qom-list", json_tokener_parse("{\"path\":\"/machine/peripheral\"}"),
+			   &periph, NULL);
+	if (r < 0)
+		return r;
+	if (!json_object_is_type(periph, json_type_array))
+		return -EPROTO;
+	for (size_t i = 0; i < json_object_array_length(periph) && i < 1024; i++) {
+		json_object *e = json_object_array_get_idx(periph, i), *n, *t;
+
+		if (!(n = get_key(e, "name", json_type_string)) || !(t = get_key(e, "type", json_type_string)) ||
+		    strncmp(json_object_get_string(t), "child<", 6) != 0)
+			continue;
+		if (!in_strv(vm->ai.device_ids, vm->ai.n_device_ids, json_object_get_string(n)))
+			hu_strv_pushf(&vm->blockers, &vm->n_blockers,
+				      "device '%.64s' was hot-plugged, not on the command line",
+				      json_object_get_string(n));
+	}
+	return 0;
+}
+
 static bool cap_state(json_object *caps, const char *name)
 {
 	for (size_t i = 0; caps && i < json_object_array_length(caps); i++) {
@@ -523,11 +635,12 @@ int hu_vm_query(struct hu_vm *vm, struct hu_qmp *q)
 	r = hu_qmp_execute(q, "query-migrate-capabilities", NULL, &caps, NULL);
 	if (r < 0)
 		return r;
+	if (!json_object_is_type(caps, json_type_array))
+		return -EPROTO;
 	for (size_t i = 0; i < ARRAY_SIZE(bad_caps); i++)
 		if (cap_state(caps, bad_caps[i]))
 			hu_strv_pushf(&vm->blockers, &vm->n_blockers,
 				      "migration capability %s is on", bad_caps[i]);
-	vm->x_ignore_shared_before = cap_state(caps, "x-ignore-shared");
 	r = hu_qmp_execute(q, "query-migrate-parameters", NULL, &params, NULL);
 	if (r < 0)
 		return r;
@@ -537,6 +650,9 @@ int hu_vm_query(struct hu_vm *vm, struct hu_qmp *q)
 	v = get_key(params, "max-bandwidth", json_type_int);
 	vm->max_bandwidth_before = v ? json_object_get_int64(v) : 0;
 	r = query_memdevs(vm, q);
+	if (r < 0)
+		return r;
+	r = check_replayable(vm, q);
 	if (r < 0)
 		return r;
 	return query_disks(vm, q);

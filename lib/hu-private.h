@@ -113,6 +113,12 @@ struct hu_argv_info {
 	bool has_incoming;
 	char **mem_paths;    /* mem-path= of file backends */
 	size_t n_mem_paths;
+	char **object_ids;   /* -object id= */
+	size_t n_object_ids;
+	char **device_ids;   /* -device id= */
+	size_t n_device_ids;
+	char *passes_fd;     /* an option that hands QEMU a file descriptor */
+	bool drops_privileges; /* -runas / -run-with user=: start it as root */
 };
 int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret);
 void hu_argv_info_clear(struct hu_argv_info *info);
@@ -188,13 +194,16 @@ struct hu_vm {
 	char *cwd;
 	uid_t uid;
 	gid_t gid;
+	gid_t *groups;          /* supplementary groups */
+	size_t n_groups;
 	char *cgroup;
 	struct hu_argv_info ai;
 
 	char *qemu_version;
 	char *runstate;         /* before the checkpoint */
 	bool caps_bad;          /* postcopy-ram / background-snapshot / x-colo */
-	bool x_ignore_shared_before;
+	json_object *caps_before;  /* migration capabilities the VM had */
+	json_object *caps;         /* the set used for the checkpoint, both sides */
 	int64_t max_bandwidth_before;
 	bool qmp_ok;
 	struct hu_memdev *memdevs;
@@ -263,11 +272,12 @@ void hu_journal(struct hu_ctx *ctx, const char *vm, const char *event, const cha
 /* ---- restore.c (shared with abort) ---- */
 int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot,
 		   const char *const *only_vms);
-int hu_vm_resume_original(struct hu_vm *vm);
+int hu_vm_resume_original(struct hu_vm *vm, char *err, size_t errlen);
 
 /* ---- migration.c ---- */
-int hu_migration_setup(struct hu_qmp *q, bool x_ignore_shared, bool copies_ram, char **ret_err);
-int hu_migration_reset(struct hu_qmp *q, bool x_ignore_shared_before, int64_t max_bandwidth_before);
+int hu_migration_setup_source(struct hu_vm *vm, bool copies_ram, char **ret_err);
+int hu_migration_setup_dest(struct hu_vm *vm, char **ret_err);
+int hu_migration_reset(struct hu_vm *vm);
 int hu_migration_query(struct hu_qmp *q, char **ret_status, char **ret_desc);
 int hu_migration_wait(struct hu_qmp *q, unsigned timeout_ms, char **ret_desc);
 unsigned hu_migration_timeout_ms(uint64_t bytes);

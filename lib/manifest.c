@@ -95,12 +95,17 @@ static json_object *vm_to_json(const struct hu_vm *vm)
 	json_object_object_add(o, "cwd", json_object_new_string(vm->cwd ?: "/"));
 	json_object_object_add(o, "uid", json_object_new_int64(vm->uid));
 	json_object_object_add(o, "gid", json_object_new_int64(vm->gid));
+	a = json_object_new_array();
+	for (size_t i = 0; i < vm->n_groups; i++)
+		json_object_array_add(a, json_object_new_int64(vm->groups[i]));
+	json_object_object_add(o, "groups", a);
 	json_object_object_add(o, "cgroup", str_or_null(vm->cgroup));
 	json_object_object_add(o, "qmp_path", str_or_null(vm->ai.qmp_path));
 	json_object_object_add(o, "qemu_version", str_or_null(vm->qemu_version));
 	json_object_object_add(o, "runstate_before", str_or_null(vm->runstate));
 	json_object_object_add(o, "x_ignore_shared", json_object_new_boolean(vm->in_place));
-	json_object_object_add(o, "x_ignore_shared_before", json_object_new_boolean(vm->x_ignore_shared_before));
+	json_object_object_add(o, "migration_caps_before", vm->caps_before ? json_object_get(vm->caps_before) : NULL);
+	json_object_object_add(o, "migration_caps", vm->caps ? json_object_get(vm->caps) : NULL);
 	json_object_object_add(o, "max_bandwidth_before", json_object_new_int64(vm->max_bandwidth_before));
 	json_object_object_add(o, "ram_bytes", json_object_new_uint64(vm->ram_bytes));
 	json_object_object_add(o, "ram_backing", json_object_new_string(hu_backing_to_string(vm->backing)));
@@ -263,6 +268,27 @@ static json_object *get_array(json_object *o, const char *key, size_t max, int *
 	return v;
 }
 
+/* {"capability-name": bool, ...} or null; bounded and type-checked. */
+static json_object *get_caps(json_object *o, const char *key, int *r)
+{
+	json_object *v;
+	int n = 0;
+
+	if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
+		return NULL;
+	if (!json_object_is_type(v, json_type_object)) {
+		*r = -EBADMSG;
+		return NULL;
+	}
+	json_object_object_foreach(v, name, val) {
+		if (++n > 64 || strlen(name) > 64 || !json_object_is_type(val, json_type_boolean)) {
+			*r = -EBADMSG;
+			return NULL;
+		}
+	}
+	return json_object_get(v);
+}
+
 static char *dup_or_null(const char *s)
 {
 	return s ? strdup(s) : NULL;
@@ -281,7 +307,7 @@ static int backing_from_string(const char *s, enum hu_backing *ret)
 static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 {
 	struct hu_vm *vm = calloc(1, sizeof(*vm));
-	json_object *argv, *mds, *disks;
+	json_object *argv, *mds, *disks, *groups;
 	const char *s;
 	int r = 0;
 
@@ -328,11 +354,27 @@ static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 	vm->cwd = dup_or_null(get_str(o, "cwd", PATH_MAX, false, &r));
 	vm->uid = get_int(o, "uid", 0, UINT32_MAX - 1, &r);
 	vm->gid = get_int(o, "gid", 0, UINT32_MAX - 1, &r);
+	groups = get_array(o, "groups", 64, &r);
+	if (r >= 0 && json_object_array_length(groups) > 0) {
+		vm->groups = calloc(json_object_array_length(groups), sizeof(*vm->groups));
+		if (!vm->groups)
+			r = -ENOMEM;
+	}
+	for (size_t i = 0; r >= 0 && i < json_object_array_length(groups); i++) {
+		json_object *g = json_object_array_get_idx(groups, i);
+
+		if (!json_object_is_type(g, json_type_int) || json_object_get_int64(g) < 0 ||
+		    json_object_get_int64(g) >= UINT32_MAX)
+			r = -EBADMSG;
+		else
+			vm->groups[vm->n_groups++] = json_object_get_int64(g);
+	}
 	vm->cgroup = dup_or_null(get_str(o, "cgroup", PATH_MAX, true, &r));
 	vm->qemu_version = dup_or_null(get_str(o, "qemu_version", 64, true, &r));
 	vm->runstate = dup_or_null(get_str(o, "runstate_before", 64, true, &r));
 	vm->in_place = get_bool(o, "x_ignore_shared", &r);
-	vm->x_ignore_shared_before = get_bool(o, "x_ignore_shared_before", &r);
+	vm->caps_before = get_caps(o, "migration_caps_before", &r);
+	vm->caps = get_caps(o, "migration_caps", &r);
 	vm->max_bandwidth_before = get_int(o, "max_bandwidth_before", 0, INT64_MAX, &r);
 	vm->ram_bytes = get_uint(o, "ram_bytes", &r);
 	if (r >= 0 && backing_from_string(get_str(o, "ram_backing", 32, false, &r), &vm->backing) < 0)
@@ -402,9 +444,13 @@ static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 		r = hu_argv_parse(vm->argv, vm->argc, &ai);
 		if (r >= 0) {
 			vm->ai = ai;
-			free(vm->ai.qmp_path);
-			vm->ai.qmp_path = keep;
-			keep = NULL;
+			if (keep) {
+				free(vm->ai.qmp_path);
+				vm->ai.qmp_path = keep;
+				keep = NULL;
+			}
+			if (!vm->ai.qmp_path && vm->state != HU_VM_RESTORED && vm->state != HU_VM_RESUMED)
+				r = -EBADMSG; /* nothing to talk to */
 		}
 		free(keep);
 	}

@@ -8,6 +8,13 @@
  * crawl. */
 #define HU_MAX_BANDWIDTH (1LL << 40)
 
+/* Capabilities that change the stream or cannot be in a cpr-reboot file:
+ * forced off on both sides (mapped-ram + x-ignore-shared misparses on 10.0). */
+static const char *const forced_off[] = {
+	"mapped-ram", "multifd", "postcopy-ram", "background-snapshot", "x-colo", "xbzrle",
+	"return-path", "postcopy-preempt", "switchover-ack", "dirty-bitmaps", "validate-uuid",
+};
+
 static json_object *cap(const char *name, bool on)
 {
 	json_object *c = json_object_new_object();
@@ -17,13 +24,25 @@ static json_object *cap(const char *name, bool on)
 	return c;
 }
 
-static int set_caps(struct hu_qmp *q, bool x_ignore_shared, bool events, char **ret_err)
+/* Set the capabilities in `want` that `have` does not already have
+ * (have == NULL: a fresh QEMU, where every capability is off). */
+static int apply_caps(struct hu_qmp *q, json_object *want, json_object *have, char **ret_err)
 {
-	json_object *args = json_object_new_object(), *caps = json_object_new_array();
+	json_object *args = json_object_new_object(), *list = json_object_new_array();
 
-	json_object_array_add(caps, cap("x-ignore-shared", x_ignore_shared));
-	json_object_array_add(caps, cap("events", events));
-	json_object_object_add(args, "capabilities", caps);
+	json_object_object_foreach(want, name, val) {
+		json_object *h = NULL;
+		bool cur = have && json_object_object_get_ex(have, name, &h) && json_object_get_boolean(h);
+
+		if (json_object_get_boolean(val) != cur)
+			json_object_array_add(list, cap(name, json_object_get_boolean(val)));
+	}
+	if (json_object_array_length(list) == 0) {
+		json_object_put(list);
+		json_object_put(args);
+		return 0;
+	}
+	json_object_object_add(args, "capabilities", list);
 	return hu_qmp_execute(q, "migrate-set-capabilities", args, NULL, ret_err);
 }
 
@@ -37,22 +56,75 @@ static int set_params(struct hu_qmp *q, const char *mode, int64_t max_bandwidth,
 	return hu_qmp_execute(q, "migrate-set-parameters", args, NULL, ret_err);
 }
 
-int hu_migration_setup(struct hu_qmp *q, bool x_ignore_shared, bool copies_ram, char **ret_err)
+/* Source side: record what the VM had, decide one explicit set, apply it.
+ * The set is kept in the VM so the destination applies exactly the same. */
+int hu_migration_setup_source(struct hu_vm *vm, bool copies_ram, char **ret_err)
 {
-	int r = set_caps(q, x_ignore_shared, true, ret_err);
+	_cleanup_json_ json_object *list = NULL;
+	json_object *before, *want;
+	int r = hu_qmp_execute(vm->qmp, "query-migrate-capabilities", NULL, &list, ret_err);
 
 	if (r < 0)
 		return r;
-	return set_params(q, "cpr-reboot", copies_ram ? HU_MAX_BANDWIDTH : 0, ret_err);
+	if (!json_object_is_type(list, json_type_array) || json_object_array_length(list) > 64)
+		return -EPROTO;
+	before = json_object_new_object();
+	want = json_object_new_object();
+	for (size_t i = 0; i < json_object_array_length(list); i++) {
+		json_object *c = json_object_array_get_idx(list, i), *n, *st;
+		bool on;
+
+		if (!json_object_object_get_ex(c, "capability", &n) || !json_object_is_type(n, json_type_string) ||
+		    !json_object_object_get_ex(c, "state", &st) || !json_object_is_type(st, json_type_boolean))
+			continue;
+		on = json_object_get_boolean(st);
+		json_object_object_add(before, json_object_get_string(n), json_object_new_boolean(on));
+		for (size_t f = 0; f < ARRAY_SIZE(forced_off); f++)
+			if (streq(json_object_get_string(n), forced_off[f]))
+				on = false;
+		if (streq(json_object_get_string(n), "x-ignore-shared"))
+			on = vm->in_place;
+		if (streq(json_object_get_string(n), "events"))
+			on = true;
+		json_object_object_add(want, json_object_get_string(n), json_object_new_boolean(on));
+	}
+	json_object_put(vm->caps_before);
+	json_object_put(vm->caps);
+	vm->caps_before = before;
+	vm->caps = want;
+	r = apply_caps(vm->qmp, want, before, ret_err);
+	if (r < 0)
+		return r;
+	return set_params(vm->qmp, "cpr-reboot", copies_ram ? HU_MAX_BANDWIDTH : 0, ret_err);
 }
 
-int hu_migration_reset(struct hu_qmp *q, bool x_ignore_shared_before, int64_t max_bandwidth_before)
+/* Destination side: a fresh QEMU gets exactly the source's set. */
+int hu_migration_setup_dest(struct hu_vm *vm, char **ret_err)
 {
-	int r = set_caps(q, x_ignore_shared_before, false, NULL);
+	int r;
+
+	if (!vm->caps) {
+		*ret_err = strdup("the manifest does not say which migration capabilities were used");
+		return -EBADMSG;
+	}
+	r = apply_caps(vm->qmp, vm->caps, NULL, ret_err);
 
 	if (r < 0)
 		return r;
-	return set_params(q, "normal", max_bandwidth_before, NULL);
+	return set_params(vm->qmp, "cpr-reboot", 0, ret_err);
+}
+
+/* Put the VM's own settings back (after a rollback, or on the restored
+ * QEMU, so management tools find what they had configured). */
+int hu_migration_reset(struct hu_vm *vm)
+{
+	int r = 0;
+
+	if (vm->caps_before && vm->caps)
+		r = apply_caps(vm->qmp, vm->caps_before, vm->caps, NULL);
+	if (r < 0)
+		return r;
+	return set_params(vm->qmp, "normal", vm->max_bandwidth_before, NULL);
 }
 
 static const char *const terminal[] = { "completed", "failed", "cancelled" };

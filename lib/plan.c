@@ -12,35 +12,40 @@ static const char *const ok_runstates[] = { "running", "paused", "suspended" };
 
 uint64_t hu_vm_get_save_bytes(const struct hu_vm *vm) { return vm->save_bytes; }
 
+/* Can this backend's RAM stay where it is through what follows? */
+static bool survives(const struct hu_memdev *d, const struct hu_options *opts)
+{
+	return d->backing == HU_BACKING_PERSISTENT ||
+	       (d->backing == HU_BACKING_VOLATILE && opts->no_reboot);
+}
+
 static void plan_ram(struct hu_vm *vm, const struct hu_options *opts, uint64_t margin)
 {
-	bool can_skip = true;
+	bool can_skip = true, any_skipped = false;
 
 	vm->ram_bytes = 0;
 	vm->backing = HU_BACKING_PERSISTENT;
 	for (size_t i = 0; i < vm->n_memdevs; i++) {
 		struct hu_memdev *d = &vm->memdevs[i];
-		bool named_shared = d->mem_path && d->share && streq(d->type, "memory-backend-file") &&
-				    d->backing != HU_BACKING_PRIVATE;
 
 		vm->ram_bytes += d->size;
 		if (d->backing > vm->backing)
 			vm->backing = d->backing;
-		/* A named shared file that will not survive would be skipped by
-		 * x-ignore-shared and lost: then nothing may be skipped. */
-		if (named_shared && d->backing == HU_BACKING_VOLATILE && !opts->no_reboot)
+		/* QEMU's x-ignore-shared skips EVERY shared file backend: if
+		 * one of them does not survive, nothing may be skipped. */
+		if (streq(d->type, "memory-backend-file") && d->share && !survives(d, opts))
 			can_skip = false;
 	}
-	vm->in_place = can_skip;
 	vm->save_bytes = margin;
 	for (size_t i = 0; i < vm->n_memdevs; i++) {
 		struct hu_memdev *d = &vm->memdevs[i];
 
-		d->skipped = can_skip && d->mem_path && d->share && d->backing != HU_BACKING_PRIVATE &&
-			     streq(d->type, "memory-backend-file");
+		d->skipped = can_skip && d->mem_path && d->share && streq(d->type, "memory-backend-file");
+		any_skipped = any_skipped || d->skipped;
 		if (!d->skipped)
 			vm->save_bytes += d->size;
 	}
+	vm->in_place = any_skipped;
 	if (vm->backing == HU_BACKING_VOLATILE && !opts->no_reboot &&
 	    opts->volatile_policy == HU_VOLATILE_REFUSE)
 		hu_strv_pushf(&vm->blockers, &vm->n_blockers,

@@ -178,6 +178,20 @@ int hu_opts_parse(const char *s, const char *implied_key, struct hu_opts *ret)
 	return 0;
 }
 
+static bool has_fd_key(const char *val)
+{
+	static const char *const keys[] = { "fd", "fds", "vhostfd", "vhostfds" };
+	struct hu_opts o = {};
+	bool found = false;
+
+	if (hu_opts_parse(val, NULL, &o) < 0)
+		return false;
+	for (size_t i = 0; i < ARRAY_SIZE(keys) && !found; i++)
+		found = hu_opts_get(&o, keys[i]) != NULL;
+	hu_opts_clear(&o);
+	return found;
+}
+
 static bool is_on(const char *v)
 {
 	return v && (streq(v, "on") || streq(v, "true") || streq(v, "yes"));
@@ -197,7 +211,10 @@ void hu_argv_info_clear(struct hu_argv_info *info)
 	free(info->qmp_error);
 	free(info->qga_path);
 	free(info->pidfile);
+	free(info->passes_fd);
 	hu_strv_free(info->mem_paths, info->n_mem_paths);
+	hu_strv_free(info->object_ids, info->n_object_ids);
+	hu_strv_free(info->device_ids, info->n_device_ids);
 	memset(info, 0, sizeof(*info));
 }
 
@@ -252,6 +269,11 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
 		if (i + 1 >= argc)
 			break;
 		val = argv[++i];
+		/* Descriptors do not exist in the QEMU that restore starts. */
+		if (!info.passes_fd && (streq(opt, "add-fd") || strstr(val, "/dev/fdset/") ||
+					has_fd_key(val)) &&
+		    asprintf(&info.passes_fd, "-%s %.100s", opt, val) < 0)
+			r = -ENOMEM;
 
 		if (streq(opt, "name")) {
 			r = hu_opts_parse(val, "guest", &o);
@@ -292,6 +314,9 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
 			const char *drv = r >= 0 ? hu_opts_get(&o, "driver") : NULL;
 			if (drv && strncmp(drv, "vfio-", 5) == 0)
 				info.has_vfio = true;
+			const char *id = r >= 0 ? hu_opts_get(&o, "id") : NULL;
+			if (id && info.n_device_ids < 256 && hu_strv_push(&info.device_ids, &info.n_device_ids, id) < 0)
+				r = -ENOMEM;
 			if (drv && streq(drv, "virtserialport") &&
 			    streq(hu_opts_get(&o, "name") ?: "", "org.qemu.guest_agent.0") &&
 			    hu_opts_get(&o, "chardev"))
@@ -299,8 +324,13 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
 		} else if (streq(opt, "object")) {
 			r = hu_opts_parse(val, "qom-type", &o);
 			const char *mp = r >= 0 ? hu_opts_get(&o, "mem-path") : NULL;
+			const char *id = r >= 0 ? hu_opts_get(&o, "id") : NULL;
 			if (mp && info.n_mem_paths < HU_MAX_MEMDEVS)
 				r = hu_strv_push(&info.mem_paths, &info.n_mem_paths, mp);
+			if (r >= 0 && id && info.n_object_ids < 256)
+				r = hu_strv_push(&info.object_ids, &info.n_object_ids, id);
+		} else if (streq(opt, "runas") || (streq(opt, "run-with") && strstr(val, "user="))) {
+			info.drops_privileges = true;
 		} else if (streq(opt, "pidfile")) {
 			r = set_str(&info.pidfile, val);
 		} else if (streq(opt, "incoming")) {

@@ -249,7 +249,7 @@ static bool event_matches(json_object *ev, const char *name,
 {
 	json_object *n, *data = NULL;
 
-	if (!json_object_object_get_ex(ev, "event", &n) ||
+	if (!json_object_object_get_ex(ev, "event", &n) || !json_object_is_type(n, json_type_string) ||
 	    !streq(json_object_get_string(n), name))
 		return false;
 	json_object_object_get_ex(ev, "data", &data);

@@ -17,7 +17,9 @@ bool hu_kexec_load_script_active(void)
 	if (access("/etc/init.d/kexec-load", X_OK) < 0 ||
 	    hu_read_file("/etc/default/kexec", 65536, &s, NULL) < 0)
 		return false;
-	for (char *line = strtok(s, "\n"); line; line = strtok(NULL, "\n")) {
+	char *save = NULL;
+
+	for (char *line = strtok_r(s, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		while (*line == ' ' || *line == '\t')
 			line++;
 		if (strncmp(line, "LOAD_KEXEC=", 11) == 0)

@@ -31,14 +31,16 @@ struct restore_job {
 static void finish_vm(struct restore_job *job, struct hu_vm *vm, enum hu_vm_state state,
 		      const char *error)
 {
+	char *copy = error ? strdup(error) : NULL; /* error may be vm->error */
+
 	pthread_mutex_lock(&job->m->lock);
 	vm->state = state;
 	free(vm->error);
-	vm->error = error ? strdup(error) : NULL;
+	vm->error = copy;
 	pthread_mutex_unlock(&job->m->lock);
-	hu_journal(job->ctx, vm->name, hu_vm_state_to_string(state), error);
-	if (error)
-		hu_err(job->ctx, vm->name, "%s", error);
+	hu_journal(job->ctx, vm->name, hu_vm_state_to_string(state), copy);
+	if (copy)
+		hu_err(job->ctx, vm->name, "%s", copy);
 	hu_manifest_save(job->m);
 }
 
@@ -125,7 +127,7 @@ static int spawn_qemu(struct restore_job *job, struct hu_vm *vm, pid_t *ret_pid)
 {
 	char **argv = NULL;
 	size_t argc = 0;
-	_cleanup_free_ char *log = NULL;
+	_cleanup_free_ char *log = NULL, *cgroup_procs = NULL;
 	static char *const envp[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL };
 	pid_t pid;
 	int r;
@@ -137,6 +139,16 @@ static int spawn_qemu(struct restore_job *job, struct hu_vm *vm, pid_t *ret_pid)
 	    asprintf(&log, "%s/%s.log", job->ctx->state_dir, vm->name) < 0) {
 		hu_strv_free(argv, argc);
 		return -ENOMEM;
+	}
+	/* Back in the VM's own cgroup when it still exists (same boot, its
+	 * unit or scope is alive); otherwise the caller's. */
+	if (vm->cgroup && vm->cgroup[0] == '/' && !strstr(vm->cgroup, "..")) {
+		if (asprintf(&cgroup_procs, "%s/fs/cgroup%s/cgroup.procs", job->ctx->sys_root, vm->cgroup) < 0)
+			cgroup_procs = NULL;
+		else if (access(cgroup_procs, W_OK) < 0) {
+			free(cgroup_procs);
+			cgroup_procs = NULL;
+		}
 	}
 	pid = fork();
 	if (pid < 0) {
@@ -150,17 +162,27 @@ static int spawn_qemu(struct restore_job *job, struct hu_vm *vm, pid_t *ret_pid)
 		int out = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 
 		setsid();
+		if (cgroup_procs) {
+			int cg = open(cgroup_procs, O_WRONLY | O_CLOEXEC);
+
+			if (cg >= 0) {
+				if (write(cg, "0", 1) < 0) { /* stays in ours */ }
+				close(cg);
+			}
+		}
 		if (nul >= 0)
 			dup2(nul, 0);
 		if (out >= 0) {
 			dup2(out, 1);
 			dup2(out, 2);
 		}
+		/* Nothing of ours leaks into a QEMU that outlives us. */
+		close_range(3, ~0U, 0);
 		if (chdir(vm->cwd ?: "/") < 0 && chdir("/") < 0)
 			_exit(126);
-		if (vm->gid != 0 && (setgroups(0, NULL) < 0 || setgid(vm->gid) < 0))
-			_exit(126);
-		if (vm->uid != 0 && setuid(vm->uid) < 0)
+		/* -runas: QEMU drops privileges itself and must start as root. */
+		if (!vm->ai.drops_privileges &&
+		    (setgroups(vm->n_groups, vm->groups) < 0 || setgid(vm->gid) < 0 || setuid(vm->uid) < 0))
 			_exit(126);
 		signal(SIGPIPE, SIG_DFL);
 		execve(vm->exe, argv, envp);
@@ -212,9 +234,9 @@ static int daemonized_pid(struct restore_job *job, struct hu_vm *vm, pid_t child
 	struct hu_vm_list *now = NULL;
 	int status = 0;
 
-	for (int i = 0; i < 2000 && waitpid(child, &status, WNOHANG) != child; i++)
+	for (int i = 0; i < 2000 && waitpid(child, &status, WNOHANG) == 0; i++)
 		usleep(5000);
-	if (vm->ai.pidfile && read_pidfile(vm->ai.pidfile, pid) >= 0)
+	if (vm->ai.pidfile && read_pidfile(vm->ai.pidfile, pid) >= 0 && *pid != child)
 		return 0;
 	if (hu_scan_processes(job->ctx, &now) >= 0) {
 		for (size_t i = 0; i < now->n; i++)
@@ -241,12 +263,11 @@ static int connect_new(struct restore_job *job, struct hu_vm *vm, pid_t child, p
 
 		if (child_running && waitpid(child, &status, WNOHANG) == child) {
 			child_running = false;
-			if (vm->ai.daemonize && WIFEXITED(status) && WEXITSTATUS(status) == 0 && vm->ai.pidfile) {
-				r = read_pidfile(vm->ai.pidfile, pid);
-				if (r < 0) {
-					snprintf(err, errlen, "daemonized QEMU left no pid in %s", vm->ai.pidfile);
+			if (vm->ai.daemonize && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+				/* The foreground QEMU is done: the daemon runs on. */
+				r = daemonized_pid(job, vm, child, pid, err, errlen);
+				if (r < 0)
 					return r;
-				}
 			} else {
 				char line[256];
 
@@ -278,23 +299,36 @@ static int connect_new(struct restore_job *job, struct hu_vm *vm, pid_t child, p
 	}
 }
 
-static void kill_new(pid_t pid)
+/* End a QEMU we started that never ran the guest — only if it is still
+ * that process (start time), and wait until it is gone. */
+static int kill_new(struct hu_ctx *ctx, pid_t pid, uint64_t starttime)
 {
-	if (pid > 0) {
-		kill(pid, SIGKILL);
-		waitpid(pid, NULL, 0);
+	uint64_t now;
+
+	if (pid <= 0 || hu_proc_starttime(ctx, pid, &now) < 0)
+		return 0;
+	if (starttime && now != starttime)
+		return 0;
+	kill(pid, SIGKILL);
+	for (int i = 0; i < 1000; i++) {
+		waitpid(pid, NULL, WNOHANG);
+		if (hu_proc_starttime(ctx, pid, &now) < 0 || (starttime && now != starttime))
+			return 0;
+		usleep(10000);
 	}
+	return -EBUSY;
 }
 
-static int load_state(struct restore_job *job, struct hu_vm *vm, char *err, size_t errlen)
+/* Same capabilities and mode as the source, then migrate-incoming. */
+static int start_load(struct hu_vm *vm, char *err, size_t errlen)
 {
-	_cleanup_free_ char *qerr = NULL, *desc = NULL, *uri = NULL, *status = NULL;
+	_cleanup_free_ char *qerr = NULL, *uri = NULL;
 	json_object *args;
 	int r;
 
-	r = hu_migration_setup(vm->qmp, vm->in_place, false, &qerr);
+	r = hu_migration_setup_dest(vm, &qerr);
 	if (r < 0) {
-		snprintf(err, errlen, "cannot set cpr-reboot mode: %s", qerr ?: hu_qmp_strerror(r));
+		snprintf(err, errlen, "cannot set the checkpoint's migration settings: %s", qerr ?: hu_qmp_strerror(r));
 		return r;
 	}
 	if (asprintf(&uri, "file:%s", vm->state_file) < 0)
@@ -304,17 +338,23 @@ static int load_state(struct restore_job *job, struct hu_vm *vm, char *err, size
 	/* Stay alive on a bad stream so we can say why. */
 	json_object_object_add(args, "exit-on-error", json_object_new_boolean(false));
 	r = hu_qmp_execute(vm->qmp, "migrate-incoming", args, NULL, &qerr);
-	if (r < 0) {
+	if (r < 0)
 		snprintf(err, errlen, "migrate-incoming: %s", qerr ?: hu_qmp_strerror(r));
-		return r;
-	}
+	return r;
+}
+
+/* Wait for the load, then bring the VM to the runstate it had: a paused
+ * VM comes back paused, a running one runs. */
+static int finish_load(struct hu_vm *vm, char *err, size_t errlen)
+{
+	_cleanup_free_ char *qerr = NULL, *desc = NULL, *status = NULL;
+	int r;
+
 	r = hu_migration_wait(vm->qmp, hu_migration_timeout_ms(vm->state_bytes), &desc);
 	if (r < 0) {
 		snprintf(err, errlen, "loading the state failed: %s", desc ?: hu_qmp_strerror(r));
 		return r;
 	}
-	/* A paused VM comes back paused; a running one is started if the
-	 * stream left it stopped. */
 	r = hu_migration_settled_runstate(vm->qmp, &status);
 	if (r < 0) {
 		snprintf(err, errlen, "query-status: %s", hu_qmp_strerror(r));
@@ -333,7 +373,7 @@ static int load_state(struct restore_job *job, struct hu_vm *vm, char *err, size
 		snprintf(err, errlen, "runstate after restore is '%s', expected '%s'", status, vm->runstate);
 		return -EPROTO;
 	}
-	hu_migration_reset(vm->qmp, vm->x_ignore_shared_before, vm->max_bandwidth_before);
+	hu_migration_reset(vm);
 	return 0;
 }
 
@@ -347,37 +387,53 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 	int r;
 
 	other = find_running(job, vm);
-	if (other) {
-		/* Started by an earlier restore that was cut short? */
-		if (argv_has_incoming_defer(other) && streq(other->name, vm->name)) {
-			_cleanup_free_ char *status = NULL;
-			struct hu_qmp *q = NULL;
+	if (other && argv_has_incoming_defer(other) && streq(other->name, vm->name)) {
+		/* Started by an earlier restore that was cut short: finish its
+		 * load, or end it if the load never began, never both. */
+		_cleanup_free_ char *mstatus = NULL;
 
-			if (other->ai.qmp_path &&
-			    hu_qmp_connect(other->ai.qmp_path, job->ctx->qmp_timeout_ms, &q) >= 0 &&
-			    hu_qmp_query_status(q, &status) >= 0 && streq(status, "inmigrate")) {
-				hu_qmp_close(q);
-				hu_info(job->ctx, vm->name, "killing pid %d left half-restored by an earlier run",
-					(int)other->pid);
-				kill(other->pid, SIGKILL);
-				for (int i = 0; i < 500 && hu_vm_process_alive(other); i++)
-					usleep(10000);
-			} else {
-				hu_qmp_close(q);
-				pthread_mutex_lock(&job->m->lock);
-				vm->pid = other->pid;
-				vm->starttime = other->starttime;
-				if (!vm->running_at_ms)
-					vm->running_at_ms = hu_now_ms();
-				pthread_mutex_unlock(&job->m->lock);
-				finish_vm(job, vm, HU_VM_RESTORED, NULL);
-				return;
-			}
-		} else {
-			snprintf(err, sizeof(err), "already running as pid %d; not started twice", (int)other->pid);
+		r = other->ai.qmp_path ? hu_qmp_connect(other->ai.qmp_path, job->ctx->qmp_timeout_ms, &vm->qmp) : -ENOENT;
+		if (r >= 0)
+			r = hu_migration_query(vm->qmp, &mstatus, NULL);
+		if (r < 0) {
+			hu_qmp_close(vm->qmp);
+			vm->qmp = NULL;
+			snprintf(err, sizeof(err), "a QEMU for this VM (pid %d) exists but does not answer QMP: %s",
+				 (int)other->pid, hu_qmp_strerror(r));
 			finish_vm(job, vm, HU_VM_FAILED, err);
 			return;
 		}
+		if (!streq(mstatus, "none") && !streq(mstatus, "failed") && !streq(mstatus, "cancelled")) {
+			pthread_mutex_lock(&job->m->lock);
+			vm->pid = other->pid;
+			vm->starttime = other->starttime;
+			pthread_mutex_unlock(&job->m->lock);
+			r = finish_load(vm, err, sizeof(err));
+			hu_qmp_close(vm->qmp);
+			vm->qmp = NULL;
+			if (r < 0) {
+				finish_vm(job, vm, HU_VM_FAILED, err);
+				return;
+			}
+			pthread_mutex_lock(&job->m->lock);
+			vm->running_at_ms = hu_now_ms();
+			pthread_mutex_unlock(&job->m->lock);
+			finish_vm(job, vm, HU_VM_RESTORED, NULL);
+			return;
+		}
+		hu_qmp_close(vm->qmp);
+		vm->qmp = NULL;
+		hu_info(job->ctx, vm->name, "ending pid %d, left before its load began by an earlier run",
+			(int)other->pid);
+		if (kill_new(job->ctx, other->pid, other->starttime) < 0) {
+			snprintf(err, sizeof(err), "pid %d, left by an earlier restore, does not exit", (int)other->pid);
+			finish_vm(job, vm, HU_VM_FAILED, err);
+			return;
+		}
+	} else if (other) {
+		snprintf(err, sizeof(err), "already running as pid %d; not started twice", (int)other->pid);
+		finish_vm(job, vm, HU_VM_FAILED, err);
+		return;
 	}
 	if (stat(vm->state_file, &st) < 0 || (uint64_t)st.st_size != vm->state_bytes) {
 		snprintf(err, sizeof(err), "state file %s is missing or not the size recorded", vm->state_file);
@@ -400,19 +456,23 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 	if (r >= 0 && hu_proc_starttime(job->ctx, pid, &starttime) < 0)
 		r = -ESRCH;
 	if (r >= 0) {
+		/* Recorded before the load starts: a re-run finds this QEMU. */
 		pthread_mutex_lock(&job->m->lock);
 		vm->pid = pid;
 		vm->starttime = starttime;
+		vm->state = HU_VM_RESTORING;
 		pthread_mutex_unlock(&job->m->lock);
-		r = load_state(job, vm, err, sizeof(err));
+		hu_manifest_save(job->m);
+		r = start_load(vm, err, sizeof(err));
+		if (r >= 0)
+			r = finish_load(vm, err, sizeof(err));
 	}
 	hu_qmp_close(vm->qmp);
 	vm->qmp = NULL;
 	if (r < 0) {
 		/* It never ran the guest: safe to end, and to retry later. */
-		kill_new(pid);
-		if (child != pid)
-			waitpid(child, NULL, WNOHANG);
+		kill_new(job->ctx, pid, starttime);
+		waitpid(child, NULL, WNOHANG);
 		if (!err[0])
 			snprintf(err, sizeof(err), "%s", strerror(-r));
 		finish_vm(job, vm, HU_VM_FAILED, err);
@@ -443,9 +503,16 @@ static void converge_worker(size_t i, void *data)
 		return; /* done: never started again */
 	/* Its recorded QEMU still runs (the original, before quit): resume it.
 	 * A restore never leaves a QEMU it started behind on failure. */
-	if (hu_vm_process_alive(vm)) {
-		if (hu_vm_resume_original(vm) < 0)
-			finish_vm(job, vm, HU_VM_FAILED, vm->error);
+	if (job->same_boot && hu_vm_process_alive(vm)) {
+		char err[512];
+
+		if (vm->state == HU_VM_RESTORING) {
+			/* Ours from a run that was cut short: handled as a leftover. */
+			restore_from_state(job, vm);
+			return;
+		}
+		if (hu_vm_resume_original(vm, err, sizeof(err)) < 0)
+			finish_vm(job, vm, HU_VM_FAILED, err);
 		else
 			finish_vm(job, vm, HU_VM_RESUMED, NULL);
 		hu_qmp_close(vm->qmp);
