@@ -48,11 +48,29 @@ $(BUILD)/tests/libfake-kexec.so: tests/fake/kexec-shim.c
 check: all $(UNIT_BIN) $(BUILD)/tests/libfake-kexec.so
 	@tests/run-tests $(BUILD)
 
+SBINDIR ?= $(PREFIX)/sbin
+DOCDIR ?= $(PREFIX)/share/doc/host-upgrade
+UNITDIR ?= $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null || echo /usr/lib/systemd/system)
+DRACUTDIR ?= /usr/lib/dracut/modules.d
+SUBST = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g'
+
+# The units name the installed binary: made at install time (or into
+# $(BUILD)/units for `make units SBINDIR=...`, which the tests verify).
+units:
+	@mkdir -p $(BUILD)/units
+	@$(SUBST) units/host-upgrade-restore.service.in > $(BUILD)/units/host-upgrade-restore.service
+	@$(SUBST) dracut/90host-upgrade/host-upgrade-early.service.in > $(BUILD)/units/host-upgrade-early.service
+
 install: all
-	install -d $(DESTDIR)$(PREFIX)/sbin
-	install -m 0755 $(BUILD)/host-upgrade $(DESTDIR)$(PREFIX)/sbin/host-upgrade
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(DRACUTDIR)/90host-upgrade
+	install -m 0755 $(BUILD)/host-upgrade $(DESTDIR)$(SBINDIR)/host-upgrade
+	$(SUBST) units/host-upgrade-restore.service.in > $(DESTDIR)$(UNITDIR)/host-upgrade-restore.service
+	install -m 0755 dracut/90host-upgrade/module-setup.sh $(DESTDIR)$(DRACUTDIR)/90host-upgrade/
+	$(SUBST) dracut/90host-upgrade/host-upgrade-early.service.in > $(DESTDIR)$(DRACUTDIR)/90host-upgrade/host-upgrade-early.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/host-upgrade-restore.service $(DESTDIR)$(DRACUTDIR)/90host-upgrade/host-upgrade-early.service
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
 
 clean:
 	rm -rf $(BUILD)/*.o $(BUILD)/lib $(BUILD)/cmd $(BUILD)/tests $(BUILD)/libhu.a $(BUILD)/host-upgrade
 
-.PHONY: all check install clean demo bench
+.PHONY: all check install clean demo bench units

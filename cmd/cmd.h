@@ -39,6 +39,8 @@ int cmd_abort(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_stage(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_early_boot(int argc, char **argv);
+int cmd_may_start(int argc, char **argv);
 int cli_stage_option(struct cli *c, int opt, const char *arg);
 int cli_plan_option(struct cli *c, int opt, const char *arg);
 

@@ -24,6 +24,8 @@ static const struct {
 	{ "status",     cmd_status,     "phase and per-VM state and downtime; --json" },
 	{ "stage",      cmd_stage,      "load the new kernel with kexec (checks modules and command line)" },
 	{ "run",        cmd_run,        "the whole upgrade: plan, stage, checkpoint, kexec reboot" },
+	{ "may-start",  cmd_may_start,  "for a VM's own unit (ExecCondition=): exit 1 if host-upgrade restores or runs it" },
+	{ "early-boot", cmd_early_boot, "initrd side: modules, pmem/DAX checks, arrange the restore unit" },
 };
 
 static void usage(FILE *f)

@@ -83,6 +83,12 @@ static int save_one(struct hu_vm *vm)
 		r = hu_ram_digest(d->mem_path, d->size, &d->digest);
 		if (r < 0)
 			return hu_vm_set_error(vm, r, "digest of RAM in %s: %s", d->mem_path, strerror(-r));
+		free(d->medium.device);
+		free(d->medium.mode);
+		memset(&d->medium, 0, sizeof(d->medium));
+		r = hu_ram_medium(vm->ctx, d->mem_path, &d->medium);
+		if (r < 0)
+			return hu_vm_set_error(vm, r, "medium of RAM in %s: %s", d->mem_path, strerror(-r));
 	}
 	r = hu_vm_fingerprint_disks(vm, vm->qmp);
 	if (r < 0)

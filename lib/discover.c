@@ -38,6 +38,8 @@ void hu_vm_free(struct hu_vm *vm)
 		free(vm->memdevs[i].type);
 		free(vm->memdevs[i].mem_path);
 		free(vm->memdevs[i].why);
+		free(vm->memdevs[i].medium.device);
+		free(vm->memdevs[i].medium.mode);
 	}
 	free(vm->memdevs);
 	for (size_t i = 0; i < vm->n_disks; i++)

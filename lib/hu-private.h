@@ -74,6 +74,7 @@ int hu_read_file(const char *path, size_t max, char **ret, size_t *ret_len);
 int hu_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode);
 int hu_fsync_path(const char *path);
 int hu_mkdir_private(const char *dir);
+int hu_mkdir_p(const char *path, mode_t mode);
 int hu_strv_push(char ***strv, size_t *n, const char *s);
 void hu_strv_free(char **strv, size_t n);
 int hu_parse_size(const char *s, uint64_t *ret);
@@ -150,6 +151,20 @@ const char *hu_qmp_strerror(int r);
 int hu_qmp_query_status(struct hu_qmp *q, char **ret_status);
 
 /* ---- the VM ---- */
+enum hu_medium_kind {
+	HU_MEDIUM_FILE,    /* a file on some filesystem: only the digest tells */
+	HU_MEDIUM_DEVDAX,  /* /dev/daxX.Y */
+	HU_MEDIUM_PMEM,    /* a pmem block device itself */
+	HU_MEDIUM_FSDAX,   /* a file on a filesystem on a pmem device */
+};
+
+struct hu_medium {
+	enum hu_medium_kind kind;
+	char *device;      /* dax0.0, pmem0 */
+	uint64_t size;     /* bytes */
+	char *mode;        /* the namespace mode (fsdax, raw), when known */
+};
+
 struct hu_memdev {
 	char *id;
 	char *type;        /* memory-backend-file, -ram, -memfd, ... */
@@ -160,6 +175,7 @@ struct hu_memdev {
 	char *why;         /* how the class was decided */
 	bool skipped;      /* left in place by x-ignore-shared */
 	uint64_t digest;   /* of sampled pages, taken while the guest is stopped */
+	struct hu_medium medium;
 };
 
 struct hu_disk {
@@ -248,6 +264,9 @@ int hu_classify_path(const char *path, bool share, enum hu_backing *ret, char **
 int hu_classify_fs(long f_type, enum hu_backing *ret);
 /* ram.c: digest of sampled pages of a RAM file or DAX device. */
 int hu_ram_digest(const char *path, uint64_t size, uint64_t *ret);
+int hu_ram_medium(struct hu_ctx *ctx, const char *mem_path, struct hu_medium *ret);
+int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char *why, size_t len);
+const char *hu_medium_kind_to_string(enum hu_medium_kind k);
 
 /* ---- manifest.c ---- */
 struct hu_manifest {
@@ -301,3 +320,8 @@ int hu_modules_missing(const char *moddir, char *const *needed, size_t n_needed,
 		       char ***ret_missing, size_t *ret_n);
 /* reboot.c: Debian's kexec-load would replace our kernel at shutdown. */
 bool hu_kexec_load_script_active(void);
+
+/* ---- early-boot.c ---- */
+/* 1 and the value (after '=') when `key` is on the kernel command line. */
+int hu_cmdline_get(struct hu_ctx *ctx, const char *key, char **ret_value);
+int hu_early_check_media(struct hu_ctx *ctx, struct hu_manifest *m, unsigned wait_ms, json_object *media);

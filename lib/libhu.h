@@ -131,7 +131,23 @@ int hu_reboot_guard(struct hu_ctx *ctx);
 /* Start kexec.target through systemd (sd-bus), after hu_reboot_guard(). */
 int hu_reboot_kexec(struct hu_ctx *ctx);
 /* The marker on the new kernel's command line: a restore is pending. */
-#define HU_CMDLINE_MARKER "hu.restore=1"
+#define HU_CMDLINE_MARKER_KEY "hu.restore"
+#define HU_CMDLINE_MARKER HU_CMDLINE_MARKER_KEY "=1"
+
+/* --- early boot (initrd side) -------------------------------------------- */
+
+struct hu_early_opts {
+	const char *root;       /* the real root as mounted in the initrd (/sysroot) */
+	const char *run_dir;    /* where the report goes (/run/host-upgrade) */
+	const char *wants_dir;  /* /run/systemd/system/sysinit.target.wants, or NULL */
+	const char *unit_path;  /* the restore unit the wants-link points to */
+	unsigned wait_ms;       /* how long to wait for pmem/DAX devices */
+	bool no_modules;        /* do not load modules (tests) */
+};
+/* Only with the marker on the command line: load modules, check the RAM
+ * media of every checkpointed VM, arrange the restore unit. Returns the
+ * number of media that did not come back, or a negative errno. */
+int hu_early_boot(struct hu_ctx *ctx, const struct hu_early_opts *o);
 
 /* --- manifest (status) ---------------------------------------------------- */
 
@@ -147,6 +163,8 @@ const char *hu_manifest_vm_state(const struct hu_manifest *m, size_t i);
 int64_t hu_manifest_vm_downtime_ms(const struct hu_manifest *m, size_t i);
 const char *hu_manifest_vm_error(const struct hu_manifest *m, size_t i);
 pid_t hu_manifest_vm_pid(const struct hu_manifest *m, size_t i);
+/* Does the QEMU the manifest records for this VM run (pid and start time)? */
+bool hu_manifest_vm_alive(const struct hu_manifest *m, size_t i);
 
 #ifdef __cplusplus
 }

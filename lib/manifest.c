@@ -124,6 +124,15 @@ static json_object *vm_to_json(const struct hu_vm *vm)
 		json_object_object_add(m, "skipped", json_object_new_boolean(d->skipped));
 		snprintf(dig, sizeof(dig), "%016" PRIx64, d->digest);
 		json_object_object_add(m, "digest", json_object_new_string(dig));
+		if (d->skipped) {
+			json_object *med = json_object_new_object();
+
+			json_object_object_add(med, "kind", json_object_new_string(hu_medium_kind_to_string(d->medium.kind)));
+			json_object_object_add(med, "device", str_or_null(d->medium.device));
+			json_object_object_add(med, "size", json_object_new_uint64(d->medium.size));
+			json_object_object_add(med, "mode", str_or_null(d->medium.mode));
+			json_object_object_add(m, "medium", med);
+		}
 		json_object_array_add(mds, m);
 	}
 	json_object_object_add(o, "memdevs", mds);
@@ -386,7 +395,7 @@ static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 			r = -ENOMEM;
 	}
 	for (size_t i = 0; r >= 0 && i < json_object_array_length(mds); i++) {
-		json_object *m = json_object_array_get_idx(mds, i);
+		json_object *m = json_object_array_get_idx(mds, i), *med;
 		struct hu_memdev *d = &vm->memdevs[vm->n_memdevs++];
 
 		if (!json_object_is_type(m, json_type_object)) {
@@ -406,6 +415,20 @@ static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 			r = -EBADMSG;
 		if (r >= 0 && d->skipped && (!d->mem_path || d->mem_path[0] != '/'))
 			r = -EBADMSG;
+		if (r >= 0 && json_object_object_get_ex(m, "medium", &med) && !json_object_is_type(med, json_type_null)) {
+			const char *kind = get_str(med, "kind", 16, false, &r);
+
+			d->medium.kind = HU_MEDIUM_FILE;
+			for (int k = HU_MEDIUM_FILE; r >= 0 && k <= HU_MEDIUM_FSDAX; k++)
+				if (streq(kind, hu_medium_kind_to_string(k)))
+					d->medium.kind = k;
+			d->medium.device = dup_or_null(get_str(med, "device", 64, true, &r));
+			d->medium.size = get_uint(med, "size", &r);
+			d->medium.mode = dup_or_null(get_str(med, "mode", 32, true, &r));
+			/* A device name, not a path: it is looked up under /sys. */
+			if (r >= 0 && d->medium.device && (strchr(d->medium.device, '/') || d->medium.device[0] == '.'))
+				r = -EBADMSG;
+		}
 	}
 	disks = get_array(o, "disks", HU_MAX_DISKS, &r);
 	if (r >= 0) {
@@ -562,6 +585,7 @@ size_t hu_manifest_count(const struct hu_manifest *m) { return m->list.n; }
 const char *hu_manifest_vm_name(const struct hu_manifest *m, size_t i) { return m->list.vms[i]->name; }
 const char *hu_manifest_vm_error(const struct hu_manifest *m, size_t i) { return m->list.vms[i]->error; }
 pid_t hu_manifest_vm_pid(const struct hu_manifest *m, size_t i) { return m->list.vms[i]->pid; }
+bool hu_manifest_vm_alive(const struct hu_manifest *m, size_t i) { return hu_vm_process_alive(m->list.vms[i]); }
 
 /* The status contract has four states; map ours onto them. */
 const char *hu_manifest_vm_state(const struct hu_manifest *m, size_t i)

@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include "hu-private.h"
 
@@ -109,6 +110,9 @@ static int check_ram(const struct hu_vm *vm, bool same_boot, char *err, size_t e
 				 d->mem_path);
 			return -ESTALE;
 		}
+		r = hu_ram_medium_check(vm->ctx, &d->medium, err, errlen);
+		if (r < 0)
+			return r;
 		r = hu_ram_digest(d->mem_path, d->size, &digest);
 		if (r < 0) {
 			snprintf(err, errlen, "RAM in %s: %s", d->mem_path, strerror(-r));
@@ -548,6 +552,7 @@ static int converge(struct hu_ctx *ctx, const struct hu_options *opts, const cha
 {
 	_cleanup_close_ int lock = -1;
 	struct hu_manifest *m = NULL;
+	struct utsname un;
 	char boot[64] = "";
 	int r;
 
@@ -569,6 +574,11 @@ static int converge(struct hu_ctx *ctx, const struct hu_options *opts, const cha
 		return r;
 	}
 	hu_read_boot_id(boot, sizeof(boot));
+	if (m->target_kernel && uname(&un) == 0 && !streq(un.release, m->target_kernel)) {
+		/* Not fatal by itself: the RAM checks decide. But say it. */
+		hu_err(ctx, NULL, "running kernel %s, the checkpoint expected %s", un.release, m->target_kernel);
+		hu_journal(ctx, NULL, "unexpected-kernel", un.release);
+	}
 	r = hu_restore_vms(ctx, m, streq(boot, m->boot_id), opts ? opts->only_vms : NULL);
 	hu_manifest_free(m);
 	return r;

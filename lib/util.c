@@ -133,6 +133,24 @@ int hu_mkdir_private(const char *dir)
 	return 0;
 }
 
+int hu_mkdir_p(const char *path, mode_t mode)
+{
+	_cleanup_free_ char *p = strdup(path);
+
+	if (!p)
+		return -ENOMEM;
+	for (char *s = p + 1; *s; s++)
+		if (*s == '/') {
+			*s = '\0';
+			if (mkdir(p, mode) < 0 && errno != EEXIST)
+				return -errno;
+			*s = '/';
+		}
+	if (mkdir(p, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
 int hu_strv_push(char ***strv, size_t *n, const char *s)
 {
 	char **nv;

@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * host-upgrade may-start --vm NAME: for a VM's own unit, as
+ *   ExecCondition=/usr/sbin/host-upgrade may-start --vm NAME
+ * so the unit never cold-starts a VM next to its restored (or pending) self.
+ * Exit 0: start it. Exit 1: host-upgrade restores it or it runs already.
+ */
+#include <stdio.h>
+#include <string.h>
+#include "cmd.h"
+
+static const char usage[] =
+	"usage: host-upgrade may-start --vm NAME [--state-dir DIR]\n"
+	"Exit 0 when a VM's own unit may cold-start NAME; exit 1 while host-upgrade\n"
+	"has it checkpointed or runs it restored.\n";
+
+int cmd_may_start(int argc, char **argv)
+{
+	struct cli c = {};
+	struct hu_manifest *m = NULL;
+	int r;
+
+	r = cli_parse(&c, argc, argv, usage, NULL, NULL);
+	if (r)
+		goto out;
+	if (c.n_vms != 1) {
+		cli_error(&c, "--vm", "exactly one VM name");
+		r = EXIT_USAGE;
+		goto out;
+	}
+	r = hu_manifest_load(c.ctx, &m);
+	if (r == -ENOENT) {
+		r = 0;
+		goto out;
+	}
+	if (r < 0) {
+		/* Unsure: do not cold-start over a checkpoint we cannot read. */
+		cli_error(&c, "manifest", strerror(-r));
+		r = EXIT_BLOCKED;
+		goto out;
+	}
+	r = 0;
+	for (size_t i = 0; i < hu_manifest_count(m); i++) {
+		const char *st = hu_manifest_vm_state(m, i);
+
+		if (strcmp(hu_manifest_vm_name(m, i), c.vms[0]) != 0)
+			continue;
+		if (hu_manifest_vm_alive(m, i)) {
+			fprintf(stderr, "host-upgrade: may-start: %s runs as pid %d (%s)\n", c.vms[0],
+				(int)hu_manifest_vm_pid(m, i), st);
+			r = EXIT_BLOCKED;
+		} else if (!strcmp(st, "checkpointed")) {
+			fprintf(stderr, "host-upgrade: may-start: %s is checkpointed: host-upgrade restores it "
+				"(or run `host-upgrade abort`)\n", c.vms[0]);
+			r = EXIT_BLOCKED;
+		}
+	}
+out:
+	hu_manifest_free(m);
+	hu_unref(c.ctx);
+	return r;
+}

@@ -1,0 +1,207 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * early boot (initrd side): only when the restore marker is on the kernel
+ * command line. Load the modules the RAM medium and KVM need (libkmod),
+ * wait until every pmem/DAX device holding in-place RAM is back with the
+ * size and mode it had, and make the restore unit run first thing after
+ * switch-root (a wants-link under /run, which survives switch-root). QEMU
+ * is not started here: systemd ends initrd processes at switch-root, and
+ * the VMs' disks and QEMU live in the real root.
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <libkmod.h>
+#include <blkid.h>
+#include "hu-private.h"
+
+static const char *const early_modules[] = {
+	"libnvdimm", "nd_pmem", "nd_e820", "nd_btt", "dax_pmem", "device_dax", "kvm", "kvm_intel", "kvm_amd",
+};
+
+/* Is `word` (or "key=" prefix when it ends in '=') on the kernel command line? */
+int hu_cmdline_get(struct hu_ctx *ctx, const char *key, char **ret_value)
+{
+	_cleanup_free_ char *path = NULL, *cl = NULL;
+	size_t kl = strlen(key);
+	char *save = NULL;
+	int r;
+
+	if (asprintf(&path, "%s/cmdline", ctx->proc_root) < 0)
+		return -ENOMEM;
+	r = hu_read_file(path, 8192, &cl, NULL);
+	if (r < 0)
+		return r;
+	for (char *w = strtok_r(cl, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save))
+		if (strncmp(w, key, kl) == 0 && (w[kl] == '=' || w[kl] == '\0')) {
+			if (ret_value)
+				*ret_value = strdup(w[kl] == '=' ? w + kl + 1 : "");
+			return 1;
+		}
+	return 0;
+}
+
+static void load_modules(struct hu_ctx *ctx, json_object *report)
+{
+	struct kmod_ctx *k = kmod_new(NULL, NULL);
+	json_object *loaded = json_object_new_array(), *missing = json_object_new_array();
+
+	for (size_t i = 0; k && i < ARRAY_SIZE(early_modules); i++) {
+		struct kmod_list *l = NULL, *it;
+		int r = kmod_module_new_from_lookup(k, early_modules[i], &l);
+		bool ok = false;
+
+		kmod_list_foreach(it, l) {
+			struct kmod_module *mod = kmod_module_get_module(it);
+
+			/* kvm_intel on an AMD host fails: only "none loaded" counts. */
+			if (kmod_module_probe_insert_module(mod, 0, NULL, NULL, NULL, NULL) >= 0)
+				ok = true;
+			kmod_module_unref(mod);
+		}
+		kmod_module_unref_list(l);
+		json_object_array_add(ok && r >= 0 ? loaded : missing, json_object_new_string(early_modules[i]));
+	}
+	kmod_unref(k);
+	json_object_object_add(report, "modules_loaded", loaded);
+	json_object_object_add(report, "modules_missing", missing);
+}
+
+/* The state dir on another filesystem: hu.state=UUID=<uuid>:<dir> names
+ * it; mount it read-only where restore's manifest can be read. */
+static int find_state_dir(struct hu_ctx *ctx, const char *root, char **ret_dir)
+{
+	_cleanup_free_ char *spec = NULL;
+	char *colon, *dev;
+	int r = hu_cmdline_get(ctx, "hu.state", &spec);
+
+	if (r <= 0) {
+		if (asprintf(ret_dir, "%s%s", root, ctx->state_dir) < 0)
+			return -ENOMEM;
+		return 0;
+	}
+	colon = strchr(spec, ':');
+	if (strncmp(spec, "UUID=", 5) != 0 || !colon || colon[1] != '/')
+		return -EINVAL;
+	*colon = '\0';
+	dev = blkid_evaluate_tag("UUID", spec + 5, NULL);
+	if (!dev)
+		return -ENODEV;
+	mkdir("/run/host-upgrade", 0700);
+	mkdir("/run/host-upgrade/state-fs", 0700);
+	r = mount(dev, "/run/host-upgrade/state-fs", "ext4", MS_RDONLY, NULL);
+	if (r < 0 && errno != EBUSY) {
+		r = -errno;
+		free(dev);
+		return r;
+	}
+	free(dev);
+	if (asprintf(ret_dir, "/run/host-upgrade/state-fs%s", colon + 1) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+/* Wait for every medium of every checkpointed VM; record what is wrong. */
+int hu_early_check_media(struct hu_ctx *ctx, struct hu_manifest *m, unsigned wait_ms, json_object *media)
+{
+	int64_t deadline = hu_mono_ms() + wait_ms;
+	int bad = 0;
+
+	for (size_t i = 0; i < m->list.n; i++) {
+		struct hu_vm *vm = m->list.vms[i];
+
+		if (vm->state != HU_VM_CHECKPOINTED && vm->state != HU_VM_SAVED && vm->state != HU_VM_FAILED)
+			continue;
+		for (size_t j = 0; j < vm->n_memdevs; j++) {
+			const struct hu_medium *md = &vm->memdevs[j].medium;
+			json_object *e;
+			char why[256] = "";
+			int r;
+
+			if (!vm->memdevs[j].skipped || md->kind == HU_MEDIUM_FILE)
+				continue;
+			/* Namespaces appear as their drivers probe: give them time. */
+			while ((r = hu_ram_medium_check(ctx, md, why, sizeof(why))) < 0 && hu_mono_ms() < deadline)
+				usleep(50000);
+			e = json_object_new_object();
+			json_object_object_add(e, "vm", json_object_new_string(vm->name));
+			json_object_object_add(e, "device", json_object_new_string(md->device));
+			json_object_object_add(e, "ok", json_object_new_boolean(r >= 0));
+			if (r < 0)
+				json_object_object_add(e, "why", json_object_new_string(why));
+			json_object_array_add(media, e);
+			bad += r < 0;
+		}
+	}
+	return bad;
+}
+
+int hu_early_boot(struct hu_ctx *ctx, const struct hu_early_opts *o)
+{
+	_cleanup_json_ json_object *report = json_object_new_object();
+	_cleanup_free_ char *dir = NULL, *mpath = NULL, *unit_link = NULL;
+	struct hu_manifest *m = NULL;
+	json_object *media = json_object_new_array();
+	const char *text;
+	int r, bad = 0;
+
+	r = hu_cmdline_get(ctx, HU_CMDLINE_MARKER_KEY, NULL);
+	if (r <= 0) {
+		json_object_put(media);
+		hu_info(ctx, NULL, "no restore pending (no %s on the kernel command line)", HU_CMDLINE_MARKER);
+		return 0;
+	}
+	if (!o->no_modules)
+		load_modules(ctx, report);
+	r = find_state_dir(ctx, o->root ?: "", &dir);
+	if (r >= 0 && asprintf(&mpath, "%s/manifest.json", dir) < 0)
+		r = -ENOMEM;
+	if (r >= 0)
+		r = hu_manifest_load_path(ctx, mpath, &m);
+	if (r < 0) {
+		json_object_put(media);
+		hu_err(ctx, NULL, "restore pending but its manifest %s cannot be read: %s", mpath ?: "(state dir)",
+		       strerror(-r));
+		json_object_object_add(report, "error", json_object_new_string(strerror(-r)));
+	} else {
+		bad = hu_early_check_media(ctx, m, o->wait_ms, media);
+		json_object_object_add(report, "media", media);
+		hu_manifest_free(m);
+		if (bad)
+			hu_err(ctx, NULL, "%d RAM medi%s did not come back as checkpointed: restore will refuse those VMs",
+			       bad, bad == 1 ? "um" : "a");
+	}
+	/* /run survives switch-root: the restore unit runs first thing after. */
+	r = hu_mkdir_p(o->run_dir, 0700);
+	if (r >= 0)
+		r = hu_mkdir_private(o->run_dir);
+	if (r < 0) {
+		hu_err(ctx, NULL, "%s: %s", o->run_dir, strerror(-r));
+		return r;
+	}
+	text = json_object_to_json_string_ext(report, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
+	{
+		_cleanup_free_ char *rp = NULL;
+
+		if (asprintf(&rp, "%s/early-boot.json", o->run_dir) < 0)
+			return -ENOMEM;
+		r = hu_write_file_atomic(rp, text, strlen(text), 0600);
+		if (r < 0)
+			return r;
+	}
+	if (o->wants_dir) {
+		r = hu_mkdir_p(o->wants_dir, 0755);
+		if (r >= 0 && asprintf(&unit_link, "%s/host-upgrade-restore.service", o->wants_dir) < 0)
+			r = -ENOMEM;
+		if (r >= 0 && symlink(o->unit_path, unit_link) < 0 && errno != EEXIST)
+			r = -errno;
+		if (r < 0) {
+			hu_err(ctx, NULL, "cannot arrange the restore unit in %s: %s", o->wants_dir, strerror(-r));
+			return r;
+		}
+	}
+	hu_info(ctx, NULL, "restore prepared%s", bad ? " (with refused media)" : "");
+	return bad;
+}
