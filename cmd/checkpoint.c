@@ -7,6 +7,7 @@
 static const char usage[] =
 	"usage: host-upgrade checkpoint [--state-dir DIR] [--vm NAME]... [--jobs N] [--no-reboot]\n"
 	"                               [--volatile copy|refuse] [--space-margin SIZE]\n"
+	"                               [--suspend | --suspend-vm NAME]... [--suspend-timeout SECONDS]\n"
 	"Save every QEMU's state with cpr-reboot and quit it. If any VM fails,\n"
 	"every VM is resumed and nothing is quit.\n";
 

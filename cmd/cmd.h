@@ -16,6 +16,8 @@ struct cli {
 	struct hu_options opts;
 	const char *vms[65];
 	size_t n_vms;
+	const char *suspend[65];
+	size_t n_suspend;
 	bool json;
 	bool quiet;
 	bool unload;

@@ -2,12 +2,14 @@
 /* host-upgrade plan [--json]: what would happen to every VM, and what blocks it. */
 #include <getopt.h>
 #include <json-c/json.h>
+#include <stdlib.h>
 #include <string.h>
 #include "cmd.h"
 
 static const char usage[] =
 	"usage: host-upgrade plan [--json] [--state-dir DIR] [--vm NAME]... [--no-reboot]\n"
 	"                         [--volatile copy|refuse] [--space-margin SIZE]\n"
+	"                         [--suspend | --suspend-vm NAME]... [--suspend-timeout SECONDS]\n"
 	"Preflight every QEMU on the host: RAM backing, how it is saved, blockers.\n"
 	"Exit 1 when anything blocks.\n";
 
@@ -15,6 +17,9 @@ static const struct option plan_opts[] = {
 	{ "no-reboot",    no_argument,       NULL, 'N' },
 	{ "volatile",     required_argument, NULL, 'V' },
 	{ "space-margin", required_argument, NULL, 'M' },
+	{ "suspend",      no_argument,       NULL, 'S' },
+	{ "suspend-vm",   required_argument, NULL, 's' },
+	{ "suspend-timeout", required_argument, NULL, 't' },
 	{}
 };
 
@@ -26,6 +31,24 @@ int cli_plan_option(struct cli *c, int opt, const char *arg)
 	case 'N':
 		c->opts.no_reboot = true;
 		return 0;
+	case 'S':
+		c->opts.suspend_all = true;
+		return 0;
+	case 's':
+		if (c->n_suspend >= 64)
+			return -1;
+		c->suspend[c->n_suspend++] = arg;
+		c->opts.suspend_vms = c->suspend;
+		return 0;
+	case 't': {
+		char *end;
+		unsigned long v = strtoul(arg, &end, 10);
+
+		if (*end || v == 0 || v > 600)
+			return -1;
+		c->opts.suspend_timeout_s = (unsigned)v;
+		return 0;
+	}
 	case 'V':
 		if (!strcmp(arg, "copy"))
 			c->opts.volatile_policy = HU_VOLATILE_COPY;

@@ -29,6 +29,9 @@ static const struct option run_opts[] = {
 	{ "no-reboot",     no_argument,       NULL, 'N' },
 	{ "volatile",      required_argument, NULL, 'V' },
 	{ "space-margin",  required_argument, NULL, 'M' },
+	{ "suspend",       no_argument,       NULL, 'S' },
+	{ "suspend-vm",    required_argument, NULL, 's' },
+	{ "suspend-timeout", required_argument, NULL, 't' },
 	{}
 };
 
@@ -37,7 +40,7 @@ static int run_option(struct cli *c, int opt, const char *arg)
 	switch (opt) {
 	case 'n': c->dry_run = true; return 0;
 	case 'y': c->yes = true; return 0;
-	case 'N': case 'V': case 'M': return cli_plan_option(c, opt, arg);
+	case 'N': case 'V': case 'M': case 'S': case 's': case 't': return cli_plan_option(c, opt, arg);
 	}
 	return cli_stage_option(c, opt, arg);
 }

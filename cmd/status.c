@@ -43,6 +43,9 @@ int cmd_status(int argc, char **argv)
 			json_object_object_add(v, "state", json_object_new_string(hu_manifest_vm_state(m, i)));
 			json_object_object_add(v, "downtime_ms", d >= 0 ? json_object_new_int64(d) : NULL);
 			json_object_object_add(v, "pid", json_object_new_int(hu_manifest_vm_pid(m, i)));
+			int64_t step;
+			json_object_object_add(v, "clock_step_ms", hu_manifest_vm_clock_step_ms(m, i, &step) ?
+					       json_object_new_int64(step) : NULL);
 			json_object_object_add(v, "error", err ? json_object_new_string(err) : NULL);
 			json_object_array_add(vms, v);
 		}

@@ -42,6 +42,17 @@ static int save_one(struct hu_vm *vm)
 	r = hu_qmp_query_status(vm->qmp, &vm->runstate);
 	if (r < 0)
 		return hu_vm_set_error(vm, r, "query-status: %s", hu_qmp_strerror(r));
+	if (vm->suspend && streq(vm->runstate, "running")) {
+		struct hu_ctx *c = vm->ctx;
+		char err[256];
+
+		hu_info(c, vm->name, "suspending the guest through its agent");
+		r = hu_qga_suspend(vm, (c->suspend_timeout_s ?: 30) * 1000, err, sizeof(err));
+		/* Even on a timeout it may have gone down late: wake it on rollback. */
+		vm->suspended_by_us = true;
+		if (r < 0)
+			return hu_vm_set_error(vm, r, "%s", err);
+	}
 	r = hu_migration_setup_source(vm, copies_ram(vm), &qerr);
 	if (r < 0)
 		return hu_vm_set_error(vm, r, "cannot set cpr-reboot mode: %s", qerr ?: hu_qmp_strerror(r));
@@ -185,12 +196,20 @@ int hu_vm_resume_original(struct hu_vm *vm, char *err, size_t errlen)
 			snprintf(err, errlen, "cannot resume: cont: %s", qerr ?: hu_qmp_strerror(r));
 			return r;
 		}
+		free(status);
+		status = NULL;
+		hu_qmp_query_status(vm->qmp, &status);
 	} else if (!was_running && streq(status, "postmigrate")) {
 		/* A paused guest stays paused, but its disks must be usable again. */
 		r = hu_qmp_execute(vm->qmp, "blockdev-set-active",
 				   json_tokener_parse("{\"active\":true}"), NULL, NULL);
 		if (r < 0)
 			hu_info(ctx, vm->name, "left paused in postmigrate: its disks activate on `cont`");
+	}
+	if (vm->suspended_by_us && status && streq(status, "suspended")) {
+		r = hu_vm_wakeup(vm, 30000, err, errlen);
+		if (r < 0)
+			return r;
 	}
 	hu_migration_reset(vm);
 	if (aside)
@@ -351,6 +370,7 @@ int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_o
 	if (r < 0)
 		return r;
 	m->borrowed = true;
+	ctx->suspend_timeout_s = opts ? opts->suspend_timeout_s : 0;
 	if (opts && opts->target_kernel && !(m->target_kernel = strdup(opts->target_kernel))) {
 		hu_manifest_free(m);
 		return -ENOMEM;

@@ -657,6 +657,15 @@ int hu_vm_query(struct hu_vm *vm, struct hu_qmp *q)
 	r = check_replayable(vm, q);
 	if (r < 0)
 		return r;
+	if (vm->ai.qga_path) {
+		_cleanup_json_ json_object *mach = NULL;
+		json_object *w;
+
+		vm->agent_ok = hu_qga_ping(vm, 3000) >= 0;
+		if (hu_qmp_execute(q, "query-current-machine", NULL, &mach, NULL) >= 0 &&
+		    (w = get_key(mach, "wakeup-suspend-support", json_type_boolean)))
+			vm->wakeup_ok = json_object_get_boolean(w);
+	}
 	return query_disks(vm, q);
 }
 

@@ -58,6 +58,7 @@ struct hu_ctx {
 	char *sys_root;
 	unsigned jobs;
 	unsigned qmp_timeout_ms;
+	unsigned suspend_timeout_s;
 	pthread_mutex_t log_lock;
 };
 
@@ -143,6 +144,10 @@ int hu_qmp_execute(struct hu_qmp *q, const char *cmd, json_object *args,
 int hu_qmp_wait_event(struct hu_qmp *q, const char *name,
 		      bool (*match)(json_object *data, void *userdata), void *userdata,
 		      unsigned timeout_ms, json_object **ret_data);
+int hu_qmp_send(struct hu_qmp *q, const char *cmd, json_object *args);
+int hu_qmp_connect_raw(const char *path, unsigned timeout_ms, struct hu_qmp **ret);
+int hu_qmp_sync_delimited(struct hu_qmp *q, int64_t id);
+int hu_qmp_open_raw_fd(int fd, unsigned timeout_ms, struct hu_qmp **ret);
 /* Drop queued events. */
 void hu_qmp_clear_events(struct hu_qmp *q);
 const char *hu_qmp_greeting_version(struct hu_qmp *q);
@@ -235,6 +240,14 @@ struct hu_vm {
 	char **blockers;
 	size_t n_blockers;
 
+	/* guest agent */
+	bool agent_ok;          /* the guest agent answered at discovery */
+	bool wakeup_ok;         /* query-current-machine: wakeup-suspend-support */
+	bool suspend;           /* suspend through the agent before saving */
+	bool suspended_by_us;   /* ... and it was: wake it after restore */
+	bool has_clock_step;
+	int64_t clock_step_ms;  /* how far behind the guest clock was, fixed */
+
 	/* checkpoint / restore */
 	enum hu_vm_state state;
 	char *state_file;
@@ -325,3 +338,10 @@ bool hu_kexec_load_script_active(void);
 /* 1 and the value (after '=') when `key` is on the kernel command line. */
 int hu_cmdline_get(struct hu_ctx *ctx, const char *key, char **ret_value);
 int hu_early_check_media(struct hu_ctx *ctx, struct hu_manifest *m, unsigned wait_ms, json_object *media);
+
+/* ---- qga.c ---- */
+int hu_qga_open(struct hu_vm *vm, unsigned timeout_ms, struct hu_qmp **ret);
+int hu_qga_ping(struct hu_vm *vm, unsigned timeout_ms);
+int hu_qga_suspend(struct hu_vm *vm, unsigned timeout_ms, char *err, size_t errlen);
+int hu_vm_wakeup(struct hu_vm *vm, unsigned timeout_ms, char *err, size_t errlen);
+int hu_qga_fix_clock(struct hu_vm *vm, unsigned timeout_ms, int64_t *ret_step_ms);

@@ -63,6 +63,9 @@ struct hu_options {
 	const char *const *only_vms;    /* NULL-terminated names, or NULL for all */
 	uint64_t space_margin;          /* device state allowance per VM; 0 = 64 MiB */
 	const char *target_kernel;      /* recorded for restore to verify; NULL = none */
+	bool suspend_all;               /* suspend every guest through its agent first */
+	const char *const *suspend_vms; /* ... or these (NULL-terminated); VFIO guests always */
+	unsigned suspend_timeout_s;     /* 0 = 30 */
 };
 
 /* --- discovery + plan ------------------------------------------------- */
@@ -161,6 +164,8 @@ const char *hu_manifest_vm_name(const struct hu_manifest *m, size_t i);
 const char *hu_manifest_vm_state(const struct hu_manifest *m, size_t i);
 /* Milliseconds between the VM stopping and running again, or -1. */
 int64_t hu_manifest_vm_downtime_ms(const struct hu_manifest *m, size_t i);
+/* How far behind the guest clock was when restore set it, or false. */
+bool hu_manifest_vm_clock_step_ms(const struct hu_manifest *m, size_t i, int64_t *ret);
 const char *hu_manifest_vm_error(const struct hu_manifest *m, size_t i);
 pid_t hu_manifest_vm_pid(const struct hu_manifest *m, size_t i);
 /* Does the QEMU the manifest records for this VM run (pid and start time)? */

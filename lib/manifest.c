@@ -149,6 +149,9 @@ static json_object *vm_to_json(const struct hu_vm *vm)
 		json_object_array_add(disks, m);
 	}
 	json_object_object_add(o, "disks", disks);
+	json_object_object_add(o, "suspend", json_object_new_boolean(vm->suspend));
+	json_object_object_add(o, "suspended_by_us", json_object_new_boolean(vm->suspended_by_us));
+	json_object_object_add(o, "clock_step_ms", vm->has_clock_step ? json_object_new_int64(vm->clock_step_ms) : NULL);
 	json_object_object_add(o, "state_bytes", json_object_new_uint64(vm->state_bytes));
 	json_object_object_add(o, "stopped_at_ms", json_object_new_int64(vm->stopped_at_ms));
 	json_object_object_add(o, "running_at_ms", json_object_new_int64(vm->running_at_ms));
@@ -316,7 +319,7 @@ static int backing_from_string(const char *s, enum hu_backing *ret)
 static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 {
 	struct hu_vm *vm = calloc(1, sizeof(*vm));
-	json_object *argv, *mds, *disks, *groups;
+	json_object *argv, *mds, *disks, *groups, *cs;
 	const char *s;
 	int r = 0;
 
@@ -449,6 +452,12 @@ static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 		d->ino = get_uint(m, "inode", &r);
 		d->dev = get_uint(m, "dev", &r);
 		d->mtime_ns = get_int(m, "mtime_ns", INT64_MIN, INT64_MAX, &r);
+	}
+	vm->suspend = get_bool(o, "suspend", &r);
+	vm->suspended_by_us = get_bool(o, "suspended_by_us", &r);
+	if (r >= 0 && json_object_object_get_ex(o, "clock_step_ms", &cs) && !json_object_is_type(cs, json_type_null)) {
+		vm->clock_step_ms = get_int(o, "clock_step_ms", INT64_MIN / 2, INT64_MAX / 2, &r);
+		vm->has_clock_step = true;
 	}
 	vm->state_bytes = get_uint(o, "state_bytes", &r);
 	vm->stopped_at_ms = get_int(o, "stopped_at_ms", 0, INT64_MAX, &r);
@@ -585,6 +594,12 @@ size_t hu_manifest_count(const struct hu_manifest *m) { return m->list.n; }
 const char *hu_manifest_vm_name(const struct hu_manifest *m, size_t i) { return m->list.vms[i]->name; }
 const char *hu_manifest_vm_error(const struct hu_manifest *m, size_t i) { return m->list.vms[i]->error; }
 pid_t hu_manifest_vm_pid(const struct hu_manifest *m, size_t i) { return m->list.vms[i]->pid; }
+bool hu_manifest_vm_clock_step_ms(const struct hu_manifest *m, size_t i, int64_t *ret)
+{
+	*ret = m->list.vms[i]->clock_step_ms;
+	return m->list.vms[i]->has_clock_step;
+}
+
 bool hu_manifest_vm_alive(const struct hu_manifest *m, size_t i) { return hu_vm_process_alive(m->list.vms[i]); }
 
 /* The status contract has four states; map ours onto them. */

@@ -94,9 +94,23 @@ int hu_plan(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_options
 		if (!runstate_ok)
 			hu_strv_pushf(&vm->blockers, &vm->n_blockers,
 				      "runstate '%s' cannot be checkpointed", vm->runstate);
-		if (vm->ai.has_vfio && !streq(vm->runstate, "suspended"))
-			hu_strv_pushf(&vm->blockers, &vm->n_blockers,
-				      "has a VFIO device: cpr-reboot needs the guest suspended first");
+		vm->suspend = vm->ai.has_vfio || opts->suspend_all;
+		for (const char *const *n = opts->suspend_vms; n && *n; n++)
+			vm->suspend = vm->suspend || streq(*n, vm->name);
+		/* QEMU refuses cpr-reboot of a VFIO guest unless it is suspended. */
+		if (vm->suspend && !streq(vm->runstate, "suspended")) {
+			const char *why = vm->ai.has_vfio ? "has a VFIO device: it must be suspended first, and"
+							  : "to be suspended first,";
+			if (!vm->ai.qga_path)
+				hu_strv_pushf(&vm->blockers, &vm->n_blockers,
+					      "%s it has no guest agent (virtserialport name=org.qemu.guest_agent.0)", why);
+			else if (!vm->agent_ok)
+				hu_strv_pushf(&vm->blockers, &vm->n_blockers,
+					      "%s its guest agent at %s does not answer", why, vm->ai.qga_path);
+			else if (!vm->wakeup_ok)
+				hu_strv_pushf(&vm->blockers, &vm->n_blockers,
+					      "%s this machine cannot wake from suspend (wakeup-suspend-support is false)", why);
+		}
 		plan_ram(vm, opts, margin);
 		need += vm->save_bytes;
 	}

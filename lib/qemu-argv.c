@@ -235,6 +235,11 @@ static int unix_server_path(const struct hu_opts *o, const char *backend_key,
 {
 	const char *b = hu_opts_get(o, backend_key);
 
+	/* "unix:path=PATH,server=on" parses as key "unix:path". */
+	const char *keyed = hu_opts_get(o, "unix:path");
+
+	if (!b && keyed && is_on(hu_opts_get(o, "server")))
+		return set_str(ret_path, keyed);
 	if (!b || strncmp(b, "unix:", 5) != 0 || b[5] == '\0') {
 		*ret_error = strdup("QMP endpoint is not a unix socket");
 		return 0;

@@ -289,12 +289,9 @@ int hu_qmp_wait_event(struct hu_qmp *q, const char *name,
 	}
 }
 
-int hu_qmp_open_fd(int fd, unsigned timeout_ms, struct hu_qmp **ret)
+static int channel_new(int fd, unsigned timeout_ms, struct hu_qmp **ret)
 {
 	struct hu_qmp *q = calloc(1, sizeof(*q));
-	_cleanup_json_ json_object *greeting = NULL;
-	json_object *qmp, *ver, *v;
-	int r;
 
 	if (!q) {
 		close(fd);
@@ -307,6 +304,114 @@ int hu_qmp_open_fd(int fd, unsigned timeout_ms, struct hu_qmp **ret)
 		hu_qmp_close(q);
 		return -ENOMEM;
 	}
+	*ret = q;
+	return 0;
+}
+
+/* Send a command and do not wait: guest-suspend-ram never replies. */
+int hu_qmp_send(struct hu_qmp *q, const char *cmd, json_object *args)
+{
+	_cleanup_json_ json_object *req = json_object_new_object();
+	const char *s;
+	int64_t deadline = hu_mono_ms() + q->timeout_ms;
+	int r;
+
+	json_object_object_add(req, "execute", json_object_new_string(cmd));
+	if (args)
+		json_object_object_add(req, "arguments", args);
+	s = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
+	r = send_all(q, s, strlen(s), deadline);
+	return r < 0 ? r : send_all(q, "\n", 1, deadline);
+}
+
+/* The guest agent's resynchronisation: 0xFF resets its parser; its reply
+ * to guest-sync-delimited comes after a 0xFF sentinel, so anything stale
+ * before it is dropped. */
+int hu_qmp_sync_delimited(struct hu_qmp *q, int64_t id)
+{
+	_cleanup_json_ json_object *args = json_object_new_object();
+	int64_t deadline = hu_mono_ms() + q->timeout_ms;
+	char req[128];
+	int r;
+
+	snprintf(req, sizeof(req), "\xff{\"execute\":\"guest-sync-delimited\",\"arguments\":{\"id\":%lld}}\n",
+		 (long long)id);
+	r = send_all(q, req, strlen(req), deadline);
+	if (r < 0)
+		return r;
+	for (;;) {
+		_cleanup_json_ json_object *msg = NULL;
+		json_object *v;
+		bool found = false;
+
+		/* Skip to the sentinel. */
+		while (!found) {
+			ssize_t n;
+
+			for (; q->off < q->len; q->off++)
+				if ((unsigned char)q->buf[q->off] == 0xff) {
+					q->off++;
+					found = true;
+					break;
+				}
+			if (found)
+				break;
+			r = wait_fd(q->fd, POLLIN, deadline);
+			if (r < 0)
+				return r;
+			n = recv(q->fd, q->buf, sizeof(q->buf), MSG_DONTWAIT);
+			if (n < 0 && (errno == EINTR || errno == EAGAIN))
+				continue;
+			if (n <= 0)
+				return n == 0 ? -ECONNRESET : -errno;
+			q->off = 0;
+			q->len = n;
+		}
+		json_tokener_reset(q->tok);
+		q->msg_bytes = 0;
+		r = read_message(q, deadline, &msg);
+		if (r < 0)
+			return r;
+		if (json_object_object_get_ex(msg, "return", &v) && json_object_is_type(v, json_type_int) &&
+		    json_object_get_int64(v) == id)
+			return 0;
+	}
+}
+
+int hu_qmp_open_raw_fd(int fd, unsigned timeout_ms, struct hu_qmp **ret)
+{
+	return channel_new(fd, timeout_ms, ret);
+}
+
+/* A channel without the QMP greeting: the guest agent's socket. */
+int hu_qmp_connect_raw(const char *path, unsigned timeout_ms, struct hu_qmp **ret)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int r = -errno;
+		close(fd);
+		return r;
+	}
+	return channel_new(fd, timeout_ms, ret);
+}
+
+int hu_qmp_open_fd(int fd, unsigned timeout_ms, struct hu_qmp **ret)
+{
+	struct hu_qmp *q = NULL;
+	_cleanup_json_ json_object *greeting = NULL;
+	json_object *qmp, *ver, *v;
+	int r = channel_new(fd, timeout_ms, &q);
+
+	if (r < 0)
+		return r;
 
 	r = read_message(q, hu_mono_ms() + timeout_ms, &greeting);
 	if (r < 0)

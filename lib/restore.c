@@ -364,6 +364,14 @@ static int finish_load(struct hu_vm *vm, char *err, size_t errlen)
 		snprintf(err, errlen, "query-status: %s", hu_qmp_strerror(r));
 		return r;
 	}
+	if (vm->suspended_by_us && streq(status, "suspended")) {
+		/* It was put to sleep for the checkpoint: wake it. */
+		r = hu_vm_wakeup(vm, 30000, err, errlen);
+		if (r < 0)
+			return r;
+		free(status);
+		status = strdup("running");
+	}
 	if (vm->runstate && streq(vm->runstate, "running") && !streq(status, "running")) {
 		r = hu_qmp_execute(vm->qmp, "cont", NULL, NULL, &qerr);
 		if (r < 0) {
@@ -379,6 +387,27 @@ static int finish_load(struct hu_vm *vm, char *err, size_t errlen)
 	}
 	hu_migration_reset(vm);
 	return 0;
+}
+
+/* The guest's clock is behind by the outage: set it through its agent
+ * (every VM with one, suspended or not). Best effort, but said. */
+static void fix_clock(struct restore_job *job, struct hu_vm *vm)
+{
+	int64_t step = 0;
+	int r;
+
+	if (!vm->ai.qga_path || !vm->runstate || !streq(vm->runstate, "running"))
+		return;
+	r = hu_qga_fix_clock(vm, 10000, &step);
+	if (r < 0) {
+		hu_err(job->ctx, vm->name, "guest clock not set: agent %s: %s", vm->ai.qga_path, hu_qmp_strerror(r));
+		return;
+	}
+	pthread_mutex_lock(&job->m->lock);
+	vm->has_clock_step = true;
+	vm->clock_step_ms = step;
+	pthread_mutex_unlock(&job->m->lock);
+	hu_info(job->ctx, vm->name, "guest clock set (it was %lld ms behind)", (long long)step);
 }
 
 static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
@@ -485,6 +514,7 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 	pthread_mutex_lock(&job->m->lock);
 	vm->running_at_ms = hu_now_ms();
 	pthread_mutex_unlock(&job->m->lock);
+	fix_clock(job, vm);
 	hu_info(job->ctx, vm->name, "restored (%s) as pid %d, down %lld ms", vm->runstate ?: "?", (int)pid,
 		(long long)(vm->running_at_ms - vm->stopped_at_ms));
 	finish_vm(job, vm, HU_VM_RESTORED, NULL);

@@ -40,7 +40,7 @@
 #   hu_teardown                         cleanup_vms + remove the short tmp dir if one was made
 #
 # Tunables (environment): HU_BUILD_DIR, GUEST_DIR, HU_VM_MEM (default 256M),
-# HU_VM_APPEND (default "console=ttyS0 quiet"), QEMU (default qemu-system-x86_64), QMP_TIMEOUT.
+# HU_VM_APPEND (default "console=ttyS0 quiet"), HU_VM_INITRD (default the busybox guest), QEMU (default qemu-system-x86_64), QMP_TIMEOUT.
 # jq is not needed (not in the project's dependencies); python3 (full, with json) is.
 
 HU_TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -185,7 +185,7 @@ vm_start() {
 	# shellcheck disable=SC2054 # commas are QEMU option syntax
 	local -a argv=(
 		"$QEMU" -machine pc,accel=tcg -cpu max -m "$HU_VM_MEM" -smp 1 -nodefaults -display none
-		-kernel "$GUEST_DIR/vmlinuz" -initrd "$GUEST_DIR/initramfs.cpio.gz"
+		-kernel "$GUEST_DIR/vmlinuz" -initrd "${HU_VM_INITRD:-$GUEST_DIR/initramfs.cpio.gz}"
 		-append "$HU_VM_APPEND"
 		-chardev "file,id=ser0,path=$T/$name.serial,append=on" -serial chardev:ser0
 		-name "guest=$name" -pidfile "$pidf"
@@ -460,7 +460,7 @@ vm_start_bare() {
 	# shellcheck disable=SC2054 # commas are QEMU option syntax
 	local -a argv=(
 		"$QEMU" -machine pc,accel=tcg -cpu max -m "$HU_VM_MEM" -smp 1 -nodefaults -display none
-		-kernel "$GUEST_DIR/vmlinuz" -initrd "$GUEST_DIR/initramfs.cpio.gz"
+		-kernel "$GUEST_DIR/vmlinuz" -initrd "${HU_VM_INITRD:-$GUEST_DIR/initramfs.cpio.gz}"
 		-append "$HU_VM_APPEND"
 		-chardev "file,id=ser0,path=$T/$name.serial,append=on" -serial chardev:ser0
 		-pidfile "$pidf"
@@ -545,3 +545,12 @@ plan_vm() {
 hu_fs_type() {
 	stat -f -c %T "$1"
 }
+
+# A suffix for VM names, unique per bats run: discovery sees every QEMU on the host, so two
+# runs of the suite at the same time must not give their VMs the same names.
+#   vm=r10a-$HU_RUN_ID
+if [[ -z "${HU_RUN_ID:-}" ]]; then
+	HU_RUN_ID=${BATS_RUN_TMPDIR:-}
+	HU_RUN_ID=${HU_RUN_ID##*-}
+	[[ "$HU_RUN_ID" =~ ^[A-Za-z0-9]{1,12}$ ]] || HU_RUN_ID=p${BATS_ROOT_PID:-$$}
+fi

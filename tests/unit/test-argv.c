@@ -27,6 +27,16 @@ static void test_qmp_unix(void **state)
 	hu_argv_info_clear(&ai);
 }
 
+static void test_qmp_unix_path_key(void **state)
+{
+	char *argv[] = { "qemu", "-qmp", "unix:path=/run/q.sock,server=on,wait=off", NULL };
+	struct hu_argv_info ai;
+
+	parse(argv, &ai);
+	assert_string_equal(ai.qmp_path, "/run/q.sock");
+	hu_argv_info_clear(&ai);
+}
+
 static void test_qmp_legacy_flags_and_pretty(void **state)
 {
 	char *argv[] = { "qemu", "--qmp-pretty", "unix:/tmp/x,server,nowait", "-name", "plain", NULL };
@@ -184,6 +194,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_qmp_unix),
+		cmocka_unit_test(test_qmp_unix_path_key),
 		cmocka_unit_test(test_qmp_legacy_flags_and_pretty),
 		cmocka_unit_test(test_chardev_mon_control),
 		cmocka_unit_test(test_client_socket_and_fd_are_reported),

@@ -178,6 +178,40 @@ static void test_error_reply(void **state)
 	reap(pid);
 }
 
+/* The guest agent: resync past stale output, and a silent or garbage agent. */
+static int agent_sync(const char *const *chunks)
+{
+	struct hu_qmp *q = NULL;
+	int fd, r;
+	pid_t pid = peer(&fd, chunks);
+
+	assert_int_equal(hu_qmp_open_raw_fd(fd, 500, &q), 0);
+	r = hu_qmp_sync_delimited(q, 4242);
+	hu_qmp_close(q);
+	reap(pid);
+	return r;
+}
+
+static void test_agent_sync(void **state)
+{
+	const char *const good[] = {
+		"<{\"error\": {\"class\": \"GenericError\", \"desc\": \"stray\"}}\n"
+		"{\"return\": 17}\n\xff{\"return\": 4242}\n", NULL,
+	};
+	const char *const stale_then_good[] = {
+		"<\xff{\"return\": 1}\n\xff{\"return\": 4242}\n", NULL,
+	};
+	const char *const garbage[] = { "<\xff<html>not json</html>\n", NULL };
+	const char *const noise[] = { "<zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz", NULL };
+	const char *const silent[] = { NULL };
+
+	assert_int_equal(agent_sync(good), 0);
+	assert_int_equal(agent_sync(stale_then_good), 0);
+	assert_int_equal(agent_sync(garbage), -EBADMSG);
+	assert_int_equal(agent_sync(noise), -ETIMEDOUT);
+	assert_int_equal(agent_sync(silent), -ETIMEDOUT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -188,6 +222,7 @@ int main(void)
 		cmocka_unit_test(test_closed_peer),
 		cmocka_unit_test(test_oversized_message),
 		cmocka_unit_test(test_error_reply),
+		cmocka_unit_test(test_agent_sync),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

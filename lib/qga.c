@@ -1,0 +1,138 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The QEMU guest agent, as the checkpoint needs it: suspend a guest before
+ * its state is saved (VFIO requires the suspended runstate), wake it after
+ * restore, and set its clock, which is behind by the outage. The agent is
+ * untrusted and may be silent or broken: every step has a deadline and a
+ * silent or garbage agent is an error, never a hang.
+ */
+#include <stdio.h>
+#include <time.h>
+#include "hu-private.h"
+
+int hu_qga_open(struct hu_vm *vm, unsigned timeout_ms, struct hu_qmp **ret)
+{
+	struct hu_qmp *g = NULL;
+	int r;
+
+	if (!vm->ai.qga_path)
+		return -ENOENT;
+	r = hu_qmp_connect_raw(vm->ai.qga_path, timeout_ms, &g);
+	if (r < 0)
+		return r;
+	/* A fresh id each time: a late reply to an older sync cannot match. */
+	r = hu_qmp_sync_delimited(g, (hu_mono_ms() ^ (int64_t)vm->pid << 20) & 0x7fffffff);
+	if (r < 0) {
+		hu_qmp_close(g);
+		return r;
+	}
+	*ret = g;
+	return 0;
+}
+
+int hu_qga_ping(struct hu_vm *vm, unsigned timeout_ms)
+{
+	struct hu_qmp *g = NULL;
+	int r = hu_qga_open(vm, timeout_ms, &g);
+
+	if (r >= 0)
+		r = hu_qmp_execute(g, "guest-ping", NULL, NULL, NULL);
+	hu_qmp_close(g);
+	return r;
+}
+
+static bool runstate_is(struct hu_qmp *q, const char *want)
+{
+	_cleanup_free_ char *st = NULL;
+
+	return hu_qmp_query_status(q, &st) >= 0 && streq(st, want);
+}
+
+/* Suspend to RAM through the agent and wait (on QMP) until QEMU says so:
+ * guest-suspend-ram sends no reply on success. */
+int hu_qga_suspend(struct hu_vm *vm, unsigned timeout_ms, char *err, size_t errlen)
+{
+	struct hu_qmp *g = NULL;
+	int64_t deadline = hu_mono_ms() + timeout_ms;
+	int r = hu_qga_open(vm, 5000, &g);
+
+	if (r < 0) {
+		snprintf(err, errlen, "guest agent %s: %s", vm->ai.qga_path ?: "(none)", hu_qmp_strerror(r));
+		return r;
+	}
+	r = hu_qmp_send(g, "guest-suspend-ram", NULL);
+	hu_qmp_close(g);
+	if (r < 0) {
+		snprintf(err, errlen, "guest-suspend-ram: %s", hu_qmp_strerror(r));
+		return r;
+	}
+	while (hu_mono_ms() < deadline) {
+		int64_t left = deadline - hu_mono_ms();
+
+		r = hu_qmp_wait_event(vm->qmp, "SUSPEND", NULL, NULL, left < 500 ? (unsigned)left : 500, NULL);
+		if ((r >= 0 || r == -ETIMEDOUT) && runstate_is(vm->qmp, "suspended"))
+			return 0;
+		if (r < 0 && r != -ETIMEDOUT)
+			break;
+	}
+	snprintf(err, errlen, "the guest did not suspend within %u s", timeout_ms / 1000);
+	return -ETIMEDOUT;
+}
+
+/* system_wakeup and wait until it runs. */
+int hu_vm_wakeup(struct hu_vm *vm, unsigned timeout_ms, char *err, size_t errlen)
+{
+	_cleanup_free_ char *qerr = NULL;
+	int64_t deadline = hu_mono_ms() + timeout_ms;
+	int r = hu_qmp_execute(vm->qmp, "system_wakeup", NULL, NULL, &qerr);
+
+	if (r < 0) {
+		snprintf(err, errlen, "system_wakeup: %s", qerr ?: hu_qmp_strerror(r));
+		return r;
+	}
+	while (hu_mono_ms() < deadline) {
+		if (runstate_is(vm->qmp, "running"))
+			return 0;
+		hu_qmp_wait_event(vm->qmp, "WAKEUP", NULL, NULL, 200, NULL);
+	}
+	snprintf(err, errlen, "the guest did not wake up within %u s", timeout_ms / 1000);
+	return -ETIMEDOUT;
+}
+
+/* Set the guest's clock to the host's; *ret_step_ms is how far behind it was. */
+int hu_qga_fix_clock(struct hu_vm *vm, unsigned timeout_ms, int64_t *ret_step_ms)
+{
+	_cleanup_json_ json_object *t = NULL;
+	struct hu_qmp *g = NULL;
+	struct timespec now;
+	int64_t host_ns, guest_ns;
+	json_object *args;
+	int r;
+
+	/* A guest that just woke up may need a moment before its agent answers. */
+	for (int64_t deadline = hu_mono_ms() + timeout_ms;;) {
+		r = hu_qga_open(vm, 2000, &g);
+		if (r >= 0 || hu_mono_ms() > deadline)
+			break;
+		usleep(200000);
+	}
+	if (r < 0)
+		return r;
+	r = hu_qmp_execute(g, "guest-get-time", NULL, &t, NULL);
+	if (r >= 0 && !json_object_is_type(t, json_type_int))
+		r = -EPROTO;
+	if (r < 0) {
+		hu_qmp_close(g);
+		return r;
+	}
+	guest_ns = json_object_get_int64(t);
+	clock_gettime(CLOCK_REALTIME, &now);
+	host_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+	args = json_object_new_object();
+	json_object_object_add(args, "time", json_object_new_int64(host_ns));
+	r = hu_qmp_execute(g, "guest-set-time", args, NULL, NULL);
+	hu_qmp_close(g);
+	if (r >= 0)
+		*ret_step_ms = (host_ns - guest_ns) / 1000000;
+	return r;
+}

@@ -1,0 +1,188 @@
+/* plan's decisions on VMs described here: which RAM stays in place, what blocks. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include "hu-private.h"
+
+static struct hu_ctx *ctx;
+
+static struct hu_vm *vm_new(const char *name)
+{
+	struct hu_vm *vm = calloc(1, sizeof(*vm));
+
+	vm->ctx = ctx;
+	vm->name = strdup(name);
+	vm->qmp_ok = true;
+	vm->runstate = strdup("running");
+	vm->memdevs = calloc(4, sizeof(*vm->memdevs));
+	return vm;
+}
+
+static void add_mem(struct hu_vm *vm, const char *type, const char *path, bool share,
+		    enum hu_backing b, uint64_t size)
+{
+	struct hu_memdev *d = &vm->memdevs[vm->n_memdevs++];
+
+	d->id = strdup("m");
+	d->type = strdup(type);
+	d->mem_path = path ? strdup(path) : NULL;
+	d->share = share;
+	d->backing = b;
+	d->size = size;
+}
+
+static int plan1(struct hu_vm *vm, const struct hu_options *o)
+{
+	struct hu_vm_list list = {};
+	int r;
+
+	hu_vm_list_add(&list, vm);
+	r = hu_plan(ctx, &list, o);
+	free(list.vms);
+	return r;
+}
+
+static bool has_blocker(const struct hu_vm *vm, const char *needle)
+{
+	for (size_t i = 0; i < vm->n_blockers; i++)
+		if (strstr(vm->blockers[i], needle))
+			return true;
+	return false;
+}
+
+static int setup(void **state)
+{
+	assert_int_equal(hu_new(&ctx), 0);
+	hu_set_state_dir(ctx, "/tmp");
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	hu_unref(ctx);
+	return 0;
+}
+
+static const struct hu_options reboot = { .space_margin = 1 << 20 };
+
+static void test_persistent_file_stays_in_place(void **state)
+{
+	struct hu_vm *vm = vm_new("a");
+
+	add_mem(vm, "memory-backend-file", "/mnt/pmem/a", true, HU_BACKING_PERSISTENT, 4ULL << 30);
+	assert_int_equal(plan1(vm, &reboot), 0);
+	assert_true(vm->in_place);
+	assert_true(hu_vm_get_in_place(vm));
+	assert_true(vm->memdevs[0].skipped);
+	assert_int_equal(vm->save_bytes, 1 << 20); /* device state only */
+	hu_vm_free(vm);
+}
+
+static void test_one_unsurviving_shared_file_means_copy_all(void **state)
+{
+	/* x-ignore-shared would skip both files; the hugetlbfs dir's temp
+	 * file dies with QEMU, so nothing may be skipped. */
+	struct hu_vm *vm = vm_new("b");
+
+	add_mem(vm, "memory-backend-file", "/mnt/pmem/b", true, HU_BACKING_PERSISTENT, 1 << 30);
+	add_mem(vm, "memory-backend-file", "/dev/hugepages", true, HU_BACKING_PRIVATE, 1 << 29);
+	assert_int_equal(plan1(vm, &reboot), 0);
+	assert_false(vm->in_place);
+	assert_false(vm->memdevs[0].skipped);
+	assert_false(vm->memdevs[1].skipped);
+	assert_int_equal(vm->save_bytes, (1 << 20) + (1 << 30) + (1 << 29));
+	assert_int_equal(vm->backing, HU_BACKING_PRIVATE);
+	hu_vm_free(vm);
+}
+
+static void test_private_ram_beside_persistent_is_copied(void **state)
+{
+	struct hu_vm *vm = vm_new("c");
+
+	add_mem(vm, "memory-backend-file", "/dev/dax0.0", true, HU_BACKING_PERSISTENT, 1 << 30);
+	add_mem(vm, "memory-backend-ram", NULL, false, HU_BACKING_PRIVATE, 1 << 26);
+	assert_int_equal(plan1(vm, &reboot), 0);
+	assert_true(vm->in_place);          /* x-ignore-shared on */
+	assert_false(hu_vm_get_in_place(vm)); /* but some RAM is copied */
+	assert_int_equal(vm->save_bytes, (1 << 20) + (1 << 26));
+	hu_vm_free(vm);
+}
+
+static void test_volatile_depends_on_reboot_and_policy(void **state)
+{
+	struct hu_options noreboot = reboot, refuse = reboot;
+	struct hu_vm *vm = vm_new("d");
+
+	noreboot.no_reboot = true;
+	refuse.volatile_policy = HU_VOLATILE_REFUSE;
+	add_mem(vm, "memory-backend-file", "/dev/shm/d", true, HU_BACKING_VOLATILE, 1 << 28);
+	assert_int_equal(plan1(vm, &reboot), 0);
+	assert_false(vm->in_place);
+	assert_int_equal(plan1(vm, &noreboot), 0);
+	assert_true(vm->in_place);
+	assert_int_equal(plan1(vm, &refuse), 1);
+	assert_true(has_blocker(vm, "volatile"));
+	hu_vm_free(vm);
+	/* memfd is never a named file: always copied. */
+	vm = vm_new("e");
+	add_mem(vm, "memory-backend-memfd", NULL, true, HU_BACKING_VOLATILE, 1 << 28);
+	assert_int_equal(plan1(vm, &noreboot), 0);
+	assert_false(hu_vm_get_in_place(vm));
+	hu_vm_free(vm);
+}
+
+static void test_vfio_needs_agent_and_wakeup(void **state)
+{
+	struct hu_vm *vm = vm_new("f");
+
+	add_mem(vm, "memory-backend-file", "/mnt/pmem/f", true, HU_BACKING_PERSISTENT, 1 << 30);
+	vm->ai.has_vfio = true;
+	assert_int_equal(plan1(vm, &reboot), 1);
+	assert_true(has_blocker(vm, "no guest agent"));
+	hu_strv_free(vm->blockers, vm->n_blockers);
+	vm->blockers = NULL;
+	vm->n_blockers = 0;
+	vm->ai.qga_path = strdup("/run/f.qga");
+	vm->agent_ok = true;
+	assert_int_equal(plan1(vm, &reboot), 1);
+	assert_true(has_blocker(vm, "cannot wake from suspend"));
+	hu_strv_free(vm->blockers, vm->n_blockers);
+	vm->blockers = NULL;
+	vm->n_blockers = 0;
+	vm->wakeup_ok = true;
+	assert_int_equal(plan1(vm, &reboot), 0);
+	assert_true(vm->suspend);
+	hu_vm_free(vm);
+}
+
+static void test_space_and_runstate(void **state)
+{
+	struct hu_options huge = { .space_margin = 1ULL << 50 };
+	struct hu_vm *vm = vm_new("g");
+
+	add_mem(vm, "memory-backend-file", "/mnt/pmem/g", true, HU_BACKING_PERSISTENT, 1 << 30);
+	assert_int_equal(plan1(vm, &huge), 1);
+	assert_true(has_blocker(vm, "not enough space"));
+	hu_vm_free(vm);
+	vm = vm_new("h");
+	free(vm->runstate);
+	vm->runstate = strdup("inmigrate");
+	assert_int_equal(plan1(vm, &reboot), 1);
+	assert_true(has_blocker(vm, "runstate 'inmigrate'"));
+	hu_vm_free(vm);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_persistent_file_stays_in_place, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_one_unsurviving_shared_file_means_copy_all, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_private_ram_beside_persistent_is_copied, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_volatile_depends_on_reboot_and_policy, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_vfio_needs_agent_and_wakeup, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_space_and_runstate, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
