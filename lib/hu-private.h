@@ -257,6 +257,7 @@ struct hu_vm {
 	int64_t running_at_ms;
 	char *error;
 	struct hu_qmp *qmp;
+	bool rejoined_cgroup;   /* restore put it back in its own cgroup */
 };
 
 struct hu_vm_list {

@@ -18,6 +18,8 @@
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-daemon.h>
 #include "hu-private.h"
 
 struct restore_job {
@@ -154,6 +156,7 @@ static int spawn_qemu(struct restore_job *job, struct hu_vm *vm, pid_t *ret_pid)
 			cgroup_procs = NULL;
 		}
 	}
+	vm->rejoined_cgroup = cgroup_procs != NULL;
 	pid = fork();
 	if (pid < 0) {
 		r = -errno;
@@ -211,6 +214,44 @@ static int read_pidfile(const char *path, pid_t *ret)
 		return -EBADMSG;
 	*ret = (pid_t)v;
 	return 0;
+}
+
+/* Under systemd, a QEMU that could not rejoin its own cgroup would stay in
+ * the restore unit's: give it a scope of its own (as machined does), so
+ * it lives and is accounted as a VM, not as part of a finished oneshot. */
+static void move_to_scope(struct restore_job *job, struct hu_vm *vm, pid_t pid)
+{
+	_cleanup_free_ char *unit = NULL, *desc = NULL;
+	sd_bus *bus = NULL;
+	sd_bus_message *m = NULL, *reply = NULL;
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	int r;
+
+	if (sd_booted() <= 0 || vm->rejoined_cgroup)
+		return;
+	if (asprintf(&unit, "host-upgrade-vm-%s-%d.scope", vm->name, (int)pid) < 0 ||
+	    asprintf(&desc, "VM %s restored by host-upgrade", vm->name) < 0)
+		return;
+	r = sd_bus_open_system(&bus);
+	if (r >= 0)
+		r = sd_bus_message_new_method_call(bus, &m, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+						   "org.freedesktop.systemd1.Manager", "StartTransientUnit");
+	if (r >= 0)
+		r = sd_bus_message_append(m, "ss", unit, "fail");
+	if (r >= 0)
+		r = sd_bus_message_append(m, "a(sv)", 4, "Description", "s", desc, "Slice", "s", "machine.slice",
+					  "PIDs", "au", 1, (uint32_t)pid, "CollectMode", "s", "inactive-or-failed");
+	if (r >= 0)
+		r = sd_bus_message_append(m, "a(sa(sv))", 0);
+	if (r >= 0)
+		r = sd_bus_call(bus, m, 0, &error, &reply);
+	if (r < 0)
+		hu_info(job->ctx, vm->name, "stays in this unit's cgroup: scope %s: %s", unit,
+			error.message ?: strerror(-r));
+	sd_bus_error_free(&error);
+	sd_bus_message_unref(m);
+	sd_bus_message_unref(reply);
+	sd_bus_unref(bus);
 }
 
 /* The last line QEMU printed, to say why it died. */
@@ -488,6 +529,8 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 	r = connect_new(job, vm, child, &pid, err, sizeof(err));
 	if (r >= 0 && hu_proc_starttime(job->ctx, pid, &starttime) < 0)
 		r = -ESRCH;
+	if (r >= 0)
+		move_to_scope(job, vm, pid);
 	if (r >= 0) {
 		/* Recorded before the load starts: a re-run finds this QEMU. */
 		pthread_mutex_lock(&job->m->lock);
