@@ -12,7 +12,6 @@ static const char usage[] =
 	"every VM is resumed and nothing is quit.\n";
 
 
-const struct option *cli_plan_options(void);
 
 int cmd_checkpoint(int argc, char **argv)
 {
@@ -20,7 +19,7 @@ int cmd_checkpoint(int argc, char **argv)
 	struct hu_vm_list *list = NULL;
 	int blocked = 0, r;
 
-	r = cli_parse(&c, argc, argv, usage, cli_plan_options(), cli_plan_option);
+	r = cli_parse(&c, argc, argv, usage, CLI_OPTS(cli_plan_opts), cli_plan_option);
 	if (r)
 		goto out;
 	r = cli_discover_and_plan(&c, &list, &blocked);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <errno.h>
+#include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include "libhu.h"
@@ -28,9 +29,13 @@ struct cli {
 
 /* Parse the options every verb takes; extra long options are handled by
  * `extra` (return 0 if consumed, -1 if unknown). Returns 0 or EXIT_USAGE. */
-struct option;
+
 int cli_parse(struct cli *c, int argc, char **argv, const char *usage,
-	      const struct option *extra_opts, int (*extra)(struct cli *c, int opt, const char *arg));
+	      const struct option *const *extra_sets, int (*extra)(struct cli *c, int opt, const char *arg));
+#define CLI_OPTS(...) ((const struct option *const[]){ __VA_ARGS__, NULL })
+/* Option tables shared by verbs: what plan decides, what stage loads. */
+extern const struct option cli_plan_opts[];
+extern const struct option cli_kernel_opts[];
 /* `host-upgrade: VERB: what: why` on stderr. */
 void cli_error(const struct cli *c, const char *what, const char *why);
 
@@ -44,6 +49,7 @@ int cmd_run(int argc, char **argv);
 int cmd_early_boot(int argc, char **argv);
 int cmd_may_start(int argc, char **argv);
 int cli_stage_option(struct cli *c, int opt, const char *arg);
+
 int cli_plan_option(struct cli *c, int opt, const char *arg);
 
 /* plan.c: discover + plan, shared with checkpoint. */

@@ -54,7 +54,7 @@ int cmd_early_boot(int argc, char **argv)
 	struct cli c = {};
 	int r;
 
-	r = cli_parse(&c, argc, argv, usage, early_opts, early_option);
+	r = cli_parse(&c, argc, argv, usage, CLI_OPTS(early_opts), early_option);
 	if (r)
 		goto out;
 	r = hu_early_boot(c.ctx, &early);

@@ -80,7 +80,7 @@ void cli_error(const struct cli *c, const char *what, const char *why)
 }
 
 int cli_parse(struct cli *c, int argc, char **argv, const char *usage_text,
-	      const struct option *extra_opts, int (*extra)(struct cli *c, int opt, const char *arg))
+	      const struct option *const *extra_sets, int (*extra)(struct cli *c, int opt, const char *arg))
 {
 	static const struct option common[] = {
 		{ "state-dir", required_argument, NULL, 'd' },
@@ -97,8 +97,9 @@ int cli_parse(struct cli *c, int argc, char **argv, const char *usage_text,
 
 	for (size_t i = 0; i < sizeof(common) / sizeof(common[0]); i++)
 		all[n++] = common[i];
-	for (size_t i = 0; extra_opts && extra_opts[i].name && n < 31; i++)
-		all[n++] = extra_opts[i];
+	for (size_t set = 0; extra_sets && extra_sets[set]; set++)
+		for (size_t i = 0; extra_sets[set][i].name && n < 31; i++)
+			all[n++] = extra_sets[set][i];
 	memset(&all[n], 0, sizeof(all[n]));
 
 	c->verb = argv[0];

@@ -13,7 +13,7 @@ static const char usage[] =
 	"Preflight every QEMU on the host: RAM backing, how it is saved, blockers.\n"
 	"Exit 1 when anything blocks.\n";
 
-static const struct option plan_opts[] = {
+const struct option cli_plan_opts[] = {
 	{ "no-reboot",    no_argument,       NULL, 'N' },
 	{ "volatile",     required_argument, NULL, 'V' },
 	{ "space-margin", required_argument, NULL, 'M' },
@@ -64,11 +64,6 @@ int cli_plan_option(struct cli *c, int opt, const char *arg)
 		return 0;
 	}
 	return -1;
-}
-
-const struct option *cli_plan_options(void)
-{
-	return plan_opts;
 }
 
 int cli_discover_and_plan(struct cli *c, struct hu_vm_list **ret, int *ret_blocked)
@@ -163,7 +158,7 @@ int cmd_plan(int argc, char **argv)
 	struct hu_vm_list *list = NULL;
 	int blocked = 0, r;
 
-	r = cli_parse(&c, argc, argv, usage, plan_opts, cli_plan_option);
+	r = cli_parse(&c, argc, argv, usage, CLI_OPTS(cli_plan_opts), cli_plan_option);
 	if (r)
 		goto out;
 	r = cli_discover_and_plan(&c, &list, &blocked);

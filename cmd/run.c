@@ -18,31 +18,23 @@ static const char usage[] =
 	"restore brings the VMs back. --no-reboot checkpoints and restores at once\n"
 	"(a QEMU-only upgrade with the QEMU binary now on disk).\n";
 
-static const struct option run_opts[] = {
-	{ "kernel",        required_argument, NULL, 'k' },
-	{ "initrd",        required_argument, NULL, 'i' },
-	{ "append",        required_argument, NULL, 'a' },
-	{ "reuse-cmdline", no_argument,       NULL, 'r' },
-	{ "modules-root",  required_argument, NULL, 'm' },
-	{ "dry-run",       no_argument,       NULL, 'n' },
+static const struct option yes_opts[] = {
 	{ "yes",           no_argument,       NULL, 'y' },
-	{ "no-reboot",     no_argument,       NULL, 'N' },
-	{ "volatile",      required_argument, NULL, 'V' },
-	{ "space-margin",  required_argument, NULL, 'M' },
-	{ "suspend",       no_argument,       NULL, 'S' },
-	{ "suspend-vm",    required_argument, NULL, 's' },
-	{ "suspend-timeout", required_argument, NULL, 't' },
 	{}
 };
 
+/* run takes plan's and stage's options; --dry-run means the whole run. */
 static int run_option(struct cli *c, int opt, const char *arg)
 {
-	switch (opt) {
-	case 'n': c->dry_run = true; return 0;
-	case 'y': c->yes = true; return 0;
-	case 'N': case 'V': case 'M': case 'S': case 's': case 't': return cli_plan_option(c, opt, arg);
+	if (opt == 'n') {
+		c->dry_run = true;
+		return 0;
 	}
-	return cli_stage_option(c, opt, arg);
+	if (opt == 'y') {
+		c->yes = true;
+		return 0;
+	}
+	return cli_plan_option(c, opt, arg) == 0 ? 0 : cli_stage_option(c, opt, arg);
 }
 
 static bool confirm(const struct cli *c, const char *what)
@@ -83,7 +75,7 @@ int cmd_run(int argc, char **argv)
 	char *version = NULL;
 	int blocked = 0, r;
 
-	r = cli_parse(&c, argc, argv, usage, run_opts, run_option);
+	r = cli_parse(&c, argc, argv, usage, CLI_OPTS(cli_plan_opts, cli_kernel_opts, yes_opts), run_option);
 	if (r)
 		goto out;
 	if (!c.opts.no_reboot && !c.stage.kernel) {

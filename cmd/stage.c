@@ -11,13 +11,17 @@ static const char usage[] =
 	"Load the new kernel with kexec_file_load(2). The command line keeps every\n"
 	"parameter the saved RAM depends on and gets the restore marker.\n";
 
-static const struct option stage_opts[] = {
+const struct option cli_kernel_opts[] = {
 	{ "kernel",        required_argument, NULL, 'k' },
 	{ "initrd",        required_argument, NULL, 'i' },
 	{ "append",        required_argument, NULL, 'a' },
 	{ "reuse-cmdline", no_argument,       NULL, 'r' },
 	{ "modules-root",  required_argument, NULL, 'm' },
 	{ "dry-run",       no_argument,       NULL, 'n' },
+	{}
+};
+
+static const struct option unload_opts[] = {
 	{ "unload",        no_argument,       NULL, 'u' },
 	{}
 };
@@ -41,7 +45,7 @@ int cmd_stage(int argc, char **argv)
 	struct cli c = {};
 	int r;
 
-	r = cli_parse(&c, argc, argv, usage, stage_opts, cli_stage_option);
+	r = cli_parse(&c, argc, argv, usage, CLI_OPTS(cli_kernel_opts, unload_opts), cli_stage_option);
 	if (r)
 		goto out;
 	if (c.unload) {

@@ -383,8 +383,7 @@ int hu_qmp_open_raw_fd(int fd, unsigned timeout_ms, struct hu_qmp **ret)
 	return channel_new(fd, timeout_ms, ret);
 }
 
-/* A channel without the QMP greeting: the guest agent's socket. */
-int hu_qmp_connect_raw(const char *path, unsigned timeout_ms, struct hu_qmp **ret)
+static int unix_connect(const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int fd;
@@ -400,7 +399,15 @@ int hu_qmp_connect_raw(const char *path, unsigned timeout_ms, struct hu_qmp **re
 		close(fd);
 		return r;
 	}
-	return channel_new(fd, timeout_ms, ret);
+	return fd;
+}
+
+/* A channel without the QMP greeting: the guest agent's socket. */
+int hu_qmp_connect_raw(const char *path, unsigned timeout_ms, struct hu_qmp **ret)
+{
+	int fd = unix_connect(path);
+
+	return fd < 0 ? fd : channel_new(fd, timeout_ms, ret);
 }
 
 int hu_qmp_open_fd(int fd, unsigned timeout_ms, struct hu_qmp **ret)
@@ -444,21 +451,9 @@ fail:
 
 int hu_qmp_connect(const char *path, unsigned timeout_ms, struct hu_qmp **ret)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd;
+	int fd = unix_connect(path);
 
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int r = -errno;
-		close(fd);
-		return r;
-	}
-	return hu_qmp_open_fd(fd, timeout_ms, ret);
+	return fd < 0 ? fd : hu_qmp_open_fd(fd, timeout_ms, ret);
 }
 
 int hu_qmp_query_status(struct hu_qmp *q, char **ret_status)
