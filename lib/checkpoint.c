@@ -34,14 +34,18 @@ static int save_one(struct hu_vm *vm)
 	struct stat st;
 	int r;
 
-	r = hu_qmp_connect(vm->ai.qmp_path, ctx->qmp_timeout_ms, &vm->qmp);
-	if (r < 0)
-		return hu_vm_set_error(vm, r, "QMP %s: %s", vm->ai.qmp_path, hu_qmp_strerror(r));
+	/* Discovery's connection, when it is still open: no second greeting. */
+	if (!vm->qmp) {
+		r = hu_qmp_connect(vm->ai.qmp_path, ctx->qmp_timeout_ms, &vm->qmp);
+		if (r < 0)
+			return hu_vm_set_error(vm, r, "QMP %s: %s", vm->ai.qmp_path, hu_qmp_strerror(r));
+	}
 	free(vm->runstate);
 	vm->runstate = NULL;
 	r = hu_qmp_query_status(vm->qmp, &vm->runstate);
 	if (r < 0)
 		return hu_vm_set_error(vm, r, "query-status: %s", hu_qmp_strerror(r));
+	vm->touched = true; /* from here on, a rollback has something to undo */
 	if (vm->suspend && streq(vm->runstate, "running")) {
 		struct hu_ctx *c = vm->ctx;
 		char err[256];
@@ -269,10 +273,7 @@ static int quit_one(struct hu_vm *vm)
 		if (r < 0)
 			return hu_vm_set_error(vm, r, "QEMU pid %d does not exit", (int)vm->pid);
 	}
-	/* RAM in a disk-backed file: make sure it is on disk before a reboot. */
-	for (size_t i = 0; i < vm->n_memdevs; i++)
-		if (vm->memdevs[i].skipped)
-			hu_fsync_path(vm->memdevs[i].mem_path);
+	/* The RAM files were flushed before the VM counted as saved. */
 	vm->state = HU_VM_CHECKPOINTED;
 	return 0;
 }
@@ -292,8 +293,8 @@ static void resume_worker(size_t i, void *data)
 
 	char err[512];
 
-	if (vm->state == HU_VM_RUNNING && !vm->qmp)
-		return; /* never touched */
+	if (!vm->touched)
+		return;
 	if (hu_vm_resume_original(vm, err, sizeof(err)) < 0) {
 		vm->state = HU_VM_FAILED;
 		hu_vm_set_error(vm, -EIO, "%s", err);

@@ -693,12 +693,15 @@ static void discover_one(size_t i, void *data)
 		return;
 	}
 	r = hu_vm_query(vm, q);
-	if (r < 0)
+	if (r < 0) {
 		hu_strv_pushf(&vm->blockers, &vm->n_blockers, "QMP query failed at %s: %s",
 			      vm->ai.qmp_path, hu_qmp_strerror(r));
-	else
-		vm->qmp_ok = true;
-	hu_qmp_close(q);
+		hu_qmp_close(q);
+		return;
+	}
+	vm->qmp_ok = true;
+	/* Kept for a checkpoint in the same run; closed with the list. */
+	vm->qmp = q;
 }
 
 static int cmp_vm(const void *a, const void *b)

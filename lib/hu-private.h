@@ -258,6 +258,7 @@ struct hu_vm {
 	char *error;
 	struct hu_qmp *qmp;
 	bool rejoined_cgroup;   /* restore put it back in its own cgroup */
+	bool touched;           /* the checkpoint changed something in this QEMU */
 };
 
 struct hu_vm_list {

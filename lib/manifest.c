@@ -79,6 +79,15 @@ static json_object *str_or_null(const char *s)
 	return s ? json_object_new_string(s) : NULL;
 }
 
+static json_object *deep_copy(json_object *src)
+{
+	json_object *dst = NULL;
+
+	if (!src || json_object_deep_copy(src, &dst, NULL) < 0)
+		return NULL;
+	return dst;
+}
+
 static json_object *vm_to_json(const struct hu_vm *vm)
 {
 	json_object *o = json_object_new_object(), *a, *mds, *disks;
@@ -104,8 +113,10 @@ static json_object *vm_to_json(const struct hu_vm *vm)
 	json_object_object_add(o, "qemu_version", str_or_null(vm->qemu_version));
 	json_object_object_add(o, "runstate_before", str_or_null(vm->runstate));
 	json_object_object_add(o, "x_ignore_shared", json_object_new_boolean(vm->in_place));
-	json_object_object_add(o, "migration_caps_before", vm->caps_before ? json_object_get(vm->caps_before) : NULL);
-	json_object_object_add(o, "migration_caps", vm->caps ? json_object_get(vm->caps) : NULL);
+	/* Copies, not references: json-c's refcounts are not atomic and
+	 * workers serialise the manifest from several threads. */
+	json_object_object_add(o, "migration_caps_before", deep_copy(vm->caps_before));
+	json_object_object_add(o, "migration_caps", deep_copy(vm->caps));
 	json_object_object_add(o, "max_bandwidth_before", json_object_new_int64(vm->max_bandwidth_before));
 	json_object_object_add(o, "ram_bytes", json_object_new_uint64(vm->ram_bytes));
 	json_object_object_add(o, "ram_backing", json_object_new_string(hu_backing_to_string(vm->backing)));
@@ -183,7 +194,7 @@ int hu_manifest_to_json(struct hu_manifest *m, json_object **ret)
 /* Serialise under the lock: workers update their VM from threads. */
 int hu_manifest_save(struct hu_manifest *m)
 {
-	_cleanup_json_ json_object *o = NULL;
+	json_object *o = NULL;
 	const char *s;
 	int r;
 
@@ -193,6 +204,8 @@ int hu_manifest_save(struct hu_manifest *m)
 		s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
 		r = hu_write_file_atomic(m->path, s, strlen(s), 0600);
 	}
+	/* Freed under the lock too: nothing json-c owns is touched unlocked. */
+	json_object_put(o);
 	pthread_mutex_unlock(&m->lock);
 	return r;
 }

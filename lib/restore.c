@@ -340,7 +340,7 @@ static int connect_new(struct restore_job *job, struct hu_vm *vm, pid_t child, p
 			snprintf(err, errlen, "QMP %s did not come up in 30 s", vm->ai.qmp_path);
 			return -ETIMEDOUT;
 		}
-		usleep(5000);
+		usleep(1000);
 	}
 }
 
