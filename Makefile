@@ -35,17 +35,39 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libhu.a
 	@echo "  LD      $@"
 	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
+# A real kernel upgrade of a disposable test host (tests/system/): a few minutes.
 demo:
 	scripts/install-deps
 	$(MAKE) all
 	scripts/demo
+
+# The system test alone (tests/system/, as root; part of `make check` too):
+# one run of a test host per scenario, a few minutes each.
+system-test: all
+	bats tests/bats/90-system.bats
+
+# bench/README.md: blackout and scaling vs the alternatives, on TCG VMs (~10 min).
+bench: all
+	scripts/install-deps
+	bench/run-bench
 
 $(BUILD)/tests/libfake-kexec.so: tests/fake/kexec-shim.c
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	@$(CC) -O2 -g -Wall -shared -fPIC -o $@ $< -ldl
 
-check: all $(UNIT_BIN) $(BUILD)/tests/libfake-kexec.so
+# Lint of the fleet rollout (scripts/ansible/README.md) and install-deps.
+lint:
+	@echo "  LINT    scripts/fleet-rollout scripts/install-deps tests/fleet/fleet.bash"
+	@shellcheck scripts/fleet-rollout tests/fleet/fleet.bash
+	@shellcheck scripts/install-deps
+	@echo "  LINT    scripts/ansible (ansible-playbook --syntax-check)"
+	@python3 -c 'import ast, sys; [ast.parse(open(f).read(), f) for f in sys.argv[1:]]' \
+		scripts/ansible/fleet-state.py scripts/ansible/roles/host_upgrade/action_plugins/host_upgrade_record.py
+	@ANSIBLE_ROLES_PATH=scripts/ansible/roles ansible-playbook -i localhost, --syntax-check \
+		scripts/ansible/fleet-upgrade.yml tests/fleet/syntax-check.yml >/dev/null
+
+check: all $(UNIT_BIN) $(BUILD)/tests/libfake-kexec.so lint
 	@tests/run-tests $(BUILD)
 
 SBINDIR ?= $(PREFIX)/sbin
@@ -73,4 +95,4 @@ install: all
 clean:
 	rm -rf $(BUILD)/*.o $(BUILD)/lib $(BUILD)/cmd $(BUILD)/tests $(BUILD)/libhu.a $(BUILD)/host-upgrade
 
-.PHONY: all check install clean demo bench units
+.PHONY: all check install clean demo bench units system-test lint
