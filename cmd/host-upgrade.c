@@ -93,7 +93,7 @@ int cli_parse(struct cli *c, int argc, char **argv, const char *usage_text,
 	};
 	struct option all[32];
 	size_t n = 0;
-	int opt, r;
+	int opt, r, longindex = -1;
 
 	for (size_t i = 0; i < sizeof(common) / sizeof(common[0]); i++)
 		all[n++] = common[i];
@@ -110,9 +110,11 @@ int cli_parse(struct cli *c, int argc, char **argv, const char *usage_text,
 	}
 	hu_set_log_fn(c->ctx, log_stderr, c);
 	optind = 1;
-	while ((opt = getopt_long(argc, argv, "+h", all, NULL)) != -1) {
+	opterr = 0; /* our own messages, in our format */
+	while ((opt = getopt_long(argc, argv, "+h", all, &longindex)) != -1) {
 		char *end;
 		unsigned long v;
+		char what[64];
 
 		switch (opt) {
 		case 'd':
@@ -151,12 +153,27 @@ int cli_parse(struct cli *c, int argc, char **argv, const char *usage_text,
 		case 'h':
 			printf("%s", usage_text);
 			exit(0);
+		case '?':
+		case ':':
+			cli_error(c, argv[optind - 1], "unknown option, or its value is missing");
+			fprintf(stderr, "%s", usage_text);
+			return EXIT_USAGE;
 		default:
 			if (extra && extra(c, opt, optarg) == 0)
 				break;
+			snprintf(what, sizeof(what), "--%s", longindex >= 0 ? all[longindex].name : "?");
+			if (optarg) {
+				char why[256];
+
+				snprintf(why, sizeof(why), "invalid value '%.200s'", optarg);
+				cli_error(c, what, why);
+			} else {
+				cli_error(c, what, "not valid here");
+			}
 			fprintf(stderr, "%s", usage_text);
 			return EXIT_USAGE;
 		}
+		longindex = -1;
 	}
 	if (optind < argc) {
 		cli_error(c, argv[optind], "unexpected argument");

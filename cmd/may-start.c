@@ -35,7 +35,7 @@ int cmd_may_start(int argc, char **argv)
 	}
 	if (r < 0) {
 		/* Unsure: do not cold-start over a checkpoint we cannot read. */
-		cli_error(&c, "manifest", strerror(-r));
+		cli_error(&c, "manifest", hu_manifest_strerror(r));
 		r = EXIT_BLOCKED;
 		goto out;
 	}

@@ -116,9 +116,10 @@ void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
 			json_object_object_add(v, "name", json_object_new_string(hu_vm_get_name(vm)));
 			json_object_object_add(v, "pid", json_object_new_int(hu_vm_get_pid(vm)));
 			json_object_object_add(v, "ram_bytes", json_object_new_uint64(hu_vm_get_ram_bytes(vm)));
-			json_object_object_add(v, "ram_backing",
+			json_object_object_add(v, "ram_backing", !hu_vm_get_queried(vm) ? NULL :
 					       json_object_new_string(hu_backing_to_string(hu_vm_get_backing(vm))));
-			json_object_object_add(v, "save", json_object_new_string(hu_vm_get_in_place(vm) ? "in-place" : "copy"));
+			json_object_object_add(v, "save", !hu_vm_get_queried(vm) ? NULL :
+					       json_object_new_string(hu_vm_get_in_place(vm) ? "in-place" : "copy"));
 			json_object_object_add(v, "save_bytes", json_object_new_uint64(hu_vm_get_save_bytes(vm)));
 			json_object_object_add(v, "runstate", hu_vm_get_runstate(vm) ?
 					       json_object_new_string(hu_vm_get_runstate(vm)) : NULL);
@@ -140,11 +141,13 @@ void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
 		char ram[16], wr[16];
 		size_t nb = hu_vm_get_n_blockers(vm);
 
+		bool q = hu_vm_get_queried(vm);
+
 		printf("%-20s %8d %8s %-11s %-9s %9s  %s%s\n", hu_vm_get_name(vm), (int)hu_vm_get_pid(vm),
-		       human(hu_vm_get_ram_bytes(vm), ram, sizeof(ram)),
-		       hu_backing_to_string(hu_vm_get_backing(vm)),
-		       hu_vm_get_in_place(vm) ? "in-place" : "copy",
-		       human(hu_vm_get_save_bytes(vm), wr, sizeof(wr)),
+		       q ? human(hu_vm_get_ram_bytes(vm), ram, sizeof(ram)) : "-",
+		       q ? hu_backing_to_string(hu_vm_get_backing(vm)) : "-",
+		       q ? (hu_vm_get_in_place(vm) ? "in-place" : "copy") : "-",
+		       q ? human(hu_vm_get_save_bytes(vm), wr, sizeof(wr)) : "-",
 		       nb ? "blocked: " : "ok", nb ? hu_vm_get_blocker(vm, 0) : "");
 		for (size_t b = 1; b < nb; b++)
 			printf("%-20s %8s %8s %-11s %-9s %9s  blocked: %s\n", "", "", "", "", "", "", hu_vm_get_blocker(vm, b));

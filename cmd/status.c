@@ -26,7 +26,10 @@ int cmd_status(int argc, char **argv)
 		goto out;
 	}
 	if (r < 0) {
-		cli_error(&c, "manifest", r == -EBADMSG ? "corrupt or not a host-upgrade manifest" : strerror(-r));
+		char what[256];
+
+		snprintf(what, sizeof(what), "%s/manifest.json", hu_get_state_dir(c.ctx));
+		cli_error(&c, what, hu_manifest_strerror(r));
 		r = EXIT_BLOCKED;
 		goto out;
 	}

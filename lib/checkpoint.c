@@ -70,7 +70,7 @@ static int save_one(struct hu_vm *vm)
 	json_object_object_add(args, "uri", json_object_new_string(uri));
 	vm->state = HU_VM_STOPPING;
 	vm->stopped_at_ms = hu_now_ms();
-	hu_info(ctx, vm->name, "saving (%s)", vm->in_place ? "RAM in place" : "copying RAM");
+	hu_info(ctx, vm->name, "saving (%s)", copies_ram(vm) ? "copying RAM" : "RAM in place");
 	r = hu_qmp_execute(vm->qmp, "migrate", args, NULL, &qerr);
 	if (r < 0)
 		return hu_vm_set_error(vm, r, "migrate: %s", qerr ?: hu_qmp_strerror(r));
@@ -323,8 +323,8 @@ static int check_no_pending(struct hu_ctx *ctx)
 	if (r == -ENOENT)
 		return 0;
 	if (r < 0) {
-		hu_err(ctx, NULL, "%s/manifest.json is unreadable (%s); move it away after inspecting it",
-		       ctx->state_dir, strerror(-r));
+		hu_err(ctx, NULL, "%s/manifest.json is %s; move it away after inspecting it",
+		       ctx->state_dir, hu_manifest_strerror(r));
 		return r;
 	}
 	for (size_t i = 0; i < old->list.n; i++) {

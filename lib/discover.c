@@ -99,6 +99,7 @@ bool hu_vm_get_in_place(const struct hu_vm *vm)
 	return true;
 }
 const char *hu_vm_get_runstate(const struct hu_vm *vm) { return vm->runstate; }
+bool hu_vm_get_queried(const struct hu_vm *vm) { return vm->qmp_ok; }
 const char *hu_vm_get_qemu_version(const struct hu_vm *vm) { return vm->qemu_version; }
 size_t hu_vm_get_n_blockers(const struct hu_vm *vm) { return vm->n_blockers; }
 const char *hu_vm_get_blocker(const struct hu_vm *vm, size_t i)

@@ -91,6 +91,8 @@ bool hu_vm_get_in_place(const struct hu_vm *vm);
 /* Bytes the state file will take (device state, plus RAM for copies). */
 uint64_t hu_vm_get_save_bytes(const struct hu_vm *vm);
 const char *hu_vm_get_runstate(const struct hu_vm *vm);
+/* Did QEMU answer? If not, RAM size, backing and save are unknown. */
+bool hu_vm_get_queried(const struct hu_vm *vm);
 const char *hu_vm_get_qemu_version(const struct hu_vm *vm);
 size_t hu_vm_get_n_blockers(const struct hu_vm *vm);
 const char *hu_vm_get_blocker(const struct hu_vm *vm, size_t i);
@@ -155,6 +157,8 @@ int hu_early_boot(struct hu_ctx *ctx, const struct hu_early_opts *o);
 /* --- manifest (status) ---------------------------------------------------- */
 
 int hu_manifest_load(struct hu_ctx *ctx, struct hu_manifest **ret);
+/* What a negative return of hu_manifest_load() means. */
+const char *hu_manifest_strerror(int r);
 struct hu_manifest *hu_manifest_free(struct hu_manifest *m);
 const char *hu_manifest_get_phase(const struct hu_manifest *m);
 const char *hu_manifest_get_target_kernel(const struct hu_manifest *m);

@@ -601,6 +601,16 @@ int hu_manifest_load(struct hu_ctx *ctx, struct hu_manifest **ret)
 	return hu_manifest_load_path(ctx, path, ret);
 }
 
+const char *hu_manifest_strerror(int r)
+{
+	switch (r) {
+	case -EBADMSG:         return "corrupt or not a host-upgrade manifest";
+	case -EPROTONOSUPPORT: return "written by an unknown version of host-upgrade";
+	case -EFBIG:           return "larger than any manifest host-upgrade writes";
+	default:               return strerror(-r);
+	}
+}
+
 const char *hu_manifest_get_phase(const struct hu_manifest *m) { return m->phase; }
 const char *hu_manifest_get_target_kernel(const struct hu_manifest *m) { return m->target_kernel; }
 size_t hu_manifest_count(const struct hu_manifest *m) { return m->list.n; }

@@ -642,8 +642,7 @@ static int converge(struct hu_ctx *ctx, const struct hu_options *opts, const cha
 	}
 	if (r < 0) {
 		hu_err(ctx, NULL, "%s/manifest.json: %s; nothing was changed",
-		       ctx->state_dir, r == -EBADMSG ? "corrupt or not a host-upgrade manifest" :
-		       r == -EPROTONOSUPPORT ? "written by an unknown version" : strerror(-r));
+		       ctx->state_dir, hu_manifest_strerror(r));
 		return r;
 	}
 	hu_read_boot_id(boot, sizeof(boot));

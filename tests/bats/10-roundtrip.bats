@@ -2,7 +2,9 @@
 # plan -> checkpoint -> restore of several VMs at once, each started with a different command
 # line shape, against real QEMU (TCG). Guests must continue where they stopped: the tick
 # counter goes on from its last value and the guest never boots again.
-# shellcheck disable=SC2046,SC2016 # $(qmp_arg X) is meant to split; literal $ in python
+# shellcheck disable=SC2016,SC2034,SC2046,SC2086,SC2154,SC2206,SC2207
+# $(qmp_arg X) etc. are meant to split; VM names are [A-Za-z0-9-]; HU_VM_MEM is read by the
+# helpers; $stderr is set by `run --separate-stderr`
 
 bats_require_minimum_version 1.5.0
 load helpers
@@ -38,59 +40,60 @@ ticks_contiguous() {
 @test "four VMs, four argv shapes: plan, checkpoint (0700/0600), restore; guests continue, no cold boot" {
 	[[ "$(hu_fs_type "$T")" != tmpfs && "$(hu_fs_type "$T")" != ramfs ]] ||
 		skip "$T is on tmpfs: file RAM there is volatile, not persistent"
+	local A=r10a-$HU_RUN_ID B=r10b-$HU_RUN_ID C=r10c-$HU_RUN_ID D=r10d-$HU_RUN_ID
 	local -a a b c d
 	# r10a: -qmp unix:...; RAM in a file in $T whose name has a comma (",," in argv)
-	read -ra a <<<"$(qmp_arg r10a) $(ram_file_args r10a "$T/r10a,x.ram")"
+	read -ra a <<<"$(qmp_arg $A) $(ram_file_args $A "$T/$A,x.ram")"
 	# r10b: -name NAME (no guest=), chardev socket + -mon mode=control, JSON -object
-	b=(-name r10b $(mon_args r10b)
-		-object "{\"qom-type\":\"memory-backend-file\",\"id\":\"ram0\",\"size\":134217728,\"mem-path\":\"$T/r10b.ram\",\"share\":true}"
+	b=(-name $B $(mon_args $B)
+		-object "{\"qom-type\":\"memory-backend-file\",\"id\":\"ram0\",\"size\":134217728,\"mem-path\":\"$T/$B.ram\",\"share\":true}"
 		-machine memory-backend=ram0)
 	# r10c: -qmp-pretty, no memory backend: private RAM, copied
-	c=(-qmp-pretty "unix:$T/r10c.qmp,server=on,wait=off")
+	c=(-qmp-pretty "unix:$T/$C.qmp,server=on,wait=off")
 	# r10d: -daemonize (+ the -pidfile vm_start adds), memfd RAM: volatile, copied
-	read -ra d <<<"$(qmp_arg r10d) $(ram_memfd_args r10d) -daemonize"
+	read -ra d <<<"$(qmp_arg $D) $(ram_memfd_args $D) -daemonize"
 
-	vm_start r10a "${a[@]}"
-	vm_start_bare r10b "${b[@]}"
-	vm_start r10c "${c[@]}"
-	vm_start r10d "${d[@]}"
+	vm_start $A "${a[@]}"
+	vm_start_bare $B "${b[@]}"
+	vm_start $C "${c[@]}"
+	vm_start $D "${d[@]}"
 	local v
 	local -A pid0
-	for v in r10a r10b r10c r10d; do
+	for v in $A $B $C $D; do
 		vm_wait_tick "$v" 2 60
 		pid0[$v]=$(vm_pid "$v")
 		_hu_pid_alive "${pid0[$v]}"
 	done
-	[ -s "$T/r10a,x.ram" ]
-	[ -s "$T/r10b.ram" ]
+	[ -s "$T/$A,x.ram" ]
+	[ -s "$T/$B.ram" ]
 
-	run --separate-stderr hu plan --json --vm r10a --vm r10b --vm r10c --vm r10d
+	run --separate-stderr hu plan --json --vm $A --vm $B --vm $C --vm $D
 	echo "$output"
 	echo "$stderr"
 	[ "$status" -eq 0 ]
 	[ "$(json_get "$output" 'j["ok"]')" = true ]
-	[ "$(json_get "$output" 'sorted(v["name"] for v in j["vms"])')" = '["r10a", "r10b", "r10c", "r10d"]' ]
-	for v in r10a r10b r10c r10d; do
+	[ "$(json_get "$output" 'sorted(v["name"] for v in j["vms"])')" = "[\"$A\", \"$B\", \"$C\", \"$D\"]" ]
+	for v in $A $B $C $D; do
 		[ "$(plan_vm "$output" $v pid)" = "${pid0[$v]}" ]
 		[ "$(plan_vm "$output" $v blockers)" = '[]' ]
 		[ "$(plan_vm "$output" $v ram_bytes)" = 134217728 ]
 	done
-	[ "$(plan_vm "$output" r10a ram_backing)" = persistent ]
-	[ "$(plan_vm "$output" r10a save)" = in-place ]
-	[ "$(plan_vm "$output" r10b ram_backing)" = persistent ]
-	[ "$(plan_vm "$output" r10b save)" = in-place ]
-	[ "$(plan_vm "$output" r10c ram_backing)" = private ]
-	[ "$(plan_vm "$output" r10c save)" = copy ]
-	[ "$(plan_vm "$output" r10d ram_backing)" = volatile ]
-	[ "$(plan_vm "$output" r10d save)" = copy ]
+	[ "$(plan_vm "$output" $A ram_backing)" = persistent ]
+	[ "$(plan_vm "$output" $A save)" = in-place ]
+	[ "$(plan_vm "$output" $B ram_backing)" = persistent ]
+	[ "$(plan_vm "$output" $B save)" = in-place ]
+	[ "$(plan_vm "$output" $C ram_backing)" = private ]
+	[ "$(plan_vm "$output" $C save)" = copy ]
+	[ "$(plan_vm "$output" $D ram_backing)" = volatile ]
+	[ "$(plan_vm "$output" $D save)" = copy ]
 	# plan changes nothing
 	[ ! -e "$S/manifest.json" ]
 
-	run --separate-stderr hu checkpoint --vm r10a --vm r10b --vm r10c --vm r10d
+	run --separate-stderr hu checkpoint --vm $A --vm $B --vm $C --vm $D
 	echo "$stderr"
 	[ "$status" -eq 0 ]
 	local -A pre
-	for v in r10a r10b r10c r10d; do
+	for v in $A $B $C $D; do
 		run _hu_pid_alive "${pid0[$v]}"
 		[ "$status" -ne 0 ]
 		[ "$(qemu_count_with "$T/$v.")" -eq 0 ]
@@ -105,15 +108,15 @@ ticks_contiguous() {
 	echo "$output"
 	[ -z "$output" ]
 	# RAM in place: the state file is device state only; copied RAM makes it larger
-	[ "$(stat -c %s "$S/r10a.state")" -lt $((4 << 20)) ]
-	[ "$(stat -c %s "$S/r10b.state")" -lt $((4 << 20)) ]
-	[ "$(stat -c %s "$S/r10c.state")" -gt "$(stat -c %s "$S/r10a.state")" ]
+	[ "$(stat -c %s "$S/$A.state")" -lt $((4 << 20)) ]
+	[ "$(stat -c %s "$S/$B.state")" -lt $((4 << 20)) ]
+	[ "$(stat -c %s "$S/$C.state")" -gt "$(stat -c %s "$S/$A.state")" ]
 
 	run --separate-stderr hu status --json
 	echo "$output"
 	[ "$status" -eq 0 ]
 	[ "$(json_get "$output" 'j["phase"]')" = checkpointed ]
-	[ "$(json_get "$output" 'sorted(v["name"] for v in j["vms"])')" = '["r10a", "r10b", "r10c", "r10d"]' ]
+	[ "$(json_get "$output" 'sorted(v["name"] for v in j["vms"])')" = "[\"$A\", \"$B\", \"$C\", \"$D\"]" ]
 	[ "$(json_get "$output" 'sorted(set(v["state"] for v in j["vms"]))')" = '["checkpointed"]' ]
 
 	run --separate-stderr hu restore
@@ -125,7 +128,7 @@ ticks_contiguous() {
 	local st=$output pid1
 	[ "$(json_get "$st" 'sorted(set(v["state"] for v in j["vms"]))')" = '["restored"]' ]
 	[ "$(json_get "$st" 'all(type(v["downtime_ms"]) is int and v["downtime_ms"] > 0 for v in j["vms"])')" = true ]
-	for v in r10a r10b r10c r10d; do
+	for v in $A $B $C $D; do
 		# one QEMU per VM, the one the pidfile and the manifest name
 		[ "$(qemu_count_with "$T/$v.")" -eq 1 ]
 		pid1=$(plan_vm "$st" $v pid)
@@ -133,31 +136,34 @@ ticks_contiguous() {
 		[ "$(qemu_pids_with "$T/$v.")" = "$pid1" ]
 		[ "$(vm_pid $v)" = "$pid1" ]
 	done
-	for v in r10a r10b r10c r10d; do
+	for v in $A $B $C $D; do
 		vm_wait_tick "$v" $((pre[$v] + 3)) 30
 		[ "$(vm_boot_count "$v")" -eq 1 ]
 		ticks_contiguous "$v"
 	done
 	# the restored QEMUs answer QMP and run
-	[ "$(vm_status r10a)" = running ]
-	[ "$(vm_status r10b)" = running ]
-	[ "$(vm_status r10d)" = running ]
+	[ "$(vm_status $A)" = running ]
+	[ "$(vm_status $B)" = running ]
+	[ "$(vm_status $D)" = running ]
 }
 
 @test "plan table matches tests/bats/golden/plan-table.txt (PID column normalised)" {
+	local A=g10a-$HU_RUN_ID C=g10c-$HU_RUN_ID D=g10d-$HU_RUN_ID
 	local -a a c d
-	read -ra a <<<"$(qmp_arg g10a) $(ram_file_args g10a "$T/g10a.ram")"
-	c=(-qmp-pretty "unix:$T/g10c.qmp,server=on,wait=off")
-	read -ra d <<<"$(qmp_arg g10d) $(ram_memfd_args g10d)"
-	vm_start g10a "${a[@]}"
-	vm_start g10c "${c[@]}"
-	vm_start g10d "${d[@]}"
+	read -ra a <<<"$(qmp_arg $A) $(ram_file_args $A "$T/$A.ram")"
+	c=(-qmp-pretty "unix:$T/$C.qmp,server=on,wait=off")
+	read -ra d <<<"$(qmp_arg $D) $(ram_memfd_args $D)"
+	vm_start $A "${a[@]}"
+	vm_start $C "${c[@]}"
+	vm_start $D "${d[@]}"
 	# QMP answers from the start (no need to wait for the guest to boot)
-	run --separate-stderr hu plan --vm g10d --vm g10a --vm g10c
+	run --separate-stderr hu plan --vm $D --vm $A --vm $C
 	echo "$output"
 	[ "$status" -eq 0 ]
+	# the per-run name suffix becomes blanks (the name column keeps its width);
 	# PID: right-aligned in the 8 columns after the 20-column name
-	local norm
-	norm=$(sed -E '2,$s/^(.{20}) [ 0-9]{7}[0-9]/\1      PID/' <<<"$output")
+	local norm blanks
+	blanks=$(printf '%*s' $((${#HU_RUN_ID} + 1)) '')
+	norm=$(sed -E -e "s/-$HU_RUN_ID/$blanks/" -e '2,$s/^(.{20}) [ 0-9]{7}[0-9]/\1      PID/' <<<"$output")
 	diff -u "$BATS_TEST_DIRNAME/golden/plan-table.txt" - <<<"$norm"
 }
