@@ -17,6 +17,7 @@ static struct hu_early_opts early = {
 	.run_dir = "/run/host-upgrade",
 	.wants_dir = "/run/systemd/system/sysinit.target.wants",
 	.unit_path = "/usr/lib/systemd/system/host-upgrade-restore.service",
+	.dropin_dir = "/run/systemd/system/host-upgrade-restore.service.d",
 	.wait_ms = 20000,
 };
 

@@ -46,7 +46,8 @@ int hu_cmdline_get(struct hu_ctx *ctx, const char *key, char **ret_value)
 static void load_modules(struct hu_ctx *ctx, json_object *report)
 {
 	struct kmod_ctx *k = kmod_new(NULL, NULL);
-	json_object *loaded = json_object_new_array(), *missing = json_object_new_array();
+	json_object *loaded = json_object_new_array(), *missing = json_object_new_array(),
+		    *failed = json_object_new_array();
 
 	for (size_t i = 0; k && i < ARRAY_SIZE(early_modules); i++) {
 		struct kmod_list *l = NULL, *it;
@@ -61,12 +62,15 @@ static void load_modules(struct hu_ctx *ctx, json_object *report)
 				ok = true;
 			kmod_module_unref(mod);
 		}
+		json_object_array_add(ok ? loaded : (r >= 0 && l) ? failed : missing,
+				      json_object_new_string(early_modules[i]));
 		kmod_module_unref_list(l);
-		json_object_array_add(ok && r >= 0 ? loaded : missing, json_object_new_string(early_modules[i]));
 	}
 	kmod_unref(k);
 	json_object_object_add(report, "modules_loaded", loaded);
 	json_object_object_add(report, "modules_missing", missing);
+	/* e.g. kvm_intel on a CPU without VMX: there, but not for this host */
+	json_object_object_add(report, "modules_not_loadable", failed);
 }
 
 /* The state dir on another filesystem: hu.state=UUID=<uuid>:<dir> names
@@ -101,6 +105,40 @@ static int find_state_dir(struct hu_ctx *ctx, const char *root, char **ret_dir)
 	if (asprintf(ret_dir, "/run/host-upgrade/state-fs%s", colon + 1) < 0)
 		return -ENOMEM;
 	return 0;
+}
+
+/* The restore must wait for the filesystems holding in-place RAM: a
+ * drop-in with RequiresMountsFor= each RAM file's directory. */
+static int write_mounts_dropin(struct hu_ctx *ctx, struct hu_manifest *m, const char *dropin_dir)
+{
+	_cleanup_free_ char *text = strdup("# written by host-upgrade early-boot\n[Unit]\n"), *path = NULL;
+	int r;
+
+	if (!text)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->list.n; i++) {
+		struct hu_vm *vm = m->list.vms[i];
+
+		for (size_t j = 0; j < vm->n_memdevs; j++) {
+			const char *p = vm->memdevs[j].mem_path;
+			char *n, *slash;
+
+			if (!vm->memdevs[j].skipped || !p || strchr(p, '"') || strchr(p, '\n'))
+				continue;
+			slash = strrchr(p, '/');
+			if (asprintf(&n, "%sRequiresMountsFor=\"%.*s\"\n", text,
+				     (int)(slash && slash != p ? slash - p : 1), p) < 0)
+				return -ENOMEM;
+			free(text);
+			text = n;
+		}
+	}
+	r = hu_mkdir_p(dropin_dir, 0755);
+	if (r < 0)
+		return r;
+	if (asprintf(&path, "%s/50-ram-mounts.conf", dropin_dir) < 0)
+		return -ENOMEM;
+	return hu_write_file_atomic(path, text, strlen(text), 0644);
 }
 
 /* Wait for every medium of every checkpointed VM; record what is wrong. */
@@ -168,6 +206,8 @@ int hu_early_boot(struct hu_ctx *ctx, const struct hu_early_opts *o)
 	} else {
 		bad = hu_early_check_media(ctx, m, o->wait_ms, media);
 		json_object_object_add(report, "media", media);
+		if (o->dropin_dir && (r = write_mounts_dropin(ctx, m, o->dropin_dir)) < 0)
+			hu_err(ctx, NULL, "cannot order the restore after the RAM mounts: %s", strerror(-r));
 		hu_manifest_free(m);
 		if (bad)
 			hu_err(ctx, NULL, "%d RAM medi%s did not come back as checkpointed: restore will refuse those VMs",

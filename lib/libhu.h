@@ -146,6 +146,7 @@ struct hu_early_opts {
 	const char *run_dir;    /* where the report goes (/run/host-upgrade) */
 	const char *wants_dir;  /* /run/systemd/system/sysinit.target.wants, or NULL */
 	const char *unit_path;  /* the restore unit the wants-link points to */
+	const char *dropin_dir; /* its drop-in dir under /run (RAM mounts), or NULL */
 	unsigned wait_ms;       /* how long to wait for pmem/DAX devices */
 	bool no_modules;        /* do not load modules (tests) */
 };

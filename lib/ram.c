@@ -149,21 +149,22 @@ int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char *why
 	else
 		snprintf(path, sizeof(path), "%s/class/block/%s/size", ctx->sys_root, m->device);
 	if (read_sys_u64(path, &size) < 0) {
-		snprintf(why, len, "%s is not there", m->device);
+		snprintf(why, len, "%s is not there: the RAM it held is lost", m->device);
 		return -ESTALE;
 	}
 	if (m->kind != HU_MEDIUM_DEVDAX)
 		size *= 512;
 	if (size != m->size) {
-		snprintf(why, len, "%s is %llu bytes, was %llu", m->device, (unsigned long long)size,
-			 (unsigned long long)m->size);
+		snprintf(why, len, "%s is %llu bytes, was %llu: the RAM it held did not survive", m->device,
+			 (unsigned long long)size, (unsigned long long)m->size);
 		return -ESTALE;
 	}
 	if (m->mode) {
 		snprintf(path, sizeof(path), "%s/class/block/%s/device/mode", ctx->sys_root, m->device);
 		read_sys_str(path, &mode);
 		if (!mode || !streq(mode, m->mode)) {
-			snprintf(why, len, "%s is in mode %s, was %s", m->device, mode ?: "(none)", m->mode);
+			snprintf(why, len, "%s is in mode %s, was %s: the RAM it held did not survive", m->device,
+				 mode ?: "(none)", m->mode);
 			return -ESTALE;
 		}
 	}

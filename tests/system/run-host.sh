@@ -1,17 +1,21 @@
 #!/bin/bash
 # Boot the test host (built by build-host.sh) under QEMU/TCG and run a scenario in it.
 #
-#   tests/system/run-host.sh [--no-build] [--timeout SEC] [--out DIR] [--quiet] SCENARIO_SCRIPT
+#   tests/system/run-host.sh [--no-build] [--timeout SEC] [--out DIR] [--quiet] [--brief] SCENARIO_SCRIPT
 #
 # The test host boots Debian's 6.1 kernel with its dracut initrd
 # ("console=ttyS0 root=/dev/vda rw memmap=256M!1G nokaslr": 256 MiB of legacy pmem
-# at 1 GiB), -smp 2 -m 2G, no network, -no-reboot (a firmware reboot ends the run
-# instead of silently wiping the pmem). Its root disk is a throw-away qcow2 overlay
-# over the cached host.img.
+# at 1 GiB), -smp 2 -m 2G, no network, -no-reboot (a reset of the test host ends the
+# QEMU process instead of rebooting it unnoticed). Its root disk is a throw-away qcow2 overlay
+# over the cached host.img. A scenario that writes "HU-EVENT: power-cycle" on ttyS1
+# before the host resets gets a power cycle: the outer QEMU is started again (a new
+# process, so fresh RAM: the legacy pmem is gone) on the same disks (at most 3 times).
+# HU_SYSTEM_WARM_RESET=1 (exploration) leaves out -no-reboot: a reset then stays in
+# the same QEMU process, whose RAM (legacy pmem included) survives it.
 #
 # SCENARIO_SCRIPT is a bash script that hu-scenario.service runs inside the test
 # host at every boot, also after a kexec (HU_BOOT=1, 2, ...), with the helpers of
-# tests/system/in-host/lib.sh. It gets there on a small second disk (/dev/vdb,
+# tests/system/in-host/*.sh. It gets there on a small second disk (/dev/vdb,
 # label HU-SCEN, mounted on /hu) with the helpers, /hu/tick.elf (the inner guest)
 # and /hu/env (HU_OLD_KVER, HU_NEW_KVER). Its log and results come back twice:
 # live on the second serial port (ttyS1), timestamped here, and in /hu/results,
@@ -22,6 +26,9 @@
 #   scenario.log  ttyS1 (the scenario's output, HU-* lines), stamped the same way
 #   results/      what the scenario left on /hu/results (per-boot journal, dmesg, logs)
 #   summary.txt   results, verdict, timeline and phase timings
+#   report.txt    per-VM downtime, blackout, where the time went (report.py), timings.json
+# --quiet: echo only milestones and HU- lines while it runs; --brief: at the end
+# print only the verdict (not the summary and the report).
 # Exit status: 0 when the scenario said HU-VERDICT: PASS, 1 otherwise, 2 usage error.
 set -euo pipefail
 
@@ -32,6 +39,7 @@ timeout=${HU_SYSTEM_TIMEOUT:-1200}
 build=1
 out=""
 echo_mode=all
+brief=0
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -40,6 +48,7 @@ while [ $# -gt 0 ]; do
 	--timeout) timeout=${2:?}; shift ;;
 	--out) out=${2:?}; shift ;;
 	--quiet) echo_mode=milestones ;;
+	--brief) brief=1 ;;
 	-h|--help) usage ;;
 	-*) echo "run-host: unknown option $1" >&2; exit 2 ;;
 	*) break ;;
@@ -52,6 +61,7 @@ scenario=$(realpath "$1")
 [ "$(id -u)" -eq 0 ] || { echo "run-host: must run as root" >&2; exit 1; }
 
 t_start=$EPOCHREALTIME
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
 say() { printf '[run-host %7ss] %s\n' "$(since "$t_start")" "$*" >&2; }
 
@@ -94,7 +104,7 @@ trap 'exit 143' TERM
 say "scenario $name → $out"
 stage=$work/scen
 mkdir -p "$stage/results"
-cp "$here/in-host/boot.sh" "$here/in-host/lib.sh" "$stage/"
+cp "$here"/in-host/*.sh "$stage/"
 cp "$scenario" "$stage/scenario.sh"
 cp "$HU_TICK_ELF" "$stage/tick.elf"
 cat > "$stage/env" <<ENV
@@ -103,7 +113,7 @@ HU_NEW_KVER=$HU_NEW_KVER
 HU_DRACUT_HU_MODULE=$HU_DRACUT_HU_MODULE
 HU_SCENARIO=$name
 ENV
-mkfs.ext4 -q -F -O ^has_journal -L HU-SCEN -d "$stage" "$work/scen.img" 64M
+mkfs.ext4 -q -F -O ^has_journal -L HU-SCEN -d "$stage" "$work/scen.img" 64M > /dev/null
 
 # -- the root disk: a throw-away overlay on the cached image
 qemu-img create -q -f qcow2 -F raw -b "$HU_IMAGE" "$work/host.qcow2"
@@ -120,37 +130,58 @@ setpriv --pdeathsig KILL -- /usr/bin/python3 "$here/serial-relay.py" "$t0" \
 relay_pid=$!
 
 append="console=ttyS0 root=/dev/vda rw memmap=256M!1G nokaslr"
+# HU_SYSTEM_WARM_RESET=1 (exploration): a reset of the test host resets the same QEMU
+# process (no -no-reboot), which keeps its RAM, legacy pmem included.
+no_reboot=(-no-reboot)
+[ "${HU_SYSTEM_WARM_RESET:-0}" = 1 ] && no_reboot=()
 # shellcheck disable=SC2054 # commas are QEMU's
 qemu=(qemu-system-x86_64 -name hu-testhost -machine pc,accel=tcg -cpu max -smp 2 -m 2G
 	-kernel "$HU_OLD_VMLINUZ" -initrd "$HU_OLD_INITRD" -append "$append"
 	-drive "file=$work/host.qcow2,if=virtio,format=qcow2,cache=unsafe,discard=unmap"
 	-drive "file=$work/scen.img,if=virtio,format=raw,cache=writeback"
-	-nic none -no-reboot -display none -nodefaults
-	-chardev "file,id=s0,path=$work/ttyS0.raw" -serial chardev:s0
-	-chardev "file,id=s1,path=$work/ttyS1.raw" -serial chardev:s1
+	-nic none "${no_reboot[@]}" -display none -nodefaults
+	-chardev "file,id=s0,path=$work/ttyS0.raw,append=on" -serial chardev:s0
+	-chardev "file,id=s1,path=$work/ttyS1.raw,append=on" -serial chardev:s1
 	-qmp "unix:$work/qmp.sock,server=on,wait=off")
 printf '%q ' "${qemu[@]}" > "$out/qemu-cmdline.txt"
 echo >> "$out/qemu-cmdline.txt"
-say "booting the test host: $HU_OLD_KVER, timeout ${timeout}s"
-# --pdeathsig: QEMU dies with this script even when it is killed with SIGKILL.
-setpriv --pdeathsig KILL -- "${qemu[@]}" > "$out/qemu.log" 2>&1 &
-qemu_pid=$!
-
+: > "$out/qemu.log"
 timed_out=0
-while kill -0 "$qemu_pid" 2>/dev/null; do
-	if awk -v a="$t0" -v b="$EPOCHREALTIME" -v t="$timeout" 'BEGIN { exit !(b - a > t) }'; then
-		say "TIMEOUT after ${timeout}s: killing the test host (pid $qemu_pid)"
-		timed_out=1
-		kill -TERM "$qemu_pid" 2>/dev/null || true
-		sleep 2
-		kill -KILL "$qemu_pid" 2>/dev/null || true
-		break
-	fi
-	sleep 0.5
-done
 qemu_rc=0
-wait "$qemu_pid" || qemu_rc=$?
-qemu_pid=""
+cycles=0
+while :; do
+	if [ "$cycles" = 0 ]; then
+		say "booting the test host: $HU_OLD_KVER, timeout ${timeout}s"
+	else
+		say "power cycle $cycles: starting the test host again (new QEMU process: fresh RAM)"
+	fi
+	s1_pos=$(stat -c %s "$work/ttyS1.raw")
+	# --pdeathsig: QEMU dies with this script even when it is killed with SIGKILL.
+	setpriv --pdeathsig KILL -- "${qemu[@]}" >> "$out/qemu.log" 2>&1 &
+	qemu_pid=$!
+	while kill -0 "$qemu_pid" 2>/dev/null; do
+		if awk -v a="$t0" -v b="$EPOCHREALTIME" -v t="$timeout" 'BEGIN { exit !(b - a > t) }'; then
+			say "TIMEOUT after ${timeout}s: killing the test host (pid $qemu_pid)"
+			timed_out=1
+			kill -TERM "$qemu_pid" 2>/dev/null || true
+			sleep 2
+			kill -KILL "$qemu_pid" 2>/dev/null || true
+			break
+		fi
+		sleep 0.5
+	done
+	qemu_rc=0
+	wait "$qemu_pid" || qemu_rc=$?
+	qemu_pid=""
+	# A power cycle asked for by this boot (with HU_SYSTEM_WARM_RESET=1 the
+	# reset stayed inside the same QEMU process: nothing to do).
+	asked=$(tail -c "+$((s1_pos + 1))" "$work/ttyS1.raw" | grep -c 'HU-EVENT: power-cycle' || true)
+	if [ "$timed_out" = 0 ] && [ "$qemu_rc" = 0 ] && [ ${#no_reboot[@]} -gt 0 ] && [ "${asked:-0}" -gt 0 ] && [ "$cycles" -lt 3 ]; then
+		cycles=$((cycles + 1))
+		continue
+	fi
+	break
+done
 t_end=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }')
 sleep 0.1
 kill -TERM "$relay_pid" 2>/dev/null || true
@@ -167,6 +198,7 @@ debugfs -R "rdump /results $out" "$work/scen.img" > /dev/null 2>&1 || say "warni
 	echo "scenario:  $name"
 	echo "image:     $HU_IMAGE ($HU_OLD_KVER -> $HU_NEW_KVER)"
 	echo "run time:  ${t_end}s (QEMU start to exit)$([ $timed_out = 1 ] && echo ', TIMED OUT')"
+	echo "load:      $load_start -> $(cut -d' ' -f1-3 /proc/loadavg) (this machine's load average, $(nproc) CPUs: other jobs slow the test host down)"
 	echo
 	echo "== results"
 	sed -n 's/^\[ *\([0-9.]*\)\] HU-RESULT: /\1 /p' "$out/scenario.log" | awk '{ t = $1; $1 = ""; printf "%9.3f %s\n", t, substr($0, 2) }'
@@ -223,7 +255,13 @@ debugfs -R "rdump /results $out" "$work/scen.img" > /dev/null 2>&1 || say "warni
 	verdict=$(sed -n 's/^\[ *[0-9.]*\] HU-VERDICT: //p' "$out/scenario.log" | tail -n1)
 	echo "verdict:   ${verdict:-NONE (the scenario did not finish; see console.log)}"
 } > "$out/summary.txt"
-echo >&2
-cat "$out/summary.txt" >&2
+python3 "$here/report.py" "$out" > /dev/null 2>&1 || say "warning: report.py failed"
+if [ "$brief" = 1 ]; then
+	grep '^verdict:' "$out/summary.txt" >&2
+else
+	echo >&2
+	cat "$out/summary.txt" >&2
+	[ -s "$out/report.txt" ] && { echo >&2; cat "$out/report.txt" >&2; }
+fi
 say "logs: $out"
 grep -q '^verdict:   PASS' "$out/summary.txt"

@@ -97,15 +97,17 @@ static int teardown(void **state)
 
 static int run_early(void)
 {
-	char run[128], wants[128], sysroot[128];
+	char run[128], wants[128], sysroot[128], dropin[160];
 	struct hu_early_opts o = {
 		.run_dir = run, .wants_dir = wants, .unit_path = "/usr/lib/systemd/system/host-upgrade-restore.service",
-		.root = sysroot, .wait_ms = 300, .no_modules = true,
+		.root = sysroot, .wait_ms = 300, .no_modules = true, .dropin_dir = dropin,
 	};
+
 
 	snprintf(run, sizeof(run), "%s/run/host-upgrade", root);
 	snprintf(wants, sizeof(wants), "%s/run/systemd/system/sysinit.target.wants", root);
 	snprintf(sysroot, sizeof(sysroot), "%s/sysroot", root);
+	snprintf(dropin, sizeof(dropin), "%s/run/systemd/system/host-upgrade-restore.service.d", root);
 	return hu_early_boot(ctx, &o);
 }
 
@@ -161,6 +163,15 @@ static void test_marker_and_medium_back(void **state)
 	assert_non_null(strstr(r, "\"ok\":true"));
 	assert_true(wants_link());
 	free(r);
+	/* The restore waits for the filesystem holding the RAM. */
+	{
+		char path[256], *conf = NULL;
+
+		snprintf(path, sizeof(path), "%s/run/systemd/system/host-upgrade-restore.service.d/50-ram-mounts.conf", root);
+		assert_int_equal(hu_read_file(path, 4096, &conf, NULL), 0);
+		assert_non_null(strstr(conf, "RequiresMountsFor=\"/mnt/pmem\"\n"));
+		free(conf);
+	}
 	/* Twice is fine: the link exists already. */
 	assert_int_equal(run_early(), 0);
 }
