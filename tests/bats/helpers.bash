@@ -153,7 +153,9 @@ vm_pid() {
 _hu_pid_alive() {
 	local stat
 	[[ -r /proc/$1/stat ]] || return 1
-	{ stat=$(<"/proc/$1/stat"); } 2>/dev/null || return 1
+	# read, not $(<…): a command substitution is a subshell that inherits bats'
+	# ERR trap, so a process vanishing between the two lines failed the caller.
+	{ read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
 	stat=${stat##*) }
 	[[ "${stat%% *}" != Z && "${stat%% *}" != X ]]
 }
