@@ -54,22 +54,11 @@ void hu_set_log_priority(struct hu_ctx *ctx, int priority)
 	ctx->log_priority = priority;
 }
 
-static int replace_str(char **dst, const char *src)
-{
-	char *s = strdup(src);
-
-	if (!s)
-		return -ENOMEM;
-	free(*dst);
-	*dst = s;
-	return 0;
-}
-
 int hu_set_state_dir(struct hu_ctx *ctx, const char *dir)
 {
 	if (!dir || dir[0] == '\0' || strlen(dir) > 200)
 		return -EINVAL;
-	return replace_str(&ctx->state_dir, dir);
+	return hu_strdup_replace(&ctx->state_dir, dir);
 }
 
 const char *hu_get_state_dir(const struct hu_ctx *ctx)
@@ -79,12 +68,12 @@ const char *hu_get_state_dir(const struct hu_ctx *ctx)
 
 int hu_set_proc_root(struct hu_ctx *ctx, const char *dir)
 {
-	return replace_str(&ctx->proc_root, dir);
+	return hu_strdup_replace(&ctx->proc_root, dir);
 }
 
 int hu_set_sys_root(struct hu_ctx *ctx, const char *dir)
 {
-	return replace_str(&ctx->sys_root, dir);
+	return hu_strdup_replace(&ctx->sys_root, dir);
 }
 
 void hu_set_jobs(struct hu_ctx *ctx, unsigned jobs)

@@ -76,6 +76,7 @@ int hu_write_file_atomic(const char *path, const void *data, size_t len, mode_t 
 int hu_fsync_path(const char *path);
 int hu_mkdir_private(const char *dir);
 int hu_mkdir_p(const char *path, mode_t mode);
+int hu_strdup_replace(char **dst, const char *src);
 int hu_strv_push(char ***strv, size_t *n, const char *s);
 void hu_strv_free(char **strv, size_t n);
 int hu_parse_size(const char *s, uint64_t *ret);

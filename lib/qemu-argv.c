@@ -218,17 +218,6 @@ void hu_argv_info_clear(struct hu_argv_info *info)
 	memset(info, 0, sizeof(*info));
 }
 
-static int set_str(char **dst, const char *v)
-{
-	char *s = strdup(v);
-
-	if (!s)
-		return -ENOMEM;
-	free(*dst);
-	*dst = s;
-	return 0;
-}
-
 /* The unix socket path of a "unix:PATH,server=on" chardev spec, or why not. */
 static int unix_server_path(const struct hu_opts *o, const char *backend_key,
 			    char **ret_path, char **ret_error)
@@ -239,7 +228,7 @@ static int unix_server_path(const struct hu_opts *o, const char *backend_key,
 	const char *keyed = hu_opts_get(o, "unix:path");
 
 	if (!b && keyed && is_on(hu_opts_get(o, "server")))
-		return set_str(ret_path, keyed);
+		return hu_strdup_replace(ret_path, keyed);
 	if (!b || strncmp(b, "unix:", 5) != 0 || b[5] == '\0') {
 		*ret_error = strdup("QMP endpoint is not a unix socket");
 		return 0;
@@ -248,7 +237,7 @@ static int unix_server_path(const struct hu_opts *o, const char *backend_key,
 		*ret_error = strdup("QMP socket is a client, not a server");
 		return 0;
 	}
-	return set_str(ret_path, b + 5);
+	return hu_strdup_replace(ret_path, b + 5);
 }
 
 int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
@@ -283,7 +272,7 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
 		if (streq(opt, "name")) {
 			r = hu_opts_parse(val, "guest", &o);
 			if (r >= 0 && hu_opts_get(&o, "guest"))
-				r = set_str(&info.name, hu_opts_get(&o, "guest"));
+				r = hu_strdup_replace(&info.name, hu_opts_get(&o, "guest"));
 		} else if (streq(opt, "qmp") || streq(opt, "qmp-pretty")) {
 			r = hu_opts_parse(val, "backend", &o);
 			if (r >= 0 && !info.qmp_path) {
@@ -313,7 +302,7 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
 			r = hu_opts_parse(val, "chardev", &o);
 			if (r >= 0 && !control_id && streq(hu_opts_get(&o, "mode") ?: "", "control") &&
 			    hu_opts_get(&o, "chardev"))
-				r = set_str(&control_id, hu_opts_get(&o, "chardev"));
+				r = hu_strdup_replace(&control_id, hu_opts_get(&o, "chardev"));
 		} else if (streq(opt, "device")) {
 			r = hu_opts_parse(val, "driver", &o);
 			const char *drv = r >= 0 ? hu_opts_get(&o, "driver") : NULL;
@@ -325,7 +314,7 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
 			if (drv && streq(drv, "virtserialport") &&
 			    streq(hu_opts_get(&o, "name") ?: "", "org.qemu.guest_agent.0") &&
 			    hu_opts_get(&o, "chardev"))
-				r = set_str(&agent_id, hu_opts_get(&o, "chardev"));
+				r = hu_strdup_replace(&agent_id, hu_opts_get(&o, "chardev"));
 		} else if (streq(opt, "object")) {
 			r = hu_opts_parse(val, "qom-type", &o);
 			const char *mp = r >= 0 ? hu_opts_get(&o, "mem-path") : NULL;
@@ -337,7 +326,7 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
 		} else if (streq(opt, "runas") || (streq(opt, "run-with") && strstr(val, "user="))) {
 			info.drops_privileges = true;
 		} else if (streq(opt, "pidfile")) {
-			r = set_str(&info.pidfile, val);
+			r = hu_strdup_replace(&info.pidfile, val);
 		} else if (streq(opt, "incoming")) {
 			info.has_incoming = true;
 		}
@@ -349,7 +338,7 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
 	for (size_t c = 0; c < n_chardevs && r >= 0; c++) {
 		if (control_id && !info.qmp_path && streq(chardevs[c].id, control_id)) {
 			if (chardevs[c].path && chardevs[c].server)
-				r = set_str(&info.qmp_path, chardevs[c].path);
+				r = hu_strdup_replace(&info.qmp_path, chardevs[c].path);
 			else if (!qmp_err)
 				qmp_err = strdup(chardevs[c].has_fd ?
 					"QMP socket was passed as a file descriptor (managed by another tool?)" :
@@ -357,7 +346,7 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
 		}
 		if (agent_id && !info.qga_path && streq(chardevs[c].id, agent_id) &&
 		    chardevs[c].path && chardevs[c].server)
-			r = set_str(&info.qga_path, chardevs[c].path);
+			r = hu_strdup_replace(&info.qga_path, chardevs[c].path);
 	}
 	for (size_t c = 0; c < n_chardevs; c++) {
 		free(chardevs[c].id);

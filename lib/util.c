@@ -133,6 +133,18 @@ int hu_mkdir_private(const char *dir)
 	return 0;
 }
 
+/* Replace *dst with a copy of src; *dst is untouched on failure. */
+int hu_strdup_replace(char **dst, const char *src)
+{
+	char *s = strdup(src);
+
+	if (!s)
+		return -ENOMEM;
+	free(*dst);
+	*dst = s;
+	return 0;
+}
+
 int hu_mkdir_p(const char *path, mode_t mode)
 {
 	_cleanup_free_ char *p = strdup(path);

@@ -179,52 +179,8 @@ _hu_tail() {
 
 vm_start() {
 	local name=${1:-}
-	_hu_need_t && _hu_check_name "$name" || return 1
 	shift
-	guest_build || return 1
-	local pidf=$T/$name.pid
-	rm -f "$pidf" "$T/$name.lastpid"
-	# shellcheck disable=SC2054 # commas are QEMU option syntax
-	local -a argv=(
-		"$QEMU" -machine pc,accel=tcg -cpu max -m "$HU_VM_MEM" -smp 1 -nodefaults -display none
-		-kernel "$GUEST_DIR/vmlinuz" -initrd "${HU_VM_INITRD:-$GUEST_DIR/initramfs.cpio.gz}"
-		-append "$HU_VM_APPEND"
-		-chardev "file,id=ser0,path=$T/$name.serial,append=on" -serial chardev:ser0
-		-name "guest=$name" -pidfile "$pidf"
-		"$@"
-	)
-	# Remember which socket `qmp NAME` should use.
-	local a
-	rm -f "$T/$name.qmpsock"
-	for a in "$@"; do
-		case "$a" in
-		*"$T/$name.qmp"*) printf '%s\n' "$T/$name.qmp" >"$T/$name.qmpsock" ;;
-		*"$T/$name.sock"*) [[ -e "$T/$name.qmpsock" ]] || printf '%s\n' "$T/$name.sock" >"$T/$name.qmpsock" ;;
-		esac
-	done
-	printf '%q ' "${argv[@]}" >"$T/$name.cmdline"
-	echo >>"$T/$name.cmdline"
-	echo "=== $(date '+%T.%N') vm_start ${argv[*]}" >>"$T/$name.log"
-	# fds 3/4 belong to bats: a background child keeping them open makes bats hang.
-	"${argv[@]}" </dev/null >>"$T/$name.log" 2>&1 3>&- 4>&- &
-	local qpid=$! i
-	# not a job of the test shell: no "Killed" notices; bash still reaps it
-	disown "$qpid" 2>/dev/null || true
-	for ((i = 0; i < 200; i++)); do
-		if [[ -s "$pidf" ]]; then
-			cp "$pidf" "$T/$name.lastpid"
-			return 0
-		fi
-		if ! _hu_pid_alive "$qpid"; then
-			echo "helpers: QEMU for VM '$name' exited during startup" >&2
-			_hu_tail "$T/$name.log" 20 >&2
-			return 1
-		fi
-		sleep 0.05
-	done
-	echo "helpers: QEMU for VM '$name' wrote no pidfile within 10 s" >&2
-	_hu_tail "$T/$name.log" 20 >&2
-	return 1
+	vm_start_bare "$name" -name "guest=$name" "$@"
 }
 
 vm_wait_exit() {
