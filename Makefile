@@ -3,7 +3,7 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 BUILD ?= build
 CC ?= gcc
-PKGS = json-c libkmod blkid libsystemd
+PKGS = json-c libkmod blkid libsystemd libndctl libdaxctl uuid
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Werror=implicit-function-declaration \
 	-Werror=format -fno-strict-aliasing -pthread -Ilib $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

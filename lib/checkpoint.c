@@ -61,6 +61,18 @@ static int save_one(struct hu_vm *vm)
 	if (r < 0)
 		return hu_vm_set_error(vm, r, "cannot set cpr-reboot mode: %s", qerr ?: hu_qmp_strerror(r));
 
+	/* Which namespace holds the RAM does not change while the guest runs:
+	 * look it up before the stop, not inside the blackout. */
+	for (size_t i = 0; i < vm->n_memdevs; i++) {
+		struct hu_memdev *d = &vm->memdevs[i];
+
+		if (!d->skipped)
+			continue;
+		hu_medium_clear(&d->medium);
+		r = hu_ram_medium(vm->ctx, d->mem_path, &d->medium);
+		if (r < 0)
+			return hu_vm_set_error(vm, r, "medium of RAM in %s: %s", d->mem_path, strerror(-r));
+	}
 	if (unlink(vm->state_file) < 0 && errno != ENOENT)
 		return hu_vm_set_error(vm, -errno, "cannot replace %s: %m", vm->state_file);
 	if (asprintf(&uri, "file:%s", vm->state_file) < 0)
@@ -98,12 +110,6 @@ static int save_one(struct hu_vm *vm)
 		r = hu_ram_digest(d->mem_path, d->size, &d->digest);
 		if (r < 0)
 			return hu_vm_set_error(vm, r, "digest of RAM in %s: %s", d->mem_path, strerror(-r));
-		free(d->medium.device);
-		free(d->medium.mode);
-		memset(&d->medium, 0, sizeof(d->medium));
-		r = hu_ram_medium(vm->ctx, d->mem_path, &d->medium);
-		if (r < 0)
-			return hu_vm_set_error(vm, r, "medium of RAM in %s: %s", d->mem_path, strerror(-r));
 	}
 	r = hu_vm_fingerprint_disks(vm, vm->qmp);
 	if (r < 0)

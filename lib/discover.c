@@ -38,8 +38,7 @@ void hu_vm_free(struct hu_vm *vm)
 		free(vm->memdevs[i].type);
 		free(vm->memdevs[i].mem_path);
 		free(vm->memdevs[i].why);
-		free(vm->memdevs[i].medium.device);
-		free(vm->memdevs[i].medium.mode);
+		hu_medium_clear(&vm->memdevs[i].medium);
 	}
 	free(vm->memdevs);
 	for (size_t i = 0; i < vm->n_disks; i++)

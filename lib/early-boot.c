@@ -18,7 +18,7 @@
 #include "hu-private.h"
 
 static const char *const early_modules[] = {
-	"libnvdimm", "nd_pmem", "nd_e820", "nd_btt", "dax_pmem", "device_dax", "kvm", "kvm_intel", "kvm_amd",
+	"libnvdimm", "nfit", "nd_pmem", "nd_e820", "nd_btt", "dax_pmem", "device_dax", "kvm", "kvm_intel", "kvm_amd",
 };
 
 /* Is `word` (or "key=" prefix when it ends in '=') on the kernel command line? */

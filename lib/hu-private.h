@@ -167,8 +167,10 @@ enum hu_medium_kind {
 struct hu_medium {
 	enum hu_medium_kind kind;
 	char *device;      /* dax0.0, pmem0 */
+	char *ns;          /* namespace0.0 */
+	char *uuid;        /* of the namespace's label or info block; none for raw label-less pmem */
 	uint64_t size;     /* bytes */
-	char *mode;        /* the namespace mode (fsdax, raw), when known */
+	char *mode;        /* the namespace mode: fsdax, devdax, raw, sector */
 };
 
 struct hu_memdev {
@@ -282,6 +284,8 @@ int hu_classify_fs(long f_type, enum hu_backing *ret);
 int hu_ram_digest(const char *path, uint64_t size, uint64_t *ret);
 int hu_ram_medium(struct hu_ctx *ctx, const char *mem_path, struct hu_medium *ret);
 int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char *why, size_t len);
+int hu_medium_compare(const struct hu_medium *was, const struct hu_medium *now, char *why, size_t len);
+void hu_medium_clear(struct hu_medium *m);
 const char *hu_medium_kind_to_string(enum hu_medium_kind k);
 
 /* ---- manifest.c ---- */

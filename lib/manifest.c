@@ -10,6 +10,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
+#include <uuid/uuid.h>
 #include "hu-private.h"
 
 static const char *const state_names[] = {
@@ -140,6 +141,8 @@ static json_object *vm_to_json(const struct hu_vm *vm)
 
 			json_object_object_add(med, "kind", json_object_new_string(hu_medium_kind_to_string(d->medium.kind)));
 			json_object_object_add(med, "device", str_or_null(d->medium.device));
+			json_object_object_add(med, "namespace", str_or_null(d->medium.ns));
+			json_object_object_add(med, "uuid", str_or_null(d->medium.uuid));
 			json_object_object_add(med, "size", json_object_new_uint64(d->medium.size));
 			json_object_object_add(med, "mode", str_or_null(d->medium.mode));
 			json_object_object_add(m, "medium", med);
@@ -441,9 +444,17 @@ static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 			d->medium.device = dup_or_null(get_str(med, "device", 64, true, &r));
 			d->medium.size = get_uint(med, "size", &r);
 			d->medium.mode = dup_or_null(get_str(med, "mode", 32, true, &r));
+			d->medium.ns = dup_or_null(get_str(med, "namespace", 64, true, &r));
+			d->medium.uuid = dup_or_null(get_str(med, "uuid", 36, true, &r));
 			/* A device name, not a path: it is looked up under /sys. */
 			if (r >= 0 && d->medium.device && (strchr(d->medium.device, '/') || d->medium.device[0] == '.'))
 				r = -EBADMSG;
+			if (r >= 0 && d->medium.uuid) {
+				uuid_t uu;
+
+				if (uuid_parse(d->medium.uuid, uu) < 0)
+					r = -EBADMSG;
+			}
 		}
 	}
 	disks = get_array(o, "disks", HU_MAX_DISKS, &r);

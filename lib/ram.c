@@ -7,6 +7,7 @@
  * mmap, not read: device DAX supports only mmap. A memfd/LUO medium can
  * plug in here later.
  */
+#include <ctype.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -55,120 +56,229 @@ int hu_ram_digest(const char *path, uint64_t size, uint64_t *ret)
 	return 0;
 }
 
-/* --- what the RAM lives on, for the early-boot check ------------------- */
+/* --- what the RAM lives on: the namespace, through libndctl ----------- */
 
-#include <limits.h>
 #include <stdio.h>
+#include <blkid.h>
+#include <daxctl/libdaxctl.h>
+#include <ndctl/libndctl.h>
 #include <sys/sysmacros.h>
+#include <uuid/uuid.h>
 
-static int read_sys_u64(const char *path, uint64_t *ret)
+static void ndctl_unrefp(struct ndctl_ctx **p)
 {
-	_cleanup_free_ char *s = NULL;
-	char *end;
-	int r = hu_read_file(path, 64, &s, NULL);
+	if (*p)
+		ndctl_unref(*p);
+}
+
+/* libndctl logs to stderr by default; a library does not print. */
+static void ndctl_quiet(struct ndctl_ctx *ctx, int priority, const char *file, int line, const char *fn,
+			const char *format, va_list args)
+{
+}
+
+static const char *ns_mode_to_string(enum ndctl_namespace_mode mode)
+{
+	switch (mode) {
+	case NDCTL_NS_MODE_FSDAX:  return "fsdax";
+	case NDCTL_NS_MODE_SECTOR: return "sector";
+	case NDCTL_NS_MODE_RAW:    return "raw";
+	case NDCTL_NS_MODE_DEVDAX: return "devdax";
+	default:                   return "unknown";
+	}
+}
+
+/* What one namespace exposes, as ndctl list shows it: the device, the uuid of
+ * its label or info block (none for a raw label-less one), mode and size. */
+struct ns_view {
+	const char *ns;
+	const char *device;
+	dev_t devt;            /* device DAX only */
+	char uuid[37];
+	const char *mode;
+	uint64_t size;
+};
+
+static bool ns_view_get(struct ndctl_namespace *ndns, struct ns_view *v)
+{
+	enum ndctl_namespace_mode mode = ndctl_namespace_get_mode(ndns);
+	struct ndctl_pfn *pfn = ndctl_namespace_get_pfn(ndns);
+	struct ndctl_dax *dax = ndctl_namespace_get_dax(ndns);
+	uuid_t uu;
+
+	*v = (struct ns_view){ .ns = ndctl_namespace_get_devname(ndns), .mode = ns_mode_to_string(mode) };
+	uuid_clear(uu);
+	if (dax) {
+		struct daxctl_region *region = ndctl_dax_get_daxctl_region(dax);
+		struct daxctl_dev *dev;
+
+		ndctl_dax_get_uuid(dax, uu);
+		daxctl_dev_foreach(region, dev) {
+			if (daxctl_dev_get_size(dev) == 0)
+				continue; /* the seed device of the region */
+			v->device = daxctl_dev_get_devname(dev);
+			v->devt = makedev(daxctl_dev_get_major(dev), daxctl_dev_get_minor(dev));
+			v->size = daxctl_dev_get_size(dev);
+			break;
+		}
+	} else if (pfn) {
+		ndctl_pfn_get_uuid(pfn, uu);
+		v->device = ndctl_pfn_get_block_device(pfn);
+		v->size = ndctl_pfn_get_size(pfn);
+	} else {
+		v->device = ndctl_namespace_get_block_device(ndns);
+		v->size = ndctl_namespace_get_size(ndns);
+	}
+	if (uuid_is_null(uu))
+		ndctl_namespace_get_uuid(ndns, uu);
+	if (!uuid_is_null(uu))
+		uuid_unparse(uu, v->uuid);
+	return v->device && v->device[0];
+}
+
+/* How a namespace is looked for: by the device a RAM file lives on, or by name. */
+struct ns_key {
+	dev_t devt;            /* device DAX: its char device number */
+	const char *device;    /* pmem0, dax0.0 */
+	const char *uuid;      /* also reported: where a namespace with this uuid is now */
+};
+
+static bool device_is(const char *device, const char *want)
+{
+	size_t n = strlen(device);
+
+	/* pmem0 holds the filesystem also when it is on a partition, pmem0p1 */
+	return strncmp(want, device, n) == 0 && (want[n] == '\0' || (want[n] == 'p' && isdigit(want[n + 1])));
+}
+
+/* 1 and the view copied into *ret when found; 0 when not (*moved_to names the
+ * device now holding key->uuid, if any); negative errno when libndctl fails. */
+static int ns_find(const struct ns_key *key, struct hu_medium *ret, char **moved_to)
+{
+	_cleanup_(ndctl_unrefp) struct ndctl_ctx *nd = NULL;
+	struct ndctl_bus *bus;
+	struct ndctl_region *region;
+	struct ndctl_namespace *ndns;
+	int r = ndctl_new(&nd);
 
 	if (r < 0)
 		return r;
-	errno = 0;
-	*ret = strtoull(s, &end, 0);
-	return errno || end == s ? -EBADMSG : 0;
+	ndctl_set_log_fn(nd, ndctl_quiet);
+	ndctl_bus_foreach(nd, bus) ndctl_region_foreach(bus, region) ndctl_namespace_foreach(region, ndns) {
+		struct ns_view v;
+
+		if (!ns_view_get(ndns, &v))
+			continue;
+		if (key->devt ? v.devt == key->devt : device_is(v.device, key->device)) {
+			ret->device = strdup(v.device);
+			ret->ns = strdup(v.ns);
+			ret->uuid = v.uuid[0] ? strdup(v.uuid) : NULL;
+			ret->mode = strdup(v.mode);
+			ret->size = v.size;
+			if (!ret->device || !ret->ns || !ret->mode || (v.uuid[0] && !ret->uuid))
+				return -ENOMEM;
+			return 1;
+		}
+		if (moved_to && key->uuid && streq(v.uuid, key->uuid) && !*moved_to)
+			*moved_to = strdup(v.device);
+	}
+	return 0;
 }
 
-static void read_sys_str(const char *path, char **ret)
+void hu_medium_clear(struct hu_medium *m)
 {
-	char *s = NULL;
-
-	if (hu_read_file(path, 64, &s, NULL) >= 0)
-		s[strcspn(s, "\n")] = '\0';
-	*ret = s;
+	free(m->device);
+	free(m->ns);
+	free(m->uuid);
+	free(m->mode);
+	*m = (struct hu_medium){};
 }
 
-/* Describe the medium under a RAM file: device DAX, a pmem block device,
- * or a file on a filesystem on pmem (fsdax). Anything else is "file":
- * only the digest can tell whether it survived. */
+/* Describe the medium under a RAM file: device DAX, a pmem block device, or a
+ * file on a filesystem on pmem (fsdax), with the namespace that holds it.
+ * Anything else is "file": only the digest can tell whether it survived. */
 int hu_ram_medium(struct hu_ctx *ctx, const char *mem_path, struct hu_medium *ret)
 {
 	struct hu_medium m = {};
+	_cleanup_free_ char *devname = NULL;
+	struct ns_key key = {};
 	struct stat st;
-	char link[96], target[PATH_MAX], *name, path[PATH_MAX + 64];
-	ssize_t n;
+	int r;
 
 	if (stat(mem_path, &st) < 0)
 		return -errno;
 	if (S_ISCHR(st.st_mode)) {
-		snprintf(link, sizeof(link), "%s/dev/char/%u:%u", ctx->sys_root, major(st.st_rdev), minor(st.st_rdev));
 		m.kind = HU_MEDIUM_DEVDAX;
-	} else if (S_ISBLK(st.st_mode)) {
-		snprintf(link, sizeof(link), "%s/dev/block/%u:%u", ctx->sys_root, major(st.st_rdev), minor(st.st_rdev));
-		m.kind = HU_MEDIUM_PMEM;
+		key.devt = st.st_rdev;
 	} else {
-		snprintf(link, sizeof(link), "%s/dev/block/%u:%u", ctx->sys_root, major(st.st_dev), minor(st.st_dev));
-		m.kind = HU_MEDIUM_FSDAX;
+		m.kind = S_ISBLK(st.st_mode) ? HU_MEDIUM_PMEM : HU_MEDIUM_FSDAX;
+		devname = blkid_devno_to_devname(S_ISBLK(st.st_mode) ? st.st_rdev : st.st_dev);
+		if (!devname || strncmp(devname, "/dev/pmem", 9) != 0)
+			goto plain_file;
+		key.device = devname + strlen("/dev/");
 	}
-	n = readlink(link, target, sizeof(target) - 1);
-	if (n <= 0)
-		goto plain_file;
-	target[n] = '\0';
-	name = strrchr(target, '/');
-	name = name ? name + 1 : target;
-	if (m.kind != HU_MEDIUM_DEVDAX && strncmp(name, "pmem", 4) != 0)
-		goto plain_file;
-	m.device = strdup(name);
-	if (!m.device)
-		return -ENOMEM;
-	if (m.kind == HU_MEDIUM_DEVDAX) {
-		snprintf(path, sizeof(path), "%s/bus/dax/devices/%s/size", ctx->sys_root, name);
-		read_sys_u64(path, &m.size);
-	} else {
-		snprintf(path, sizeof(path), "%s/class/block/%s/size", ctx->sys_root, name);
-		if (read_sys_u64(path, &m.size) >= 0)
-			m.size *= 512;
-		/* The namespace's mode (raw, fsdax, sector) lives beside it. */
-		snprintf(path, sizeof(path), "%s/class/block/%s/device/mode", ctx->sys_root, name);
-		read_sys_str(path, &m.mode);
+	r = ns_find(&key, &m, NULL);
+	if (r < 0) {
+		hu_medium_clear(&m);
+		return r;
 	}
+	if (r == 0)
+		goto plain_file;
 	*ret = m;
 	return 0;
 plain_file:
-	m.kind = HU_MEDIUM_FILE;
-	*ret = m;
+	hu_medium_clear(&m);
+	*ret = (struct hu_medium){ .kind = HU_MEDIUM_FILE };
+	return 0;
+}
+
+/* Is what `now` describes the medium `was` recorded? 0, or -ESTALE and why. */
+int hu_medium_compare(const struct hu_medium *was, const struct hu_medium *now, char *why, size_t len)
+{
+	if (was->uuid && (!now->uuid || !streq(was->uuid, now->uuid))) {
+		snprintf(why, len, "%s is namespace %s now, was %s: not the pmem the RAM was left in", was->device,
+			 now->uuid ?: "(no uuid)", was->uuid);
+		return -ESTALE;
+	}
+	if (now->size != was->size) {
+		snprintf(why, len, "%s is %llu bytes, was %llu: the RAM it held did not survive", was->device,
+			 (unsigned long long)now->size, (unsigned long long)was->size);
+		return -ESTALE;
+	}
+	if (was->mode && (!now->mode || !streq(was->mode, now->mode))) {
+		snprintf(why, len, "%s is in mode %s, was %s: the RAM it held did not survive", was->device,
+			 now->mode ?: "(none)", was->mode);
+		return -ESTALE;
+	}
 	return 0;
 }
 
 /* Is the medium back as it was? 0, or -ESTALE with the reason. */
 int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char *why, size_t len)
 {
-	char path[PATH_MAX];
-	uint64_t size = 0;
-	_cleanup_free_ char *mode = NULL;
+	struct hu_medium now = {};
+	_cleanup_free_ char *moved_to = NULL;
+	struct ns_key key = { .device = m->device, .uuid = m->uuid };
+	int r;
 
 	if (m->kind == HU_MEDIUM_FILE || !m->device)
 		return 0;
-	if (m->kind == HU_MEDIUM_DEVDAX)
-		snprintf(path, sizeof(path), "%s/bus/dax/devices/%s/size", ctx->sys_root, m->device);
-	else
-		snprintf(path, sizeof(path), "%s/class/block/%s/size", ctx->sys_root, m->device);
-	if (read_sys_u64(path, &size) < 0) {
-		snprintf(why, len, "%s is not there: the RAM it held is lost", m->device);
+	r = ns_find(&key, &now, &moved_to);
+	if (r < 0) {
+		snprintf(why, len, "cannot list the pmem namespaces: %s", strerror(-r));
+		return r;
+	}
+	if (r == 0) {
+		if (moved_to)
+			snprintf(why, len, "%s is not there: its namespace %s is %s now, not where the VM's argv points",
+				 m->device, m->uuid, moved_to);
+		else
+			snprintf(why, len, "%s is not there: the RAM it held is lost", m->device);
 		return -ESTALE;
 	}
-	if (m->kind != HU_MEDIUM_DEVDAX)
-		size *= 512;
-	if (size != m->size) {
-		snprintf(why, len, "%s is %llu bytes, was %llu: the RAM it held did not survive", m->device,
-			 (unsigned long long)size, (unsigned long long)m->size);
-		return -ESTALE;
-	}
-	if (m->mode) {
-		snprintf(path, sizeof(path), "%s/class/block/%s/device/mode", ctx->sys_root, m->device);
-		read_sys_str(path, &mode);
-		if (!mode || !streq(mode, m->mode)) {
-			snprintf(why, len, "%s is in mode %s, was %s: the RAM it held did not survive", m->device,
-				 mode ?: "(none)", m->mode);
-			return -ESTALE;
-		}
-	}
-	return 0;
+	r = hu_medium_compare(m, &now, why, len);
+	hu_medium_clear(&now);
+	return r;
 }
 
 const char *hu_medium_kind_to_string(enum hu_medium_kind k)

@@ -221,7 +221,7 @@ int hu_kexec_unload(struct hu_ctx *ctx)
  * running kernel uses must exist (as a module or built in) in the new one. */
 static const char *const relevant_modules[] = {
 	"kvm", "kvm_intel", "kvm_amd", "vhost", "vhost_net", "vhost_vsock", "tun",
-	"vfio", "vfio_pci", "vfio_iommu_type1", "libnvdimm", "nd_pmem", "nd_e820",
+	"vfio", "vfio_pci", "vfio_iommu_type1", "libnvdimm", "nfit", "nd_pmem", "nd_e820",
 	"nd_btt", "dax", "dax_pmem", "device_dax", "kmem",
 };
 

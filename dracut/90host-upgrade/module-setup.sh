@@ -18,7 +18,7 @@ depends() {
 installkernel() {
     # What the RAM medium and KVM need, whatever this host uses today:
     # the next boot may be the one that restores.
-    hostonly='' instmods libnvdimm nd_pmem nd_e820 nd_btt dax_pmem device_dax kvm kvm_intel kvm_amd
+    hostonly='' instmods libnvdimm nfit nd_pmem nd_e820 nd_btt dax_pmem device_dax kvm kvm_intel kvm_amd
 }
 
 install() {

@@ -42,7 +42,7 @@ has() { grep -qE "$1" "$BATS_FILE_TMPDIR/list" || { echo "not in the initramfs: 
 
 @test "initramfs has the modules the RAM medium and KVM need" {
 	local m
-	for m in nvdimm/libnvdimm nvdimm/nd_pmem nvdimm/nd_e820 dax/dax_pmem kvm/kvm kvm/kvm-intel kvm/kvm-amd; do
+	for m in acpi/nfit/nfit nvdimm/libnvdimm nvdimm/nd_pmem nvdimm/nd_e820 dax/dax_pmem kvm/kvm kvm/kvm-intel kvm/kvm-amd; do
 		has "/$m\.ko"
 	done
 }

@@ -63,6 +63,10 @@ static struct hu_vm *make_vm(const char *name)
 	vm->memdevs[0].size = 1ULL << 34;
 	vm->memdevs[0].skipped = true;
 	vm->memdevs[0].digest = 0xfedcba9876543210ULL;
+	vm->memdevs[0].medium = (struct hu_medium){
+		.kind = HU_MEDIUM_DEVDAX, .device = strdup("dax0.0"), .ns = strdup("namespace0.0"),
+		.uuid = strdup("5f0a3c4e-2b1d-4c8e-9f6a-1e2d3c4b5a69"), .size = 1ULL << 34, .mode = strdup("devdax"),
+	};
 	vm->disks = calloc(1, sizeof(*vm->disks));
 	vm->n_disks = 1;
 	vm->disks[0].path = strdup("/var/lib/vms/disk.qcow2");
@@ -110,6 +114,11 @@ static void test_round_trip(void **state)
 	assert_true(b->in_place);
 	assert_int_equal(b->memdevs[0].digest, 0xfedcba9876543210ULL);
 	assert_true(b->memdevs[0].skipped);
+	assert_int_equal(b->memdevs[0].medium.kind, HU_MEDIUM_DEVDAX);
+	assert_string_equal(b->memdevs[0].medium.device, "dax0.0");
+	assert_string_equal(b->memdevs[0].medium.ns, "namespace0.0");
+	assert_string_equal(b->memdevs[0].medium.uuid, "5f0a3c4e-2b1d-4c8e-9f6a-1e2d3c4b5a69");
+	assert_string_equal(b->memdevs[0].medium.mode, "devdax");
 	assert_int_equal(b->disks[0].mtime_ns, a->disks[0].mtime_ns);
 	assert_int_equal(b->disks[0].size, a->disks[0].size);
 	assert_int_equal(b->state, HU_VM_CHECKPOINTED);
@@ -167,6 +176,8 @@ static void test_corrupt_manifests(void **state)
 	expect_refused("\"pid\":4242", "\"pid\":-1", -EBADMSG);
 	expect_refused("\"digest\":\"fedcba9876543210\"", "\"digest\":\"zz\"", -EBADMSG);
 	expect_refused("\"vms\":[", "\"vms\":{", -EBADMSG);
+	expect_refused("\"uuid\":\"5f0a3c4e", "\"uuid\":\"5f0a3c4z", -EBADMSG); /* 36 chars, not a uuid */
+	expect_refused("\"device\":\"dax0.0\"", "\"device\":\"../dax0.0\"", -EBADMSG);
 	expect_refused("\"phase\"", "\"phase\":\"x\",\"trunc", -EBADMSG);
 	expect_refused("\"name\":\"web1\"", "\"name\":\"web1\\u0000x\"", -EBADMSG);
 }
