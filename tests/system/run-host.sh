@@ -13,6 +13,17 @@
 # HU_SYSTEM_WARM_RESET=1 (exploration) leaves out -no-reboot: a reset then stays in
 # the same QEMU process, whose RAM (legacy pmem included) survives it.
 #
+# Host configurations: a scenario picks one with a header line "# hu-host: CONFIG"
+# (its first match in the script; none = legacy):
+#   legacy  the above: legacy pmem from memmap=256M!1G (/dev/pmem0, no labels)
+#   nvdimm  an emulated ACPI NVDIMM with a label area instead, so ndctl can make
+#           devdax/fsdax namespaces: -machine ...,nvdimm=on -m 2G,slots=2,maxmem=4G,
+#           a 512 MiB memory-backend-file (share=on) in this run's work dir (fresh per
+#           run), -device nvdimm,label-size=128K; no memmap= on the kernel command line.
+#           The backing file outlives the outer QEMU: unlike legacy pmem, the NVDIMM
+#           survives a power cycle (its contents and labels).
+# The scenario sees it as HU_HOST_CONFIG in /hu/env.
+#
 # SCENARIO_SCRIPT is a bash script that hu-scenario.service runs inside the test
 # host at every boot, also after a kexec (HU_BOOT=1, 2, ...), with the helpers of
 # tests/system/in-host/*.sh. It gets there on a small second disk (/dev/vdb,
@@ -73,6 +84,12 @@ fi
 . "$cache/host.env"
 
 name=$(basename "$scenario" .sh)
+host_config=$(sed -n 's/^# hu-host:[[:space:]]*\([a-z0-9-]*\).*/\1/p' "$scenario" | head -n1)
+host_config=${host_config:-legacy}
+case "$host_config" in
+legacy | nvdimm) ;;
+*) echo "run-host: $scenario asks for an unknown host configuration \"$host_config\" (legacy, nvdimm)" >&2; exit 2 ;;
+esac
 [ -n "$out" ] || out=$repo/build/system/$(date +%Y%m%d-%H%M%S)-$name
 mkdir -p "$out"
 out=$(realpath "$out")
@@ -101,7 +118,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # -- the scenario disk: helpers, scenario, inner guest, env; results come back on it
-say "scenario $name → $out"
+say "scenario $name ($host_config host) → $out"
 stage=$work/scen
 mkdir -p "$stage/results"
 cp "$here"/in-host/*.sh "$stage/"
@@ -112,6 +129,7 @@ HU_OLD_KVER=$HU_OLD_KVER
 HU_NEW_KVER=$HU_NEW_KVER
 HU_DRACUT_HU_MODULE=$HU_DRACUT_HU_MODULE
 HU_SCENARIO=$name
+HU_HOST_CONFIG=$host_config
 ENV
 mkfs.ext4 -q -F -O ^has_journal -L HU-SCEN -d "$stage" "$work/scen.img" 64M > /dev/null
 
@@ -129,13 +147,29 @@ setpriv --pdeathsig KILL -- /usr/bin/python3 "$here/serial-relay.py" "$t0" \
 	"host:$work/ttyS1.raw:$out/scenario.log:$echo_mode" &
 relay_pid=$!
 
-append="console=ttyS0 root=/dev/vda rw memmap=256M!1G nokaslr"
+# The host's persistent memory (see "Host configurations" above).
+# shellcheck disable=SC2054 # commas are QEMU's
+case "$host_config" in
+legacy)
+	append="console=ttyS0 root=/dev/vda rw memmap=256M!1G nokaslr"
+	machine=(-machine pc,accel=tcg -m 2G)
+	pmem=()
+	;;
+nvdimm)
+	append="console=ttyS0 root=/dev/vda rw nokaslr"
+	machine=(-machine pc,accel=tcg,nvdimm=on -m 2G,slots=2,maxmem=4G)
+	# Sparse; only what the namespaces' metadata and the inner VMs write takes space.
+	truncate -s 512M "$work/nvdimm.img"
+	pmem=(-object "memory-backend-file,id=nv0,share=on,mem-path=$work/nvdimm.img,size=512M"
+		-device nvdimm,id=nv0dimm,memdev=nv0,label-size=128K)
+	;;
+esac
 # HU_SYSTEM_WARM_RESET=1 (exploration): a reset of the test host resets the same QEMU
 # process (no -no-reboot), which keeps its RAM, legacy pmem included.
 no_reboot=(-no-reboot)
 [ "${HU_SYSTEM_WARM_RESET:-0}" = 1 ] && no_reboot=()
 # shellcheck disable=SC2054 # commas are QEMU's
-qemu=(qemu-system-x86_64 -name hu-testhost -machine pc,accel=tcg -cpu max -smp 2 -m 2G
+qemu=(qemu-system-x86_64 -name hu-testhost "${machine[@]}" -cpu max -smp 2 "${pmem[@]}"
 	-kernel "$HU_OLD_VMLINUZ" -initrd "$HU_OLD_INITRD" -append "$append"
 	-drive "file=$work/host.qcow2,if=virtio,format=qcow2,cache=unsafe,discard=unmap"
 	-drive "file=$work/scen.img,if=virtio,format=raw,cache=writeback"
@@ -196,6 +230,7 @@ debugfs -R "rdump /results $out" "$work/scen.img" > /dev/null 2>&1 || say "warni
 # -- summary
 {
 	echo "scenario:  $name"
+	echo "host:      $host_config ($append)"
 	echo "image:     $HU_IMAGE ($HU_OLD_KVER -> $HU_NEW_KVER)"
 	echo "run time:  ${t_end}s (QEMU start to exit)$([ $timed_out = 1 ] && echo ', TIMED OUT')"
 	echo "load:      $load_start -> $(cut -d' ' -f1-3 /proc/loadavg) (this machine's load average, $(nproc) CPUs: other jobs slow the test host down)"

@@ -50,46 +50,9 @@ case "$HU_BOOT" in
 	hu_check "running the new kernel ($HU_NEW_KVER)" test "$(uname -r)" = "$HU_NEW_KVER"
 	hu_check "booted by kexec with the restore marker (hu.restore=1)" grep -qw 'hu.restore=1' /proc/cmdline
 	hu_check "the kexec kept memmap=256M!1G" grep -q 'memmap=256M!1G' /proc/cmdline
-	vms_wait_restore_unit
-	hu_check "host-upgrade-restore.service ran and succeeded" \
-		test "$(systemctl show host-upgrade-restore.service -p Result --value)" = success -a \
-		"$(systemctl show host-upgrade-restore.service -p ExecMainStatus --value)" = 0 -a \
-		"$(systemctl show host-upgrade-restore.service -p ConditionResult --value)" = yes
-	vms_status
-	for vm in $VMS; do
-		hu_check "$vm: status restored, with a downtime" vm_status_is "$vm" restored
-	done
+	vms_verify_restored
 
-	# The guests: counters continue, nobody booted twice.
-	for vm in $VMS; do
-		ck=$(serial_at before "$vm" 3)
-		[ -n "$ck" ] || { hu_result "$vm: no tick recorded at the shutdown"; ck=0; }
-		if ! vm_status_is "$vm" restored || ! hu_wait_for 60 "$vm ticks on past $((ck + 4))" vm_ticks_at_least "$vm" $((ck + 4)); then
-			hu_result "$vm: last lines: $(tail -n 3 "$(vm_serial "$vm")" | tr '\n' '|')"
-		fi
-		hu_result "$vm: tick $ck at the checkpoint, now tick $(vm_tick "$vm"), BOOT lines $(vm_boots "$vm"), pid $(vm_pid_by_name "$vm")"
-		hu_check "$vm: counter continued after the kexec" vm_ticks_at_least "$vm" $((ck + 4))
-		hu_check "$vm: no cold boot (one BOOT line)" test "$(vm_boots "$vm")" = 1
-		hu_check "$vm: ticks consecutive (no restart, no jump back)" vm_ticks_consecutive "$vm"
-	done
-
-	# The RAM, checked by the harness itself (md5 of every byte of every RAM file).
-	for vm in $VMS; do
-		a=$(ram_digest before "$(vm_ram "$vm")")
-		b=$(ram_digest after "$(vm_ram "$vm")")
-		hu_result "$vm: RAM md5 at the shutdown after the checkpoint ${a:-none}, before the restore ${b:-none}"
-		hu_check "$vm: guest RAM identical after the kexec (md5 of all of $(vm_ram "$vm"))" test -n "$a" -a "$a" = "$b"
-	done
-
-	# The initrd side and the ordering of the restore unit.
-	cp /run/host-upgrade/early-boot.json "$HU_RESULTS/early-boot.json" 2>/dev/null || true
-	hu_result "early-boot.json: $(hu_json_compact < /run/host-upgrade/early-boot.json 2>/dev/null || echo missing)"
-	hu_check "/run/host-upgrade/early-boot.json: every RAM medium back and ok" python3 - /run/host-upgrade/early-boot.json <<-'PY'
-	import json, sys
-	r = json.load(open(sys.argv[1]))
-	media = r.get("media") or []
-	sys.exit(0 if media and all(m.get("ok") is True for m in media) and "error" not in r else 1)
-	PY
+	# The ordering of the restore unit.
 	mount_at=$(unit_mono "$VMS_MOUNT_UNIT" ActiveEnterTimestampMonotonic)
 	restore_at=$(unit_mono host-upgrade-restore.service ExecMainStartTimestampMonotonic)
 	hu_result "ordering: $VMS_MOUNT_UNIT active at ${mount_at:-?} us, restore started at ${restore_at:-?} us (monotonic)"

@@ -19,21 +19,6 @@ fi
 # shellcheck source-path=SCRIPTDIR source=in-host/vms.sh
 . /hu/vms.sh
 
-# the error text of a VM mentions every word given
-error_mentions() {
-	local e vm=$1 w; shift
-	e=$(vm_status_error "$vm")
-	for w in "$@"; do
-		case "$e" in *"$w"*) ;; *) return 1 ;; esac
-	done
-}
-# a refused VM: no QEMU, and its serial log has not grown since the shutdown
-vm_stayed_down() {
-	local n
-	n=$(serial_at before "$1" 2)
-	[ -z "$(vm_pid_by_name "$1")" ] && [ -n "$n" ] && [ "$(vm_lines "$1")" = "$n" ]
-}
-
 case "$HU_BOOT" in
 1)
 	hu_phase pmem-setup

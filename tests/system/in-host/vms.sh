@@ -1,13 +1,23 @@
 # shellcheck shell=bash
 # Helpers shared by the scenarios that run the real upgrade (scenario-run.sh,
-# scenario-wipe.sh, scenario-tamper.sh). Sourced by a scenario inside the test
-# host after lib.sh (boot.sh: set -eE, ERR trap). Functions used inside $(...)
-# must not fail (they would trip the ERR trap).
+# scenario-wipe.sh, scenario-tamper.sh, scenario-devdax.sh, scenario-devdax-recreate.sh).
+# Sourced by a scenario inside the test host after lib.sh (boot.sh: set -eE, ERR
+# trap). Functions used inside $(...) must not fail (they would trip the ERR trap).
 #
-#   vms_pmem_setup      legacy pmem -> fsdax namespace -> ext4 -b 4096, a line in
+# The VMs' RAM medium, VMS_MEDIUM (set it before sourcing this file):
+#   fsdax   (default) files on an ext4 -o dax mount ($VMS_MNT) over the legacy pmem
+#           of run-host.sh's legacy host (memmap=)
+#   devdax  one device-DAX namespace per VM (/dev/daxX.Y, mem-path=the device,
+#           align=2M) on the emulated, labelled NVDIMM of run-host.sh's nvdimm host
+#           ("# hu-host: nvdimm" in the scenario); $VMS_DAX_MAP says which is whose
+#
+#   vms_pmem_setup      fsdax: legacy pmem -> fsdax namespace -> ext4 -b 4096, a line in
 #                       /etc/fstab (UUID, dax,nofail,x-systemd.device-timeout=30s),
 #                       mounted by systemd (mnt-pmem.mount) on $VMS_MNT
-#   vms_start           three inner VMs (tick.elf), RAM files on $VMS_MNT, argv shapes:
+#   vms_devdax_setup    devdax: labels on the NVDIMM (disable-region, init-labels,
+#                       enable-region), then one devdax namespace per VM
+#                       (create-namespace -m devdax -s $VMS_DAX_NS_SIZE -a 2M)
+#   vms_start           three inner VMs (tick.elf), RAM on the medium, argv shapes:
 #                         vm1 -qmp unix: + -daemonize/-pidfile + a raw disk image
 #                         vm2 -chardev socket + -mon mode=control, JSON -object, plain child
 #                         vm3 -qmp unix: + its own systemd unit (systemd-run), keyval -object
@@ -15,26 +25,34 @@
 #   vms_install_ram_hooks ACTION
 #                       the harness's own look at the RAM files around the checkpoint
 #                       (below); ACTION at the shutdown after the checkpoint: none,
-#                       tamper (vm2's RAM zeroed, vm1's disk written) or power-cycle
+#                       tamper (vm2's RAM zeroed, vm1's disk written), power-cycle or
+#                       recreate-ns (devdax: vm2's namespace destroyed and created
+#                       again with the same size: same place, new uuid)
 #   vms_run_upgrade     `host-upgrade run --kernel NEW --initrd NEW --yes`, the real
 #                       path; waits for systemd's kexec to take the host down
 #   vms_collect_boot    what phase 2 keeps for the report (journals of this boot and
 #                       the one before, units, early-boot.json, manifest, status)
+#   vms_verify_restored phase 2 of a scenario whose every VM must be back: restore
+#                       unit succeeded, status restored, counters continued, RAM
+#                       digests equal, early-boot.json media ok
 #
 # The RAM digests (independent of the product's sampled-page digest):
 # hu-ram-before.service is started in phase 1; its ExecStop runs during the
 # shutdown that `host-upgrade run` starts (systemd's kexec.target) — after the
 # checkpoint, because run only asks for kexec.target once every QEMU has quit —
 # and before /mnt/pmem is unmounted (RequiresMountsFor). It writes md5sum (every byte) of
-# every RAM file to /var/lib/hu-test/ram-before.md5. hu-ram-after.service
+# every RAM file to /var/lib/hu-test/ram-before.md5 (of a devdax device: every byte of
+# the device, through mmap: device DAX has no read()). hu-ram-after.service
 # (enabled in phase 1, runs in the next boot only with hu.restore=1) runs after
 # local-fs.target and the RAM's mount, before host-upgrade-restore.service: it
-# hashes the same files before the restore resumes any guest (ram-after.md5). Both are inside the blackout;
+# hashes the same files before the restore resumes any guest (ram-after.md5); it does
+# not wait for a devdax device that is not there yet (that would hide a restore that
+# does not wait for it either): it logs it missing. Both are inside the blackout;
 # their durations are reported on their own (HU-EVENT ram-hook lines).
 
 VMS_STATE_DIR=/var/lib/host-upgrade
 VMS_MNT=/mnt/pmem
-VMS_MOUNT_UNIT=mnt-pmem.mount
+VMS_MOUNT_UNIT="mnt-pmem.mount"
 VMS_RUNDIR=/run/hu-vms
 VMS_LOGDIR=/var/log/hu-vms
 VMS_VMDIR=/var/lib/hu-vms
@@ -51,6 +69,16 @@ VMS_HOOK=/usr/local/lib/hu-test/ram-hook
 # /dev/disk/by-uuid/… 23 s after switch-root (the job's clock starts at switch-root).
 : "${VMS_FSTAB_OPTS:=dax,nofail,x-systemd.device-timeout=90s}"
 VMS_HOOK_CONF=/var/lib/hu-test/ram-hook.conf
+: "${VMS_MEDIUM:=fsdax}"
+# devdax: "NAME /dev/daxX.Y NAMESPACE UUID" per VM, written by vms_devdax_setup (it
+# survives the kexec: the device names are what the VMs' argv recorded).
+VMS_DAX_MAP=/var/lib/hu-test/dax-map
+VMS_DAX_REGION=region0
+: "${VMS_DAX_NS_SIZE:=64M}"
+case "$VMS_MEDIUM" in
+fsdax | devdax) ;;
+*) hu_fail "vms.sh: unknown VMS_MEDIUM $VMS_MEDIUM" ;;
+esac
 
 vm_serial() { echo "$VMS_LOGDIR/$1.serial"; }
 vm_tick() { { grep -o '^tick [0-9]*' "$(vm_serial "$1")" 2>/dev/null || true; } | tail -n1 | cut -d' ' -f2; }
@@ -63,7 +91,18 @@ vm_ticks_consecutive() {
 }
 vm_pid_by_name() { { pgrep -f -- "^(/[^ ]*/)?qemu-system-x86_64 -name (guest=)?$1( |,|$)" || true; } | head -n1; }
 vm_qemu_count() { { pgrep -c -f -- "^(/[^ ]*/)?qemu-system-x86_64 -name (guest=)?$1( |,|$)" || true; } | head -n1; }
-vm_ram() { echo "$VMS_MNT/$1.ram"; }
+# Where a VM's RAM is: its file on $VMS_MNT, or (devdax) its /dev/daxX.Y.
+vm_ram() {
+	if [ "$VMS_MEDIUM" = devdax ]; then
+		{ awk -v n="$1" '$1 == n { print $2 }' "$VMS_DAX_MAP" 2>/dev/null || true; } | head -n1
+	else
+		echo "$VMS_MNT/$1.ram"
+	fi
+}
+# devdax: the namespace (3) or its uuid (4) a VM's RAM was put on in boot 1
+vm_dax_field() { { awk -v n="$1" -v f="$2" '$1 == n { print $f }' "$VMS_DAX_MAP" 2>/dev/null || true; } | head -n1; }
+# RAM size of each VM, MiB
+vm_mem_mb() { case "$1" in vm2) echo 48 ;; *) echo 32 ;; esac; }
 vms_qemu_count() { { pgrep -c -f '^(/[^ ]*/)?qemu-system-x86_64 ' || true; } | head -n1; }
 
 hu_collect_hook() {
@@ -74,6 +113,7 @@ hu_collect_hook() {
 	ndctl list -NRD > "$d/ndctl.json" 2>&1 || true
 	cp /etc/fstab "$d/fstab" 2>/dev/null || true
 	cp /var/lib/hu-test/ram-*.md5 /var/lib/hu-test/ram-hook-*.log /var/lib/hu-test/serial-*.txt "$d/" 2>/dev/null || true
+	cp "$VMS_DAX_MAP" /var/lib/hu-test/recreate-*.json "$d/" 2>/dev/null || true
 }
 
 pmem_ready() { [ -b /dev/pmem0 ]; }
@@ -101,6 +141,58 @@ vms_pmem_setup() {
 	hu_result "pmem: $(df -h --output=size,avail "$VMS_MNT" | tail -n1 | tr -s ' ')"
 }
 
+# The namespaces ndctl sees, one line each: "NAMESPACE MODE CHARDEV|BLOCKDEV UUID SIZE"
+# (ndctl list -N prints an object for one namespace, a list for several).
+vms_ndctl_namespaces() {
+	{ ndctl list -N 2>/dev/null || echo '[]'; } | python3 -c 'import json, sys
+d = json.loads(sys.stdin.read() or "[]")
+for n in sorted(d if isinstance(d, list) else [d], key=lambda n: n.get("dev", "")):
+    devs = (n.get("daxregion") or {}).get("devices") or [{}]
+    dev = n.get("chardev") or devs[0].get("chardev") or n.get("blockdev") or "-"
+    print(n.get("dev"), n.get("mode"), dev, n.get("uuid") or "-", n.get("size"))
+' 2>/dev/null || true
+}
+# the namespace line of a dax device (daxX.Y), or nothing
+ns_of_chardev() { vms_ndctl_namespaces | awk -v c="$1" '$3 == c'; }
+
+nvdimm_region_ready() { [ -e "/sys/bus/nd/devices/$VMS_DAX_REGION" ]; }
+dax_ready() { [ -c "$1" ] && [ -e "/sys/bus/dax/devices/$(basename "$1")/size" ]; }
+vms_init_labels() {
+	ndctl disable-region all && ndctl init-labels all && ndctl enable-region all
+}
+
+vms_devdax_setup() {
+	local ms=0 vm j dev ns uuid
+	[ "$VMS_MEDIUM" = devdax ] || hu_fail "vms_devdax_setup needs VMS_MEDIUM=devdax"
+	[ "${HU_HOST_CONFIG:-legacy}" = nvdimm ] || hu_fail "devdax needs run-host.sh's nvdimm host (# hu-host: nvdimm), not ${HU_HOST_CONFIG:-legacy}"
+	# nfit (ACPI NVDIMMs) is loaded by udev from the NFIT's modalias; ask anyway.
+	nvdimm_region_ready || modprobe -a nfit dax_pmem device_dax 2>/dev/null || true
+	hu_wait_for 30 "$VMS_DAX_REGION (the NVDIMM)" nvdimm_region_ready
+	hu_result "NVDIMM before labels: $(ndctl list -RD | hu_json_compact | cut -c1-400)"
+	hu_time ms vms_init_labels > "$HU_RESULTS/ndctl-init-labels.txt" 2>&1
+	hu_result "labels initialised in ${ms} ms: $(tr '\n' ' ' < "$HU_RESULTS/ndctl-init-labels.txt")"
+	hu_result "region: $(ndctl list -R -r "$VMS_DAX_REGION" | hu_json_compact)"
+	: > "$VMS_DAX_MAP.tmp"
+	for vm in $VMS; do
+		j=$HU_RESULTS/ndctl-create-$vm.json
+		hu_time ms ndctl create-namespace -r "$VMS_DAX_REGION" -m devdax -s "$VMS_DAX_NS_SIZE" -a 2M > "$j"
+		read -r ns uuid dev < <(python3 -c 'import json, sys
+n = json.load(open(sys.argv[1]))
+print(n["dev"], n["uuid"], n["daxregion"]["devices"][0]["chardev"])' "$j")
+		hu_result "$vm: devdax namespace $ns ($dev, uuid $uuid) created in ${ms} ms"
+		echo "$vm /dev/$dev $ns $uuid" >> "$VMS_DAX_MAP.tmp"
+	done
+	mv -f "$VMS_DAX_MAP.tmp" "$VMS_DAX_MAP"
+	udevadm settle
+	for vm in $VMS; do
+		dev=$(vm_ram "$vm")
+		hu_wait_for 30 "$dev" dax_ready "$dev"
+		hu_result "$vm: RAM on $dev, $(cat "/sys/bus/dax/devices/$(basename "$dev")/size") bytes, align $(cat "/sys/bus/dax/devices/$(basename "$dev")/align" 2>/dev/null || echo '?')"
+	done
+	vms_ndctl_namespaces > "$HU_STATE/ndctl-namespaces-boot1.txt"
+	hu_result "ndctl list -N (boot 1): $(ndctl list -N | hu_json_compact)"
+}
+
 vms_start() {
 	# What an operator would set up: the runtime dir for the sockets comes back every boot.
 	echo "d $VMS_RUNDIR 0755 root root -" > /etc/tmpfiles.d/hu-vms.conf
@@ -110,17 +202,24 @@ vms_start() {
 	truncate -s 16M "$VMS_VMDIR/vm1-disk.raw"
 	# shellcheck disable=SC2054 # commas are QEMU's
 	local common=(-machine pc,accel=tcg -cpu qemu64 -smp 1 -display none -nodefaults -kernel "$VMS_TICK")
+	# device DAX maps only in its own alignment (2 MiB here): QEMU must know it
+	local kv_extra="" json_extra=""
+	if [ "$VMS_MEDIUM" = devdax ]; then
+		kv_extra=,align=2M
+		json_extra=',"align":2097152'
+	fi
+	local vm2_bytes=$(($(vm_mem_mb vm2) * 1048576))
 	# vm1: -qmp unix:, -daemonize + -pidfile, a disk, 32 MiB
-	qemu-system-x86_64 -name guest=vm1 "${common[@]}" -append vm1 -m 32M \
-		-object memory-backend-file,id=ram0,size=32M,mem-path="$(vm_ram vm1)",share=on \
+	qemu-system-x86_64 -name guest=vm1 "${common[@]}" -append vm1 -m "$(vm_mem_mb vm1)M" \
+		-object "memory-backend-file,id=ram0,size=$(vm_mem_mb vm1)M,mem-path=$(vm_ram vm1),share=on$kv_extra" \
 		-machine memory-backend=ram0 \
 		-drive file="$VMS_VMDIR/vm1-disk.raw",if=virtio,format=raw \
 		-chardev file,id=ser0,path="$(vm_serial vm1)",append=on -serial chardev:ser0 \
 		-qmp unix:"$VMS_RUNDIR/vm1.qmp",server=on,wait=off \
 		-daemonize -pidfile "$VMS_RUNDIR/vm1.pid"
 	# vm2: -chardev socket + -mon mode=control, JSON -object, a plain child in the background, 48 MiB
-	setsid -f qemu-system-x86_64 -name vm2 "${common[@]}" -append vm2 -m 48M \
-		-object "{\"qom-type\":\"memory-backend-file\",\"id\":\"pc.ram\",\"size\":50331648,\"mem-path\":\"$(vm_ram vm2)\",\"share\":true}" \
+	setsid -f qemu-system-x86_64 -name vm2 "${common[@]}" -append vm2 -m "$(vm_mem_mb vm2)M" \
+		-object "{\"qom-type\":\"memory-backend-file\",\"id\":\"pc.ram\",\"size\":$vm2_bytes,\"mem-path\":\"$(vm_ram vm2)\",\"share\":true$json_extra}" \
 		-machine memory-backend=pc.ram \
 		-chardev file,id=ser0,path="$(vm_serial vm2)",append=on -serial chardev:ser0 \
 		-chardev socket,id=mon0,path="$VMS_RUNDIR/vm2.qmp",server=on,wait=off \
@@ -128,8 +227,8 @@ vms_start() {
 		</dev/null >"$VMS_LOGDIR/vm2.qemu.log" 2>&1
 	# vm3: its own transient systemd unit, 32 MiB
 	systemd-run --quiet --unit=hu-vm3 --collect \
-		qemu-system-x86_64 -name guest=vm3,debug-threads=on "${common[@]}" -append vm3 -m 32M \
-		-object memory-backend-file,id=mem3,size=32M,mem-path="$(vm_ram vm3)",share=on \
+		qemu-system-x86_64 -name guest=vm3,debug-threads=on "${common[@]}" -append vm3 -m "$(vm_mem_mb vm3)M" \
+		-object "memory-backend-file,id=mem3,size=$(vm_mem_mb vm3)M,mem-path=$(vm_ram vm3),share=on$kv_extra" \
 		-machine memory-backend=mem3 \
 		-chardev file,id=ser0,path="$(vm_serial vm3)",append=on -serial chardev:ser0 \
 		-qmp unix:"$VMS_RUNDIR/vm3.qmp",server=on,wait=off
@@ -150,15 +249,20 @@ vms_wait_ticking() {
 
 # The hook script and its two units (see the top of this file).
 vms_install_ram_hooks() {
-	local action=$1 files="" vm
+	local action=$1 files="" vm mnt=$VMS_MNT req after
 	for vm in $VMS; do files="$files $(vm_ram "$vm")"; done
+	# devdax: no filesystem to wait for, the RAM is the device itself
+	[ "$VMS_MEDIUM" = devdax ] && mnt=""
 	mkdir -p "$(dirname "$VMS_HOOK")" /var/lib/hu-test
 	cat > "$VMS_HOOK_CONF" <<-CONF
 	HOOK_ACTION=$action
-	HOOK_MNT=$VMS_MNT
+	HOOK_MNT=$mnt
 	HOOK_FILES="${files# }"
 	HOOK_TAMPER_RAM="$(vm_ram vm2)"
 	HOOK_TAMPER_DISK="$VMS_VMDIR/vm1-disk.raw"
+	HOOK_RECREATE_NS="$(vm_dax_field vm2 3)"
+	HOOK_RECREATE_REGION=$VMS_DAX_REGION
+	HOOK_RECREATE_SIZE=$VMS_DAX_NS_SIZE
 	HOOK_SERIALS="$VMS_LOGDIR"
 	CONF
 	cat > "$VMS_HOOK" <<-'HOOK'
@@ -179,8 +283,22 @@ vms_install_ram_hooks() {
 		echo "hu: ram-hook $mode $*" > /dev/kmsg 2>/dev/null
 		echo "[$u] $*" >> "$log"
 	}
+	# md5 of every byte of a RAM file, or of a device-DAX device (mmap: it has no read())
+	digest() {
+		if [ -c "$1" ]; then
+			python3 -c 'import hashlib, mmap, os, sys
+p = sys.argv[1]
+n = int(open("/sys/bus/dax/devices/%s/size" % os.path.basename(p)).read())
+m = mmap.mmap(os.open(p, os.O_RDONLY), n, mmap.MAP_SHARED, mmap.PROT_READ)
+h = hashlib.md5()
+for o in range(0, n, 1 << 21): h.update(m[o:o + (1 << 21)])
+print("%s  %s" % (h.hexdigest(), p))' "$1"
+		else
+			md5sum "$1"
+		fi
+	}
 	ev start
-	if ! mountpoint -q "$HOOK_MNT"; then
+	if [ -n "$HOOK_MNT" ] && ! mountpoint -q "$HOOK_MNT"; then
 		ev "not-mounted $HOOK_MNT"
 		exit 0
 	fi
@@ -189,9 +307,17 @@ vms_install_ram_hooks() {
 	for f in "$HOOK_SERIALS"/*.serial; do
 		echo "$(basename "$f" .serial) $(grep -c '' "$f") $(grep -o '^tick [0-9]*' "$f" | tail -n1 | cut -d' ' -f2)"
 	done > "/var/lib/hu-test/serial-$mode.txt"
-	# md5: every byte, 4x faster than sha256sum under TCG (an integrity check, not security)
-	# shellcheck disable=SC2086 # a list of paths
-	md5sum $HOOK_FILES > "$out.tmp" 2>>"$log" && mv -f "$out.tmp" "$out"
+	# md5: every byte, 4x faster than sha256sum under TCG (an integrity check, not security).
+	# A RAM device that is not there (yet) is logged, not waited for.
+	: > "$out.tmp"
+	for f in $HOOK_FILES; do
+		if [ -e "$f" ]; then
+			digest "$f" >> "$out.tmp" 2>>"$log" || ev "digest-failed $f"
+		else
+			ev "missing $f"
+		fi
+	done
+	mv -f "$out.tmp" "$out"
 	sync
 	ev "digest-done $(wc -l < "$out" 2>/dev/null || echo 0) files"
 	[ "$mode" = before ] || exit 0
@@ -213,11 +339,25 @@ vms_install_ram_hooks() {
 		sleep 0.3
 		echo b > /proc/sysrq-trigger
 		;;
+	recreate-ns)
+		# Between checkpoint and restore (the QEMUs have quit): vm2's devdax
+		# namespace is destroyed and created again with the same size. It takes
+		# the same place on the NVDIMM (the data there is untouched) and, after
+		# the next boot, the same name (the kernel numbers namespaces in DPA
+		# order); only its uuid is new.
+		ndctl list -N -n "$HOOK_RECREATE_NS" > /var/lib/hu-test/recreate-old.json 2>>"$log"
+		ndctl destroy-namespace -f "$HOOK_RECREATE_NS" >> "$log" 2>&1 || ev "destroy-failed $HOOK_RECREATE_NS"
+		ndctl create-namespace -r "$HOOK_RECREATE_REGION" -m devdax -s "$HOOK_RECREATE_SIZE" -a 2M \
+			> /var/lib/hu-test/recreate-new.json 2>>"$log" || ev "create-failed"
+		sync
+		ev "recreated $HOOK_RECREATE_NS as $(tr -d ' \n' < /var/lib/hu-test/recreate-new.json | cut -c1-120)"
+		;;
 	esac
 	exit 0
 	HOOK
 	chmod 0755 "$VMS_HOOK"
-	local req="RequiresMountsFor=$VMS_MNT /var/lib/hu-test"
+	req="RequiresMountsFor=${mnt:+$mnt }/var/lib/hu-test"
+	after="After=local-fs.target${mnt:+ $VMS_MOUNT_UNIT}"
 	cat > /etc/systemd/system/hu-ram-before.service <<-UNIT
 	# host-upgrade system test (tests/system/in-host/vms.sh): digest of the VM RAM
 	# files at the shutdown that follows the checkpoint, then: $action.
@@ -239,7 +379,7 @@ vms_install_ram_hooks() {
 	Description=hu test: RAM digest before the restore
 	DefaultDependencies=no
 	ConditionKernelCommandLine=hu.restore=1
-	After=local-fs.target $VMS_MOUNT_UNIT
+	$after
 	Before=host-upgrade-restore.service
 
 	[Service]
@@ -312,6 +452,57 @@ vms_collect_boot() {
 	uptime > "$d/uptime.txt"
 }
 
+# Phase 2 of a scenario whose every VM must come back by itself (scenario-run,
+# scenario-devdax): the restore unit succeeded; status --json has every VM restored
+# with a downtime; every guest counter continued, one BOOT line, ticks consecutive;
+# the harness's RAM digests at the shutdown and before the restore are equal;
+# /run/host-upgrade/early-boot.json has every medium ok.
+vms_verify_restored() {
+	local vm ck a b
+	vms_wait_restore_unit
+	hu_check "host-upgrade-restore.service ran and succeeded" \
+		test "$(systemctl show host-upgrade-restore.service -p Result --value)" = success -a \
+		"$(systemctl show host-upgrade-restore.service -p ExecMainStatus --value)" = 0 -a \
+		"$(systemctl show host-upgrade-restore.service -p ConditionResult --value)" = yes
+	vms_status
+	for vm in $VMS; do
+		hu_check "$vm: status restored, with a downtime" vm_status_is "$vm" restored
+	done
+
+	# The guests: counters continue, nobody booted twice.
+	for vm in $VMS; do
+		ck=$(serial_at before "$vm" 3)
+		[ -n "$ck" ] || { hu_result "$vm: no tick recorded at the shutdown"; ck=0; }
+		if ! vm_status_is "$vm" restored || ! hu_wait_for 60 "$vm ticks on past $((ck + 4))" vm_ticks_at_least "$vm" $((ck + 4)); then
+			hu_result "$vm: last lines: $(tail -n 3 "$(vm_serial "$vm")" | tr '\n' '|')"
+		fi
+		hu_result "$vm: tick $ck at the checkpoint, now tick $(vm_tick "$vm"), BOOT lines $(vm_boots "$vm"), pid $(vm_pid_by_name "$vm")"
+		hu_check "$vm: counter continued after the kexec" vm_ticks_at_least "$vm" $((ck + 4))
+		hu_check "$vm: no cold boot (one BOOT line)" test "$(vm_boots "$vm")" = 1
+		hu_check "$vm: ticks consecutive (no restart, no jump back)" vm_ticks_consecutive "$vm"
+	done
+
+	# The RAM, checked by the harness itself (md5 of every byte of every RAM file).
+	for vm in $VMS; do
+		a=$(ram_digest before "$(vm_ram "$vm")")
+		b=$(ram_digest after "$(vm_ram "$vm")")
+		hu_result "$vm: RAM md5 at the shutdown after the checkpoint ${a:-none}, before the restore ${b:-none}"
+		hu_check "$vm: guest RAM identical after the kexec (md5 of all of $(vm_ram "$vm"))" test -n "$a" -a "$a" = "$b"
+	done
+
+	# The initrd side: every VM's RAM medium was checked there, and was ok.
+	cp /run/host-upgrade/early-boot.json "$HU_RESULTS/early-boot.json" 2>/dev/null || true
+	hu_result "early-boot.json: $(hu_json_compact < /run/host-upgrade/early-boot.json 2>/dev/null || echo missing)"
+	hu_check "/run/host-upgrade/early-boot.json: every RAM medium back and ok, one for each VM" \
+		python3 - /run/host-upgrade/early-boot.json "$VMS" <<-'PY'
+	import json, sys
+	r = json.load(open(sys.argv[1]))
+	media = r.get("media") or []
+	ok = media and all(m.get("ok") is True for m in media) and "error" not in r
+	sys.exit(0 if ok and sorted({m.get("vm") for m in media}) == sorted(sys.argv[2].split()) else 1)
+	PY
+}
+
 # unit property (monotonic µs since this boot's kernel start); empty if unknown
 unit_mono() { systemctl show "$1" -p "$2" --value 2>/dev/null || true; }
 
@@ -355,6 +546,21 @@ vm_status_error() {
 	    if v.get("name") == sys.argv[2]:
 	        print(v.get("error") or "")
 	PY
+}
+
+# error_mentions NAME WORD...: status.json's error for NAME mentions every word given
+error_mentions() {
+	local e vm=$1 w; shift
+	e=$(vm_status_error "$vm")
+	for w in "$@"; do
+		case "$e" in *"$w"*) ;; *) return 1 ;; esac
+	done
+}
+# vm_stayed_down NAME: a refused VM: no QEMU, and its serial log has not grown since the shutdown
+vm_stayed_down() {
+	local n
+	n=$(serial_at before "$1" 2)
+	[ -z "$(vm_pid_by_name "$1")" ] && [ -n "$n" ] && [ "$(vm_lines "$1")" = "$n" ]
 }
 
 # serial_at MODE NAME FIELD: what the hook saw of a guest's serial log (2 = lines, 3 = last tick)
