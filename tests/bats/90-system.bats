@@ -1,9 +1,10 @@
 #!/usr/bin/env bats
 # The system test (tests/system/, see its README): a real kexec kernel upgrade of a
-# disposable test host — Debian 12 under QEMU (TCG), legacy pmem, live inner VMs —
-# one test per scenario, each a run of tests/system/run-host.sh asserting its
-# verdict. The first test builds the cached test-host image if needed (about two
-# minutes from scratch); then each scenario takes two to four minutes.
+# disposable test host — Debian 12 under QEMU (TCG), legacy pmem or an emulated
+# NVDIMM with labels (the devdax scenarios), live inner VMs — one test per
+# scenario, each a run of tests/system/run-host.sh asserting its verdict. The first
+# test builds the cached test-host image if needed (about two minutes from scratch);
+# then each scenario takes two to four minutes.
 # Logs of the last run of each: build/system/check-<scenario> (a link to that run's
 # directory: summary.txt, report.txt, console.log, scenario.log, results/).
 #
@@ -79,4 +80,13 @@ run_scenario() {
 
 @test "system: RAM zeroed for one VM, disk written for another between checkpoint and restore: both refused, the third restored" {
 	run_scenario scenario-tamper
+}
+
+@test "system: NVDIMM host, RAM on devdax namespaces: host-upgrade run by kexec, every VM back by itself, namespaces and RAM identical" {
+	run_scenario scenario-devdax
+	grep -q '^Total host blackout' "$SCENARIO_OUT/report.txt"
+}
+
+@test "system: NVDIMM host, one VM's devdax namespace re-created (same name and size, new uuid) between checkpoint and restore: that VM refused, the others restored" {
+	run_scenario scenario-devdax-recreate
 }
