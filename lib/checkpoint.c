@@ -114,8 +114,9 @@ static int save_one(struct hu_vm *vm)
 	r = hu_vm_fingerprint_disks(vm, vm->qmp);
 	if (r < 0)
 		return r;
-	/* Durable before it counts as saved: RAM left in a disk file, and
-	 * the state file's directory entry. */
+	/* Durable before it counts as saved: RAM left in a disk file (on DAX
+	 * this only writes back CPU caches). Still before quit: if it fails,
+	 * the guest is resumed from the RAM QEMU still maps. */
 	for (size_t i = 0; i < vm->n_memdevs; i++) {
 		if (!vm->memdevs[i].skipped)
 			continue;
@@ -123,9 +124,8 @@ static int save_one(struct hu_vm *vm)
 		if (r < 0 && r != -EINVAL && r != -EROFS)
 			return hu_vm_set_error(vm, r, "flushing RAM in %s: %s", vm->memdevs[i].mem_path, strerror(-r));
 	}
-	r = hu_fsync_path(vm->ctx->state_dir);
-	if (r < 0)
-		return hu_vm_set_error(vm, r, "flushing %s: %s", vm->ctx->state_dir, strerror(-r));
+	/* The state file's directory entry is made durable by the manifest
+	 * save that records every VM saved (same directory, one fsync). */
 	vm->state = HU_VM_SAVED;
 	hu_info(ctx, vm->name, "saved %llu KiB in %lld ms", (unsigned long long)(vm->state_bytes >> 10),
 		(long long)(hu_now_ms() - vm->stopped_at_ms));

@@ -44,7 +44,7 @@ static inline int take_fd(int *fd) { int v = *fd; *fd = -1; return v; }
 #define HU_MAX_VMS          1024
 #define HU_MAX_MEMDEVS      64
 #define HU_MAX_DISKS        64
-#define HU_MANIFEST_VERSION 1
+#define HU_MANIFEST_VERSION 2 /* 2: XXH3 RAM digest, namespace uuid of the medium */
 /* Device state, ROMs and VGA RAM that always land in the state file. */
 #define HU_DEVICE_STATE_MARGIN (64ULL << 20)
 
@@ -302,6 +302,7 @@ struct hu_manifest {
 };
 int hu_manifest_new(struct hu_ctx *ctx, struct hu_manifest **ret);
 int hu_manifest_save(struct hu_manifest *m);
+int hu_manifest_note_phase(struct hu_manifest *m, const char *phase);
 int hu_manifest_set_phase(struct hu_manifest *m, const char *phase);
 int hu_manifest_to_json(struct hu_manifest *m, json_object **ret);
 int hu_manifest_from_json(struct hu_ctx *ctx, json_object *o, struct hu_manifest *m);

@@ -213,7 +213,8 @@ int hu_manifest_save(struct hu_manifest *m)
 	return r;
 }
 
-int hu_manifest_set_phase(struct hu_manifest *m, const char *phase)
+/* The phase in memory (and the journal); the next save persists it. */
+int hu_manifest_note_phase(struct hu_manifest *m, const char *phase)
 {
 	char *p = strdup(phase);
 
@@ -224,7 +225,14 @@ int hu_manifest_set_phase(struct hu_manifest *m, const char *phase)
 	m->phase = p;
 	pthread_mutex_unlock(&m->lock);
 	hu_journal(m->ctx, NULL, "phase", phase);
-	return hu_manifest_save(m);
+	return 0;
+}
+
+int hu_manifest_set_phase(struct hu_manifest *m, const char *phase)
+{
+	int r = hu_manifest_note_phase(m, phase);
+
+	return r < 0 ? r : hu_manifest_save(m);
 }
 
 /* --- reading back (untrusted) --- */
@@ -685,6 +693,9 @@ void hu_journal(struct hu_ctx *ctx, const char *vm, const char *event, const cha
 	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return;
-	if (dprintf(fd, "%s\n", s) > 0)
-		fdatasync(fd);
+	/* No fdatasync of its own: the journal is the audit trail, the manifest
+	 * is the record. Each journalled step is followed by a manifest save on
+	 * the same file system, whose fsync commits these appends too on ext4
+	 * (data=ordered); the blackout does not wait for two flushes. */
+	dprintf(fd, "%s\n", s);
 }

@@ -47,6 +47,16 @@ static void finish_vm(struct restore_job *job, struct hu_vm *vm, enum hu_vm_stat
 	hu_manifest_save(job->m);
 }
 
+static void record_restoring(struct restore_job *job, struct hu_vm *vm, pid_t pid, uint64_t starttime)
+{
+	pthread_mutex_lock(&job->m->lock);
+	vm->pid = pid;
+	vm->starttime = starttime;
+	vm->state = HU_VM_RESTORING;
+	pthread_mutex_unlock(&job->m->lock);
+	hu_manifest_save(job->m);
+}
+
 static bool argv_has_incoming_defer(const struct hu_vm *p)
 {
 	for (size_t i = 1; i + 1 < p->argc; i++)
@@ -526,19 +536,22 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		return;
 	}
 	pid = child;
+	/* Recorded before the load starts: a re-run finds this QEMU. Without
+	 * -daemonize the pid is known now: the save overlaps QEMU's start-up. */
+	if (!vm->ai.daemonize && hu_proc_starttime(job->ctx, pid, &starttime) >= 0)
+		record_restoring(job, vm, pid, starttime);
 	r = connect_new(job, vm, child, &pid, err, sizeof(err));
-	if (r >= 0 && hu_proc_starttime(job->ctx, pid, &starttime) < 0)
-		r = -ESRCH;
+	if (r >= 0 && vm->ai.daemonize) {
+		if (hu_proc_starttime(job->ctx, pid, &starttime) < 0)
+			r = -ESRCH;
+		else
+			record_restoring(job, vm, pid, starttime);
+	}
+	if (r >= 0 && vm->state != HU_VM_RESTORING)
+		r = -ESRCH; /* gone before it could be recorded */
 	if (r >= 0)
 		move_to_scope(job, vm, pid);
 	if (r >= 0) {
-		/* Recorded before the load starts: a re-run finds this QEMU. */
-		pthread_mutex_lock(&job->m->lock);
-		vm->pid = pid;
-		vm->starttime = starttime;
-		vm->state = HU_VM_RESTORING;
-		pthread_mutex_unlock(&job->m->lock);
-		hu_manifest_save(job->m);
 		r = start_load(vm, err, sizeof(err));
 		if (r >= 0)
 			r = finish_load(vm, err, sizeof(err));
@@ -612,7 +625,9 @@ int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot,
 	r = hu_scan_processes(ctx, &job.running);
 	if (r < 0)
 		return r;
-	hu_manifest_set_phase(m, "restoring");
+	/* Persisted with the first VM's record: one flush less before any
+	 * guest runs, and until then nothing has changed on disk. */
+	hu_manifest_note_phase(m, "restoring");
 	hu_parallel_for(m->list.n, ctx->jobs, converge_worker, &job);
 	hu_vm_list_free(job.running);
 	for (size_t i = 0; i < m->list.n; i++)

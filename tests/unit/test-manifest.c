@@ -167,7 +167,8 @@ static void expect_refused(const char *from, const char *to, int err)
 
 static void test_corrupt_manifests(void **state)
 {
-	expect_refused("\"version\":1", "\"version\":99", -EPROTONOSUPPORT);
+	expect_refused("\"version\":2", "\"version\":99", -EPROTONOSUPPORT);
+	expect_refused("\"version\":2", "\"version\":1", -EPROTONOSUPPORT); /* before the XXH3 digest */
 	expect_refused("\"name\":\"web1\"", "\"name\":\"..\\/..\\/etc\"", -EBADMSG);
 	expect_refused("\"name\":\"web1\"", "\"name\":42", -EBADMSG);
 	expect_refused("\"-name\"", "17", -EBADMSG);
