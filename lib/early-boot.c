@@ -123,7 +123,9 @@ static int write_mounts_dropin(struct hu_ctx *ctx, struct hu_manifest *m, const 
 			const char *p = vm->memdevs[j].mem_path;
 			char *n, *slash;
 
-			if (!vm->memdevs[j].skipped || !p || strchr(p, '"') || strchr(p, '\n'))
+			/* A device node (device DAX) is no mount to wait for. */
+			if (!vm->memdevs[j].skipped || !p || strchr(p, '"') || strchr(p, '\n') ||
+			    vm->memdevs[j].medium.kind == HU_MEDIUM_DEVDAX || vm->memdevs[j].medium.kind == HU_MEDIUM_PMEM)
 				continue;
 			slash = strrchr(p, '/');
 			if (asprintf(&n, "%sRequiresMountsFor=\"%.*s\"\n", text,
@@ -160,9 +162,9 @@ int hu_early_check_media(struct hu_ctx *ctx, struct hu_manifest *m, unsigned wai
 
 			if (!vm->memdevs[j].skipped || md->kind == HU_MEDIUM_FILE)
 				continue;
-			/* Namespaces appear as their drivers probe: give them time. */
-			while ((r = hu_ram_medium_check(ctx, md, why, sizeof(why))) < 0 && hu_mono_ms() < deadline)
-				usleep(50000);
+			/* Namespaces appear as their drivers probe: wait for one that
+			 * is not there yet, not for one that is there and different. */
+			r = hu_ram_medium_wait(ctx, md, deadline, why, sizeof(why));
 			e = json_object_new_object();
 			json_object_object_add(e, "vm", json_object_new_string(vm->name));
 			json_object_object_add(e, "device", json_object_new_string(md->device));

@@ -44,6 +44,8 @@ static inline int take_fd(int *fd) { int v = *fd; *fd = -1; return v; }
 #define HU_MAX_VMS          1024
 #define HU_MAX_MEMDEVS      64
 #define HU_MAX_DISKS        64
+/* How long restore waits, after a reboot, for a pmem device not there yet. */
+#define HU_MEDIA_WAIT_MS 30000
 #define HU_MANIFEST_VERSION 2 /* 2: XXH3 RAM digest, namespace uuid of the medium */
 /* Device state, ROMs and VGA RAM that always land in the state file. */
 #define HU_DEVICE_STATE_MARGIN (64ULL << 20)
@@ -284,6 +286,7 @@ int hu_classify_fs(long f_type, enum hu_backing *ret);
 int hu_ram_digest(const char *path, uint64_t size, uint64_t *ret);
 int hu_ram_medium(struct hu_ctx *ctx, const char *mem_path, struct hu_medium *ret);
 int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char *why, size_t len);
+int hu_ram_medium_wait(struct hu_ctx *ctx, const struct hu_medium *m, int64_t deadline, char *why, size_t len);
 int hu_medium_compare(const struct hu_medium *was, const struct hu_medium *now, char *why, size_t len);
 void hu_medium_clear(struct hu_medium *m);
 const char *hu_medium_kind_to_string(enum hu_medium_kind k);

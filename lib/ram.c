@@ -157,38 +157,47 @@ static bool device_is(const char *device, const char *want)
 	return strncmp(want, device, n) == 0 && (want[n] == '\0' || (want[n] == 'p' && isdigit(want[n + 1])));
 }
 
-/* 1 and the view copied into *ret when found; 0 when not (*moved_to names the
- * device now holding key->uuid, if any); negative errno when libndctl fails. */
+static int view_copy(const struct ns_view *v, struct hu_medium *ret)
+{
+	ret->device = strdup(v->device);
+	ret->ns = strdup(v->ns);
+	ret->uuid = v->uuid[0] ? strdup(v->uuid) : NULL;
+	ret->mode = strdup(v->mode);
+	ret->size = v->size;
+	return !ret->device || !ret->ns || !ret->mode || (v->uuid[0] && !ret->uuid) ? -ENOMEM : 0;
+}
+
+/* 1 and the view copied into *ret when found; 0 when not; negative errno
+ * when libndctl fails. Every namespace is looked at: *moved_to names the
+ * device that holds key->uuid now when that is not the one found. */
 static int ns_find(const struct ns_key *key, struct hu_medium *ret, char **moved_to)
 {
 	_cleanup_(ndctl_unrefp) struct ndctl_ctx *nd = NULL;
 	struct ndctl_bus *bus;
 	struct ndctl_region *region;
 	struct ndctl_namespace *ndns;
-	int r = ndctl_new(&nd);
+	int r = ndctl_new(&nd), found = 0;
 
 	if (r < 0)
 		return r;
 	ndctl_set_log_fn(nd, ndctl_quiet);
 	ndctl_bus_foreach(nd, bus) ndctl_region_foreach(bus, region) ndctl_namespace_foreach(region, ndns) {
 		struct ns_view v;
+		bool match;
 
 		if (!ns_view_get(ndns, &v))
 			continue;
-		if (key->devt ? v.devt == key->devt : device_is(v.device, key->device)) {
-			ret->device = strdup(v.device);
-			ret->ns = strdup(v.ns);
-			ret->uuid = v.uuid[0] ? strdup(v.uuid) : NULL;
-			ret->mode = strdup(v.mode);
-			ret->size = v.size;
-			if (!ret->device || !ret->ns || !ret->mode || (v.uuid[0] && !ret->uuid))
-				return -ENOMEM;
-			return 1;
-		}
-		if (moved_to && key->uuid && streq(v.uuid, key->uuid) && !*moved_to)
+		match = key->devt ? v.devt == key->devt : device_is(v.device, key->device);
+		if (match && !found) {
+			r = view_copy(&v, ret);
+			if (r < 0)
+				return r;
+			found = 1;
+		} else if (!match && moved_to && !*moved_to && key->uuid && streq(v.uuid, key->uuid)) {
 			*moved_to = strdup(v.device);
+		}
 	}
-	return 0;
+	return found;
 }
 
 void hu_medium_clear(struct hu_medium *m)
@@ -259,7 +268,8 @@ int hu_medium_compare(const struct hu_medium *was, const struct hu_medium *now, 
 	return 0;
 }
 
-/* Is the medium back as it was? 0, or -ESTALE with the reason. */
+/* Is the medium back as it was? 0; -ENODEV while its device is not there
+ * (drivers may still be probing); -ESTALE when it is another one. */
 int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char *why, size_t len)
 {
 	struct hu_medium now = {};
@@ -274,16 +284,34 @@ int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char *why
 		snprintf(why, len, "cannot list the pmem namespaces: %s", strerror(-r));
 		return r;
 	}
-	if (r == 0) {
-		if (moved_to)
-			snprintf(why, len, "%s is not there: its namespace %s is %s now, not where the VM's argv points",
-				 m->device, m->uuid, moved_to);
-		else
-			snprintf(why, len, "%s is not there: the RAM it held is lost", m->device);
+	if (r == 0 && moved_to) {
+		snprintf(why, len, "%s is not there: its namespace %s is %s now, not the device the VM's argv names",
+			 m->device, m->uuid, moved_to);
 		return -ESTALE;
 	}
+	if (r == 0) {
+		snprintf(why, len, "%s is not there: the RAM it held is lost", m->device);
+		return -ENODEV;
+	}
 	r = hu_medium_compare(m, &now, why, len);
+	if (r < 0 && moved_to) {
+		/* Namespaces renumbered: say where it went (the argv names the old device). */
+		size_t n = strlen(why);
+
+		snprintf(why + n, len - n, "; namespace %s is %s now", m->uuid, moved_to);
+	}
 	hu_medium_clear(&now);
+	return r;
+}
+
+/* hu_ram_medium_check, waiting until `deadline` (hu_mono_ms) while the
+ * device is not there. */
+int hu_ram_medium_wait(struct hu_ctx *ctx, const struct hu_medium *m, int64_t deadline, char *why, size_t len)
+{
+	int r;
+
+	while ((r = hu_ram_medium_check(ctx, m, why, len)) == -ENODEV && hu_mono_ms() < deadline)
+		usleep(50000);
 	return r;
 }
 

@@ -28,6 +28,7 @@ struct restore_job {
 	struct hu_vm_list *running;   /* QEMUs on the host now (from /proc) */
 	bool same_boot;
 	const char *const *only_vms;  /* NULL: all */
+	int64_t media_deadline;       /* hu_mono_ms: how long a pmem device may take to appear */
 };
 
 /* Record the outcome of one VM under the manifest lock, then persist. */
@@ -108,7 +109,7 @@ static int check_disks(const struct hu_vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
-static int check_ram(const struct hu_vm *vm, bool same_boot, char *err, size_t errlen)
+static int check_ram(const struct hu_vm *vm, bool same_boot, int64_t media_deadline, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < vm->n_memdevs; i++) {
 		const struct hu_memdev *d = &vm->memdevs[i];
@@ -122,7 +123,9 @@ static int check_ram(const struct hu_vm *vm, bool same_boot, char *err, size_t e
 				 d->mem_path);
 			return -ESTALE;
 		}
-		r = hu_ram_medium_check(vm->ctx, &d->medium, err, errlen);
+		/* After a reboot the pmem drivers may still be probing (an initrd
+		 * without our module did not wait for them): give them a while. */
+		r = hu_ram_medium_wait(vm->ctx, &d->medium, same_boot ? 0 : media_deadline, err, errlen);
 		if (r < 0)
 			return r;
 		r = hu_ram_digest(d->mem_path, d->size, &digest);
@@ -524,7 +527,7 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		finish_vm(job, vm, HU_VM_FAILED, err);
 		return;
 	}
-	if (check_disks(vm, err, sizeof(err)) < 0 || check_ram(vm, job->same_boot, err, sizeof(err)) < 0) {
+	if (check_disks(vm, err, sizeof(err)) < 0 || check_ram(vm, job->same_boot, job->media_deadline, err, sizeof(err)) < 0) {
 		finish_vm(job, vm, HU_VM_FAILED, err);
 		return;
 	}
@@ -619,7 +622,8 @@ static void converge_worker(size_t i, void *data)
 int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot,
 		   const char *const *only_vms)
 {
-	struct restore_job job = { .ctx = ctx, .m = m, .same_boot = same_boot, .only_vms = only_vms };
+	struct restore_job job = { .ctx = ctx, .m = m, .same_boot = same_boot, .only_vms = only_vms,
+				   .media_deadline = hu_mono_ms() + HU_MEDIA_WAIT_MS };
 	int failed = 0, r;
 
 	r = hu_scan_processes(ctx, &job.running);

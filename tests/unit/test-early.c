@@ -192,6 +192,38 @@ static void test_medium_absent(void **state)
 	free(r);
 }
 
+static void test_devdax_needs_no_mount(void **state)
+{
+	struct hu_manifest *m;
+	char path[256], *conf = NULL;
+
+	/* The fsdax VM of setup, plus one on device DAX. */
+	assert_int_equal(hu_set_state_dir(ctx, "/var/lib/host-upgrade"), 0);
+	snprintf(path, sizeof(path), "%s/sysroot/var/lib/host-upgrade/manifest.json", root);
+	assert_int_equal(hu_manifest_load_path(ctx, path, &m), 0);
+	{
+		struct hu_vm *vm = m->list.vms[0];
+		struct hu_memdev *d = &vm->memdevs[0];
+
+		free(d->mem_path);
+		d->mem_path = strdup("/dev/dax0.0");
+		hu_medium_clear(&d->medium);
+		d->medium = (struct hu_medium){ .kind = HU_MEDIUM_DEVDAX, .device = strdup("dax0.0"),
+						.mode = strdup("devdax"), .size = 1ULL << 30 };
+	}
+	snprintf(path, sizeof(path), "%s/sysroot/var/lib/host-upgrade", root);
+	assert_int_equal(hu_set_state_dir(ctx, path), 0);
+	assert_int_equal(hu_manifest_save(m), 0);
+	hu_manifest_free(m);
+	assert_int_equal(hu_set_state_dir(ctx, "/var/lib/host-upgrade"), 0);
+	put("proc/cmdline", "hu.restore=1\n");
+	run_early();
+	snprintf(path, sizeof(path), "%s/run/systemd/system/host-upgrade-restore.service.d/50-ram-mounts.conf", root);
+	assert_int_equal(hu_read_file(path, 4096, &conf, NULL), 0);
+	assert_null(strstr(conf, "RequiresMountsFor"));
+	free(conf);
+}
+
 static void test_medium_compare(void **state)
 {
 	struct hu_medium was = {
@@ -243,6 +275,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_marker_arranges_restore, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_medium_absent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_medium_compare, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_devdax_needs_no_mount, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_marker_lookalikes, setup, teardown),
 	};
 
