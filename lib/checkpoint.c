@@ -82,6 +82,7 @@ static int save_one(struct hu_vm *vm)
 	json_object_object_add(args, "uri", json_object_new_string(uri));
 	vm->state = HU_VM_STOPPING;
 	vm->stopped_at_ms = hu_now_ms();
+	vm->stopped_mono_us = hu_mono_us();
 	hu_info(ctx, vm->name, "saving (%s)", copies_ram(vm) ? "copying RAM" : "RAM in place");
 	r = hu_qmp_execute(vm->qmp, "migrate", args, NULL, &qerr);
 	if (r < 0)
@@ -97,10 +98,8 @@ static int save_one(struct hu_vm *vm)
 	if (!streq(status, "postmigrate"))
 		return hu_vm_set_error(vm, -EPROTO, "runstate after save is '%s', not postmigrate", status);
 
-	r = hu_fsync_path(vm->state_file);
-	if (r < 0 || stat(vm->state_file, &st) < 0)
-		return hu_vm_set_error(vm, r < 0 ? r : -errno, "state file %s: %s", vm->state_file,
-				       strerror(r < 0 ? -r : errno));
+	if (stat(vm->state_file, &st) < 0)
+		return hu_vm_set_error(vm, -errno, "state file %s: %m", vm->state_file);
 	vm->state_bytes = st.st_size;
 	for (size_t i = 0; i < vm->n_memdevs; i++) {
 		struct hu_memdev *d = &vm->memdevs[i];
@@ -114,21 +113,29 @@ static int save_one(struct hu_vm *vm)
 	r = hu_vm_fingerprint_disks(vm, vm->qmp);
 	if (r < 0)
 		return r;
-	/* Durable before it counts as saved: RAM left in a disk file (on DAX
-	 * this only writes back CPU caches). Still before quit: if it fails,
-	 * the guest is resumed from the RAM QEMU still maps. */
-	for (size_t i = 0; i < vm->n_memdevs; i++) {
-		if (!vm->memdevs[i].skipped)
-			continue;
-		r = hu_fsync_path(vm->memdevs[i].mem_path);
-		if (r < 0 && r != -EINVAL && r != -EROFS)
-			return hu_vm_set_error(vm, r, "flushing RAM in %s: %s", vm->memdevs[i].mem_path, strerror(-r));
+	/* Durable before it counts as saved: the state file, and RAM left in a
+	 * disk file (on DAX this only writes back CPU caches) — together. Still
+	 * before quit: if a flush fails, the guest is resumed from the RAM QEMU
+	 * still maps. */
+	{
+		const char *paths[1 + HU_MAX_MEMDEVS];
+		int results[1 + HU_MAX_MEMDEVS];
+		size_t n = 0;
+
+		paths[n++] = vm->state_file;
+		for (size_t i = 0; i < vm->n_memdevs && n < ARRAY_SIZE(paths); i++)
+			if (vm->memdevs[i].skipped)
+				paths[n++] = vm->memdevs[i].mem_path;
+		hu_fsync_paths(paths, n, results);
+		for (size_t i = 0; i < n; i++)
+			if (results[i] < 0 && (i == 0 || (results[i] != -EINVAL && results[i] != -EROFS)))
+				return hu_vm_set_error(vm, results[i], "flushing %s: %s", paths[i], strerror(-results[i]));
 	}
 	/* The state file's directory entry is made durable by the manifest
 	 * save that records every VM saved (same directory, one fsync). */
 	vm->state = HU_VM_SAVED;
-	hu_info(ctx, vm->name, "saved %llu KiB in %lld ms", (unsigned long long)(vm->state_bytes >> 10),
-		(long long)(hu_now_ms() - vm->stopped_at_ms));
+	hu_info(ctx, vm->name, "saved %llu KiB in %.1f ms", (unsigned long long)(vm->state_bytes >> 10),
+		(double)(hu_mono_us() - vm->stopped_mono_us) / 1000);
 	return 0;
 }
 

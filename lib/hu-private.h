@@ -73,9 +73,11 @@ void hu_log(struct hu_ctx *ctx, int prio, const char *vm, const char *fmt, ...);
 /* ---- util.c ---- */
 int64_t hu_now_ms(void);          /* CLOCK_REALTIME, survives a reboot */
 int64_t hu_mono_ms(void);         /* CLOCK_MONOTONIC */
+int64_t hu_mono_us(void);
 int hu_read_file(const char *path, size_t max, char **ret, size_t *ret_len);
 int hu_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode);
 int hu_fsync_path(const char *path);
+void hu_fsync_paths(const char *const *paths, size_t n, int *results);
 int hu_mkdir_private(const char *dir);
 int hu_mkdir_p(const char *path, mode_t mode);
 int hu_strdup_replace(char **dst, const char *src);
@@ -259,6 +261,7 @@ struct hu_vm {
 	uint64_t state_bytes;
 	char *boot_id;
 	int64_t stopped_at_ms;
+	int64_t stopped_mono_us;      /* the same moment, for this process's own timings */
 	int64_t running_at_ms;
 	char *error;
 	struct hu_qmp *qmp;

@@ -21,6 +21,14 @@ static int64_t clock_ms(clockid_t id)
 int64_t hu_now_ms(void) { return clock_ms(CLOCK_REALTIME); }
 int64_t hu_mono_ms(void) { return clock_ms(CLOCK_MONOTONIC); }
 
+int64_t hu_mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 int hu_read_file(const char *path, size_t max, char **ret, size_t *ret_len)
 {
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
@@ -306,6 +314,30 @@ void hu_parallel_for(size_t n, unsigned jobs, void (*fn)(size_t i, void *data), 
 		pthread_join(tids[t], NULL);
 	free(tids);
 	pthread_mutex_destroy(&p.lock);
+}
+
+struct fsync_batch {
+	const char *const *paths;
+	int *results;
+};
+
+static void fsync_one(size_t i, void *data)
+{
+	struct fsync_batch *b = data;
+
+	b->results[i] = hu_fsync_path(b->paths[i]);
+}
+
+/* fsync several files at once: on one journalling file system their
+ * flushes share a commit instead of waiting for one each. */
+void hu_fsync_paths(const char *const *paths, size_t n, int *results)
+{
+	struct fsync_batch b = { .paths = paths, .results = results };
+
+	if (n == 1)
+		fsync_one(0, &b);
+	else
+		hu_parallel_for(n, 0, fsync_one, &b);
 }
 
 /* One mutating verb at a time per state dir; the kernel drops the lock
