@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/bin/bash
 # The test guest with a QEMU guest agent inside (for suspend/wakeup and clock tests):
 #   OUTDIR/initramfs-agent.cpio.gz   busybox + qemu-ga (Debian's qemu-guest-agent, extracted
 #                                    with dpkg -x, not installed on this host) + its libraries

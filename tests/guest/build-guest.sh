@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/bin/bash
 # Build the tiny test guest used by the bats tests:
 #   OUTDIR/vmlinuz            copy of the newest /boot/vmlinuz-* (Debian linux-image-amd64)
 #   OUTDIR/initramfs.cpio.gz  busybox-static + an /init that prints one "BOOT <token>" line
