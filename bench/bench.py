@@ -345,8 +345,8 @@ class Bench:
     @staticmethod
     def saved_ms(stderr):
         """Per-VM stop->saved times from checkpoint's progress lines."""
-        return {m.group(1): int(m.group(2))
-                for m in re.finditer(r"^host-upgrade: (?:checkpoint: )?([^:\s]+): saved \d+ KiB in (\d+) ms",
+        return {m.group(1): float(m.group(2))
+                for m in re.finditer(r"^host-upgrade: (?:checkpoint: )?([^:\s]+): saved \d+ KiB in ([\d.]+) ms",
                                      stderr, re.M)}
 
     def attempt(self, what, fn, *args):
@@ -708,12 +708,19 @@ class Report:
         big = [r for r in summary if r["ram_bytes"] == 4 * GiB] or summary[-1:]
         if big:
             r = big[0]
-            met = r["full_over_inplace"] is not None and r["full_over_inplace"] >= 1000
-            self.targets.append((met, "in-place checkpoint ≥ 1000× faster than the full copy at %s: full copy %s ÷ "
-                                 "`host-upgrade checkpoint` %s = %s (÷ its stop→saved %s = %s)" % (
+            # The full copy is timed from the guest's stop to its state on disk:
+            # the in-place figure timed the same way is the VM's stop→saved.
+            # The whole command (process start, discovery, quit) is shown too.
+            met = r["full_over_inplace_save"] is not None and r["full_over_inplace_save"] >= 1000
+            self.targets.append((met, "in-place checkpoint ≥ 1000× faster than the full copy at %s, per VM timed "
+                                 "as the copy is (guest stopped → state durable): full copy %s ÷ stop→saved %s = %s" % (
                                      size_label(r["ram_bytes"]), fmt_ms(r["full_ms"]),
-                                     fmt_ms(r["inplace_ckpt_cmd_ms"]), fmt_ratio(r["full_over_inplace"]),
                                      fmt_ms(r["inplace_save_ms"]), fmt_ratio(r["full_over_inplace_save"]))))
+            met = r["full_over_inplace"] is not None and r["full_over_inplace"] >= 1000
+            self.targets.append((met, "the same against the whole `host-upgrade checkpoint` command (process start, "
+                                 "discovery, quit included): %s ÷ %s = %s" % (
+                                     fmt_ms(r["full_ms"]), fmt_ms(r["inplace_ckpt_cmd_ms"]),
+                                     fmt_ratio(r["full_over_inplace"]))))
         if len(summary) >= 2:
             lo, hi = summary[0], summary[-1]
             fl = ratio(hi["inplace_ckpt_cmd_ms"], lo["inplace_ckpt_cmd_ms"])

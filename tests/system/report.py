@@ -158,9 +158,9 @@ def main():
         m = re.search(r"host-upgrade: (\S+): saving", text)
         if m:
             vms.setdefault(m.group(1), {})["stop"] = t
-        m = re.search(r"host-upgrade: (\S+): saved (\d+) KiB in (\d+) ms", text)
+        m = re.search(r"host-upgrade: (\S+): saved (\d+) KiB in ([\d.]+) ms", text)
         if m:
-            vms.setdefault(m.group(1), {}).update(saved=t, state_kib=int(m.group(2)), save_ms=int(m.group(3)))
+            vms.setdefault(m.group(1), {}).update(saved=t, state_kib=int(m.group(2)), save_ms=float(m.group(3)))
     for t, text in j_next:
         m = re.search(r"host-upgrade\[\d+\]: (\S+): restored \((\w+)\) as pid (\d+), down (\d+) ms", text)
         if m and m.group(1) in vms:
