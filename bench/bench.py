@@ -231,9 +231,13 @@ def hu_errors(stderr):
 
 
 def settle():
-    """After writing and deleting GBs: flush, and let the freed blocks be
-    discarded, so the next measurement does not pay for this one."""
+    """After writing and deleting GBs: flush, wait until the kernel has no
+    write-back left (at most 30 s), and let the freed blocks be discarded,
+    so the next measurement's fsyncs do not queue behind this one's."""
     os.sync()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (meminfo("Dirty") or 0) + (meminfo("Writeback") or 0) > 16 * MiB:
+        time.sleep(0.1)
     time.sleep(0.5)
 
 

@@ -62,7 +62,9 @@ static int save_one(struct hu_vm *vm)
 		return hu_vm_set_error(vm, r, "cannot set cpr-reboot mode: %s", qerr ?: hu_qmp_strerror(r));
 
 	/* Which namespace holds the RAM does not change while the guest runs:
-	 * look it up before the stop, not inside the blackout. */
+	 * look it up before the stop, not inside the blackout. A first digest
+	 * here fails early on RAM we cannot read and brings the sampled pages
+	 * of a disk file into the page cache (cold, 256 reads took 10 ms). */
 	for (size_t i = 0; i < vm->n_memdevs; i++) {
 		struct hu_memdev *d = &vm->memdevs[i];
 
@@ -72,6 +74,9 @@ static int save_one(struct hu_vm *vm)
 		r = hu_ram_medium(vm->ctx, d->mem_path, &d->medium);
 		if (r < 0)
 			return hu_vm_set_error(vm, r, "medium of RAM in %s: %s", d->mem_path, strerror(-r));
+		r = hu_ram_digest(d->mem_path, d->size, &d->digest);
+		if (r < 0)
+			return hu_vm_set_error(vm, r, "reading RAM in %s: %s", d->mem_path, strerror(-r));
 	}
 	if (unlink(vm->state_file) < 0 && errno != ENOENT)
 		return hu_vm_set_error(vm, -errno, "cannot replace %s: %m", vm->state_file);
