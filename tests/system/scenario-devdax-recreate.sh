@@ -46,8 +46,7 @@ case "$HU_BOOT" in
 	;;
 2)
 	hu_phase verify
-	hu_check "running the new kernel ($HU_NEW_KVER)" test "$(uname -r)" = "$HU_NEW_KVER"
-	hu_check "booted by kexec with the restore marker (hu.restore=1)" grep -qw 'hu.restore=1' /proc/cmdline
+	vms_check_kexec_boot
 	hu_result "ram-hook at the shutdown: $(tr '\n' '|' < /var/lib/hu-test/ram-hook-before.log 2>/dev/null)"
 
 	# Precondition: the namespace really was replaced, under the same name.

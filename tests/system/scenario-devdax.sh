@@ -63,9 +63,7 @@ case "$HU_BOOT" in
 
 	hu_phase ticking
 	vms_wait_ticking 6
-	host-upgrade plan --state-dir "$VMS_STATE_DIR" || true
-	host-upgrade plan --json --state-dir "$VMS_STATE_DIR" > "$HU_RESULTS/plan.json" || true
-	hu_result "plan --json: $(hu_json_compact < "$HU_RESULTS/plan.json")"
+	vms_record_plan
 	hu_check "plan: every VM's RAM on devdax is persistent and saved in place" plan_all_in_place
 	vms_install_ram_hooks none
 
@@ -75,8 +73,7 @@ case "$HU_BOOT" in
 2)
 	hu_phase verify
 	hu_result "cmdline $(cat /proc/cmdline)"
-	hu_check "running the new kernel ($HU_NEW_KVER)" test "$(uname -r)" = "$HU_NEW_KVER"
-	hu_check "booted by kexec with the restore marker (hu.restore=1)" grep -qw 'hu.restore=1' /proc/cmdline
+	vms_check_kexec_boot
 	hu_check "no memmap= (the RAM is on the NVDIMM, not on legacy pmem)" sh -c '! grep -q "memmap=" /proc/cmdline'
 
 	vms_verify_restored

@@ -36,9 +36,7 @@ case "$HU_BOOT" in
 
 	hu_phase ticking
 	vms_wait_ticking 6
-	host-upgrade plan --state-dir "$VMS_STATE_DIR" || true
-	host-upgrade plan --json --state-dir "$VMS_STATE_DIR" > "$HU_RESULTS/plan.json" || true
-	hu_result "plan --json: $(hu_json_compact < "$HU_RESULTS/plan.json")"
+	vms_record_plan
 	vms_install_ram_hooks none
 
 	hu_phase run
@@ -47,8 +45,7 @@ case "$HU_BOOT" in
 2)
 	hu_phase verify
 	hu_result "cmdline $(cat /proc/cmdline)"
-	hu_check "running the new kernel ($HU_NEW_KVER)" test "$(uname -r)" = "$HU_NEW_KVER"
-	hu_check "booted by kexec with the restore marker (hu.restore=1)" grep -qw 'hu.restore=1' /proc/cmdline
+	vms_check_kexec_boot
 	hu_check "the kexec kept memmap=256M!1G" grep -q 'memmap=256M!1G' /proc/cmdline
 	vms_verify_restored
 

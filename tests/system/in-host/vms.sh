@@ -28,6 +28,8 @@
 #                       tamper (vm2's RAM zeroed, vm1's disk written), power-cycle or
 #                       recreate-ns (devdax: vm2's namespace destroyed and created
 #                       again with the same size: same place, new uuid)
+#   vms_record_plan     `plan` and `plan --json` (results/plan.json, a HU-RESULT line)
+#   vms_check_kexec_boot  boot 2: the new kernel runs, reached with hu.restore=1
 #   vms_run_upgrade     `host-upgrade run --kernel NEW --initrd NEW --yes`, the real
 #                       path; waits for systemd's kexec to take the host down
 #   vms_collect_boot    what phase 2 keeps for the report (journals of this boot and
@@ -406,6 +408,19 @@ vms_guard_testhost() {
 }
 
 # The real path. Returns only if run failed (the scenario then fails).
+# The plan as the operator sees it, and as JSON in the results.
+vms_record_plan() {
+	host-upgrade plan --state-dir "$VMS_STATE_DIR" || true
+	host-upgrade plan --json --state-dir "$VMS_STATE_DIR" > "$HU_RESULTS/plan.json" || true
+	hu_result "plan --json: $(hu_json_compact < "$HU_RESULTS/plan.json")"
+}
+
+# Boot 2 of the real path: the new kernel, reached by the product's kexec.
+vms_check_kexec_boot() {
+	hu_check "running the new kernel ($HU_NEW_KVER)" test "$(uname -r)" = "$HU_NEW_KVER"
+	hu_check "booted by kexec with the restore marker (hu.restore=1)" grep -qw 'hu.restore=1' /proc/cmdline
+}
+
 vms_run_upgrade() {
 	local rc=0
 	vms_guard_testhost
