@@ -131,6 +131,7 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret);
 void hu_argv_info_clear(struct hu_argv_info *info);
 /* Copy argv without our own "-incoming defer" (restore adds it back). */
 int hu_argv_strip_incoming(char *const *argv, size_t argc, char ***ret, size_t *ret_n);
+int hu_argv_replace_mem_path(char **argv, size_t argc, const char *old, const char *new);
 
 /* ---- qmp.c ---- */
 struct hu_qmp;
@@ -289,6 +290,7 @@ int hu_classify_fs(long f_type, enum hu_backing *ret);
 int hu_ram_digest(const char *path, uint64_t size, uint64_t *ret);
 int hu_ram_medium(struct hu_ctx *ctx, const char *mem_path, struct hu_medium *ret);
 int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char *why, size_t len);
+int hu_ram_medium_locate(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_moved_to, char *why, size_t len);
 int hu_ram_medium_wait(struct hu_ctx *ctx, const struct hu_medium *m, int64_t deadline, char *why, size_t len);
 int hu_medium_compare(const struct hu_medium *was, const struct hu_medium *now, char *why, size_t len);
 void hu_medium_clear(struct hu_medium *m);

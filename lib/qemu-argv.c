@@ -386,3 +386,78 @@ int hu_argv_strip_incoming(char *const *argv, size_t argc, char ***ret, size_t *
 	*ret_n = n;
 	return 0;
 }
+
+/* old with QEMU's keyval escape: a ',' in a value is written ",," */
+static char *keyval_escape(const char *v)
+{
+	char *out = malloc(strlen(v) * 2 + 1), *o = out;
+
+	for (; out && *v; v++) {
+		*o++ = *v;
+		if (*v == ',')
+			*o++ = ',';
+	}
+	if (out)
+		*o = '\0';
+	return out;
+}
+
+static char *replace_keyval_mem_path(const char *val, const char *old, const char *new)
+{
+	_cleanup_free_ char *eold = keyval_escape(old), *enew = keyval_escape(new), *needle = NULL;
+	const char *p = val;
+	char *out = NULL;
+
+	if (!eold || !enew || asprintf(&needle, "mem-path=%s", eold) < 0)
+		return NULL;
+	/* At the start of an option (after an unescaped ','), ending one. */
+	while ((p = strstr(p, needle))) {
+		size_t commas = 0, end = (size_t)(p - val) + strlen(needle);
+
+		for (const char *q = p; q > val && q[-1] == ','; q--)
+			commas++;
+		if ((p == val || commas % 2 == 1) && (val[end] == '\0' || (val[end] == ',' && val[end + 1] != ','))) {
+			if (asprintf(&out, "%.*smem-path=%s%s", (int)(p - val), val, enew, val + end) < 0)
+				return NULL;
+			return out;
+		}
+		p++;
+	}
+	return NULL;
+}
+
+static char *replace_json_mem_path(const char *val, const char *old, const char *new)
+{
+	_cleanup_json_ json_object *o = json_tokener_parse(val);
+	json_object *mp;
+
+	if (!o || !json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, "mem-path", &mp) ||
+	    !json_object_is_type(mp, json_type_string) || !streq(json_object_get_string(mp), old))
+		return NULL;
+	json_object_object_add(o, "mem-path", json_object_new_string(new));
+	return strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+/* Point every -object whose mem-path is `old` at `new` (keyval or JSON form).
+ * Returns how many were changed. */
+int hu_argv_replace_mem_path(char **argv, size_t argc, const char *old, const char *new)
+{
+	int n = 0;
+
+	for (size_t i = 1; i + 1 < argc; i++) {
+		const char *opt = option_name(argv[i]);
+		char *rep;
+
+		if (!opt || !streq(opt, "object"))
+			continue;
+		i++;
+		rep = argv[i][0] == '{' ? replace_json_mem_path(argv[i], old, new)
+					: replace_keyval_mem_path(argv[i], old, new);
+		if (!rep)
+			continue;
+		free(argv[i]);
+		argv[i] = rep;
+		n++;
+	}
+	return n;
+}

@@ -272,6 +272,13 @@ int hu_medium_compare(const struct hu_medium *was, const struct hu_medium *now, 
  * (drivers may still be probing); -ESTALE when it is another one. */
 int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char *why, size_t len)
 {
+	return hu_ram_medium_locate(ctx, m, NULL, why, len);
+}
+
+/* hu_ram_medium_check, and on -ESTALE the device that holds the recorded
+ * namespace (by uuid) now, if any, in *ret_moved_to. */
+int hu_ram_medium_locate(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_moved_to, char *why, size_t len)
+{
 	struct hu_medium now = {};
 	_cleanup_free_ char *moved_to = NULL;
 	struct ns_key key = { .device = m->device, .uuid = m->uuid };
@@ -287,6 +294,8 @@ int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char *why
 	if (r == 0 && moved_to) {
 		snprintf(why, len, "%s is not there: its namespace %s is %s now, not the device the VM's argv names",
 			 m->device, m->uuid, moved_to);
+		if (ret_moved_to)
+			*ret_moved_to = TAKE_PTR(moved_to);
 		return -ESTALE;
 	}
 	if (r == 0) {
@@ -299,6 +308,8 @@ int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char *why
 		size_t n = strlen(why);
 
 		snprintf(why + n, len - n, "; namespace %s is %s now", m->uuid, moved_to);
+		if (ret_moved_to)
+			*ret_moved_to = TAKE_PTR(moved_to);
 	}
 	hu_medium_clear(&now);
 	return r;

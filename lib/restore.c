@@ -109,23 +109,91 @@ static int check_disks(const struct hu_vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
-static int check_ram(const struct hu_vm *vm, bool same_boot, int64_t media_deadline, char *err, size_t errlen)
+/* The namespace holding a VM's RAM came back under another device name
+ * (namespaces renumber when one before them is gone) and the argv names
+ * the device node: point the argv at the new node — only when it is the
+ * same namespace (uuid, mode, size); the digest is checked next. */
+static int follow_namespace(struct restore_job *job, struct hu_vm *vm, struct hu_memdev *d)
+{
+	_cleanup_free_ char *moved_to = NULL, *old_path = NULL, *new_path = NULL;
+	struct hu_medium now = {};
+	char why[256];
+	int r, n = 0;
+
+	if ((d->medium.kind != HU_MEDIUM_DEVDAX && d->medium.kind != HU_MEDIUM_PMEM) || !d->medium.uuid)
+		return -ESTALE;
+	if (asprintf(&old_path, "/dev/%s", d->medium.device) < 0)
+		return -ENOMEM;
+	if (!streq(d->mem_path, old_path))
+		return -ESTALE;
+	r = hu_ram_medium_locate(vm->ctx, &d->medium, &moved_to, why, sizeof(why));
+	if (r != -ESTALE || !moved_to)
+		return -ESTALE;
+	if (asprintf(&new_path, "/dev/%s", moved_to) < 0)
+		return -ENOMEM;
+	r = hu_ram_medium(vm->ctx, new_path, &now);
+	if (r >= 0 && (!now.uuid || hu_medium_compare(&d->medium, &now, why, sizeof(why)) < 0))
+		r = -ESTALE;
+	if (r >= 0) {
+		/* Under the lock: a save of the manifest reads every VM's argv. */
+		pthread_mutex_lock(&job->m->lock);
+		n = hu_argv_replace_mem_path(vm->argv, vm->argc, old_path, new_path);
+		if (n > 0 && hu_strdup_replace(&d->mem_path, new_path) >= 0) {
+			hu_medium_clear(&d->medium);
+			d->medium = now;
+			now = (struct hu_medium){};
+		}
+		pthread_mutex_unlock(&job->m->lock);
+	}
+	hu_medium_clear(&now);
+	if (r < 0 || n == 0 || !streq(d->mem_path, new_path))
+		return -ESTALE;
+	hu_info(job->ctx, vm->name, "its RAM's namespace %s is %s now (was %s): following it", d->medium.uuid,
+		new_path, old_path);
+	return 0;
+}
+
+/* A RAM file on fsdax: its file system is mounted by its own identity, so
+ * a renumbered namespace (pmem1 now, pmem0 before) is found through the
+ * file. The same namespace (uuid, mode, size) passes; the digest is next. */
+static int fsdax_by_mount(struct hu_vm *vm, struct hu_memdev *d)
+{
+	struct hu_medium now = {};
+	char why[256];
+	int r;
+
+	if (!d->medium.uuid)
+		return -ESTALE;
+	r = hu_ram_medium(vm->ctx, d->mem_path, &now);
+	if (r >= 0 && (now.kind != HU_MEDIUM_FSDAX || !now.uuid || hu_medium_compare(&d->medium, &now, why, sizeof(why)) < 0))
+		r = -ESTALE;
+	if (r >= 0)
+		hu_info(vm->ctx, vm->name, "its RAM's file system is on %s now (was %s), the same namespace %s",
+			now.device, d->medium.device, d->medium.uuid);
+	hu_medium_clear(&now);
+	return r;
+}
+
+static int check_ram(struct restore_job *job, struct hu_vm *vm, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < vm->n_memdevs; i++) {
-		const struct hu_memdev *d = &vm->memdevs[i];
+		struct hu_memdev *d = &vm->memdevs[i];
 		uint64_t digest;
 		int r;
 
 		if (!d->skipped)
 			continue;
-		if (d->backing != HU_BACKING_PERSISTENT && !same_boot) {
+		if (d->backing != HU_BACKING_PERSISTENT && !job->same_boot) {
 			snprintf(err, errlen, "RAM in %s was volatile and the host rebooted since the checkpoint",
 				 d->mem_path);
 			return -ESTALE;
 		}
 		/* After a reboot the pmem drivers may still be probing (an initrd
 		 * without our module did not wait for them): give them a while. */
-		r = hu_ram_medium_wait(vm->ctx, &d->medium, same_boot ? 0 : media_deadline, err, errlen);
+		r = hu_ram_medium_wait(vm->ctx, &d->medium, job->same_boot ? 0 : job->media_deadline, err, errlen);
+		if ((r == -ESTALE || r == -ENODEV) &&
+		    (d->medium.kind == HU_MEDIUM_FSDAX ? fsdax_by_mount(vm, d) : follow_namespace(job, vm, d)) >= 0)
+			r = 0;
 		if (r < 0)
 			return r;
 		r = hu_ram_digest(d->mem_path, d->size, &digest);
@@ -527,7 +595,7 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		finish_vm(job, vm, HU_VM_FAILED, err);
 		return;
 	}
-	if (check_disks(vm, err, sizeof(err)) < 0 || check_ram(vm, job->same_boot, job->media_deadline, err, sizeof(err)) < 0) {
+	if (check_disks(vm, err, sizeof(err)) < 0 || check_ram(job, vm, err, sizeof(err)) < 0) {
 		finish_vm(job, vm, HU_VM_FAILED, err);
 		return;
 	}

@@ -170,6 +170,34 @@ static void test_opts_parse(void **state)
 	assert_int_equal(hu_opts_parse("{\"a\": [1]", NULL, &o), -EINVAL);
 }
 
+static void test_replace_mem_path(void **state)
+{
+	char *argv[] = {
+		strdup("qemu-system-x86_64"),
+		strdup("-object"), strdup("memory-backend-file,id=a,mem-path=/dev/dax0.1,share=on,align=2M"),
+		strdup("-object"), strdup("memory-backend-file,id=b,mem-path=/dev/dax0.10,share=on"),
+		strdup("--object"), strdup("{\"qom-type\":\"memory-backend-file\",\"id\":\"c\",\"mem-path\":\"/dev/dax0.1\"}"),
+		strdup("-object"), strdup("memory-backend-file,id=d,x=y,,mem-path=/dev/dax0.1,share=on"),
+		strdup("-append"), strdup("mem-path=/dev/dax0.1"),
+		strdup("-object"), strdup("memory-backend-file,id=e,share=on,mem-path=/dev/dax0.1"),
+	};
+	size_t argc = ARRAY_SIZE(argv);
+
+	assert_int_equal(hu_argv_replace_mem_path(argv, argc, "/dev/dax0.1", "/dev/dax0.0"), 3);
+	assert_string_equal(argv[2], "memory-backend-file,id=a,mem-path=/dev/dax0.0,share=on,align=2M");
+	/* another device whose name starts the same: untouched */
+	assert_string_equal(argv[4], "memory-backend-file,id=b,mem-path=/dev/dax0.10,share=on");
+	assert_string_equal(argv[6], "{\"qom-type\":\"memory-backend-file\",\"id\":\"c\",\"mem-path\":\"/dev/dax0.0\"}");
+	/* inside an escaped value (",,"), not an option of its own: untouched */
+	assert_string_equal(argv[8], "memory-backend-file,id=d,x=y,,mem-path=/dev/dax0.1,share=on");
+	/* not an -object */
+	assert_string_equal(argv[10], "mem-path=/dev/dax0.1");
+	assert_string_equal(argv[12], "memory-backend-file,id=e,share=on,mem-path=/dev/dax0.0");
+	assert_int_equal(hu_argv_replace_mem_path(argv, argc, "/dev/dax0.7", "/dev/dax0.0"), 0);
+	for (size_t i = 0; i < argc; i++)
+		free(argv[i]);
+}
+
 static void test_sizes_and_names(void **state)
 {
 	uint64_t v;
@@ -204,6 +232,7 @@ int main(void)
 		cmocka_unit_test(test_strip_incoming),
 		cmocka_unit_test(test_opts_parse),
 		cmocka_unit_test(test_sizes_and_names),
+		cmocka_unit_test(test_replace_mem_path),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
