@@ -90,3 +90,7 @@ run_scenario() {
 @test "system: NVDIMM host, one VM's devdax namespace re-created (same name and size, new uuid) between checkpoint and restore: that VM refused, the others restored" {
 	run_scenario scenario-devdax-recreate
 }
+
+@test "system: NVDIMM host, one VM's devdax namespace destroyed so the others renumber: it is refused, the others are restored from their namespaces under the new names" {
+	run_scenario scenario-devdax-renumber
+}

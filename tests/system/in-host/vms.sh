@@ -26,6 +26,8 @@
 #                       the harness's own look at the RAM files around the checkpoint
 #                       (below); ACTION at the shutdown after the checkpoint: none,
 #                       tamper (vm2's RAM zeroed, vm1's disk written), power-cycle or
+#                       destroy-ns (devdax: vm1's namespace destroyed, the
+#                       others renumbered in the next boot),
 #                       recreate-ns (devdax: vm2's namespace destroyed and created
 #                       again with the same size: same place, new uuid)
 #   vms_record_plan     `plan` and `plan --json` (results/plan.json, a HU-RESULT line)
@@ -265,6 +267,7 @@ vms_install_ram_hooks() {
 	HOOK_RECREATE_NS="$(vm_dax_field vm2 3)"
 	HOOK_RECREATE_REGION=$VMS_DAX_REGION
 	HOOK_RECREATE_SIZE=$VMS_DAX_NS_SIZE
+	HOOK_DESTROY_NS="$(vm_dax_field vm1 3)"
 	HOOK_SERIALS="$VMS_LOGDIR"
 	CONF
 	cat > "$VMS_HOOK" <<-'HOOK'
@@ -340,6 +343,13 @@ print("%s  %s" % (h.hexdigest(), p))' "$1"
 		echo "HU-EVENT: power-cycle" > /dev/ttyS1
 		sleep 0.3
 		echo b > /proc/sysrq-trigger
+		;;
+	destroy-ns)
+		# vm1's devdax namespace is destroyed and nothing takes its place: in
+		# the next boot the kernel numbers the ones after it one lower.
+		ndctl destroy-namespace -f "$HOOK_DESTROY_NS" >> "$log" 2>&1 || ev "destroy-failed $HOOK_DESTROY_NS"
+		sync
+		ev "destroyed $HOOK_DESTROY_NS"
 		;;
 	recreate-ns)
 		# Between checkpoint and restore (the QEMUs have quit): vm2's devdax
