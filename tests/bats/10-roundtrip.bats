@@ -9,21 +9,14 @@
 bats_require_minimum_version 1.5.0
 load helpers
 
-HU_BIN=${HU_BIN:-$BATS_TEST_DIRNAME/../../build/host-upgrade}
 HU_VM_MEM=128M # the JSON -object below says 134217728
 
 setup() {
-	[ -x "$HU_BIN" ] || skip "no $HU_BIN (run make)"
+	hu_need_bin
 	S=$T/state
 }
 
 # hu VERB [ARGS...]: the CLI on this test's state dir
-hu() {
-	local verb=$1
-	shift
-	"$HU_BIN" "$verb" --state-dir "$S" "$@"
-}
-
 # The guest's "tick N" lines are exactly 1..last: the counter never restarted.
 ticks_contiguous() {
 	local name=$1 last expect got

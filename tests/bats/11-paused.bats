@@ -8,18 +8,11 @@
 bats_require_minimum_version 1.5.0
 load helpers
 
-HU_BIN=${HU_BIN:-$BATS_TEST_DIRNAME/../../build/host-upgrade}
 HU_VM_MEM=128M
 
 setup() {
-	[ -x "$HU_BIN" ] || skip "no $HU_BIN (run make)"
+	hu_need_bin
 	S=$T/state
-}
-
-hu() {
-	local verb=$1
-	shift
-	"$HU_BIN" "$verb" --state-dir "$S" "$@"
 }
 
 @test "a paused VM is restored paused, does not tick until cont, then continues; a running one runs" {

@@ -9,11 +9,10 @@
 bats_require_minimum_version 1.5.0
 load helpers
 
-HU_BIN=${HU_BIN:-$BATS_TEST_DIRNAME/../../build/host-upgrade}
 HU_VM_MEM=128M
 
 setup() {
-	[ -x "$HU_BIN" ] || skip "no $HU_BIN (run make)"
+	hu_need_bin
 	[[ "$(hu_fs_type /dev/shm)" == tmpfs ]] || skip "/dev/shm is not tmpfs"
 	S=$T/state
 	SHM=$(mktemp -u /dev/shm/hu-bats12.XXXXXXXX)
@@ -28,12 +27,6 @@ teardown() {
 		[[ "$f" == /dev/shm/hu-bats12.* ]] && rm -f "$f"
 	fi
 	return 0
-}
-
-hu() {
-	local verb=$1
-	shift
-	"$HU_BIN" "$verb" --state-dir "$S" "$@"
 }
 
 start_shm_vm() {

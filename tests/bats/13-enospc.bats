@@ -10,11 +10,10 @@ load helpers
 
 E13A=e13a-$HU_RUN_ID E13B=e13b-$HU_RUN_ID E13C=e13c-$HU_RUN_ID
 
-HU_BIN=${HU_BIN:-$BATS_TEST_DIRNAME/../../build/host-upgrade}
 HU_VM_MEM=128M
 
 setup() {
-	[ -x "$HU_BIN" ] || skip "no $HU_BIN (run make)"
+	hu_need_bin
 	[[ "$(hu_fs_type "$T")" != tmpfs ]] || skip "$T is on tmpfs: RAM files there are not in place"
 	S=$T/state
 	mkdir -p "$S"
@@ -35,12 +34,6 @@ teardown() {
 	fi
 	hu_teardown || { echo "teardown: hu_teardown failed" >&2; rc=1; }
 	return $rc
-}
-
-hu() {
-	local verb=$1
-	shift
-	"$HU_BIN" "$verb" --state-dir "$S" "$@"
 }
 
 start3() {

@@ -12,11 +12,10 @@
 bats_require_minimum_version 1.5.0
 load helpers
 
-HU_BIN=${HU_BIN:-$BATS_TEST_DIRNAME/../../build/host-upgrade}
 HU_VM_MEM=128M
 
 setup() {
-	[ -x "$HU_BIN" ] || skip "no $HU_BIN (run make)"
+	hu_need_bin
 	S=$T/state
 	cp /usr/bin/python3 "$T/qemu-system-x86_64"
 	cat >"$T/fake.py" <<'PY'
@@ -64,12 +63,6 @@ teardown() {
 		[[ "$pid" =~ ^[0-9]+$ ]] && kill -KILL "$pid" 2>/dev/null
 	done
 	hu_teardown
-}
-
-hu() {
-	local verb=$1
-	shift
-	"$HU_BIN" "$verb" --state-dir "$S" "$@"
 }
 
 # start_fake NAME MODE: a fake QEMU named NAME whose QMP socket behaves as MODE

@@ -512,3 +512,13 @@ if [[ -z "${HU_RUN_ID:-}" ]]; then
 	HU_RUN_ID=${HU_RUN_ID##*-}
 	[[ "$HU_RUN_ID" =~ ^[A-Za-z0-9]{1,12}$ ]] || HU_RUN_ID=p${BATS_ROOT_PID:-$$}
 fi
+
+# The binary under test, and host-upgrade VERB --state-dir "$S" ARGS... for the
+# tests that keep their state in $S.
+HU_BIN=${HU_BIN:-$BATS_TEST_DIRNAME/../../build/host-upgrade}
+hu_need_bin() { [ -x "$HU_BIN" ] || skip "no $HU_BIN (run make)"; }
+hu() {
+	local verb=$1
+	shift
+	"$HU_BIN" "$verb" --state-dir "$S" "$@"
+}
