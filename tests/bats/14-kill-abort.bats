@@ -103,7 +103,9 @@ dump_state() {
 #                   cannot act on its `quit` while the others quit; once they are gone the
 #                   checkpoint is killed and VM 3 thawed (it then quits: it was told to)
 #   quit-frozen     the same, but VM 3 stays frozen (the caller thaws it)
-# Sets PID0/TICK0/J0; prints a line on fd 3.
+#   quit-hung       VM 3 frozen the same way, and the checkpoint is not killed: it
+#                   finishes by itself (its exit status in CK_RC)
+# Sets PID0/TICK0/J0 (and FROZE for the quit ones); prints a line on fd 3.
 kill_checkpoint() {
 	local when=$1 v ck i stopped=0 what
 	declare -gA PID0=() TICK0=()
@@ -125,7 +127,7 @@ kill_checkpoint() {
 			sleep 0.002
 		done
 		;;
-	quit | quit-frozen)
+	quit | quit-frozen | quit-hung)
 		for ((i = 0; i < 6000; i++)); do
 			grep -q -F "$K14C: saved" "$T/ck.out" && break
 			_hu_pid_alive "$ck" || break
@@ -142,8 +144,13 @@ kill_checkpoint() {
 		done
 		;;
 	esac
-	kill -KILL "$ck" 2>/dev/null || true
-	wait "$ck" 2>/dev/null || true
+	CK_RC=0
+	if [[ "$when" == quit-hung ]]; then
+		wait "$ck" || CK_RC=$?
+	else
+		kill -KILL "$ck" 2>/dev/null || true
+		wait "$ck" 2>/dev/null || true
+	fi
 	[[ "$when" == quit ]] && kill -CONT "${PID0[$K14C]}"
 	what=$(tail -n "+$((J0 + 1))" "$S/journal.jsonl" 2>/dev/null |
 		sed -n 's/.*"event":"phase","detail":"\([^"]*\)".*/\1/p' | tail -n 1)
@@ -223,6 +230,35 @@ kill_round() {
 	echo "abort again: status $status"
 	echo "$stderr"
 	if [ "$status" -ne 0 ]; then dump_state; fi
+	[ "$status" -eq 0 ]
+	check_all_back
+	check_abort_again
+}
+
+@test "a QEMU that does not act on quit is killed by the checkpoint: it never outlives its save, and restore brings every VM back once" {
+	local attempt
+	start_vms
+	STOPPED_ROUNDS=0
+	for attempt in 1 2 3 4 5 6; do
+		kill_checkpoint quit-hung
+		((FROZE)) && break
+		echo "# attempt $attempt: VM 3 quit before it could be frozen; again" >&3
+		run --separate-stderr hu restore
+		[ "$status" -eq 0 ]
+		check_all_back
+	done
+	((FROZE)) || skip "VM 3 always quit before the test could freeze it (6 attempts)"
+	cat "$T/ck.out"
+	# It waited for the quit, then killed the frozen QEMU: saved, so checkpointed.
+	[ "$CK_RC" -eq 0 ]
+	grep -q -F "$K14C: QEMU pid ${PID0[$K14C]} did not quit; killing it" "$T/ck.out"
+	run _hu_pid_alive "${PID0[$K14C]}"
+	[ "$status" -ne 0 ]
+	run --separate-stderr hu status --json
+	[ "$(plan_vm "$output" "$K14C" state)" = checkpointed ]
+	run --separate-stderr hu restore
+	echo "restore: status $status"
+	echo "$stderr"
 	[ "$status" -eq 0 ]
 	check_all_back
 	check_abort_again
