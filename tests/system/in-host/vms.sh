@@ -483,7 +483,7 @@ vms_collect_boot() {
 # the harness's RAM digests at the shutdown and before the restore are equal;
 # /run/host-upgrade/early-boot.json has every medium ok.
 vms_verify_restored() {
-	local vm ck a b
+	local vm ck a b pid
 	vms_wait_restore_unit
 	hu_check "host-upgrade-restore.service ran and succeeded" \
 		test "$(systemctl show host-upgrade-restore.service -p Result --value)" = success -a \
@@ -492,6 +492,14 @@ vms_verify_restored() {
 	vms_status
 	for vm in $VMS; do
 		hu_check "$vm: status restored, with a downtime" vm_status_is "$vm" restored
+	done
+	# Their old units and cgroups died with the old kernel: each restored QEMU
+	# must live in a scope of its own under machine.slice, not in the oneshot
+	# restore unit whose cgroup systemd cleans up.
+	for vm in $VMS; do
+		pid=$(vm_pid_by_name "$vm")
+		hu_check "$vm: its QEMU (pid ${pid:-none}) is in machine.slice/host-upgrade-vm-$vm-${pid:-?}.scope" \
+			test "$(cut -d: -f3 "/proc/${pid:-0}/cgroup" 2>/dev/null)" = "/machine.slice/host-upgrade-vm-$vm-$pid.scope"
 	done
 
 	# The guests: counters continue, nobody booted twice.
