@@ -165,6 +165,24 @@ kill_checkpoint() {
 	((stopped == 0)) || ((STOPPED_ROUNDS += 1))
 }
 
+# kill_checkpoint quit-frozen|quit-hung until VM 3 was frozen with its QEMU still there.
+# Freezing it between its save and its quit is a race with the checkpoint (a
+# millisecond or two): when it is lost, everything is put back and it is tried again.
+freeze_in_quit() {
+	local attempt
+	for attempt in 1 2 3 4 5 6; do
+		kill_checkpoint "$1"
+		# (quit-hung: the checkpoint has killed the frozen QEMU by now)
+		((FROZE)) && { [[ "$1" == quit-hung ]] || _hu_pid_alive "${PID0[$K14C]}"; } && return 0
+		echo "# attempt $attempt: VM 3 quit before it could be frozen; again" >&3
+		kill -CONT "${PID0[$K14C]}" 2>/dev/null || true
+		run --separate-stderr hu abort
+		[ "$status" -eq 0 ]
+		check_all_back
+	done
+	skip "VM 3 always quit before the test could freeze it (6 attempts)"
+}
+
 kill_round() {
 	kill_checkpoint "$1"
 	run --separate-stderr hu abort
@@ -189,21 +207,9 @@ kill_round() {
 }
 
 @test "kill -9 in the quit phase with one QEMU hung: abort restores the others, never starts it twice; a re-run converges" {
-	local attempt
 	start_vms
 	STOPPED_ROUNDS=0
-	# Freezing VM 3 between its save and its quit is a race with the checkpoint
-	# (a millisecond or two): when it is lost, put everything back and try again.
-	for attempt in 1 2 3 4 5 6; do
-		kill_checkpoint quit-frozen
-		((FROZE)) && _hu_pid_alive "${PID0[$K14C]}" && break
-		echo "# attempt $attempt: VM 3 quit before it could be frozen; again" >&3
-		kill -CONT "${PID0[$K14C]}" 2>/dev/null || true
-		run --separate-stderr hu abort
-		[ "$status" -eq 0 ]
-		check_all_back
-	done
-	((FROZE)) || skip "VM 3 always quit before the test could freeze it (6 attempts)"
+	freeze_in_quit quit-frozen
 	# the frozen original still exists: abort must not start a second QEMU for it
 	run --separate-stderr hu abort --timeout 2
 	echo "abort: status $status"
@@ -236,18 +242,9 @@ kill_round() {
 }
 
 @test "a QEMU that does not act on quit is killed by the checkpoint: it never outlives its save, and restore brings every VM back once" {
-	local attempt
 	start_vms
 	STOPPED_ROUNDS=0
-	for attempt in 1 2 3 4 5 6; do
-		kill_checkpoint quit-hung
-		((FROZE)) && break
-		echo "# attempt $attempt: VM 3 quit before it could be frozen; again" >&3
-		run --separate-stderr hu restore
-		[ "$status" -eq 0 ]
-		check_all_back
-	done
-	((FROZE)) || skip "VM 3 always quit before the test could freeze it (6 attempts)"
+	freeze_in_quit quit-hung
 	cat "$T/ck.out"
 	# It waited for the quit, then killed the frozen QEMU: saved, so checkpointed.
 	[ "$CK_RC" -eq 0 ]

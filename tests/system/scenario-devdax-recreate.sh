@@ -34,15 +34,7 @@ print((d[0] if isinstance(d, list) else d).get("uuid", ""))' "$1" 2>/dev/null ||
 
 case "$HU_BOOT" in
 1)
-	hu_phase devdax-setup
-	vms_devdax_setup
-	hu_phase start-vms
-	vms_start
-	hu_phase ticking
-	vms_wait_ticking 4
-	vms_install_ram_hooks recreate-ns
-	hu_phase run
-	vms_run_upgrade
+	vms_devdax_upgrade_with recreate-ns
 	;;
 2)
 	hu_phase verify

@@ -37,15 +37,7 @@ argv_names() {
 
 case "$HU_BOOT" in
 1)
-	hu_phase devdax-setup
-	vms_devdax_setup
-	hu_phase start-vms
-	vms_start
-	hu_phase ticking
-	vms_wait_ticking 4
-	vms_install_ram_hooks destroy-ns
-	hu_phase run
-	vms_run_upgrade
+	vms_devdax_upgrade_with destroy-ns
 	;;
 2)
 	hu_phase verify

@@ -30,6 +30,8 @@
 #                       others renumbered in the next boot),
 #                       recreate-ns (devdax: vm2's namespace destroyed and created
 #                       again with the same size: same place, new uuid)
+#   vms_devdax_upgrade_with ACTION  boot 1 of a devdax scenario: all of the above
+#                       with ram-hook ACTION, then vms_run_upgrade
 #   vms_record_plan     `plan` and `plan --json` (results/plan.json, a HU-RESULT line)
 #   vms_check_kexec_boot  boot 2: the new kernel runs, reached with hu.restore=1
 #   vms_run_upgrade     `host-upgrade run --kernel NEW --initrd NEW --yes`, the real
@@ -418,6 +420,20 @@ vms_guard_testhost() {
 }
 
 # The real path. Returns only if run failed (the scenario then fails).
+# Boot 1 of a devdax scenario that acts between checkpoint and restore: namespaces,
+# the VMs ticking, the ram-hook with ACTION at the shutdown, `host-upgrade run`.
+vms_devdax_upgrade_with() {
+	hu_phase devdax-setup
+	vms_devdax_setup
+	hu_phase start-vms
+	vms_start
+	hu_phase ticking
+	vms_wait_ticking 4
+	vms_install_ram_hooks "$1"
+	hu_phase run
+	vms_run_upgrade
+}
+
 # The plan as the operator sees it, and as JSON in the results.
 vms_record_plan() {
 	host-upgrade plan --state-dir "$VMS_STATE_DIR" || true
