@@ -115,6 +115,7 @@ int cmd_run(int argc, char **argv)
 		goto out;
 	}
 	if (c.opts.no_reboot) {
+		c.opts.restore_follows = true;
 		r = hu_checkpoint(c.ctx, list, &c.opts);
 		if (r < 0) {
 			cli_error(&c, "checkpoint", "failed; every VM was resumed");

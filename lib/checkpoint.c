@@ -121,8 +121,10 @@ static int save_one(struct hu_vm *vm)
 	/* Durable before it counts as saved: the state file, and RAM left in a
 	 * disk file (on DAX this only writes back CPU caches) — together. Still
 	 * before quit: if a flush fails, the guest is resumed from the RAM QEMU
-	 * still maps. */
-	{
+	 * still maps. Not when restore follows in this process: a crash before
+	 * it would lose the guest as a crash of the running VM would, and
+	 * restore refuses such a checkpoint in any other boot. */
+	if (!vm->unflushed) {
 		const char *paths[1 + HU_MAX_MEMDEVS];
 		int results[1 + HU_MAX_MEMDEVS];
 		size_t n = 0;
@@ -291,7 +293,7 @@ static int quit_one(struct hu_vm *vm)
 		if (r < 0)
 			return hu_vm_set_error(vm, r, "QEMU pid %d does not exit", (int)vm->pid);
 	}
-	/* The RAM files were flushed before the VM counted as saved. */
+	/* The RAM files were flushed (unless restore follows) when saved. */
 	vm->state = HU_VM_CHECKPOINTED;
 	return 0;
 }
@@ -398,6 +400,7 @@ int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_o
 		struct hu_vm *vm = list->vms[i];
 
 		vm->state = HU_VM_RUNNING;
+		vm->unflushed = opts && opts->restore_follows;
 		free(vm->state_file);
 		if (asprintf(&vm->state_file, "%s/%s.state", ctx->state_dir, vm->name) < 0 ||
 		    hu_vm_list_add(&m->list, vm) < 0) {

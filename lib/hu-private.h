@@ -46,7 +46,7 @@ static inline int take_fd(int *fd) { int v = *fd; *fd = -1; return v; }
 #define HU_MAX_DISKS        64
 /* How long restore waits, after a reboot, for a pmem device not there yet. */
 #define HU_MEDIA_WAIT_MS 30000
-#define HU_MANIFEST_VERSION 2 /* 2: XXH3 RAM digest, namespace uuid of the medium */
+#define HU_MANIFEST_VERSION 3 /* 2: XXH3 RAM digest, medium uuid; 3: per-VM "flushed" */
 /* Device state, ROMs and VGA RAM that always land in the state file. */
 #define HU_DEVICE_STATE_MARGIN (64ULL << 20)
 
@@ -244,6 +244,7 @@ struct hu_vm {
 	uint64_t ram_bytes;
 	enum hu_backing backing;
 	bool in_place;          /* x-ignore-shared: RAM stays where it is */
+	bool unflushed;         /* state and RAM not flushed: valid in this boot only */
 	uint64_t save_bytes;    /* expected state file size */
 	char **blockers;
 	size_t n_blockers;

@@ -66,6 +66,10 @@ struct hu_options {
 	bool suspend_all;               /* suspend every guest through its agent first */
 	const char *const *suspend_vms; /* ... or these (NULL-terminated); VFIO guests always */
 	unsigned suspend_timeout_s;     /* 0 = 30 */
+	/* Restore follows at once in this process (run --no-reboot): skip the
+	 * flushes only a host crash needs. Such a checkpoint is restored only
+	 * in the boot that took it. */
+	bool restore_follows;
 };
 
 /* --- discovery + plan ------------------------------------------------- */

@@ -114,6 +114,7 @@ static json_object *vm_to_json(const struct hu_vm *vm)
 	json_object_object_add(o, "qemu_version", str_or_null(vm->qemu_version));
 	json_object_object_add(o, "runstate_before", str_or_null(vm->runstate));
 	json_object_object_add(o, "x_ignore_shared", json_object_new_boolean(vm->in_place));
+	json_object_object_add(o, "flushed", json_object_new_boolean(!vm->unflushed));
 	/* Copies, not references: json-c's refcounts are not atomic and
 	 * workers serialise the manifest from several threads. */
 	json_object_object_add(o, "migration_caps_before", deep_copy(vm->caps_before));
@@ -409,6 +410,7 @@ static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 	vm->qemu_version = dup_or_null(get_str(o, "qemu_version", 64, true, &r));
 	vm->runstate = dup_or_null(get_str(o, "runstate_before", 64, true, &r));
 	vm->in_place = get_bool(o, "x_ignore_shared", &r);
+	vm->unflushed = !get_bool(o, "flushed", &r);
 	vm->caps_before = get_caps(o, "migration_caps_before", &r);
 	vm->caps = get_caps(o, "migration_caps", &r);
 	vm->max_bandwidth_before = get_int(o, "max_bandwidth_before", 0, INT64_MAX, &r);

@@ -595,6 +595,12 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		finish_vm(job, vm, HU_VM_FAILED, err);
 		return;
 	}
+	if (vm->unflushed && !job->same_boot) {
+		snprintf(err, sizeof(err), "its checkpoint was not flushed to disk (taken to be restored at once, "
+			 "by run --no-reboot) and the host rebooted since: state and RAM may not have survived");
+		finish_vm(job, vm, HU_VM_FAILED, err);
+		return;
+	}
 	if (check_disks(vm, err, sizeof(err)) < 0 || check_ram(job, vm, err, sizeof(err)) < 0) {
 		finish_vm(job, vm, HU_VM_FAILED, err);
 		return;

@@ -60,6 +60,69 @@ start_vms() { # names...
 	vm_wait_tick r20b $((tb + 3))
 	[ "$(vm_boot_count r20a)" -eq 1 ]
 	[ "$(vm_boot_count r20b)" -eq 1 ]
+	# Restored in the same process: recorded as not flushed (this boot only).
+	[ "$(grep -o '"flushed":false' "$S/manifest.json" | wc -l)" -eq 2 ]
+}
+
+# flushed VERB ARGS...: host-upgrade with the shim recording its fsyncs; prints the files flushed.
+flushed() {
+	: >"$LOG"
+	HU_FAKE_LOG=$LOG HU_FAKE_RECORD_FLUSH=1 LD_PRELOAD=$SHIM "$HU_BIN" "$@" --state-dir "$S" >&2
+	sed -n 's/^f\(data\)\?sync //p' "$LOG" | sort -u
+}
+
+@test "run --no-reboot does not flush state or RAM; checkpoint for a reboot does" {
+	start_vms r20n
+	local files
+	files=$(flushed run --no-reboot --yes --vm r20n)
+	echo "run --no-reboot flushed: $files"
+	! grep -E '\.state$|\.ram$' <<<"$files"
+	grep -q 'manifest' <<<"$files" # the record itself still is durable
+	grep -q '"flushed":false' "$S/manifest.json"
+	vm_wait_ticking r20n
+	# The control: a checkpoint that a reboot may follow flushes both.
+	files=$(flushed checkpoint --vm r20n)
+	echo "checkpoint flushed: $files"
+	grep -q "/r20n.state$" <<<"$files"
+	grep -q "/r20n.ram$" <<<"$files"
+	grep -q '"flushed":true' "$S/manifest.json"
+	run "$HU_BIN" restore --state-dir "$S"
+	[ "$status" -eq 0 ]
+	vm_wait_ticking r20n
+	[ "$(vm_boot_count r20n)" -eq 1 ]
+}
+
+# set_manifest PYTHON-STATEMENT: edit the manifest as a reboot or a crash would leave it.
+set_manifest() {
+	python3 -c 'import json, sys
+p = sys.argv[1]; j = json.load(open(p))
+exec(sys.argv[2])
+json.dump(j, open(p, "w"))' "$S/manifest.json" "$1"
+}
+
+@test "an unflushed checkpoint is refused after a reboot, kept, and restored in its own boot" {
+	start_vms r20u
+	local t
+	t=$(vm_last_tick r20u)
+	run "$HU_BIN" checkpoint --state-dir "$S" --vm r20u
+	[ "$status" -eq 0 ]
+	# As run --no-reboot records it, then a reboot before its restore.
+	set_manifest 'j["vms"][0]["flushed"] = False; j["boot_id"] = "00000000-0000-4000-8000-000000000000"'
+	run --separate-stderr "$HU_BIN" restore --state-dir "$S"
+	echo "$stderr"
+	[ "$status" -eq 1 ]
+	[[ "$stderr" == *"r20u"*"not flushed"*"rebooted since"* ]]
+	[ "$(qemu_count_with "$T/r20u.ram")" -eq 0 ]
+	[ -s "$S/r20u.state" ]
+	run "$HU_BIN" status --json --state-dir "$S"
+	[ "$(json_get "$output" 'j["vms"][0]["state"]')" = failed ]
+	# Back in the boot that took it, the failed VM is retried: restored (the refusal was the boot's).
+	set_manifest 'j["boot_id"] = open("/proc/sys/kernel/random/boot_id").read().strip()'
+	run --separate-stderr "$HU_BIN" restore --state-dir "$S"
+	echo "$stderr"
+	[ "$status" -eq 0 ]
+	vm_wait_tick r20u $((t + 2))
+	[ "$(vm_boot_count r20u)" -eq 1 ]
 }
 
 @test "run --kernel: stages with the pmem region and marker, checkpoints, starts kexec.target" {

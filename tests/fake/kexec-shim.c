@@ -10,6 +10,7 @@
  *   HU_FAKE_CMDLINE       what /proc/cmdline says
  *   HU_FAKE_SYSTEMD_FAIL  1: StartUnit fails
  *   HU_FAKE_DEFAULT_KEXEC what /etc/default/kexec says (Debian's kexec-load config)
+ *   HU_FAKE_RECORD_FLUSH  1: record the file of every fsync/fdatasync (which still runs)
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -149,6 +150,39 @@ int open(const char *path, int flags, ...)
 	return real(path, flags, mode);
 }
 int open64(const char *path, int flags, ...) __attribute__((alias("open")));
+
+/* Which files host-upgrade makes durable: a test cannot see that any other
+ * way. Not inherited by the QEMUs it starts (they get a fixed environment). */
+static int record_flush(const char *call, int fd)
+{
+	char target[PATH_MAX];
+
+	if (getenv("HU_FAKE_RECORD_FLUSH")) {
+		fd_target(fd, target, sizeof(target));
+		record("%s %s", call, target);
+	}
+	return 0;
+}
+
+int fsync(int fd)
+{
+	static int (*real)(int);
+
+	if (!real)
+		real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+	record_flush("fsync", fd);
+	return real(fd);
+}
+
+int fdatasync(int fd)
+{
+	static int (*real)(int);
+
+	if (!real)
+		real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+	record_flush("fdatasync", fd);
+	return real(fd);
+}
 
 /* sd-bus: record StartUnit, never reach the real systemd. */
 typedef struct sd_bus sd_bus;

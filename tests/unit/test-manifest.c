@@ -90,6 +90,7 @@ static void test_round_trip(void **state)
 	assert_int_equal(hu_manifest_new(ctx, &m), 0);
 	hu_vm_list_add(&m->list, make_vm("web1"));
 	hu_vm_list_add(&m->list, make_vm("db-2"));
+	m->list.vms[1]->unflushed = true;
 	assert_int_equal(hu_manifest_set_phase(m, "checkpointed"), 0);
 
 	snprintf(path, sizeof(path), "%s/manifest.json", dir);
@@ -112,6 +113,8 @@ static void test_round_trip(void **state)
 	assert_int_equal(b->uid, 107);
 	assert_string_equal(b->runstate, "paused");
 	assert_true(b->in_place);
+	assert_false(b->unflushed);
+	assert_true(back->list.vms[1]->unflushed);
 	assert_int_equal(b->memdevs[0].digest, 0xfedcba9876543210ULL);
 	assert_true(b->memdevs[0].skipped);
 	assert_int_equal(b->memdevs[0].medium.kind, HU_MEDIUM_DEVDAX);
@@ -167,8 +170,10 @@ static void expect_refused(const char *from, const char *to, int err)
 
 static void test_corrupt_manifests(void **state)
 {
-	expect_refused("\"version\":2", "\"version\":99", -EPROTONOSUPPORT);
-	expect_refused("\"version\":2", "\"version\":1", -EPROTONOSUPPORT); /* before the XXH3 digest */
+	expect_refused("\"version\":3", "\"version\":99", -EPROTONOSUPPORT);
+	expect_refused("\"version\":3", "\"version\":1", -EPROTONOSUPPORT); /* before the XXH3 digest */
+	expect_refused("\"version\":3", "\"version\":2", -EPROTONOSUPPORT); /* before "flushed" */
+	expect_refused("\"flushed\":true", "\"flushed\":1", -EBADMSG);
 	expect_refused("\"name\":\"web1\"", "\"name\":\"..\\/..\\/etc\"", -EBADMSG);
 	expect_refused("\"name\":\"web1\"", "\"name\":42", -EBADMSG);
 	expect_refused("\"-name\"", "17", -EBADMSG);
