@@ -7,7 +7,8 @@
 
 static const char usage[] =
 	"usage: host-upgrade early-boot [--root DIR] [--state-dir DIR] [--run-dir DIR]\n"
-	"                               [--wants-dir DIR] [--wait SECONDS] [--no-modules]\n"
+	"                               [--wants-dir DIR] [--dropin-dir DIR] [--wait SECONDS]\n"
+	"                               [--no-modules]\n"
 	"In the initrd, only when hu.restore=1 is on the kernel command line: load the\n"
 	"modules the RAM medium needs, wait for every pmem/DAX device holding VM RAM,\n"
 	"check its size and mode, and make the restore unit run after switch-root.\n";
@@ -25,6 +26,7 @@ static const struct option early_opts[] = {
 	{ "root",       required_argument, NULL, 'R' },
 	{ "run-dir",    required_argument, NULL, 'D' },
 	{ "wants-dir",  required_argument, NULL, 'W' },
+	{ "dropin-dir", required_argument, NULL, 'I' },
 	{ "wait",       required_argument, NULL, 'w' },
 	{ "no-modules", no_argument,       NULL, 'n' },
 	{}
@@ -39,6 +41,7 @@ static int early_option(struct cli *c, int opt, const char *arg)
 	case 'R': early.root = arg; return 0;
 	case 'D': early.run_dir = arg; return 0;
 	case 'W': early.wants_dir = arg; return 0;
+	case 'I': early.dropin_dir = arg; return 0;
 	case 'n': early.no_modules = true; return 0;
 	case 'w':
 		v = strtoul(arg, &end, 10);

@@ -73,37 +73,42 @@ static void load_modules(struct hu_ctx *ctx, json_object *report)
 	json_object_object_add(report, "modules_not_loadable", failed);
 }
 
-/* The state dir on another filesystem: hu.state=UUID=<uuid>:<dir> names
- * it; mount it read-only where restore's manifest can be read. */
-static int find_state_dir(struct hu_ctx *ctx, const char *root, char **ret_dir)
+/* The state dir on a file system of its own: hu.state=UUID=<uuid>:<dir>
+ * names it. libblkid finds the device and its type; it is mounted
+ * read-only under the run dir only while the manifest is read (the real
+ * root mounts it for the restore). *ret_mnt is that mount, or NULL. */
+static int find_state_dir(struct hu_ctx *ctx, const struct hu_early_opts *o, char **ret_dir, char **ret_mnt)
 {
-	_cleanup_free_ char *spec = NULL;
-	char *colon, *dev;
+	_cleanup_free_ char *spec = NULL, *dev = NULL, *type = NULL, *mnt = NULL;
+	char *colon;
 	int r = hu_cmdline_get(ctx, "hu.state", &spec);
 
-	if (r <= 0) {
-		if (asprintf(ret_dir, "%s%s", root, ctx->state_dir) < 0)
-			return -ENOMEM;
-		return 0;
-	}
-	colon = strchr(spec, ':');
-	if (strncmp(spec, "UUID=", 5) != 0 || !colon || colon[1] != '/')
+	*ret_mnt = NULL;
+	if (r <= 0)
+		return asprintf(ret_dir, "%s%s", o->root ?: "", ctx->state_dir) < 0 ? -ENOMEM : 0;
+	colon = spec ? strchr(spec, ':') : NULL;
+	if (!colon || strncmp(spec, "UUID=", 5) != 0 || colon == spec + 5 || colon[1] != '/' ||
+	    strlen(colon) > PATH_MAX)
 		return -EINVAL;
 	*colon = '\0';
 	dev = blkid_evaluate_tag("UUID", spec + 5, NULL);
 	if (!dev)
 		return -ENODEV;
-	mkdir("/run/host-upgrade", 0700);
-	mkdir("/run/host-upgrade/state-fs", 0700);
-	r = mount(dev, "/run/host-upgrade/state-fs", "ext4", MS_RDONLY, NULL);
-	if (r < 0 && errno != EBUSY) {
-		r = -errno;
-		free(dev);
-		return r;
-	}
-	free(dev);
-	if (asprintf(ret_dir, "/run/host-upgrade/state-fs%s", colon + 1) < 0)
+	type = blkid_get_tag_value(NULL, "TYPE", dev);
+	if (!type)
+		return -EMEDIUMTYPE;
+	if (asprintf(&mnt, "%s/state-fs", o->run_dir) < 0)
 		return -ENOMEM;
+	r = hu_mkdir_p(mnt, 0700);
+	if (r < 0)
+		return r;
+	if (mount(dev, mnt, type, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+		return -errno;
+	if (asprintf(ret_dir, "%s%s", mnt, colon + 1) < 0) {
+		umount2(mnt, MNT_DETACH);
+		return -ENOMEM;
+	}
+	*ret_mnt = TAKE_PTR(mnt);
 	return 0;
 }
 
@@ -181,11 +186,11 @@ int hu_early_check_media(struct hu_ctx *ctx, struct hu_manifest *m, unsigned wai
 int hu_early_boot(struct hu_ctx *ctx, const struct hu_early_opts *o)
 {
 	_cleanup_json_ json_object *report = json_object_new_object();
-	_cleanup_free_ char *dir = NULL, *mpath = NULL, *unit_link = NULL;
+	_cleanup_free_ char *dir = NULL, *mpath = NULL, *unit_link = NULL, *state_mnt = NULL;
 	struct hu_manifest *m = NULL;
 	json_object *media = json_object_new_array();
 	const char *text;
-	int r, bad = 0;
+	int r, bad = 0, no_manifest = 0;
 
 	r = hu_cmdline_get(ctx, HU_CMDLINE_MARKER_KEY, NULL);
 	if (r <= 0) {
@@ -195,16 +200,24 @@ int hu_early_boot(struct hu_ctx *ctx, const struct hu_early_opts *o)
 	}
 	if (!o->no_modules)
 		load_modules(ctx, report);
-	r = find_state_dir(ctx, o->root ?: "", &dir);
+	r = find_state_dir(ctx, o, &dir, &state_mnt);
+	if (r < 0)
+		hu_err(ctx, NULL, "hu.state= on the kernel command line: %s",
+		       r == -EINVAL ? "not UUID=<uuid>:/<dir>" :
+		       r == -ENODEV ? "no file system with that UUID" :
+		       r == -EMEDIUMTYPE ? "its file system type is unknown" : strerror(-r));
 	if (r >= 0 && asprintf(&mpath, "%s/manifest.json", dir) < 0)
 		r = -ENOMEM;
 	if (r >= 0)
 		r = hu_manifest_load_path(ctx, mpath, &m);
+	if (state_mnt && umount2(state_mnt, 0) == 0)
+		rmdir(state_mnt);
 	if (r < 0) {
 		json_object_put(media);
 		hu_err(ctx, NULL, "restore pending but its manifest %s cannot be read: %s", mpath ?: "(state dir)",
 		       strerror(-r));
 		json_object_object_add(report, "error", json_object_new_string(strerror(-r)));
+		no_manifest = r;
 	} else {
 		bad = hu_early_check_media(ctx, m, o->wait_ms, media);
 		json_object_object_add(report, "media", media);
@@ -243,6 +256,11 @@ int hu_early_boot(struct hu_ctx *ctx, const struct hu_early_opts *o)
 			hu_err(ctx, NULL, "cannot arrange the restore unit in %s: %s", o->wants_dir, strerror(-r));
 			return r;
 		}
+	}
+	if (no_manifest < 0) {
+		/* The restore unit still runs: it reads the real root's state dir and says the same. */
+		hu_info(ctx, NULL, "restore unit linked, no media checked");
+		return no_manifest;
 	}
 	hu_info(ctx, NULL, "restore prepared%s", bad ? " (with refused media)" : "");
 	return bad;

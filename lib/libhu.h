@@ -156,7 +156,9 @@ struct hu_early_opts {
 };
 /* Only with the marker on the command line: load modules, check the RAM
  * media of every checkpointed VM, arrange the restore unit. Returns the
- * number of media that did not come back, or a negative errno. */
+ * number of media that did not come back, or a negative errno (the report
+ * and the restore unit's link are written even when the manifest could
+ * not be read). */
 int hu_early_boot(struct hu_ctx *ctx, const struct hu_early_opts *o);
 
 /* --- manifest (status) ---------------------------------------------------- */
