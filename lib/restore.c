@@ -590,14 +590,14 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		finish_vm(job, vm, HU_VM_FAILED, err);
 		return;
 	}
-	if (stat(vm->state_file, &st) < 0 || (uint64_t)st.st_size != vm->state_bytes) {
-		snprintf(err, sizeof(err), "state file %s is missing or not the size recorded", vm->state_file);
-		finish_vm(job, vm, HU_VM_FAILED, err);
-		return;
-	}
 	if (vm->unflushed && !job->same_boot) {
 		snprintf(err, sizeof(err), "its checkpoint was not flushed to disk (taken to be restored at once, "
 			 "by run --no-reboot) and the host rebooted since: state and RAM may not have survived");
+		finish_vm(job, vm, HU_VM_FAILED, err);
+		return;
+	}
+	if (stat(vm->state_file, &st) < 0 || (uint64_t)st.st_size != vm->state_bytes) {
+		snprintf(err, sizeof(err), "state file %s is missing or not the size recorded", vm->state_file);
 		finish_vm(job, vm, HU_VM_FAILED, err);
 		return;
 	}
