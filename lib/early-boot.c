@@ -8,6 +8,7 @@
  * is not started here: systemd ends initrd processes at switch-root, and
  * the VMs' disks and QEMU live in the real root.
  */
+#include <ctype.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -112,8 +113,45 @@ static int find_state_dir(struct hu_ctx *ctx, const struct hu_early_opts *o, cha
 	return 0;
 }
 
-/* The restore must wait for the filesystems holding in-place RAM: a
- * drop-in with RequiresMountsFor= each RAM file's directory. */
+/* systemd's name for the mount unit of an absolute path (systemd-escape
+ * --path --suffix=mount): '/' between components becomes '-'; bytes other
+ * than [A-Za-z0-9:_.], and a leading '.', become \xNN. */
+static char *mount_unit_name(const char *path, size_t len)
+{
+	char *name, *o;
+	bool first = true;
+
+	while (len > 0 && path[len - 1] == '/')
+		len--;
+	name = malloc(len * 4 + sizeof(".mount") + 1);
+	if (!name)
+		return NULL;
+	o = name;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = path[i];
+
+		if (c == '/') {
+			while (i + 1 < len && path[i + 1] == '/')
+				i++;
+			if (!first)
+				*o++ = '-';
+			continue;
+		}
+		if (isalnum(c) || c == ':' || c == '_' || (c == '.' && !first))
+			*o++ = c;
+		else
+			o += sprintf(o, "\\x%02x", c);
+		first = false;
+	}
+	strcpy(o, o == name ? "-.mount" : ".mount");
+	return name;
+}
+
+/* The restore must wait for the file systems holding in-place RAM, but a
+ * file system that never comes back must not hold back the VMs whose RAM
+ * did: Wants= + After= the mount unit of each RAM file's directory and of
+ * its parents (RequiresMountsFor= would fail the whole restore unit when
+ * one such mount fails; restore refuses that VM by itself). */
 static int write_mounts_dropin(struct hu_ctx *ctx, struct hu_manifest *m, const char *dropin_dir)
 {
 	_cleanup_free_ char *text = strdup("# written by host-upgrade early-boot\n[Unit]\n"), *path = NULL;
@@ -126,18 +164,28 @@ static int write_mounts_dropin(struct hu_ctx *ctx, struct hu_manifest *m, const 
 
 		for (size_t j = 0; j < vm->n_memdevs; j++) {
 			const char *p = vm->memdevs[j].mem_path;
-			char *n, *slash;
+			const char *slash;
 
 			/* A device node (device DAX) is no mount to wait for. */
-			if (!vm->memdevs[j].skipped || !p || strchr(p, '"') || strchr(p, '\n') ||
-			    vm->memdevs[j].medium.kind == HU_MEDIUM_DEVDAX || vm->memdevs[j].medium.kind == HU_MEDIUM_PMEM)
+			if (!vm->memdevs[j].skipped || !p || p[0] != '/' || vm->memdevs[j].medium.kind == HU_MEDIUM_DEVDAX ||
+			    vm->memdevs[j].medium.kind == HU_MEDIUM_PMEM)
 				continue;
-			slash = strrchr(p, '/');
-			if (asprintf(&n, "%sRequiresMountsFor=\"%.*s\"\n", text,
-				     (int)(slash && slash != p ? slash - p : 1), p) < 0)
-				return -ENOMEM;
-			free(text);
-			text = n;
+			/* Every prefix of the directory, "/" itself excepted. */
+			for (slash = strchr(p + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
+				_cleanup_free_ char *unit = mount_unit_name(p, slash - p), *line = NULL;
+				char *n;
+
+				if (!unit)
+					return -ENOMEM;
+				if (asprintf(&line, "Wants=%s\nAfter=%s\n", unit, unit) < 0)
+					return -ENOMEM;
+				if (strstr(text, line))
+					continue;
+				if (asprintf(&n, "%s%s", text, line) < 0)
+					return -ENOMEM;
+				free(text);
+				text = n;
+			}
 		}
 	}
 	r = hu_mkdir_p(dropin_dir, 0755);

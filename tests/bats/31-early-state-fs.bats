@@ -61,6 +61,17 @@ checkpoint_onto_fs() {
 	umount "$T/fs"
 }
 
+# unmount_fs: a QEMU killed a moment ago may still be letting go of its log in there.
+unmount_fs() {
+	local i
+	for i in $(seq 50); do
+		umount "$T/fs" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	fuser -vm "$T/fs" >&2 || true
+	umount "$T/fs"
+}
+
 state_fs_mounted() { grep -q " $R/state-fs " /proc/self/mountinfo; }
 
 @test "early boot finds the state dir by file system UUID (ext4, xfs), reads it, leaves no mount" {
@@ -75,7 +86,9 @@ state_fs_mounted() { grep -q " $R/state-fs " /proc/self/mountinfo; }
 		# It read the manifest there (the drop-in names the VM's RAM directory, from
 		# that manifest only) and arranged the restore.
 		cat "$T/dropin/50-ram-mounts.conf"
-		grep -qx "RequiresMountsFor=\"$T\"" "$T/dropin/50-ram-mounts.conf"
+		# ($T has '-' and '.' to escape: systemd's own escaper is the judge.)
+		grep -qFx "After=$(systemd-escape --path --suffix=mount "$T")" "$T/dropin/50-ram-mounts.conf"
+		grep -qFx "Wants=$(systemd-escape --path --suffix=mount "$T")" "$T/dropin/50-ram-mounts.conf"
 		[ "$(json_get "$(cat "$R/early-boot.json")" 'j.get("error")')" = null ]
 		[ -L "$T/wants/host-upgrade-restore.service" ]
 		! state_fs_mounted
@@ -88,7 +101,7 @@ state_fs_mounted() { grep -q " $R/state-fs " /proc/self/mountinfo; }
 		vm_wait_tick "e31$fs" $((t + 2)) 30
 		[ "$(vm_boot_count "e31$fs")" -eq 1 ]
 		cleanup_vms
-		umount "$T/fs"
+		unmount_fs
 		losetup -d "$DEV"
 		: >"$LOOP_FILE"
 		rm -rf "$R" "$T/wants" "$T/dropin" "$T/fs.img"
