@@ -95,6 +95,6 @@ run_scenario() {
 	run_scenario scenario-devdax-renumber
 }
 
-@test "system: NVDIMM host, RAM files on fsdax mounts (by filesystem UUID), one VM's namespace destroyed so the others renumber: it is refused, the others are restored through their mounts" {
+@test "system: NVDIMM host, RAM files on fsdax mounts by filesystem UUID, one VM's namespace destroyed so the others renumber (fsdax-renumber): it is refused, the others are restored through their mounts" {
 	run_scenario scenario-fsdax-renumber
 }
