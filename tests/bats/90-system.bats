@@ -1,7 +1,7 @@
 #!/usr/bin/env bats
 # The system test (tests/system/, see its README): a real kexec kernel upgrade of a
 # disposable test host — Debian 12 under QEMU (TCG), legacy pmem or an emulated
-# NVDIMM with labels (the devdax scenarios), live inner VMs — one test per
+# NVDIMM with labels (the devdax and fsdax-renumber scenarios), live inner VMs — one test per
 # scenario, each a run of tests/system/run-host.sh asserting its verdict. The first
 # test builds the cached test-host image if needed (about two minutes from scratch);
 # then each scenario takes two to four minutes.
@@ -93,4 +93,8 @@ run_scenario() {
 
 @test "system: NVDIMM host, one VM's devdax namespace destroyed so the others renumber: it is refused, the others are restored from their namespaces under the new names" {
 	run_scenario scenario-devdax-renumber
+}
+
+@test "system: NVDIMM host, RAM files on fsdax mounts by filesystem UUID, one VM's namespace destroyed so the others renumber (fsdax-renumber): it is refused, the others are restored through their mounts" {
+	run_scenario scenario-fsdax-renumber
 }

@@ -26,8 +26,6 @@ VMS_MEDIUM=devdax
 # shellcheck source-path=SCRIPTDIR source=in-host/vms.sh
 . /hu/vms.sh
 
-# The device that holds namespace uuid $1 now (from ndctl, not from the product).
-dev_of_uuid() { { vms_ndctl_namespaces | awk -v u="$1" '$4 == u { print "/dev/" $3 }' || true; } | head -n1; }
 # Does the QEMU running VM $1 name device $2 as its RAM?
 argv_names() {
 	local pid
@@ -37,7 +35,7 @@ argv_names() {
 
 case "$HU_BOOT" in
 1)
-	vms_devdax_upgrade_with destroy-ns
+	vms_nvdimm_upgrade_with destroy-ns
 	;;
 2)
 	hu_phase verify
@@ -67,11 +65,7 @@ case "$HU_BOOT" in
 		[ "$vm" = vm2 ] && now=$new_vm2 || now=$new_vm3
 		hu_check "$vm restored from its namespace under the new name" vm_status_is "$vm" restored
 		hu_check "$vm: the restored QEMU's argv names $now" argv_names "$vm" "$now"
-		ck=$(serial_at before "$vm" 3)
-		hu_wait_for 120 "$vm ticks on past $((${ck:-0} + 4))" vm_ticks_at_least "$vm" $((${ck:-0} + 4)) || true
-		hu_check "$vm: counter continued (tick ${ck:-?} at the checkpoint, now $(vm_tick "$vm"))" vm_ticks_at_least "$vm" $((${ck:-0} + 4))
-		hu_check "$vm: no cold boot (one BOOT line)" test "$(vm_boots "$vm")" = 1
-		hu_check "$vm: ticks consecutive" vm_ticks_consecutive "$vm"
+		vm_check_resumed "$vm"
 		a=$(ram_digest before "$(vm_ram "$vm")")
 		b=$(ram_digest after "$now")
 		hu_result "$vm: harness md5 of $(vm_ram "$vm") at the shutdown ${a:-none}, of $now before the restore ${b:-none}"

@@ -39,24 +39,12 @@ plan_all_in_place() {
 	sys.exit(0 if ok and all(x.get("ram_backing") == "persistent" and x.get("save") == "in-place" for x in v.values()) else 1)
 	PY
 }
-# the manifest's record of a VM's RAM medium, one line: "kind device uuid" (empty if none)
-manifest_medium() {
-	python3 - "$VMS_STATE_DIR/manifest.json" "$1" <<-'PY' 2>/dev/null || true
-	import json, sys
-	m = json.load(open(sys.argv[1]))
-	for v in m.get("vms", []):
-	    if v.get("name") == sys.argv[2]:
-	        for d in v.get("memdevs", []):
-	            md = d.get("medium") or {}
-	            print(md.get("kind"), md.get("device"), md.get("uuid"))
-	PY
-}
 
 case "$HU_BOOT" in
 1)
 	hu_phase devdax-setup
 	hu_result "cmdline $(cat /proc/cmdline)"
-	vms_devdax_setup
+	vms_nvdimm_setup
 
 	hu_phase start-vms
 	vms_start

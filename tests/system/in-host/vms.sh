@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Helpers shared by the scenarios that run the real upgrade (scenario-run.sh,
-# scenario-wipe.sh, scenario-tamper.sh, scenario-devdax.sh, scenario-devdax-recreate.sh).
+# scenario-wipe.sh, scenario-tamper.sh, the devdax scenarios, scenario-fsdax-renumber.sh).
 # Sourced by a scenario inside the test host after lib.sh (boot.sh: set -eE, ERR
 # trap). Functions used inside $(...) must not fail (they would trip the ERR trap).
 #
@@ -10,13 +10,18 @@
 #   devdax  one device-DAX namespace per VM (/dev/daxX.Y, mem-path=the device,
 #           align=2M) on the emulated, labelled NVDIMM of run-host.sh's nvdimm host
 #           ("# hu-host: nvdimm" in the scenario); $VMS_DAX_MAP says which is whose
+#   fsdax-ns  one fsdax namespace per VM on that NVDIMM, each with its own ext4
+#           mounted -o dax by its filesystem UUID (/etc/fstab) on $VMS_MNT-NAME, the
+#           VM's RAM a file there; $VMS_DAX_MAP says which namespace (/dev/pmemN) is whose
 #
 #   vms_pmem_setup      fsdax: legacy pmem -> fsdax namespace -> ext4 -b 4096, a line in
 #                       /etc/fstab (UUID, dax,nofail,x-systemd.device-timeout=30s),
 #                       mounted by systemd (mnt-pmem.mount) on $VMS_MNT
-#   vms_devdax_setup    devdax: labels on the NVDIMM (disable-region, init-labels,
-#                       enable-region), then one devdax namespace per VM
-#                       (create-namespace -m devdax -s $VMS_DAX_NS_SIZE -a 2M)
+#   vms_nvdimm_setup    devdax, fsdax-ns: labels on the NVDIMM (disable-region,
+#                       init-labels, enable-region), then one namespace per VM
+#                       (devdax: create-namespace -m devdax -s $VMS_DAX_NS_SIZE -a 2M;
+#                       fsdax-ns: -m fsdax, then mkfs.ext4 -b 4096, a line in
+#                       /etc/fstab by UUID and its mount unit started)
 #   vms_start           three inner VMs (tick.elf), RAM on the medium, argv shapes:
 #                         vm1 -qmp unix: + -daemonize/-pidfile + a raw disk image
 #                         vm2 -chardev socket + -mon mode=control, JSON -object, plain child
@@ -26,11 +31,11 @@
 #                       the harness's own look at the RAM files around the checkpoint
 #                       (below); ACTION at the shutdown after the checkpoint: none,
 #                       tamper (vm2's RAM zeroed, vm1's disk written), power-cycle or
-#                       destroy-ns (devdax: vm1's namespace destroyed, the
-#                       others renumbered in the next boot),
+#                       destroy-ns (devdax, fsdax-ns: vm1's namespace destroyed,
+#                       after unmounting its fs, the others renumbered in the next boot),
 #                       recreate-ns (devdax: vm2's namespace destroyed and created
 #                       again with the same size: same place, new uuid)
-#   vms_devdax_upgrade_with ACTION  boot 1 of a devdax scenario: all of the above
+#   vms_nvdimm_upgrade_with ACTION  boot 1 of an NVDIMM scenario: all of the above
 #                       with ram-hook ACTION, then vms_run_upgrade
 #   vms_record_plan     `plan` and `plan --json` (results/plan.json, a HU-RESULT line)
 #   vms_check_kexec_boot  boot 2: the new kernel runs, reached with hu.restore=1
@@ -50,7 +55,7 @@
 # every RAM file to /var/lib/hu-test/ram-before.md5 (of a devdax device: every byte of
 # the device, through mmap: device DAX has no read()). hu-ram-after.service
 # (enabled in phase 1, runs in the next boot only with hu.restore=1) runs after
-# local-fs.target and the RAM's mount, before host-upgrade-restore.service: it
+# local-fs.target and the RAM's mounts, before host-upgrade-restore.service: it
 # hashes the same files before the restore resumes any guest (ram-after.md5); it does
 # not wait for a devdax device that is not there yet (that would hide a restore that
 # does not wait for it either): it logs it missing. Both are inside the blackout;
@@ -58,6 +63,8 @@
 
 VMS_STATE_DIR=/var/lib/host-upgrade
 VMS_MNT=/mnt/pmem
+# the unit of $VMS_MNT (legacy fsdax; scenario-run reads it); per mount: vms_mount_units
+# shellcheck disable=SC2034
 VMS_MOUNT_UNIT="mnt-pmem.mount"
 VMS_RUNDIR=/run/hu-vms
 VMS_LOGDIR=/var/log/hu-vms
@@ -76,13 +83,14 @@ VMS_HOOK=/usr/local/lib/hu-test/ram-hook
 : "${VMS_FSTAB_OPTS:=dax,nofail,x-systemd.device-timeout=90s}"
 VMS_HOOK_CONF=/var/lib/hu-test/ram-hook.conf
 : "${VMS_MEDIUM:=fsdax}"
-# devdax: "NAME /dev/daxX.Y NAMESPACE UUID" per VM, written by vms_devdax_setup (it
-# survives the kexec: the device names are what the VMs' argv recorded).
+# devdax, fsdax-ns: "NAME DEVICE NAMESPACE UUID" per VM (DEVICE /dev/daxX.Y or the
+# /dev/pmemN under its fs), written by vms_nvdimm_setup in boot 1 (it survives the
+# kexec: the names are what the VMs' argv and the checkpoint recorded).
 VMS_DAX_MAP=/var/lib/hu-test/dax-map
 VMS_DAX_REGION=region0
 : "${VMS_DAX_NS_SIZE:=64M}"
 case "$VMS_MEDIUM" in
-fsdax | devdax) ;;
+fsdax | devdax | fsdax-ns) ;;
 *) hu_fail "vms.sh: unknown VMS_MEDIUM $VMS_MEDIUM" ;;
 esac
 
@@ -97,15 +105,27 @@ vm_ticks_consecutive() {
 }
 vm_pid_by_name() { { pgrep -f -- "^(/[^ ]*/)?qemu-system-x86_64 -name (guest=)?$1( |,|$)" || true; } | head -n1; }
 vm_qemu_count() { { pgrep -c -f -- "^(/[^ ]*/)?qemu-system-x86_64 -name (guest=)?$1( |,|$)" || true; } | head -n1; }
-# Where a VM's RAM is: its file on $VMS_MNT, or (devdax) its /dev/daxX.Y.
+# Where a VM's RAM is: its file on $VMS_MNT (fsdax-ns: on its own mount), or
+# (devdax) its /dev/daxX.Y.
 vm_ram() {
-	if [ "$VMS_MEDIUM" = devdax ]; then
-		{ awk -v n="$1" '$1 == n { print $2 }' "$VMS_DAX_MAP" 2>/dev/null || true; } | head -n1
-	else
-		echo "$VMS_MNT/$1.ram"
-	fi
+	case "$VMS_MEDIUM" in
+	devdax) vm_dax_field "$1" 2 ;;
+	fsdax-ns) echo "$(vm_mnt "$1")/$1.ram" ;;
+	*) echo "$VMS_MNT/$1.ram" ;;
+	esac
 }
-# devdax: the namespace (3) or its uuid (4) a VM's RAM was put on in boot 1
+# The mount point of the filesystem a VM's RAM file is on ("" on devdax)
+vm_mnt() {
+	case "$VMS_MEDIUM" in
+	devdax) ;;
+	fsdax-ns) echo "$VMS_MNT-$1" ;;
+	*) echo "$VMS_MNT" ;;
+	esac
+}
+# The mounts holding the VMs' RAM (one line each) and their units
+vms_mnts() { local vm; for vm in $VMS; do vm_mnt "$vm"; done | sort -u; }
+vms_mount_units() { local m; for m in $(vms_mnts); do systemd-escape -p --suffix=mount "$m"; done; }
+# devdax, fsdax-ns: the device (2), namespace (3) or its uuid (4) a VM's RAM was put on in boot 1
 vm_dax_field() { { awk -v n="$1" -v f="$2" '$1 == n { print $f }' "$VMS_DAX_MAP" 2>/dev/null || true; } | head -n1; }
 # RAM size of each VM, MiB
 vm_mem_mb() { case "$1" in vm2) echo 48 ;; *) echo 32 ;; esac; }
@@ -117,16 +137,35 @@ hu_collect_hook() {
 	cp -a "$VMS_LOGDIR/." "$d/vms/" 2>/dev/null || true
 	ps -eo pid,ppid,etimes,cgroup:80,args > "$d/ps.txt" 2>&1 || true
 	ndctl list -NRD > "$d/ndctl.json" 2>&1 || true
+	findmnt -t ext4,xfs > "$d/findmnt.txt" 2>&1 || true
 	cp /etc/fstab "$d/fstab" 2>/dev/null || true
 	cp /var/lib/hu-test/ram-*.md5 /var/lib/hu-test/ram-hook-*.log /var/lib/hu-test/serial-*.txt "$d/" 2>/dev/null || true
 	cp "$VMS_DAX_MAP" /var/lib/hu-test/recreate-*.json "$d/" 2>/dev/null || true
 }
 
 pmem_ready() { [ -b /dev/pmem0 ]; }
-mnt_is_dax() { grep -q " $VMS_MNT ext4 .*dax" /proc/mounts; }
+# mnt_is_dax [MOUNTPOINT]: an ext4 mounted there with dax (default $VMS_MNT)
+mnt_is_dax() { grep -q " ${1:-$VMS_MNT} ext4 .*dax" /proc/mounts; }
+# dax_fstab MOUNTPOINT DEVICE: an ext4 (4 KiB blocks: DAX needs the page size) on
+# DEVICE, a line in /etc/fstab by its UUID, mounted by systemd (its mount unit)
+dax_fstab() {
+	local mnt=$1 dev=$2 uuid unit
+	mkfs.ext4 -q -F -b 4096 "$dev"
+	udevadm settle
+	uuid=$(blkid -s UUID -o value "$dev")
+	[ -n "$uuid" ] || hu_fail "no UUID on the new ext4 of $dev"
+	mkdir -p "$mnt"
+	printf 'UUID=%s\t%s\text4\t%s\t0\t0\n' "$uuid" "$mnt" "$VMS_FSTAB_OPTS" >> /etc/fstab
+	systemctl daemon-reload
+	unit=$(systemd-escape -p --suffix=mount "$mnt")
+	systemctl start "$unit"
+	hu_check "$mnt is mounted with dax (by $unit from /etc/fstab)" mnt_is_dax "$mnt"
+	hu_result "fstab: $(awk -v m="$mnt" '$2 == m { $1 = $1; print }' /etc/fstab)"
+	hu_result "$mnt: $(findmnt -n -o SOURCE,FSTYPE,OPTIONS "$mnt") $(df -h --output=size,avail "$mnt" | tail -n1 | tr -s ' ')"
+}
 
 vms_pmem_setup() {
-	local ms=0 uuid
+	local ms=0
 	pmem_ready || modprobe -a libnvdimm nd_pmem nd_e820 2>/dev/null || true
 	hu_wait_for 30 "/dev/pmem0" pmem_ready
 	hu_time ms ndctl create-namespace -f -e namespace0.0 -m fsdax >"$HU_RESULTS/ndctl-create.json"
@@ -134,17 +173,7 @@ vms_pmem_setup() {
 	python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["uuid"])' "$HU_RESULTS/ndctl-create.json" > "$HU_STATE/ns-uuid" || true
 	udevadm settle
 	hu_wait_for 30 "/dev/pmem0 (fsdax)" pmem_ready
-	mkfs.ext4 -q -F -b 4096 /dev/pmem0
-	udevadm settle
-	uuid=$(blkid -s UUID -o value /dev/pmem0)
-	[ -n "$uuid" ] || hu_fail "no UUID on the new ext4 of /dev/pmem0"
-	mkdir -p "$VMS_MNT"
-	printf 'UUID=%s\t%s\text4\t%s\t0\t0\n' "$uuid" "$VMS_MNT" "$VMS_FSTAB_OPTS" >> /etc/fstab
-	systemctl daemon-reload
-	systemctl start "$VMS_MOUNT_UNIT"
-	hu_check "$VMS_MNT is mounted with dax (by $VMS_MOUNT_UNIT from /etc/fstab)" mnt_is_dax
-	hu_result "fstab: $(awk -v m="$VMS_MNT" '$2 == m { $1 = $1; print }' /etc/fstab)"
-	hu_result "pmem: $(df -h --output=size,avail "$VMS_MNT" | tail -n1 | tr -s ' ')"
+	dax_fstab "$VMS_MNT" /dev/pmem0
 }
 
 # The namespaces ndctl sees, one line each: "NAMESPACE MODE CHARDEV|BLOCKDEV UUID SIZE"
@@ -160,6 +189,20 @@ for n in sorted(d if isinstance(d, list) else [d], key=lambda n: n.get("dev", ""
 }
 # the namespace line of a dax device (daxX.Y), or nothing
 ns_of_chardev() { vms_ndctl_namespaces | awk -v c="$1" '$3 == c'; }
+# The device (/dev/daxX.Y or /dev/pmemN) that holds namespace uuid $1 now (from ndctl, not from the product).
+dev_of_uuid() { { vms_ndctl_namespaces | awk -v u="$1" '$4 == u { print "/dev/" $3 }' || true; } | head -n1; }
+# The manifest's record of a VM's RAM medium, one line per memdev: "kind device uuid" (empty if none)
+manifest_medium() {
+	python3 - "$VMS_STATE_DIR/manifest.json" "$1" <<-'PY' 2>/dev/null || true
+	import json, sys
+	m = json.load(open(sys.argv[1]))
+	for v in m.get("vms", []):
+	    if v.get("name") == sys.argv[2]:
+	        for d in v.get("memdevs", []):
+	            md = d.get("medium") or {}
+	            print(md.get("kind"), md.get("device"), md.get("uuid"))
+	PY
+}
 
 nvdimm_region_ready() { [ -e "/sys/bus/nd/devices/$VMS_DAX_REGION" ]; }
 dax_ready() { [ -c "$1" ] && [ -e "/sys/bus/dax/devices/$(basename "$1")/size" ]; }
@@ -167,10 +210,14 @@ vms_init_labels() {
 	ndctl disable-region all && ndctl init-labels all && ndctl enable-region all
 }
 
-vms_devdax_setup() {
-	local ms=0 vm j dev ns uuid
-	[ "$VMS_MEDIUM" = devdax ] || hu_fail "vms_devdax_setup needs VMS_MEDIUM=devdax"
-	[ "${HU_HOST_CONFIG:-legacy}" = nvdimm ] || hu_fail "devdax needs run-host.sh's nvdimm host (# hu-host: nvdimm), not ${HU_HOST_CONFIG:-legacy}"
+vms_nvdimm_setup() {
+	local ms=0 vm j dev ns uuid mode=devdax
+	case "$VMS_MEDIUM" in
+	devdax) ;;
+	fsdax-ns) mode=fsdax ;;
+	*) hu_fail "vms_nvdimm_setup needs VMS_MEDIUM=devdax or fsdax-ns, not $VMS_MEDIUM" ;;
+	esac
+	[ "${HU_HOST_CONFIG:-legacy}" = nvdimm ] || hu_fail "$VMS_MEDIUM needs run-host.sh's nvdimm host (# hu-host: nvdimm), not ${HU_HOST_CONFIG:-legacy}"
 	# nfit (ACPI NVDIMMs) is loaded by udev from the NFIT's modalias; ask anyway.
 	nvdimm_region_ready || modprobe -a nfit dax_pmem device_dax 2>/dev/null || true
 	hu_wait_for 30 "$VMS_DAX_REGION (the NVDIMM)" nvdimm_region_ready
@@ -181,17 +228,25 @@ vms_devdax_setup() {
 	: > "$VMS_DAX_MAP.tmp"
 	for vm in $VMS; do
 		j=$HU_RESULTS/ndctl-create-$vm.json
-		hu_time ms ndctl create-namespace -r "$VMS_DAX_REGION" -m devdax -s "$VMS_DAX_NS_SIZE" -a 2M > "$j"
+		hu_time ms ndctl create-namespace -r "$VMS_DAX_REGION" -m "$mode" -s "$VMS_DAX_NS_SIZE" -a 2M > "$j"
+		# devdax: its char device; fsdax: its block device
 		read -r ns uuid dev < <(python3 -c 'import json, sys
 n = json.load(open(sys.argv[1]))
-print(n["dev"], n["uuid"], n["daxregion"]["devices"][0]["chardev"])' "$j")
-		hu_result "$vm: devdax namespace $ns ($dev, uuid $uuid) created in ${ms} ms"
+d = n.get("blockdev") or n["daxregion"]["devices"][0]["chardev"]
+print(n["dev"], n["uuid"], d)' "$j")
+		hu_result "$vm: $mode namespace $ns ($dev, uuid $uuid) created in ${ms} ms"
 		echo "$vm /dev/$dev $ns $uuid" >> "$VMS_DAX_MAP.tmp"
 	done
 	mv -f "$VMS_DAX_MAP.tmp" "$VMS_DAX_MAP"
 	udevadm settle
 	for vm in $VMS; do
-		dev=$(vm_ram "$vm")
+		dev=$(vm_dax_field "$vm" 2)
+		if [ "$mode" = fsdax ]; then
+			hu_wait_for 30 "$dev" test -b "$dev"
+			dax_fstab "$(vm_mnt "$vm")" "$dev"
+			hu_result "$vm: RAM in $(vm_ram "$vm"), on $dev ($(blockdev --getsize64 "$dev") bytes)"
+			continue
+		fi
 		hu_wait_for 30 "$dev" dax_ready "$dev"
 		hu_result "$vm: RAM on $dev, $(cat "/sys/bus/dax/devices/$(basename "$dev")/size") bytes, align $(cat "/sys/bus/dax/devices/$(basename "$dev")/align" 2>/dev/null || echo '?')"
 	done
@@ -255,14 +310,20 @@ vms_wait_ticking() {
 
 # The hook script and its two units (see the top of this file).
 vms_install_ram_hooks() {
-	local action=$1 files="" vm mnt=$VMS_MNT req after
+	local action=$1 files="" vm mnts units req after
 	for vm in $VMS; do files="$files $(vm_ram "$vm")"; done
 	# devdax: no filesystem to wait for, the RAM is the device itself
-	[ "$VMS_MEDIUM" = devdax ] && mnt=""
+	mnts=$(vms_mnts | tr '\n' ' ')
+	units=$(vms_mount_units | tr '\n' ' ')
+	# destroy-ns on fsdax-ns: vm1's filesystem will not come back; the digest
+	# before the restore must not wait for it (that would hide a restore that waits)
+	if [ "$action" = destroy-ns ] && [ "$VMS_MEDIUM" = fsdax-ns ]; then
+		units=${units/"$(systemd-escape -p --suffix=mount "$(vm_mnt vm1)") "/}
+	fi
 	mkdir -p "$(dirname "$VMS_HOOK")" /var/lib/hu-test
 	cat > "$VMS_HOOK_CONF" <<-CONF
 	HOOK_ACTION=$action
-	HOOK_MNT=$mnt
+	HOOK_MNTS="${mnts% }"
 	HOOK_FILES="${files# }"
 	HOOK_TAMPER_RAM="$(vm_ram vm2)"
 	HOOK_TAMPER_DISK="$VMS_VMDIR/vm1-disk.raw"
@@ -270,6 +331,7 @@ vms_install_ram_hooks() {
 	HOOK_RECREATE_REGION=$VMS_DAX_REGION
 	HOOK_RECREATE_SIZE=$VMS_DAX_NS_SIZE
 	HOOK_DESTROY_NS="$(vm_dax_field vm1 3)"
+	HOOK_DESTROY_MNT="$(vm_mnt vm1)"
 	HOOK_SERIALS="$VMS_LOGDIR"
 	CONF
 	cat > "$VMS_HOOK" <<-'HOOK'
@@ -305,10 +367,13 @@ print("%s  %s" % (h.hexdigest(), p))' "$1"
 		fi
 	}
 	ev start
-	if [ -n "$HOOK_MNT" ] && ! mountpoint -q "$HOOK_MNT"; then
-		ev "not-mounted $HOOK_MNT"
-		exit 0
-	fi
+	# A RAM file on a filesystem that is not mounted is "missing" below; when
+	# none of them is mounted there is nothing to look at.
+	mounted=0
+	for m in $HOOK_MNTS; do
+		if mountpoint -q "$m"; then mounted=$((mounted + 1)); else ev "not-mounted $m"; fi
+	done
+	[ -z "$HOOK_MNTS" ] || [ "$mounted" -gt 0 ] || exit 0
 	ev "qemu-running $(pgrep -c -f '^(/[^ ]*/)?qemu-system-x86_64 ' || true)"
 	# Where each guest's serial log stood: "NAME LINES LAST_TICK".
 	for f in "$HOOK_SERIALS"/*.serial; do
@@ -347,8 +412,12 @@ print("%s  %s" % (h.hexdigest(), p))' "$1"
 		echo b > /proc/sysrq-trigger
 		;;
 	destroy-ns)
-		# vm1's devdax namespace is destroyed and nothing takes its place: in
-		# the next boot the kernel numbers the ones after it one lower.
+		# vm1's namespace is destroyed and nothing takes its place: in the
+		# next boot the kernel numbers the ones after it one lower. An fsdax
+		# one is unmounted first (ndctl will not disable a mounted namespace).
+		if [ -n "$HOOK_DESTROY_MNT" ] && mountpoint -q "$HOOK_DESTROY_MNT"; then
+			umount "$HOOK_DESTROY_MNT" >> "$log" 2>&1 || ev "umount-failed $HOOK_DESTROY_MNT"
+		fi
 		ndctl destroy-namespace -f "$HOOK_DESTROY_NS" >> "$log" 2>&1 || ev "destroy-failed $HOOK_DESTROY_NS"
 		sync
 		ev "destroyed $HOOK_DESTROY_NS"
@@ -370,8 +439,8 @@ print("%s  %s" % (h.hexdigest(), p))' "$1"
 	exit 0
 	HOOK
 	chmod 0755 "$VMS_HOOK"
-	req="RequiresMountsFor=${mnt:+$mnt }/var/lib/hu-test"
-	after="After=local-fs.target${mnt:+ $VMS_MOUNT_UNIT}"
+	req="RequiresMountsFor=$mnts/var/lib/hu-test"
+	after="After=local-fs.target${units:+ ${units% }}"
 	cat > /etc/systemd/system/hu-ram-before.service <<-UNIT
 	# host-upgrade system test (tests/system/in-host/vms.sh): digest of the VM RAM
 	# files at the shutdown that follows the checkpoint, then: $action.
@@ -420,11 +489,12 @@ vms_guard_testhost() {
 }
 
 # The real path. Returns only if run failed (the scenario then fails).
-# Boot 1 of a devdax scenario that acts between checkpoint and restore: namespaces,
-# the VMs ticking, the ram-hook with ACTION at the shutdown, `host-upgrade run`.
-vms_devdax_upgrade_with() {
-	hu_phase devdax-setup
-	vms_devdax_setup
+# Boot 1 of an NVDIMM scenario (devdax, fsdax-ns) that acts between checkpoint and
+# restore: namespaces (and their mounts), the VMs ticking, the ram-hook with ACTION
+# at the shutdown, `host-upgrade run`.
+vms_nvdimm_upgrade_with() {
+	hu_phase "$VMS_MEDIUM-setup"
+	vms_nvdimm_setup
 	hu_phase start-vms
 	vms_start
 	hu_phase ticking
@@ -480,7 +550,7 @@ vms_collect_boot() {
 	cp /run/host-upgrade/early-boot.json "$d/early-boot.json" 2>/dev/null || true
 	cp "$VMS_STATE_DIR/manifest.json" "$d/manifest.json" 2>/dev/null || true
 	cp "$VMS_STATE_DIR/journal.jsonl" "$d/journal.jsonl" 2>/dev/null || true
-	for u in host-upgrade-restore.service hu-ram-after.service "$VMS_MOUNT_UNIT" local-fs.target \
+	for u in host-upgrade-restore.service hu-ram-after.service $(vms_mount_units) local-fs.target \
 		systemd-tmpfiles-setup.service sysinit.target multi-user.target; do
 		echo "== $u"
 		systemctl show "$u" -p Id,ActiveState,SubState,Result,ExecMainStatus,ConditionResult \
@@ -610,6 +680,33 @@ vm_stayed_down() {
 	local n
 	n=$(serial_at before "$1" 2)
 	[ -z "$(vm_pid_by_name "$1")" ] && [ -n "$n" ] && [ "$(vm_lines "$1")" = "$n" ]
+}
+
+# vm_check_resumed NAME: a restored VM's guest went on where it stopped: its counter
+# passes the last tick the hook saw at the shutdown (+4), one BOOT line, ticks consecutive.
+vm_check_resumed() {
+	local ck
+	ck=$(serial_at before "$1" 3)
+	hu_wait_for 120 "$1 ticks on past $((${ck:-0} + 4))" vm_ticks_at_least "$1" $((${ck:-0} + 4)) || true
+	hu_check "$1: counter continued (tick ${ck:-?} at the checkpoint, now $(vm_tick "$1"))" vm_ticks_at_least "$1" $((${ck:-0} + 4))
+	hu_check "$1: no cold boot (one BOOT line)" test "$(vm_boots "$1")" = 1
+	hu_check "$1: ticks consecutive" vm_ticks_consecutive "$1"
+}
+
+# vms_restore_again REFUSED RESTORED...: a second `host-upgrade restore` changes
+# nothing: REFUSED still refused and down, each of RESTORED the same QEMU, once.
+vms_restore_again() {
+	local refused=$1 vm pids="" now="" counts="" ones="" rc=0
+	shift
+	for vm in "$@"; do pids="$pids $(vm_pid_by_name "$vm")"; ones="$ones 1"; done
+	host-upgrade restore --state-dir "$VMS_STATE_DIR" || rc=$?
+	hu_result "second restore: exit $rc"
+	hu_check "second restore still reports the refused VM (exit 1)" test "$rc" = 1
+	vms_status
+	hu_check "$refused still refused" vm_status_is "$refused" failed
+	hu_check "$refused: still no QEMU, nothing printed" vm_stayed_down "$refused"
+	for vm in "$@"; do now="$now $(vm_pid_by_name "$vm")"; counts="$counts $(vm_qemu_count "$vm")"; done
+	hu_check "$*: the same QEMUs (${pids# }), each once" test "$now" = "$pids" -a "$counts" = "$ones"
 }
 
 # serial_at MODE NAME FIELD: what the hook saw of a guest's serial log (2 = lines, 3 = last tick)
