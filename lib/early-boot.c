@@ -209,6 +209,7 @@ int hu_early_check_media(struct hu_ctx *ctx, struct hu_manifest *m, unsigned wai
 			continue;
 		for (size_t j = 0; j < vm->n_memdevs; j++) {
 			const struct hu_medium *md = &vm->memdevs[j].medium;
+			_cleanup_free_ char *moved_to = NULL;
 			json_object *e;
 			char why[256] = "";
 			int r;
@@ -218,10 +219,15 @@ int hu_early_check_media(struct hu_ctx *ctx, struct hu_manifest *m, unsigned wai
 			/* Namespaces appear as their drivers probe: wait for one that
 			 * is not there yet, not for one that is there and different. */
 			r = hu_ram_medium_wait(ctx, md, deadline, why, sizeof(why));
+			/* Renumbered: restore follows the namespace by its uuid. */
+			if (r == -ESTALE && hu_ram_medium_follow(ctx, md, &moved_to, NULL) == 0)
+				r = 0;
 			e = json_object_new_object();
 			json_object_object_add(e, "vm", json_object_new_string(vm->name));
 			json_object_object_add(e, "device", json_object_new_string(md->device));
 			json_object_object_add(e, "ok", json_object_new_boolean(r >= 0));
+			if (moved_to)
+				json_object_object_add(e, "moved_to", json_object_new_string(moved_to));
 			if (r < 0)
 				json_object_object_add(e, "why", json_object_new_string(why));
 			json_object_array_add(media, e);

@@ -315,6 +315,38 @@ int hu_ram_medium_locate(struct hu_ctx *ctx, const struct hu_medium *m, char **r
 	return r;
 }
 
+/* The recorded namespace on another device now (namespaces renumbered),
+ * and still the same one there (uuid, size, mode): 0 with that device
+ * ("dax0.0") and, if asked, its medium; -ESTALE otherwise. */
+int hu_ram_medium_follow(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_device, struct hu_medium *ret_now)
+{
+	_cleanup_free_ char *moved_to = NULL, *path = NULL;
+	struct hu_medium now = {};
+	char why[256];
+	int r;
+
+	if (!m->uuid)
+		return -ESTALE;
+	r = hu_ram_medium_locate(ctx, m, &moved_to, why, sizeof(why));
+	if (r != -ESTALE || !moved_to)
+		return -ESTALE;
+	if (asprintf(&path, "/dev/%s", moved_to) < 0)
+		return -ENOMEM;
+	r = hu_ram_medium(ctx, path, &now);
+	if (r >= 0 && (!now.uuid || hu_medium_compare(m, &now, why, sizeof(why)) < 0))
+		r = -ESTALE;
+	if (r < 0) {
+		hu_medium_clear(&now);
+		return -ESTALE;
+	}
+	*ret_device = TAKE_PTR(moved_to);
+	if (ret_now)
+		*ret_now = now;
+	else
+		hu_medium_clear(&now);
+	return 0;
+}
+
 /* hu_ram_medium_check, waiting until `deadline` (hu_mono_ms) while the
  * device is not there. */
 int hu_ram_medium_wait(struct hu_ctx *ctx, const struct hu_medium *m, int64_t deadline, char *why, size_t len)

@@ -117,36 +117,32 @@ static int follow_namespace(struct restore_job *job, struct hu_vm *vm, struct hu
 {
 	_cleanup_free_ char *moved_to = NULL, *old_path = NULL, *new_path = NULL;
 	struct hu_medium now = {};
-	char why[256];
 	int r, n = 0;
 
-	if ((d->medium.kind != HU_MEDIUM_DEVDAX && d->medium.kind != HU_MEDIUM_PMEM) || !d->medium.uuid)
+	if (d->medium.kind != HU_MEDIUM_DEVDAX && d->medium.kind != HU_MEDIUM_PMEM)
 		return -ESTALE;
 	if (asprintf(&old_path, "/dev/%s", d->medium.device) < 0)
 		return -ENOMEM;
 	if (!streq(d->mem_path, old_path))
 		return -ESTALE;
-	r = hu_ram_medium_locate(vm->ctx, &d->medium, &moved_to, why, sizeof(why));
-	if (r != -ESTALE || !moved_to)
-		return -ESTALE;
-	if (asprintf(&new_path, "/dev/%s", moved_to) < 0)
+	r = hu_ram_medium_follow(vm->ctx, &d->medium, &moved_to, &now);
+	if (r < 0)
+		return r;
+	if (asprintf(&new_path, "/dev/%s", moved_to) < 0) {
+		hu_medium_clear(&now);
 		return -ENOMEM;
-	r = hu_ram_medium(vm->ctx, new_path, &now);
-	if (r >= 0 && (!now.uuid || hu_medium_compare(&d->medium, &now, why, sizeof(why)) < 0))
-		r = -ESTALE;
-	if (r >= 0) {
-		/* Under the lock: a save of the manifest reads every VM's argv. */
-		pthread_mutex_lock(&job->m->lock);
-		n = hu_argv_replace_mem_path(vm->argv, vm->argc, old_path, new_path);
-		if (n > 0 && hu_strdup_replace(&d->mem_path, new_path) >= 0) {
-			hu_medium_clear(&d->medium);
-			d->medium = now;
-			now = (struct hu_medium){};
-		}
-		pthread_mutex_unlock(&job->m->lock);
 	}
+	/* Under the lock: a save of the manifest reads every VM's argv. */
+	pthread_mutex_lock(&job->m->lock);
+	n = hu_argv_replace_mem_path(vm->argv, vm->argc, old_path, new_path);
+	if (n > 0 && hu_strdup_replace(&d->mem_path, new_path) >= 0) {
+		hu_medium_clear(&d->medium);
+		d->medium = now;
+		now = (struct hu_medium){};
+	}
+	pthread_mutex_unlock(&job->m->lock);
 	hu_medium_clear(&now);
-	if (r < 0 || n == 0 || !streq(d->mem_path, new_path))
+	if (n == 0 || !streq(d->mem_path, new_path))
 		return -ESTALE;
 	hu_info(job->ctx, vm->name, "its RAM's namespace %s is %s now (was %s): following it", d->medium.uuid,
 		new_path, old_path);

@@ -70,7 +70,10 @@ case "$HU_BOOT" in
 		b=$(ram_digest after "$now")
 		hu_result "$vm: harness md5 of $(vm_ram "$vm") at the shutdown ${a:-none}, of $now before the restore ${b:-none}"
 		hu_check "$vm: its RAM is the namespace it was checkpointed on (same md5 under the new name)" test -n "$a" -a "$a" = "$b"
+		hu_check "early boot: $vm's medium found renumbered on $now" test "$(early_medium "$vm")" = "True ${now#/dev/}"
 	done
+	hu_result "early-boot.json: $(hu_json_compact < /run/host-upgrade/early-boot.json 2>/dev/null || echo missing)"
+	hu_check "early boot: vm1's medium not back" test "$(early_medium vm1)" = "False -"
 	vms_collect_boot
 	hu_pass
 	;;

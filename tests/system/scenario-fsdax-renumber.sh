@@ -117,6 +117,10 @@ case "$HU_BOOT" in
 	done
 	cp /run/host-upgrade/early-boot.json "$HU_RESULTS/early-boot.json" 2>/dev/null || true
 	hu_result "early-boot.json: $(hu_json_compact < /run/host-upgrade/early-boot.json 2>/dev/null || echo missing)"
+	hu_check "early boot: vm1's medium not back" test "$(early_medium vm1)" = "False -"
+	# shellcheck disable=SC2154 # set by eval above
+	hu_check "early boot: vm2's medium found renumbered on $new_vm2" test "$(early_medium vm2)" = "True ${new_vm2#/dev/}"
+	hu_check "early boot: vm3's medium found renumbered on $new_vm3" test "$(early_medium vm3)" = "True ${new_vm3#/dev/}"
 
 	hu_phase restore-again
 	vms_restore_again vm1 vm2 vm3

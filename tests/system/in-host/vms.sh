@@ -75,8 +75,9 @@ VMS_HOOK=/usr/local/lib/hu-test/ram-hook
 # The DAX filesystem's line in /etc/fstab, as an operator would write it: nofail, so
 # a lost pmem does not drop the host into emergency mode — but a nofail mount is
 # not ordered before local-fs.target: the product's initrd side adds a drop-in with
-# RequiresMountsFor= the RAM files' directories to host-upgrade-restore.service (before
-# it did, all VMs were refused: "RAM in /mnt/pmem/vm1.ram: No such file or directory").
+# Wants= + After= the RAM files' directories' mount units to host-upgrade-restore.service
+# (before it did, all VMs were refused: "RAM in /mnt/pmem/vm1.ram: No such file or
+# directory"; with RequiresMountsFor= one lost file system failed the whole unit).
 # No x-systemd.before= here: the test proves the product orders itself.
 # The device timeout is generous: under nested TCG on a busy machine, udev published
 # /dev/disk/by-uuid/… 23 s after switch-root (the job's clock starts at switch-root).
@@ -191,6 +192,17 @@ for n in sorted(d if isinstance(d, list) else [d], key=lambda n: n.get("dev", ""
 ns_of_chardev() { vms_ndctl_namespaces | awk -v c="$1" '$3 == c'; }
 # The device (/dev/daxX.Y or /dev/pmemN) that holds namespace uuid $1 now (from ndctl, not from the product).
 dev_of_uuid() { { vms_ndctl_namespaces | awk -v u="$1" '$4 == u { print "/dev/" $3 }' || true; } | head -n1; }
+# The initrd side's report on a VM's RAM medium (its first): "ok moved_to" from
+# /run/host-upgrade/early-boot.json, e.g. "True pmem0" or "False -" (empty if none)
+early_medium() {
+	python3 - /run/host-upgrade/early-boot.json "$1" <<-'PY' 2>/dev/null || true
+	import json, sys
+	for m in json.load(open(sys.argv[1])).get("media") or []:
+	    if m.get("vm") == sys.argv[2]:
+	        print(m.get("ok"), m.get("moved_to") or "-")
+	        break
+	PY
+}
 # The manifest's record of a VM's RAM medium, one line per memdev: "kind device uuid" (empty if none)
 manifest_medium() {
 	python3 - "$VMS_STATE_DIR/manifest.json" "$1" <<-'PY' 2>/dev/null || true
