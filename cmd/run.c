@@ -117,12 +117,10 @@ int cmd_run(int argc, char **argv)
 	if (c.opts.no_reboot) {
 		c.opts.restore_follows = true;
 		r = hu_checkpoint(c.ctx, list, &c.opts);
-		if (r < 0) {
+		if (r < 0)
 			cli_error(&c, "checkpoint", "failed; every VM was resumed");
-			r = EXIT_BLOCKED;
-			goto out;
-		}
-		r = hu_restore(c.ctx, NULL);
+		else if (r > 0)
+			cli_error(&c, "restore", "not every VM is running again: restore them before any reboot (see status)");
 		r = r != 0 ? EXIT_BLOCKED : 0;
 		goto out;
 	}

@@ -464,10 +464,17 @@ int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_o
 		hu_manifest_free(m);
 		return first_err;
 	}
+	if (opts && opts->restore_follows) {
+		/* Restore at once, under the same lock, from the record in memory:
+		 * the "saved" record on disk covers a crash until then. */
+		hu_manifest_note_phase(m, "checkpointed");
+		hu_info(ctx, NULL, "all %zu VM%s checkpointed; restoring", list->n, list->n == 1 ? "" : "s");
+		r = hu_restore_vms(ctx, m, true, NULL);
+		hu_manifest_free(m);
+		return r;
+	}
 	hu_manifest_set_phase(m, "checkpointed");
 	hu_manifest_free(m);
-	if (!first_err)
-		hu_info(ctx, NULL, "all %zu VM%s checkpointed in %s", list->n, list->n == 1 ? "" : "s",
-			ctx->state_dir);
-	return first_err;
+	hu_info(ctx, NULL, "all %zu VM%s checkpointed in %s", list->n, list->n == 1 ? "" : "s", ctx->state_dir);
+	return 0;
 }

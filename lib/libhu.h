@@ -66,9 +66,10 @@ struct hu_options {
 	bool suspend_all;               /* suspend every guest through its agent first */
 	const char *const *suspend_vms; /* ... or these (NULL-terminated); VFIO guests always */
 	unsigned suspend_timeout_s;     /* 0 = 30 */
-	/* Restore follows at once in this process (run --no-reboot): skip the
-	 * flushes only a host crash needs. Such a checkpoint is restored only
-	 * in the boot that took it. */
+	/* Restore follows at once (run --no-reboot): hu_checkpoint() restores
+	 * every VM itself, under the same lock, and skips the flushes only a
+	 * host crash needs; such a checkpoint is restored only in the boot
+	 * that took it. */
 	bool restore_follows;
 };
 
@@ -105,7 +106,9 @@ const char *hu_vm_get_blocker(const struct hu_vm *vm, size_t i);
 
 /* Checkpoint every planned VM in parallel; all-or-nothing. On failure every
  * VM that was stopped is resumed and a negative errno returned. The name of
- * the first VM that failed and why are reported through the log hook. */
+ * the first VM that failed and why are reported through the log hook.
+ * With opts->restore_follows it then restores them: a positive return is
+ * the number of VMs that restore left down (their state says why). */
 int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list,
 		  const struct hu_options *opts);
 /* Restore every checkpointed VM from the manifest in the state dir.
