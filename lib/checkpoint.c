@@ -470,6 +470,11 @@ int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_o
 		hu_manifest_note_phase(m, "checkpointed");
 		hu_info(ctx, NULL, "all %zu VM%s checkpointed; restoring", list->n, list->n == 1 ? "" : "s");
 		r = hu_restore_vms(ctx, m, true, NULL);
+		if (r < 0) {
+			/* Checkpointed, none restored: not a failed checkpoint. */
+			hu_err(ctx, NULL, "cannot restore: %s", strerror(-r));
+			r = (int)list->n;
+		}
 		hu_manifest_free(m);
 		return r;
 	}

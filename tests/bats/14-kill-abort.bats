@@ -172,8 +172,14 @@ freeze_in_quit() {
 	local attempt
 	for attempt in 1 2 3 4 5 6; do
 		kill_checkpoint "$1"
-		# (quit-hung: the checkpoint has killed the frozen QEMU by now)
-		((FROZE)) && { [[ "$1" == quit-hung ]] || _hu_pid_alive "${PID0[$K14C]}"; } && return 0
+		# quit-hung: the checkpoint has finished; it says whether it had to kill VM 3
+		# (kill -STOP also succeeds on a QEMU already exiting: FROZE alone cannot tell)
+		if [[ "$1" == quit-hung ]]; then
+			((FROZE)) && grep -q -F "$K14C: QEMU pid ${PID0[$K14C]} did not quit; killing it" "$T/ck.out" &&
+				return 0
+		else
+			((FROZE)) && _hu_pid_alive "${PID0[$K14C]}" && return 0
+		fi
 		echo "# attempt $attempt: VM 3 quit before it could be frozen; again" >&3
 		kill -CONT "${PID0[$K14C]}" 2>/dev/null || true
 		run --separate-stderr hu abort
