@@ -91,7 +91,7 @@ state_fs_mounted() { grep -q " $R/state-fs " /proc/self/mountinfo; }
 		grep -qFx "Wants=$(systemd-escape --path --suffix=mount "$T")" "$T/dropin/50-ram-mounts.conf"
 		[ "$(json_get "$(cat "$R/early-boot.json")" 'j.get("error")')" = null ]
 		[ -L "$T/wants/host-upgrade-restore.service" ]
-		! state_fs_mounted
+		! state_fs_mounted || false
 		[ ! -e "$R/state-fs" ]
 		# The checkpoint is intact: mounted back, restore continues the guest.
 		mount "$DEV" "$T/fs"
@@ -116,7 +116,7 @@ state_fs_mounted() { grep -q " $R/state-fs " /proc/self/mountinfo; }
 	[ "$status" -eq 1 ]
 	[[ "$stderr" == *"hu.state="*"no file system with that UUID"* ]]
 	[ "$(json_get "$(cat "$R/early-boot.json")" 'j["error"]')" = "No such device" ]
-	! state_fs_mounted
+	! state_fs_mounted || false
 	for bad in "/dev/vdb:/hu" "UUID=:/hu" "UUID=abc:hu" "UUID=abc"; do
 		run --separate-stderr early_boot "hu.restore=1 hu.state=$bad"
 		echo "$bad: $stderr"
