@@ -1,4 +1,5 @@
 # host-upgrade — see README.md. `make`, `make check`, `make demo`, `make install`.
+# `make` builds build/host-upgrade and its man page build/host-upgrade.8.
 PREFIX ?= /usr/local
 DESTDIR ?=
 BUILD ?= build
@@ -16,7 +17,7 @@ CMD_OBJ = $(CMD_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC = $(wildcard tests/unit/test-*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-all: $(BUILD)/host-upgrade
+all: $(BUILD)/host-upgrade $(BUILD)/host-upgrade.8
 
 $(BUILD)/%.o: %.c $(wildcard lib/*.h cmd/*.h)
 	@mkdir -p $(dir $@)
@@ -29,6 +30,12 @@ $(BUILD)/libhu.a: $(LIB_OBJ)
 $(BUILD)/host-upgrade: $(CMD_OBJ) $(BUILD)/libhu.a
 	@echo "  LD      $@"
 	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# host-upgrade(8), printed by the binary from its own option tables, so
+# --help and the man page cannot drift apart.
+$(BUILD)/host-upgrade.8: $(BUILD)/host-upgrade
+	@echo "  MAN     $@"
+	@$< --man > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libhu.a
 	@mkdir -p $(dir $@)
@@ -75,6 +82,7 @@ check: all $(UNIT_BIN) $(BUILD)/tests/libfake-kexec.so lint
 
 SBINDIR ?= $(PREFIX)/sbin
 DOCDIR ?= $(PREFIX)/share/doc/host-upgrade
+MANDIR ?= $(PREFIX)/share/man
 UNITDIR ?= $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null || echo /usr/lib/systemd/system)
 DRACUTDIR ?= /usr/lib/dracut/modules.d
 SUBST = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g'
@@ -87,8 +95,10 @@ units:
 	@$(SUBST) dracut/90host-upgrade/host-upgrade-early.service.in > $(BUILD)/units/host-upgrade-early.service
 
 install: all
-	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(DRACUTDIR)/90host-upgrade
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(DRACUTDIR)/90host-upgrade \
+		$(DESTDIR)$(MANDIR)/man8
 	install -m 0755 $(BUILD)/host-upgrade $(DESTDIR)$(SBINDIR)/host-upgrade
+	install -m 0644 $(BUILD)/host-upgrade.8 $(DESTDIR)$(MANDIR)/man8/host-upgrade.8
 	$(SUBST) units/host-upgrade-restore.service.in > $(DESTDIR)$(UNITDIR)/host-upgrade-restore.service
 	install -m 0755 dracut/90host-upgrade/module-setup.sh $(DESTDIR)$(DRACUTDIR)/90host-upgrade/
 	$(SUBST) dracut/90host-upgrade/host-upgrade-early.service.in > $(DESTDIR)$(DRACUTDIR)/90host-upgrade/host-upgrade-early.service
@@ -96,6 +106,6 @@ install: all
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
 
 clean:
-	rm -rf $(BUILD)/*.o $(BUILD)/lib $(BUILD)/cmd $(BUILD)/tests $(BUILD)/libhu.a $(BUILD)/host-upgrade
+	rm -rf $(BUILD)/*.o $(BUILD)/lib $(BUILD)/cmd $(BUILD)/tests $(BUILD)/libhu.a $(BUILD)/host-upgrade $(BUILD)/host-upgrade.8
 
 .PHONY: all check install clean demo bench units system-test lint

@@ -1,10 +1,19 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* The host-upgrade CLI: one file per verb, all thin over libhu. */
+/*
+ * The host-upgrade CLI: one file per verb, all thin over libhu.
+ *
+ * main() finds the verb, makes the context and parses the common options
+ * and the verb's own from tables (struct cli_option), then calls the verb
+ * with the result (struct cli). `--help`, `VERB --help` and the man page
+ * (`host-upgrade --man`, built into build/host-upgrade.8) are printed from
+ * the same tables, so an option exists, is documented and is parsed in one
+ * place.
+ */
 #pragma once
 
 #include <errno.h>
-#include <getopt.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include "libhu.h"
 
@@ -21,37 +30,68 @@ struct cli {
 	size_t n_suspend;
 	bool json;
 	bool quiet;
+	bool help;
 	bool unload;
 	bool dry_run;
 	bool yes;
 	struct hu_stage_opts stage;
 };
 
-/* Parse the options every verb takes; extra long options are handled by
- * `extra` (return 0 if consumed, -1 if unknown). Returns 0 or EXIT_USAGE. */
+/*
+ * One option: --NAME, or --NAME ARG when arg names its value. parse()
+ * stores it and returns 0, -1 when the value is invalid (the parser says
+ * so and shows the usage), or EXIT_USAGE once it said why itself. An
+ * option without parse() is a flag: the bool at offset flag in struct cli
+ * is set.
+ */
+struct cli_option {
+	const char *name;
+	const char *arg;
+	const char *help;
+	int (*parse)(struct cli *c, const char *arg);
+	size_t flag;
+};
+#define CLI_FLAG(n, field, h) { .name = (n), .help = (h), .flag = offsetof(struct cli, field) }
+#define CLI_ARG(n, a, fn, h) { .name = (n), .arg = (a), .parse = (fn), .help = (h) }
 
-int cli_parse(struct cli *c, int argc, char **argv, const char *usage,
-	      const struct option *const *extra_sets, int (*extra)(struct cli *c, int opt, const char *arg));
-#define CLI_OPTS(...) ((const struct option *const[]){ __VA_ARGS__, NULL })
+/*
+ * A verb. usage: its forms after "host-upgrade VERB", one a line, naming
+ * only what is required or exclusive (the options are listed from the
+ * tables). about: what it does, for `VERB --help` and the man page;
+ * paragraphs are separated by an empty line. options: its tables,
+ * NULL-terminated; the common options come on top.
+ */
+struct cli_verb {
+	const char *name;
+	int (*run)(struct cli *c);
+	const char *summary;
+	const char *usage;
+	const char *about;
+	const struct cli_option *const *options;
+};
+/* A table's end, and a verb's list of tables. */
+#define CLI_END {}
+#define CLI_TABLES(...) ((const struct cli_option *const[]){ __VA_ARGS__, NULL })
+
+/* The verbs, in the order --help lists them; and the common options. */
+extern const struct cli_verb *const cli_verbs[];
+extern const struct cli_option cli_common_options[];
 /* Option tables shared by verbs: what plan decides, what stage loads. */
-extern const struct option cli_plan_opts[];
-extern const struct option cli_kernel_opts[];
+extern const struct cli_option cli_plan_options[];
+extern const struct cli_option cli_kernel_options[];
+
+extern const struct cli_verb cli_verb_plan, cli_verb_checkpoint, cli_verb_restore, cli_verb_abort,
+	cli_verb_status, cli_verb_stage, cli_verb_run, cli_verb_may_start, cli_verb_early_boot;
+
+/* help.c: --help, VERB --help, the usage after a usage error, the man page. */
+void cli_help(FILE *f);
+void cli_verb_help(FILE *f, const struct cli_verb *v);
+void cli_verb_usage(FILE *f, const struct cli_verb *v);
+void cli_man(FILE *f);
+
 /* `host-upgrade: VERB: what: why` on stderr. */
 void cli_error(const struct cli *c, const char *what, const char *why);
 
-int cmd_plan(int argc, char **argv);
-int cmd_checkpoint(int argc, char **argv);
-int cmd_restore(int argc, char **argv);
-int cmd_abort(int argc, char **argv);
-int cmd_status(int argc, char **argv);
-int cmd_stage(int argc, char **argv);
-int cmd_run(int argc, char **argv);
-int cmd_early_boot(int argc, char **argv);
-int cmd_may_start(int argc, char **argv);
-int cli_stage_option(struct cli *c, int opt, const char *arg);
-
-int cli_plan_option(struct cli *c, int opt, const char *arg);
-
-/* plan.c: discover + plan, shared with checkpoint. */
+/* plan.c: discover + plan, shared with checkpoint and run. */
 int cli_discover_and_plan(struct cli *c, struct hu_vm_list **ret, int *ret_blocked);
 void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok);

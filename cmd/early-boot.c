@@ -1,17 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* host-upgrade early-boot: the initrd side of the restore (run by the dracut module). */
-#include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 #include "cmd.h"
-
-static const char usage[] =
-	"usage: host-upgrade early-boot [--root DIR] [--state-dir DIR] [--run-dir DIR]\n"
-	"                               [--wants-dir DIR] [--dropin-dir DIR] [--wait SECONDS]\n"
-	"                               [--no-modules]\n"
-	"In the initrd, only when hu.restore=1 is on the kernel command line: load the\n"
-	"modules the RAM medium needs, wait for every pmem/DAX device holding VM RAM,\n"
-	"check its size and mode, and make the restore unit run after switch-root.\n";
 
 static struct hu_early_opts early = {
 	.root = "/sysroot",
@@ -22,51 +13,55 @@ static struct hu_early_opts early = {
 	.wait_ms = 20000,
 };
 
-static const struct option early_opts[] = {
-	{ "root",       required_argument, NULL, 'R' },
-	{ "run-dir",    required_argument, NULL, 'D' },
-	{ "wants-dir",  required_argument, NULL, 'W' },
-	{ "dropin-dir", required_argument, NULL, 'I' },
-	{ "wait",       required_argument, NULL, 'w' },
-	{ "no-modules", no_argument,       NULL, 'n' },
-	{}
-};
+static int parse_root(struct cli *c, const char *arg) { early.root = arg; return 0; }
+static int parse_run_dir(struct cli *c, const char *arg) { early.run_dir = arg; return 0; }
+static int parse_wants_dir(struct cli *c, const char *arg) { early.wants_dir = arg; return 0; }
+static int parse_dropin_dir(struct cli *c, const char *arg) { early.dropin_dir = arg; return 0; }
+static int parse_no_modules(struct cli *c, const char *arg) { early.no_modules = true; return 0; }
 
-static int early_option(struct cli *c, int opt, const char *arg)
+static int parse_wait(struct cli *c, const char *arg)
 {
 	char *end;
-	unsigned long v;
+	unsigned long v = strtoul(arg, &end, 10);
 
-	switch (opt) {
-	case 'R': early.root = arg; return 0;
-	case 'D': early.run_dir = arg; return 0;
-	case 'W': early.wants_dir = arg; return 0;
-	case 'I': early.dropin_dir = arg; return 0;
-	case 'n': early.no_modules = true; return 0;
-	case 'w':
-		v = strtoul(arg, &end, 10);
-		if (*end || v > 600)
-			return -1;
-		early.wait_ms = (unsigned)v * 1000;
-		return 0;
-	}
-	return -1;
+	if (*end || v > 600)
+		return -1;
+	early.wait_ms = (unsigned)v * 1000;
+	return 0;
 }
 
-int cmd_early_boot(int argc, char **argv)
-{
-	struct cli c = {};
-	int r;
+/* Where things are in the initrd; the defaults are the dracut module's. */
+static const struct cli_option early_options[] = {
+	CLI_ARG("root", "DIR", parse_root, "the real root as mounted in the initrd (default /sysroot)"),
+	CLI_ARG("run-dir", "DIR", parse_run_dir, "where early-boot.json goes (default /run/host-upgrade)"),
+	CLI_ARG("wants-dir", "DIR", parse_wants_dir,
+		"where the restore unit is linked (default /run/systemd/system/sysinit.target.wants)"),
+	CLI_ARG("dropin-dir", "DIR", parse_dropin_dir,
+		"the restore unit's drop-in dir, for the RAM mounts "
+		"(default /run/systemd/system/host-upgrade-restore.service.d)"),
+	CLI_ARG("wait", "SECONDS", parse_wait, "how long to wait for the pmem/DAX devices, 0 to 600 (default 20)"),
+	CLI_ARG("no-modules", NULL, parse_no_modules, "load no modules (tests)"),
+	CLI_END
+};
 
-	r = cli_parse(&c, argc, argv, usage, CLI_OPTS(early_opts), early_option);
-	if (r)
-		goto out;
-	r = hu_early_boot(c.ctx, &early);
+static int cmd_early_boot(struct cli *c)
+{
+	int r = hu_early_boot(c->ctx, &early);
+
 	/* Never fail the boot: restore refuses what did not survive. */
 	if (r < 0)
-		cli_error(&c, "prepare", strerror(-r));
-	r = r == 0 ? 0 : EXIT_BLOCKED;
-out:
-	hu_unref(c.ctx);
-	return r;
+		cli_error(c, "prepare", strerror(-r));
+	return r == 0 ? 0 : EXIT_BLOCKED;
 }
+
+const struct cli_verb cli_verb_early_boot = {
+	.name = "early-boot",
+	.run = cmd_early_boot,
+	.summary = "initrd side: modules, pmem/DAX checks, arrange the restore unit",
+	.about = "In the initrd (host-upgrade-early.service of the dracut module), only when\n"
+		 "hu.restore=1 is on the kernel command line: load the modules the RAM medium and\n"
+		 "KVM need, wait for every pmem/DAX device holding VM RAM and check it is the same\n"
+		 "namespace (uuid, mode, size), write early-boot.json and link the restore unit\n"
+		 "under /run so it runs first thing after switch-root. It starts no QEMU.",
+	.options = CLI_TABLES(early_options),
+};

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* host-upgrade VERB [options]: dispatch, common options, logging. */
+/* host-upgrade VERB [options]: the context, the common options, parsing, logging. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
@@ -12,31 +12,79 @@
 #include <systemd/sd-journal.h>
 #include "cmd.h"
 
-static const struct {
-	const char *name;
-	int (*fn)(int, char **);
-	const char *help;
-} verbs[] = {
-	{ "plan",       cmd_plan,       "preflight every VM; table or --json; exit 1 if blocked" },
-	{ "checkpoint", cmd_checkpoint, "save every VM (all-or-nothing) and quit its QEMU" },
-	{ "restore",    cmd_restore,    "start every checkpointed VM from its saved state" },
-	{ "abort",      cmd_abort,      "after a failure or crash: bring every VM back now" },
-	{ "status",     cmd_status,     "phase and per-VM state and downtime; --json" },
-	{ "stage",      cmd_stage,      "load the new kernel with kexec (checks modules and command line)" },
-	{ "run",        cmd_run,        "the whole upgrade: plan, stage, checkpoint, kexec reboot" },
-	{ "may-start",  cmd_may_start,  "for a VM's own unit (ExecCondition=): exit 1 if host-upgrade restores or runs it" },
-	{ "early-boot", cmd_early_boot, "initrd side: modules, pmem/DAX checks, arrange the restore unit" },
+const struct cli_verb *const cli_verbs[] = {
+	&cli_verb_plan, &cli_verb_checkpoint, &cli_verb_restore, &cli_verb_abort, &cli_verb_status,
+	&cli_verb_stage, &cli_verb_run, &cli_verb_may_start, &cli_verb_early_boot, NULL,
 };
 
-static void usage(FILE *f)
+static int parse_state_dir(struct cli *c, const char *arg)
 {
-	fprintf(f, "usage: host-upgrade VERB [options]\n\nverbs:\n");
-	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
-		fprintf(f, "  %-11s %s\n", verbs[i].name, verbs[i].help);
-	fprintf(f, "\ncommon options: --state-dir DIR (default /var/lib/host-upgrade), --vm NAME (repeatable),\n"
-		   "                --json, --jobs N, --timeout SECONDS, --quiet\n"
-		   "Exit status: 0 success, 1 failure or blocked, 2 usage error.\n");
+	if (hu_set_state_dir(c->ctx, arg) < 0 || arg[0] != '/') {
+		cli_error(c, "--state-dir", "must be an absolute path of at most 200 bytes");
+		return EXIT_USAGE;
+	}
+	return 0;
 }
+
+static int parse_vm(struct cli *c, const char *arg)
+{
+	if (c->n_vms >= 64) {
+		cli_error(c, "--vm", "at most 64 names");
+		return EXIT_USAGE;
+	}
+	c->vms[c->n_vms++] = arg;
+	c->opts.only_vms = c->vms;
+	return 0;
+}
+
+/* --jobs and --timeout: 1 to 3600. */
+static int parse_count(struct cli *c, const char *what, const char *arg, unsigned *ret)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(arg, &end, 10);
+	if (errno || *end || v == 0 || v > 3600) {
+		cli_error(c, what, "expects a number from 1 to 3600");
+		return EXIT_USAGE;
+	}
+	*ret = (unsigned)v;
+	return 0;
+}
+
+static int parse_jobs(struct cli *c, const char *arg)
+{
+	unsigned v;
+	int r = parse_count(c, "--jobs", arg, &v);
+
+	if (r == 0)
+		hu_set_jobs(c->ctx, v);
+	return r;
+}
+
+static int parse_timeout(struct cli *c, const char *arg)
+{
+	unsigned v;
+	int r = parse_count(c, "--timeout", arg, &v);
+
+	if (r == 0)
+		hu_set_qmp_timeout(c->ctx, v * 1000);
+	return r;
+}
+
+const struct cli_option cli_common_options[] = {
+	CLI_ARG("state-dir", "DIR", parse_state_dir,
+		"where the manifest, the journal and the VMs' state files are (default /var/lib/host-upgrade)"),
+	CLI_ARG("vm", "NAME", parse_vm,
+		"only this VM (repeatable); a VM's name is its -name guest=NAME or -name NAME, else pid-PID"),
+	CLI_FLAG("json", json, "machine-readable output (plan, status, run's plan)"),
+	CLI_ARG("jobs", "N", parse_jobs, "work on at most N VMs at a time (default: all at once)"),
+	CLI_ARG("timeout", "SECONDS", parse_timeout, "how long to wait for each QMP reply (default 10)"),
+	CLI_FLAG("quiet", quiet, "no progress lines on stderr, only errors"),
+	CLI_FLAG("help", help, "show the usage and options, then exit"),
+	CLI_END
+};
 
 /* Is stderr the journal (systemd sets JOURNAL_STREAM=dev:inode)? */
 static bool stderr_is_journal(void)
@@ -79,101 +127,79 @@ void cli_error(const struct cli *c, const char *what, const char *why)
 	fprintf(stderr, "host-upgrade: %s: %s: %s\n", c->verb, what, why);
 }
 
-int cli_parse(struct cli *c, int argc, char **argv, const char *usage_text,
-	      const struct option *const *extra_sets, int (*extra)(struct cli *c, int opt, const char *arg))
+/* Enough for the common options and the longest verb's tables (run). */
+#define CLI_MAX_OPTIONS 40
+#define CLI_OPTION_VAL 0x100
+
+static size_t add_options(const struct cli_option **opt, struct option *all, size_t n,
+			  const struct cli_option *table)
 {
-	static const struct option common[] = {
-		{ "state-dir", required_argument, NULL, 'd' },
-		{ "vm",        required_argument, NULL, 'v' },
-		{ "json",      no_argument,       NULL, 'j' },
-		{ "jobs",      required_argument, NULL, 'J' },
-		{ "timeout",   required_argument, NULL, 'T' },
-		{ "quiet",     no_argument,       NULL, 'q' },
-		{ "help",      no_argument,       NULL, 'h' },
-	};
-	struct option all[32];
-	size_t n = 0;
-	int opt, r, longindex = -1;
-
-	for (size_t i = 0; i < sizeof(common) / sizeof(common[0]); i++)
-		all[n++] = common[i];
-	for (size_t set = 0; extra_sets && extra_sets[set]; set++)
-		for (size_t i = 0; extra_sets[set][i].name && n < 31; i++)
-			all[n++] = extra_sets[set][i];
-	memset(&all[n], 0, sizeof(all[n]));
-
-	c->verb = argv[0];
-	r = hu_new(&c->ctx);
-	if (r < 0) {
-		cli_error(c, "init", strerror(-r));
-		return EXIT_BLOCKED;
+	for (; table->name; table++, n++) {
+		/* a verb's tables outgrew the arrays: a bug, not an input */
+		if (n == CLI_MAX_OPTIONS) {
+			fprintf(stderr, "host-upgrade: more than %d options: raise CLI_MAX_OPTIONS\n",
+				CLI_MAX_OPTIONS);
+			abort();
+		}
+		opt[n] = table;
+		all[n] = (struct option){ table->name, table->arg ? required_argument : no_argument, NULL,
+					  CLI_OPTION_VAL + (int)n };
 	}
-	hu_set_log_fn(c->ctx, log_stderr, c);
+	return n;
+}
+
+/* The common options and the verb's, with getopt_long (so an unambiguous
+ * prefix of an option is that option). Returns 0 or an exit status. */
+static int parse_options(struct cli *c, const struct cli_verb *v, int argc, char **argv)
+{
+	const struct cli_option *opt[CLI_MAX_OPTIONS];
+	struct option all[CLI_MAX_OPTIONS + 1] = {};
+	size_t n = add_options(opt, all, 0, cli_common_options);
+	int o;
+
+	for (size_t t = 0; v->options && v->options[t]; t++)
+		n = add_options(opt, all, n, v->options[t]);
 	optind = 1;
 	opterr = 0; /* our own messages, in our format */
-	while ((opt = getopt_long(argc, argv, "+h", all, &longindex)) != -1) {
-		char *end;
-		unsigned long v;
+	while ((o = getopt_long(argc, argv, "+h", all, NULL)) != -1) {
+		const struct cli_option *p;
 		char what[64];
+		int r;
 
-		switch (opt) {
-		case 'd':
-			if (hu_set_state_dir(c->ctx, optarg) < 0 || optarg[0] != '/') {
-				cli_error(c, "--state-dir", "must be an absolute path of at most 200 bytes");
-				return EXIT_USAGE;
-			}
-			break;
-		case 'v':
-			if (c->n_vms >= 64) {
-				cli_error(c, "--vm", "at most 64 names");
-				return EXIT_USAGE;
-			}
-			c->vms[c->n_vms++] = optarg;
-			c->opts.only_vms = c->vms;
-			break;
-		case 'j':
-			c->json = true;
-			break;
-		case 'q':
-			c->quiet = true;
-			break;
-		case 'J':
-		case 'T':
-			errno = 0;
-			v = strtoul(optarg, &end, 10);
-			if (errno || *end || v == 0 || v > 3600) {
-				cli_error(c, opt == 'J' ? "--jobs" : "--timeout", "expects a number from 1 to 3600");
-				return EXIT_USAGE;
-			}
-			if (opt == 'J')
-				hu_set_jobs(c->ctx, (unsigned)v);
-			else
-				hu_set_qmp_timeout(c->ctx, (unsigned)v * 1000);
-			break;
-		case 'h':
-			printf("%s", usage_text);
-			exit(0);
-		case '?':
-		case ':':
+		if (o == 'h') {
+			c->help = true;
+		} else if (o < CLI_OPTION_VAL) { /* '?': unknown, ambiguous or without its value */
 			cli_error(c, argv[optind - 1], "unknown option, or its value is missing");
-			fprintf(stderr, "%s", usage_text);
+			cli_verb_usage(stderr, v);
 			return EXIT_USAGE;
-		default:
-			if (extra && extra(c, opt, optarg) == 0)
-				break;
-			snprintf(what, sizeof(what), "--%s", longindex >= 0 ? all[longindex].name : "?");
-			if (optarg) {
-				char why[256];
-
-				snprintf(why, sizeof(why), "invalid value '%.200s'", optarg);
-				cli_error(c, what, why);
+		} else {
+			p = opt[o - CLI_OPTION_VAL];
+			if (p->parse) {
+				r = p->parse(c, optarg);
 			} else {
-				cli_error(c, what, "not valid here");
+				*(bool *)((char *)c + p->flag) = true;
+				r = 0;
 			}
-			fprintf(stderr, "%s", usage_text);
-			return EXIT_USAGE;
+			if (r > 0)
+				return r;
+			if (r < 0) {
+				snprintf(what, sizeof(what), "--%s", p->name);
+				if (optarg) {
+					char why[256];
+
+					snprintf(why, sizeof(why), "invalid value '%.200s'", optarg);
+					cli_error(c, what, why);
+				} else {
+					cli_error(c, what, "not valid here");
+				}
+				cli_verb_usage(stderr, v);
+				return EXIT_USAGE;
+			}
 		}
-		longindex = -1;
+		if (c->help) {
+			cli_verb_help(stdout, v);
+			return 0;
+		}
 	}
 	if (optind < argc) {
 		cli_error(c, argv[optind], "unexpected argument");
@@ -182,20 +208,54 @@ int cli_parse(struct cli *c, int argc, char **argv, const char *usage_text,
 	return 0;
 }
 
+static const struct cli_verb *find_verb(const char *name)
+{
+	for (size_t i = 0; cli_verbs[i]; i++)
+		if (!strcmp(name, cli_verbs[i]->name))
+			return cli_verbs[i];
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
+	const struct cli_verb *v;
+	struct cli c = {};
+	int r;
+
 	if (argc < 2) {
-		usage(stderr);
+		cli_help(stderr);
 		return EXIT_USAGE;
 	}
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
-		usage(stdout);
+		/* `help VERB` is `VERB --help`; `help` alone, or with anything else, the verb list */
+		v = argc > 2 && !strcmp(argv[1], "help") ? find_verb(argv[2]) : NULL;
+		if (v)
+			cli_verb_help(stdout, v);
+		else
+			cli_help(stdout);
 		return 0;
 	}
-	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
-		if (!strcmp(argv[1], verbs[i].name))
-			return verbs[i].fn(argc - 1, argv + 1);
-	fprintf(stderr, "host-upgrade: %s: unknown verb\n", argv[1]);
-	usage(stderr);
-	return EXIT_USAGE;
+	/* Not in --help: the build makes build/host-upgrade.8 with it. */
+	if (!strcmp(argv[1], "--man")) {
+		cli_man(stdout);
+		return 0;
+	}
+	v = find_verb(argv[1]);
+	if (!v) {
+		fprintf(stderr, "host-upgrade: %s: unknown verb\n", argv[1]);
+		cli_help(stderr);
+		return EXIT_USAGE;
+	}
+	c.verb = v->name;
+	r = hu_new(&c.ctx);
+	if (r < 0) {
+		cli_error(&c, "init", strerror(-r));
+		return EXIT_BLOCKED;
+	}
+	hu_set_log_fn(c.ctx, log_stderr, &c);
+	r = parse_options(&c, v, argc - 1, argv + 1);
+	if (r == 0 && !c.help)
+		r = v->run(&c);
+	hu_unref(c.ctx);
+	return r;
 }

@@ -1,70 +1,66 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* host-upgrade plan [--json]: what would happen to every VM, and what blocks it. */
-#include <getopt.h>
 #include <json-c/json.h>
 #include <stdlib.h>
 #include <string.h>
 #include "cmd.h"
 
-static const char usage[] =
-	"usage: host-upgrade plan [--json] [--state-dir DIR] [--vm NAME]... [--no-reboot]\n"
-	"                         [--volatile copy|refuse] [--space-margin SIZE]\n"
-	"                         [--suspend | --suspend-vm NAME]... [--suspend-timeout SECONDS]\n"
-	"Preflight every QEMU on the host: RAM backing, how it is saved, blockers.\n"
-	"Exit 1 when anything blocks.\n";
+static int parse_volatile(struct cli *c, const char *arg)
+{
+	if (!strcmp(arg, "copy"))
+		c->opts.volatile_policy = HU_VOLATILE_COPY;
+	else if (!strcmp(arg, "refuse"))
+		c->opts.volatile_policy = HU_VOLATILE_REFUSE;
+	else
+		return -1;
+	return 0;
+}
 
-const struct option cli_plan_opts[] = {
-	{ "no-reboot",    no_argument,       NULL, 'N' },
-	{ "volatile",     required_argument, NULL, 'V' },
-	{ "space-margin", required_argument, NULL, 'M' },
-	{ "suspend",      no_argument,       NULL, 'S' },
-	{ "suspend-vm",   required_argument, NULL, 's' },
-	{ "suspend-timeout", required_argument, NULL, 't' },
-	{}
-};
-
-int cli_plan_option(struct cli *c, int opt, const char *arg)
+static int parse_space_margin(struct cli *c, const char *arg)
 {
 	uint64_t size;
 
-	switch (opt) {
-	case 'N':
-		c->opts.no_reboot = true;
-		return 0;
-	case 'S':
-		c->opts.suspend_all = true;
-		return 0;
-	case 's':
-		if (c->n_suspend >= 64)
-			return -1;
-		c->suspend[c->n_suspend++] = arg;
-		c->opts.suspend_vms = c->suspend;
-		return 0;
-	case 't': {
-		char *end;
-		unsigned long v = strtoul(arg, &end, 10);
-
-		if (*end || v == 0 || v > 600)
-			return -1;
-		c->opts.suspend_timeout_s = (unsigned)v;
-		return 0;
-	}
-	case 'V':
-		if (!strcmp(arg, "copy"))
-			c->opts.volatile_policy = HU_VOLATILE_COPY;
-		else if (!strcmp(arg, "refuse"))
-			c->opts.volatile_policy = HU_VOLATILE_REFUSE;
-		else
-			return -1;
-		return 0;
-	case 'M':
-		if (hu_parse_size(arg, &size) < 0 || size == 0 || size > (1ULL << 40))
-			return -1;
-		c->opts.space_margin = size;
-		return 0;
-	}
-	return -1;
+	if (hu_parse_size(arg, &size) < 0 || size == 0 || size > (1ULL << 40))
+		return -1;
+	c->opts.space_margin = size;
+	return 0;
 }
+
+static int parse_suspend_vm(struct cli *c, const char *arg)
+{
+	if (c->n_suspend >= 64)
+		return -1;
+	c->suspend[c->n_suspend++] = arg;
+	c->opts.suspend_vms = c->suspend;
+	return 0;
+}
+
+static int parse_suspend_timeout(struct cli *c, const char *arg)
+{
+	char *end;
+	unsigned long v = strtoul(arg, &end, 10);
+
+	if (*end || v == 0 || v > 600)
+		return -1;
+	c->opts.suspend_timeout_s = (unsigned)v;
+	return 0;
+}
+
+/* What plan decides; checkpoint and run take the same, so that they
+ * check what plan showed. */
+const struct cli_option cli_plan_options[] = {
+	CLI_FLAG("no-reboot", opts.no_reboot,
+		 "no kernel reboot follows: RAM on tmpfs, hugetlbfs or memfd may stay in place"),
+	CLI_ARG("volatile", "copy|refuse", parse_volatile,
+		"such RAM when a reboot follows: copy it into the state file (default), or block"),
+	CLI_ARG("space-margin", "SIZE", parse_space_margin,
+		"device-state allowance per VM in the free-space check (default 64M)"),
+	CLI_FLAG("suspend", opts.suspend_all, "suspend every guest through its agent first (VFIO guests always are)"),
+	CLI_ARG("suspend-vm", "NAME", parse_suspend_vm, "suspend this guest through its agent first (repeatable)"),
+	CLI_ARG("suspend-timeout", "SECONDS", parse_suspend_timeout,
+		"how long a guest may take to suspend, 1 to 600 (default 30)"),
+	CLI_END
+};
 
 int cli_discover_and_plan(struct cli *c, struct hu_vm_list **ret, int *ret_blocked)
 {
@@ -155,24 +151,25 @@ void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
 	printf("%zu VM%s, %s\n", n, n == 1 ? "" : "s", ok ? "ready" : "BLOCKED");
 }
 
-int cmd_plan(int argc, char **argv)
+static int cmd_plan(struct cli *c)
 {
-	struct cli c = {};
 	struct hu_vm_list *list = NULL;
 	int blocked = 0, r;
 
-	r = cli_parse(&c, argc, argv, usage, CLI_OPTS(cli_plan_opts), cli_plan_option);
-	if (r)
-		goto out;
-	r = cli_discover_and_plan(&c, &list, &blocked);
-	if (r < 0) {
-		r = EXIT_BLOCKED;
-		goto out;
-	}
-	cli_print_plan(&c, list, blocked == 0);
-	r = blocked ? EXIT_BLOCKED : 0;
-out:
+	r = cli_discover_and_plan(c, &list, &blocked);
+	if (r < 0)
+		return EXIT_BLOCKED;
+	cli_print_plan(c, list, blocked == 0);
 	hu_vm_list_free(list);
-	hu_unref(c.ctx);
-	return r;
+	return blocked ? EXIT_BLOCKED : 0;
 }
+
+const struct cli_verb cli_verb_plan = {
+	.name = "plan",
+	.run = cmd_plan,
+	.summary = "preflight every VM; table or --json; exit 1 if blocked",
+	.about = "Preflight every QEMU on the host, stopping nothing: its RAM backing (persistent,\n"
+		 "volatile or private), how it is saved (in place, or copied into the state file),\n"
+		 "how much is written, and what blocks it. Exit 1 when anything blocks.",
+	.options = CLI_TABLES(cli_plan_options),
+};

@@ -3,37 +3,40 @@
 #include <string.h>
 #include "cmd.h"
 
-static const char restore_usage[] =
-	"usage: host-upgrade restore [--state-dir DIR] [--vm NAME]... [--jobs N]\n"
-	"Start every checkpointed VM from its saved state. Idempotent: VMs already\n"
-	"running are never started again.\n";
-static const char abort_usage[] =
-	"usage: host-upgrade abort [--state-dir DIR]\n"
-	"After a failed or interrupted checkpoint: resume every VM it stopped and\n"
-	"restore every VM it already saved.\n";
-
-static int converge(int argc, char **argv, bool is_abort)
+static int converge(struct cli *c, bool is_abort)
 {
-	struct cli c = {};
-	int r;
+	int r = is_abort ? hu_abort(c->ctx) : hu_restore(c->ctx, &c->opts);
 
-	r = cli_parse(&c, argc, argv, is_abort ? abort_usage : restore_usage, NULL, NULL);
-	if (r)
-		goto out;
-	r = is_abort ? hu_abort(c.ctx) : hu_restore(c.ctx, &c.opts);
-	if (r < 0) {
-		r = EXIT_BLOCKED;
-	} else if (r > 0) {
+	if (r < 0)
+		return EXIT_BLOCKED;
+	if (r > 0) {
 		char why[64];
 
 		snprintf(why, sizeof(why), "%d VM%s not running (see status)", r, r == 1 ? "" : "s");
-		cli_error(&c, "incomplete", why);
-		r = EXIT_BLOCKED;
+		cli_error(c, "incomplete", why);
+		return EXIT_BLOCKED;
 	}
-out:
-	hu_unref(c.ctx);
-	return r;
+	return 0;
 }
 
-int cmd_restore(int argc, char **argv) { return converge(argc, argv, false); }
-int cmd_abort(int argc, char **argv) { return converge(argc, argv, true); }
+static int cmd_restore(struct cli *c) { return converge(c, false); }
+static int cmd_abort(struct cli *c) { return converge(c, true); }
+
+const struct cli_verb cli_verb_restore = {
+	.name = "restore",
+	.run = cmd_restore,
+	.summary = "start every checkpointed VM from its saved state",
+	.about = "Start every checkpointed VM from its saved state: its recorded argv with\n"
+		 "-incoming defer, back to the runstate it had. A VM is refused when its state\n"
+		 "file, a disk or its RAM changed since the checkpoint. Idempotent: a VM whose\n"
+		 "QEMU already runs is never started again. After the kexec, the unit\n"
+		 "host-upgrade-restore.service runs it.",
+};
+
+const struct cli_verb cli_verb_abort = {
+	.name = "abort",
+	.run = cmd_abort,
+	.summary = "after a failure or crash: bring every VM back now",
+	.about = "After a failed or interrupted checkpoint (even a kill -9): resume every VM\n"
+		 "whose QEMU still runs and restore every VM that was already saved.",
+};

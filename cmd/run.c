@@ -3,39 +3,17 @@
  * host-upgrade run: plan → preflight → stage → checkpoint → kexec reboot.
  * Any failure before the reboot leaves every VM running and no kernel staged.
  */
-#include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "cmd.h"
 
-static const char usage[] =
-	"usage: host-upgrade run --kernel PATH [--initrd PATH] [--append STR | --reuse-cmdline]\n"
-	"                        [--dry-run] [--yes] [--state-dir DIR] [--vm NAME]... [--jobs N]\n"
-	"       host-upgrade run --no-reboot [--yes] ...\n"
-	"Upgrade the host: check every VM, stage the new kernel, checkpoint every VM,\n"
-	"reboot into the new kernel through systemd's kexec.target; the early-boot\n"
-	"restore brings the VMs back. --no-reboot checkpoints and restores at once\n"
-	"(a QEMU-only upgrade with the QEMU binary now on disk).\n";
-
-static const struct option yes_opts[] = {
-	{ "yes",           no_argument,       NULL, 'y' },
-	{}
+/* --dry-run means the whole run here, not stage's. */
+static const struct cli_option run_options[] = {
+	CLI_FLAG("dry-run", dry_run, "check every VM and the new kernel, show the steps, stop nothing"),
+	CLI_FLAG("yes", yes, "go ahead without asking (needed when stdin is not a terminal)"),
+	CLI_END
 };
-
-/* run takes plan's and stage's options; --dry-run means the whole run. */
-static int run_option(struct cli *c, int opt, const char *arg)
-{
-	if (opt == 'n') {
-		c->dry_run = true;
-		return 0;
-	}
-	if (opt == 'y') {
-		c->yes = true;
-		return 0;
-	}
-	return cli_plan_option(c, opt, arg) == 0 ? 0 : cli_stage_option(c, opt, arg);
-}
 
 static bool confirm(const struct cli *c, const char *what)
 {
@@ -68,81 +46,77 @@ static void print_steps(const struct cli *c, const char *version)
 	       version);
 }
 
-int cmd_run(int argc, char **argv)
+static int cmd_run(struct cli *c)
 {
-	struct cli c = {};
 	struct hu_vm_list *list = NULL;
 	char *version = NULL;
 	int blocked = 0, r;
 
-	r = cli_parse(&c, argc, argv, usage, CLI_OPTS(cli_plan_opts, cli_kernel_opts, yes_opts), run_option);
-	if (r)
-		goto out;
-	if (!c.opts.no_reboot && !c.stage.kernel) {
-		cli_error(&c, "--kernel", "is required (or --no-reboot for a QEMU-only upgrade)");
+	if (!c->opts.no_reboot && !c->stage.kernel) {
+		cli_error(c, "--kernel", "is required (or --no-reboot for a QEMU-only upgrade)");
 		r = EXIT_USAGE;
 		goto out;
 	}
-	r = cli_discover_and_plan(&c, &list, &blocked);
+	r = cli_discover_and_plan(c, &list, &blocked);
 	if (r < 0) {
 		r = EXIT_BLOCKED;
 		goto out;
 	}
-	cli_print_plan(&c, list, blocked == 0);
+	cli_print_plan(c, list, blocked == 0);
 	if (blocked) {
-		cli_error(&c, "blocked", "nothing was stopped");
+		cli_error(c, "blocked", "nothing was stopped");
 		r = EXIT_BLOCKED;
 		goto out;
 	}
-	if (!c.opts.no_reboot) {
+	if (!c->opts.no_reboot) {
 		/* Preflight the kernel before anything stops. */
-		c.stage.dry_run = true;
-		if (hu_stage(c.ctx, &c.stage, list, &version) < 0) {
-			cli_error(&c, "preflight", "the new kernel cannot be staged; nothing was stopped");
+		c->stage.dry_run = true;
+		if (hu_stage(c->ctx, &c->stage, list, &version) < 0) {
+			cli_error(c, "preflight", "the new kernel cannot be staged; nothing was stopped");
 			r = EXIT_BLOCKED;
 			goto out;
 		}
-		c.stage.dry_run = false;
-		c.opts.target_kernel = version;
+		c->stage.dry_run = false;
+		c->opts.target_kernel = version;
 	}
-	print_steps(&c, version);
-	if (c.dry_run) {
+	print_steps(c, version);
+	if (c->dry_run) {
 		r = 0;
 		goto out;
 	}
-	if (!confirm(&c, "Go ahead?")) {
+	if (!confirm(c, "Go ahead?")) {
 		r = EXIT_BLOCKED;
 		goto out;
 	}
-	if (c.opts.no_reboot) {
-		c.opts.restore_follows = true;
-		r = hu_checkpoint(c.ctx, list, &c.opts);
+	if (c->opts.no_reboot) {
+		c->opts.restore_follows = true;
+		r = hu_checkpoint(c->ctx, list, &c->opts);
 		if (r < 0)
-			cli_error(&c, "checkpoint", "failed; every VM was resumed");
+			cli_error(c, "checkpoint", "failed; every VM was resumed");
 		else if (r > 0)
-			cli_error(&c, "restore", "not every VM is running again: restore them before any reboot (see status)");
+			cli_error(c, "restore", "not every VM is running again: restore them before any reboot (see status)");
 		r = r != 0 ? EXIT_BLOCKED : 0;
 		goto out;
 	}
-	r = hu_stage(c.ctx, &c.stage, list, NULL);
+	r = hu_stage(c->ctx, &c->stage, list, NULL);
 	if (r < 0) {
-		cli_error(&c, "stage", "failed; nothing was stopped");
+		cli_error(c, "stage", "failed; nothing was stopped");
 		r = EXIT_BLOCKED;
 		goto out;
 	}
-	r = hu_checkpoint(c.ctx, list, &c.opts);
+	r = hu_checkpoint(c->ctx, list, &c->opts);
 	if (r < 0) {
-		hu_unstage(c.ctx);
-		cli_error(&c, "checkpoint", "failed; every VM was resumed and the staged kernel unloaded");
+		hu_unstage(c->ctx);
+		cli_error(c, "checkpoint", "failed; every VM was resumed and the staged kernel unloaded");
 		r = EXIT_BLOCKED;
 		goto out;
 	}
-	r = hu_reboot_kexec(c.ctx);
+	r = hu_reboot_kexec(c->ctx);
 	if (r < 0) {
 		/* The VMs are saved but the host will not kexec: bring them back now. */
-		hu_unstage(c.ctx);
-		hu_abort(c.ctx);
-		cli_error(&c, "reboot", "did not start; every VM was restored and the staged kernel unloaded");
+		hu_unstage(c->ctx);
+		hu_abort(c->ctx);
+		cli_error(c, "reboot", "did not start; every VM was restored and the staged kernel unloaded");
 		r = EXIT_BLOCKED;
 		goto out;
 	}
@@ -151,6 +125,21 @@ int cmd_run(int argc, char **argv)
 out:
 	free(version);
 	hu_vm_list_free(list);
-	hu_unref(c.ctx);
 	return r;
 }
+
+const struct cli_verb cli_verb_run = {
+	.name = "run",
+	.run = cmd_run,
+	.summary = "the whole upgrade: plan, stage, checkpoint, kexec reboot",
+	.usage = "--kernel PATH [options]\n--no-reboot [options]",
+	.about = "Upgrade the host: check every VM, stage the new kernel, checkpoint every VM,\n"
+		 "reboot into the new kernel through systemd's kexec.target; the early-boot\n"
+		 "restore brings the VMs back. Any failure before the reboot leaves every VM\n"
+		 "running and no kernel staged. It asks before it stops anything.\n"
+		 "\n"
+		 "With --no-reboot it checkpoints and restores at once: a QEMU-only upgrade with\n"
+		 "the QEMU binary now on disk. The checkpoint is not flushed then, and is restored\n"
+		 "only in the boot that took it.",
+	.options = CLI_TABLES(cli_kernel_options, run_options, cli_plan_options),
+};

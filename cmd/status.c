@@ -4,36 +4,29 @@
 #include <string.h>
 #include "cmd.h"
 
-static const char usage[] =
-	"usage: host-upgrade status [--json] [--state-dir DIR]\n";
-
-int cmd_status(int argc, char **argv)
+static int cmd_status(struct cli *c)
 {
-	struct cli c = {};
 	struct hu_manifest *m = NULL;
 	int r;
 
-	r = cli_parse(&c, argc, argv, usage, NULL, NULL);
-	if (r)
-		goto out;
-	r = hu_manifest_load(c.ctx, &m);
+	r = hu_manifest_load(c->ctx, &m);
 	if (r == -ENOENT) {
-		if (c.json)
+		if (c->json)
 			printf("{\"phase\":\"idle\",\"vms\":[]}\n");
 		else
-			printf("phase: idle (no checkpoint in %s)\n", hu_get_state_dir(c.ctx));
+			printf("phase: idle (no checkpoint in %s)\n", hu_get_state_dir(c->ctx));
 		r = 0;
 		goto out;
 	}
 	if (r < 0) {
 		char what[256];
 
-		snprintf(what, sizeof(what), "%s/manifest.json", hu_get_state_dir(c.ctx));
-		cli_error(&c, what, hu_manifest_strerror(r));
+		snprintf(what, sizeof(what), "%s/manifest.json", hu_get_state_dir(c->ctx));
+		cli_error(c, what, hu_manifest_strerror(r));
 		r = EXIT_BLOCKED;
 		goto out;
 	}
-	if (c.json) {
+	if (c->json) {
 		json_object *o = json_object_new_object(), *vms = json_object_new_array();
 
 		json_object_object_add(o, "phase", json_object_new_string(hu_manifest_get_phase(m)));
@@ -71,6 +64,14 @@ int cmd_status(int argc, char **argv)
 	r = 0;
 out:
 	hu_manifest_free(m);
-	hu_unref(c.ctx);
 	return r;
 }
+
+const struct cli_verb cli_verb_status = {
+	.name = "status",
+	.run = cmd_status,
+	.summary = "phase and per-VM state and downtime; --json",
+	.about = "The phase of the last checkpoint and every VM's state (running, checkpointed,\n"
+		 "restored, failed), pid, downtime and error; with --json also the guest clock\n"
+		 "step. With no checkpoint in the state dir the phase is idle.",
+};
