@@ -161,7 +161,7 @@ const char *hu_qmp_greeting_version(struct hu_qmp *q);
 const char *hu_qmp_strerror(int r);
 int hu_qmp_query_status(struct hu_qmp *q, char **ret_status);
 
-/* ---- the VM ---- */
+/* ---- vm.c: the VM record ---- */
 enum hu_medium_kind {
 	HU_MEDIUM_FILE,    /* a file on some filesystem: only the digest tells */
 	HU_MEDIUM_DEVDAX,  /* /dev/daxX.Y */
@@ -276,12 +276,15 @@ struct hu_vm_list {
 	size_t n;
 };
 
+/* vm.c: the record's lifecycle and the process it names. */
 void hu_vm_free(struct hu_vm *vm);
 int hu_vm_list_add(struct hu_vm_list *list, struct hu_vm *vm);
 int hu_vm_set_error(struct hu_vm *vm, int r, const char *fmt, ...) _printf_(3, 4);
 int hu_proc_starttime(struct hu_ctx *ctx, pid_t pid, uint64_t *ret);
 /* Is this exact process (pid + start time) still alive? */
 bool hu_vm_process_alive(struct hu_vm *vm);
+
+/* ---- discover.c ---- */
 int hu_vm_fingerprint_disks(struct hu_vm *vm, struct hu_qmp *q);
 int hu_vm_query(struct hu_vm *vm, struct hu_qmp *q);
 int hu_scan_processes(struct hu_ctx *ctx, struct hu_vm_list **ret);

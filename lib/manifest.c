@@ -13,28 +13,6 @@
 #include <uuid/uuid.h>
 #include "hu-private.h"
 
-static const char *const state_names[] = {
-	[HU_VM_RUNNING] = "running",       [HU_VM_STOPPING] = "stopping",
-	[HU_VM_SAVED] = "saved",           [HU_VM_CHECKPOINTED] = "checkpointed",
-	[HU_VM_RESTORING] = "restoring",   [HU_VM_RESTORED] = "restored",
-	[HU_VM_RESUMED] = "resumed",       [HU_VM_FAILED] = "failed",
-};
-
-const char *hu_vm_state_to_string(enum hu_vm_state s)
-{
-	return s < ARRAY_SIZE(state_names) ? state_names[s] : "unknown";
-}
-
-int hu_vm_state_from_string(const char *s, enum hu_vm_state *ret)
-{
-	for (size_t i = 0; i < ARRAY_SIZE(state_names); i++)
-		if (streq(s, state_names[i])) {
-			*ret = i;
-			return 0;
-		}
-	return -EINVAL;
-}
-
 int hu_manifest_new(struct hu_ctx *ctx, struct hu_manifest **ret)
 {
 	struct hu_manifest *m = calloc(1, sizeof(*m));

@@ -10,8 +10,6 @@
 
 static const char *const ok_runstates[] = { "running", "paused", "suspended" };
 
-uint64_t hu_vm_get_save_bytes(const struct hu_vm *vm) { return vm->save_bytes; }
-
 /* Can this backend's RAM stay where it is through what follows? */
 static bool survives(const struct hu_memdev *d, const struct hu_options *opts)
 {
