@@ -4,21 +4,11 @@
  * then QEMU itself over QMP: version, runstate, migration capabilities and
  * parameters, memory backends and the block nodes behind its disks.
  */
-#include <ctype.h>
 #include <dirent.h>
-#include <fcntl.h>
-#include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
-#include <sys/vfs.h>
-#include <linux/magic.h>
 #include "hu-private.h"
-
-#ifndef HUGETLBFS_MAGIC
-#define HUGETLBFS_MAGIC 0x958458f6
-#endif
 
 static int readlink_malloc(const char *path, char **ret)
 {
@@ -155,107 +145,6 @@ static int read_process(struct hu_ctx *ctx, pid_t pid, struct hu_vm **ret)
 		return r;
 	}
 	*ret = vm;
-	return 0;
-}
-
-int hu_classify_fs(long f_type, enum hu_backing *ret)
-{
-	switch ((unsigned long)f_type) {
-	case TMPFS_MAGIC:
-	case HUGETLBFS_MAGIC:
-	case RAMFS_MAGIC:
-		*ret = HU_BACKING_VOLATILE;
-		return 0;
-	case PROC_SUPER_MAGIC:
-	case SYSFS_MAGIC:
-		return -EINVAL;
-	default:
-		*ret = HU_BACKING_PERSISTENT;
-		return 0;
-	}
-}
-
-/* Is `path` on a filesystem mounted with -o dax? (for the explanation only) */
-static bool path_on_dax_mount(const char *path)
-{
-	_cleanup_free_ char *mi = NULL;
-	size_t best = 0;
-	bool dax = false;
-
-	if (hu_read_file("/proc/self/mountinfo", 4 << 20, &mi, NULL) < 0)
-		return false;
-	char *save = NULL;
-
-	for (char *line = strtok_r(mi, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		char mnt[PATH_MAX], opts[1024];
-		size_t ml;
-
-		if (sscanf(line, "%*s %*s %*s %*s %4095s %1023s", mnt, opts) != 2)
-			continue;
-		ml = strlen(mnt);
-		if (strncmp(path, mnt, ml) != 0 || (path[ml] != '/' && path[ml] && ml > 1))
-			continue;
-		if (ml >= best) {
-			best = ml;
-			dax = strstr(line, "dax") != NULL;
-		}
-	}
-	return dax;
-}
-
-int hu_classify_path(const char *path, bool share, enum hu_backing *ret, char **ret_why)
-{
-	struct stat st;
-	struct statfs sf;
-	const char *why;
-	enum hu_backing b;
-	int r;
-
-	if (!share) {
-		*ret = HU_BACKING_PRIVATE;
-		*ret_why = strdup("share=off: guest writes never reach the file");
-		return 0;
-	}
-	if (stat(path, &st) < 0)
-		return -errno;
-	if (S_ISDIR(st.st_mode)) {
-		*ret = HU_BACKING_PRIVATE;
-		*ret_why = strdup("mem-path is a directory: QEMU uses an unlinked temporary file");
-		return 0;
-	}
-	if (S_ISCHR(st.st_mode)) {
-		char link[64], target[PATH_MAX];
-		ssize_t n;
-
-		/* Only device DAX keeps RAM across a reboot; /dev/zero does not. */
-		snprintf(link, sizeof(link), "/sys/dev/char/%u:%u/subsystem", major(st.st_rdev), minor(st.st_rdev));
-		n = readlink(link, target, sizeof(target) - 1);
-		target[n > 0 ? n : 0] = '\0';
-		if (n > 0 && strstr(target, "/dax")) {
-			*ret = HU_BACKING_PERSISTENT;
-			*ret_why = strdup("device DAX");
-		} else {
-			*ret = HU_BACKING_PRIVATE;
-			*ret_why = strdup("character device that is not device DAX");
-		}
-		return 0;
-	}
-	if (S_ISBLK(st.st_mode)) {
-		*ret = HU_BACKING_PERSISTENT;
-		*ret_why = strdup("block device (pmem)");
-		return 0;
-	}
-	if (statfs(path, &sf) < 0)
-		return -errno;
-	r = hu_classify_fs(sf.f_type, &b);
-	if (r < 0)
-		return r;
-	if (b == HU_BACKING_VOLATILE)
-		why = (unsigned long)sf.f_type == HUGETLBFS_MAGIC ? "file on hugetlbfs" : "file on tmpfs/ramfs";
-	else
-		why = path_on_dax_mount(path) ? "file on an fsdax mount" : "file on a disk filesystem (flushed after quit)";
-	*ret = b;
-	*ret_why = strdup(why);
 	return 0;
 }
 

@@ -288,9 +288,12 @@ bool hu_vm_process_alive(struct hu_vm *vm);
 int hu_vm_fingerprint_disks(struct hu_vm *vm, struct hu_qmp *q);
 int hu_vm_query(struct hu_vm *vm, struct hu_qmp *q);
 int hu_scan_processes(struct hu_ctx *ctx, struct hu_vm_list **ret);
+
+/* ---- ram.c: the RAM medium ---- */
+/* The backing class of a RAM file (mem-path) and why. */
 int hu_classify_path(const char *path, bool share, enum hu_backing *ret, char **ret_why);
 int hu_classify_fs(long f_type, enum hu_backing *ret);
-/* ram.c: digest of sampled pages of a RAM file or DAX device. */
+/* Digest of sampled pages of a RAM file or DAX device. */
 int hu_ram_digest(const char *path, uint64_t size, uint64_t *ret);
 int hu_ram_medium(struct hu_ctx *ctx, const char *mem_path, struct hu_medium *ret);
 int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char *why, size_t len);
