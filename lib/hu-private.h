@@ -339,24 +339,26 @@ int hu_migration_wait(struct hu_qmp *q, unsigned timeout_ms, char **ret_desc);
 unsigned hu_migration_timeout_ms(uint64_t bytes);
 int hu_migration_settled_runstate(struct hu_qmp *q, char **ret_status);
 
-/* ---- stage.c ---- */
+/* ---- kexec.c ---- */
 /* The kernel release from a bzImage's header ("6.12.9+bpo-amd64"). */
 int hu_bzimage_version(const char *path, char *buf, size_t len);
+int hu_kexec_load(struct hu_ctx *ctx, const char *kernel, const char *initrd, const char *cmdline);
+int hu_kexec_unload(struct hu_ctx *ctx);
+/* Debian's kexec-load would replace our kernel at shutdown. */
+bool hu_kexec_load_script_active(void);
+
+/* ---- stage.c ---- */
 /* The new kernel's command line: `requested` (NULL = the current one) must
  * keep every memmap=…!… region (and nokaslr with them) of `current`;
  * otherwise -EINVAL and *ret_missing names the dropped parameter. The
  * marker is appended once. */
 int hu_cmdline_compose(const char *current, const char *requested, const char *marker,
 		       char **ret, char **ret_missing);
-int hu_kexec_load(struct hu_ctx *ctx, const char *kernel, const char *initrd, const char *cmdline);
-int hu_kexec_unload(struct hu_ctx *ctx);
 /* Modules the running kernel uses for VMs and RAM (plus vfio_pci if a VM
  * has VFIO), and which of them a module tree (/lib/modules/VER) lacks. */
 int hu_modules_needed(struct hu_ctx *ctx, const struct hu_vm_list *list, char ***ret, size_t *ret_n);
 int hu_modules_missing(const char *moddir, char *const *needed, size_t n_needed,
 		       char ***ret_missing, size_t *ret_n);
-/* reboot.c: Debian's kexec-load would replace our kernel at shutdown. */
-bool hu_kexec_load_script_active(void);
 
 /* ---- early-boot.c ---- */
 /* 1 and the value (after '=') when `key` is on the kernel command line. */
