@@ -323,6 +323,11 @@ int hu_manifest_set_phase(struct hu_manifest *m, const char *phase);
 int hu_manifest_to_json(struct hu_manifest *m, json_object **ret);
 int hu_manifest_from_json(struct hu_ctx *ctx, json_object *o, struct hu_manifest *m);
 int hu_manifest_load_path(struct hu_ctx *ctx, const char *path, struct hu_manifest **ret);
+
+/* ---- status.c: the public getters of a loaded manifest (libhu.h) ---- */
+
+/* ---- journal.c ---- */
+/* Append one event to journal.jsonl in the state dir (best effort). */
 void hu_journal(struct hu_ctx *ctx, const char *vm, const char *event, const char *detail);
 
 /* ---- restore.c (shared with abort) ---- */
