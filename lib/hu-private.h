@@ -330,10 +330,13 @@ int hu_manifest_load_path(struct hu_ctx *ctx, const char *path, struct hu_manife
 /* Append one event to journal.jsonl in the state dir (best effort). */
 void hu_journal(struct hu_ctx *ctx, const char *vm, const char *event, const char *detail);
 
-/* ---- restore.c (shared with abort) ---- */
+/* ---- resume.c (checkpoint's rollback, restore and abort) ---- */
+/* Put a VM we stopped back as it was; vm->state and vm->error untouched. */
+int hu_vm_resume_original(struct hu_vm *vm, char *err, size_t errlen);
+
+/* ---- restore.c (shared with abort, and checkpoint's rollback) ---- */
 int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot,
 		   const char *const *only_vms);
-int hu_vm_resume_original(struct hu_vm *vm, char *err, size_t errlen);
 
 /* ---- migration.c ---- */
 int hu_migration_setup_source(struct hu_vm *vm, bool copies_ram, char **ret_err);
