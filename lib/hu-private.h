@@ -131,6 +131,7 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret);
 void hu_argv_info_clear(struct hu_argv_info *info);
 /* Copy argv without our own "-incoming defer" (restore adds it back). */
 int hu_argv_strip_incoming(char *const *argv, size_t argc, char ***ret, size_t *ret_n);
+bool hu_argv_has_incoming_defer(char *const *argv, size_t argc);
 int hu_argv_replace_mem_path(char **argv, size_t argc, const char *old, const char *new);
 
 /* ---- qmp.c ---- */
@@ -333,6 +334,17 @@ void hu_journal(struct hu_ctx *ctx, const char *vm, const char *event, const cha
 /* ---- resume.c (checkpoint's rollback, restore and abort) ---- */
 /* Put a VM we stopped back as it was; vm->state and vm->error untouched. */
 int hu_vm_resume_original(struct hu_vm *vm, char *err, size_t errlen);
+
+/* ---- spawn.c: start a QEMU for restore and see it up ---- */
+/* Fork and execve the recorded argv + "-incoming defer"; *ret_pid: the child. */
+int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid);
+/* Wait for its QMP (into vm->qmp); *pid becomes the daemon's with -daemonize. */
+int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *pid,
+		     char *err, size_t errlen);
+/* Under systemd, a scope of its own if it could not rejoin its cgroup. */
+void hu_spawn_move_to_scope(struct hu_ctx *ctx, struct hu_vm *vm, pid_t pid);
+/* End a QEMU we started that never ran the guest, if it is still that one. */
+int hu_spawn_kill(struct hu_ctx *ctx, pid_t pid, uint64_t starttime);
 
 /* ---- restore.c (shared with abort, and checkpoint's rollback) ---- */
 int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot,
