@@ -18,14 +18,6 @@
 #include <sys/syscall.h>
 #include "hu-private.h"
 
-static bool copies_ram(const struct hu_vm *vm)
-{
-	for (size_t i = 0; i < vm->n_memdevs; i++)
-		if (!vm->memdevs[i].skipped)
-			return true;
-	return false;
-}
-
 static int save_one(struct hu_vm *vm)
 {
 	struct hu_ctx *ctx = vm->ctx;
@@ -57,7 +49,7 @@ static int save_one(struct hu_vm *vm)
 		if (r < 0)
 			return hu_vm_set_error(vm, r, "%s", err);
 	}
-	r = hu_migration_setup_source(vm, copies_ram(vm), &qerr);
+	r = hu_migration_setup_source(vm, &qerr);
 	if (r < 0)
 		return hu_vm_set_error(vm, r, "cannot set cpr-reboot mode: %s", qerr ?: hu_qmp_strerror(r));
 
@@ -93,7 +85,7 @@ static int save_one(struct hu_vm *vm)
 	vm->state = HU_VM_STOPPING;
 	vm->stopped_at_ms = hu_now_ms();
 	vm->stopped_mono_us = hu_mono_us();
-	hu_info(ctx, vm->name, "saving (%s)", copies_ram(vm) ? "copying RAM" : "RAM in place");
+	hu_info(ctx, vm->name, "saving (%s)", vm->copies_ram ? "copying RAM" : "RAM in place");
 	r = hu_qmp_execute(vm->qmp, "migrate", args, NULL, &qerr);
 	if (r < 0)
 		return hu_vm_set_error(vm, r, "migrate: %s", qerr ?: hu_qmp_strerror(r));

@@ -245,6 +245,7 @@ struct hu_vm {
 	uint64_t ram_bytes;
 	enum hu_backing backing;
 	bool in_place;          /* x-ignore-shared: RAM stays where it is */
+	bool copies_ram;        /* some RAM goes into the state file */
 	bool unflushed;         /* state and RAM not flushed: valid in this boot only */
 	uint64_t save_bytes;    /* expected state file size */
 	char **blockers;
@@ -351,7 +352,7 @@ int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot,
 		   const char *const *only_vms);
 
 /* ---- migration.c ---- */
-int hu_migration_setup_source(struct hu_vm *vm, bool copies_ram, char **ret_err);
+int hu_migration_setup_source(struct hu_vm *vm, char **ret_err);
 int hu_migration_setup_dest(struct hu_vm *vm, char **ret_err);
 int hu_migration_reset(struct hu_vm *vm);
 int hu_migration_query(struct hu_qmp *q, char **ret_status, char **ret_desc);

@@ -415,6 +415,7 @@ static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 		d->share = get_bool(m, "share", &r);
 		d->size = get_uint(m, "size", &r);
 		d->skipped = get_bool(m, "skipped", &r);
+		vm->copies_ram = vm->copies_ram || !d->skipped; /* as plan decided */
 		if (r >= 0 && backing_from_string(get_str(m, "backing", 32, false, &r), &d->backing) < 0)
 			r = -EBADMSG;
 		s = get_str(m, "digest", 16, false, &r);

@@ -76,15 +76,7 @@ pid_t hu_vm_get_pid(const struct hu_vm *vm) { return vm->pid; }
 uint64_t hu_vm_get_ram_bytes(const struct hu_vm *vm) { return vm->ram_bytes; }
 enum hu_backing hu_vm_get_backing(const struct hu_vm *vm) { return vm->backing; }
 /* "in-place" only when no byte of guest RAM goes into the state file. */
-bool hu_vm_get_in_place(const struct hu_vm *vm)
-{
-	if (!vm->in_place || vm->n_memdevs == 0)
-		return false;
-	for (size_t i = 0; i < vm->n_memdevs; i++)
-		if (!vm->memdevs[i].skipped)
-			return false;
-	return true;
-}
+bool hu_vm_get_in_place(const struct hu_vm *vm) { return vm->in_place && !vm->copies_ram; }
 uint64_t hu_vm_get_save_bytes(const struct hu_vm *vm) { return vm->save_bytes; }
 const char *hu_vm_get_runstate(const struct hu_vm *vm) { return vm->runstate; }
 bool hu_vm_get_queried(const struct hu_vm *vm) { return vm->qmp_ok; }
