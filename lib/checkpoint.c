@@ -18,6 +18,23 @@
 #include <sys/syscall.h>
 #include "hu-private.h"
 
+/* What restore checks: a disk that changed since is not resumed on. */
+static int fingerprint_disks(struct hu_vm *vm)
+{
+	for (size_t i = 0; i < vm->n_disks; i++) {
+		struct stat st;
+		struct hu_disk *d = &vm->disks[i];
+
+		if (stat(d->path, &st) < 0)
+			return hu_vm_set_error(vm, -errno, "disk %s: %m", d->path);
+		d->size = st.st_size;
+		d->ino = st.st_ino;
+		d->dev = st.st_dev;
+		d->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+	}
+	return 0;
+}
+
 static int save_one(struct hu_vm *vm)
 {
 	struct hu_ctx *ctx = vm->ctx;
@@ -112,7 +129,7 @@ static int save_one(struct hu_vm *vm)
 		if (r < 0)
 			return hu_vm_set_error(vm, r, "digest of RAM in %s: %s", d->mem_path, strerror(-r));
 	}
-	r = hu_vm_fingerprint_disks(vm, vm->qmp);
+	r = fingerprint_disks(vm);
 	if (r < 0)
 		return r;
 	/* Durable before it counts as saved: the state file, and RAM left in a

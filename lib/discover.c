@@ -289,22 +289,6 @@ static int query_disks(struct hu_vm *vm, struct hu_qmp *q)
 	return 0;
 }
 
-int hu_vm_fingerprint_disks(struct hu_vm *vm, struct hu_qmp *q)
-{
-	for (size_t i = 0; i < vm->n_disks; i++) {
-		struct stat st;
-		struct hu_disk *d = &vm->disks[i];
-
-		if (stat(d->path, &st) < 0)
-			return hu_vm_set_error(vm, -errno, "disk %s: %m", d->path);
-		d->size = st.st_size;
-		d->ino = st.st_ino;
-		d->dev = st.st_dev;
-		d->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-	}
-	return 0;
-}
-
 static bool in_strv(char **v, size_t n, const char *s)
 {
 	for (size_t i = 0; i < n; i++)

@@ -34,7 +34,6 @@ void hu_vm_free(struct hu_vm *vm)
 	free(vm->disks);
 	hu_strv_free(vm->blockers, vm->n_blockers);
 	free(vm->state_file);
-	free(vm->boot_id);
 	free(vm->error);
 	json_object_put(vm->caps_before);
 	json_object_put(vm->caps);
