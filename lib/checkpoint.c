@@ -18,12 +18,21 @@
 #include <sys/syscall.h>
 #include "hu-private.h"
 
-static bool copies_ram(const struct hu_vm *vm)
+/* What restore checks: a disk that changed since is not resumed on. */
+static int fingerprint_disks(struct hu_vm *vm)
 {
-	for (size_t i = 0; i < vm->n_memdevs; i++)
-		if (!vm->memdevs[i].skipped)
-			return true;
-	return false;
+	for (size_t i = 0; i < vm->n_disks; i++) {
+		struct stat st;
+		struct hu_disk *d = &vm->disks[i];
+
+		if (stat(d->path, &st) < 0)
+			return hu_vm_set_error(vm, -errno, "disk %s: %m", d->path);
+		d->size = st.st_size;
+		d->ino = st.st_ino;
+		d->dev = st.st_dev;
+		d->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+	}
+	return 0;
 }
 
 static int save_one(struct hu_vm *vm)
@@ -57,7 +66,7 @@ static int save_one(struct hu_vm *vm)
 		if (r < 0)
 			return hu_vm_set_error(vm, r, "%s", err);
 	}
-	r = hu_migration_setup_source(vm, copies_ram(vm), &qerr);
+	r = hu_migration_setup_source(vm, &qerr);
 	if (r < 0)
 		return hu_vm_set_error(vm, r, "cannot set cpr-reboot mode: %s", qerr ?: hu_qmp_strerror(r));
 
@@ -93,7 +102,7 @@ static int save_one(struct hu_vm *vm)
 	vm->state = HU_VM_STOPPING;
 	vm->stopped_at_ms = hu_now_ms();
 	vm->stopped_mono_us = hu_mono_us();
-	hu_info(ctx, vm->name, "saving (%s)", copies_ram(vm) ? "copying RAM" : "RAM in place");
+	hu_info(ctx, vm->name, "saving (%s)", vm->copies_ram ? "copying RAM" : "RAM in place");
 	r = hu_qmp_execute(vm->qmp, "migrate", args, NULL, &qerr);
 	if (r < 0)
 		return hu_vm_set_error(vm, r, "migrate: %s", qerr ?: hu_qmp_strerror(r));
@@ -120,7 +129,7 @@ static int save_one(struct hu_vm *vm)
 		if (r < 0)
 			return hu_vm_set_error(vm, r, "digest of RAM in %s: %s", d->mem_path, strerror(-r));
 	}
-	r = hu_vm_fingerprint_disks(vm, vm->qmp);
+	r = fingerprint_disks(vm);
 	if (r < 0)
 		return r;
 	/* Durable before it counts as saved: the state file, and RAM left in a
@@ -148,102 +157,6 @@ static int save_one(struct hu_vm *vm)
 	vm->state = HU_VM_SAVED;
 	hu_info(ctx, vm->name, "saved %llu KiB in %.1f ms", (unsigned long long)(vm->state_bytes >> 10),
 		(double)(hu_mono_us() - vm->stopped_mono_us) / 1000);
-	return 0;
-}
-
-/* The state file of a VM whose guest runs again must never be loaded:
- * set it aside (durably) before the guest can run, back only if QEMU said no. */
-static int set_state_file_aside(struct hu_vm *vm, char **ret_aside)
-{
-	_cleanup_free_ char *dir = NULL;
-	char *aside;
-
-	if (!vm->state_file || access(vm->state_file, F_OK) < 0) {
-		*ret_aside = NULL;
-		return 0;
-	}
-	if (asprintf(&aside, "%s.resumed", vm->state_file) < 0)
-		return -ENOMEM;
-	if (rename(vm->state_file, aside) < 0) {
-		free(aside);
-		return -errno;
-	}
-	dir = strdup(vm->ctx->state_dir);
-	if (dir)
-		hu_fsync_path(dir);
-	*ret_aside = aside;
-	return 0;
-}
-
-/* Put a VM we stopped back as it was: cancel a save still running, `cont`
- * if it ran (or was suspended) before, restore its migration settings.
- * Does not touch vm->state or vm->error: callers record the outcome. */
-int hu_vm_resume_original(struct hu_vm *vm, char *err, size_t errlen)
-{
-	struct hu_ctx *ctx = vm->ctx;
-	_cleanup_free_ char *mstatus = NULL, *status = NULL, *aside = NULL, *qerr = NULL;
-	bool was_running = vm->runstate && (streq(vm->runstate, "running") || streq(vm->runstate, "suspended"));
-	int r;
-
-	if (!vm->qmp) {
-		r = vm->ai.qmp_path ? hu_qmp_connect(vm->ai.qmp_path, ctx->qmp_timeout_ms, &vm->qmp) : -ENOENT;
-		if (r < 0) {
-			snprintf(err, errlen, "cannot resume: QMP %s: %s", vm->ai.qmp_path ?: "(none)", hu_qmp_strerror(r));
-			return r;
-		}
-	}
-	r = hu_migration_query(vm->qmp, &mstatus, NULL);
-	if (r < 0) {
-		snprintf(err, errlen, "cannot resume: query-migrate: %s", hu_qmp_strerror(r));
-		return r;
-	}
-	if (!streq(mstatus, "none") && !streq(mstatus, "completed") &&
-	    !streq(mstatus, "failed") && !streq(mstatus, "cancelled")) {
-		hu_qmp_execute(vm->qmp, "migrate_cancel", NULL, NULL, NULL);
-		r = hu_migration_wait(vm->qmp, 30000, NULL);
-		if (r == -ETIMEDOUT) {
-			snprintf(err, errlen, "cannot resume: the save did not stop in time");
-			return r;
-		}
-	}
-	r = hu_qmp_query_status(vm->qmp, &status);
-	if (r < 0) {
-		snprintf(err, errlen, "cannot resume: query-status: %s", hu_qmp_strerror(r));
-		return r;
-	}
-	r = set_state_file_aside(vm, &aside);
-	if (r < 0) {
-		snprintf(err, errlen, "cannot set the state file aside before resuming: %s", strerror(-r));
-		return r;
-	}
-	if (was_running && !streq(status, "running") && !streq(status, "suspended")) {
-		/* From postmigrate, cont brings a suspended guest back suspended. */
-		r = hu_qmp_execute(vm->qmp, "cont", NULL, NULL, &qerr);
-		if (r < 0) {
-			if (r == -EREMOTEIO && aside)
-				rename(aside, vm->state_file); /* it did not run: still valid */
-			snprintf(err, errlen, "cannot resume: cont: %s", qerr ?: hu_qmp_strerror(r));
-			return r;
-		}
-		free(status);
-		status = NULL;
-		hu_qmp_query_status(vm->qmp, &status);
-	} else if (!was_running && streq(status, "postmigrate")) {
-		/* A paused guest stays paused, but its disks must be usable again. */
-		r = hu_qmp_execute(vm->qmp, "blockdev-set-active",
-				   json_tokener_parse("{\"active\":true}"), NULL, NULL);
-		if (r < 0)
-			hu_info(ctx, vm->name, "left paused in postmigrate: its disks activate on `cont`");
-	}
-	if (vm->suspended_by_us && status && streq(status, "suspended")) {
-		r = hu_vm_wakeup(vm, 30000, err, errlen);
-		if (r < 0)
-			return r;
-	}
-	hu_migration_reset(vm);
-	if (aside)
-		unlink(aside);
-	hu_info(ctx, vm->name, "resumed (%s)", vm->runstate ?: "?");
 	return 0;
 }
 

@@ -50,6 +50,7 @@ static inline int take_fd(int *fd) { int v = *fd; *fd = -1; return v; }
 /* Device state, ROMs and VGA RAM that always land in the state file. */
 #define HU_DEVICE_STATE_MARGIN (64ULL << 20)
 
+/* ---- ctx.c: the context and its log hook ---- */
 struct hu_ctx {
 	int refcount;
 	hu_log_fn log_fn;
@@ -70,7 +71,7 @@ void hu_log(struct hu_ctx *ctx, int prio, const char *vm, const char *fmt, ...);
 #define hu_info(ctx, vm, ...) hu_log(ctx, LOG_INFO, vm, __VA_ARGS__)
 #define hu_dbg(ctx, vm, ...)  hu_log(ctx, LOG_DEBUG, vm, __VA_ARGS__)
 
-/* ---- util.c ---- */
+/* ---- util.c: time, files, strings, threads, the state dir lock ---- */
 int64_t hu_now_ms(void);          /* CLOCK_REALTIME, survives a reboot */
 int64_t hu_mono_ms(void);         /* CLOCK_MONOTONIC */
 int64_t hu_mono_us(void);
@@ -131,9 +132,10 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret);
 void hu_argv_info_clear(struct hu_argv_info *info);
 /* Copy argv without our own "-incoming defer" (restore adds it back). */
 int hu_argv_strip_incoming(char *const *argv, size_t argc, char ***ret, size_t *ret_n);
+bool hu_argv_has_incoming_defer(char *const *argv, size_t argc);
 int hu_argv_replace_mem_path(char **argv, size_t argc, const char *old, const char *new);
 
-/* ---- qmp.c ---- */
+/* ---- qmp.c: QMP and guest agent protocol ---- */
 struct hu_qmp;
 int hu_qmp_connect(const char *path, unsigned timeout_ms, struct hu_qmp **ret);
 /* Wrap an already connected fd (tests use socketpairs). */
@@ -161,7 +163,7 @@ const char *hu_qmp_greeting_version(struct hu_qmp *q);
 const char *hu_qmp_strerror(int r);
 int hu_qmp_query_status(struct hu_qmp *q, char **ret_status);
 
-/* ---- the VM ---- */
+/* ---- ram.c: the RAM medium ---- */
 enum hu_medium_kind {
 	HU_MEDIUM_FILE,    /* a file on some filesystem: only the digest tells */
 	HU_MEDIUM_DEVDAX,  /* /dev/daxX.Y */
@@ -178,21 +180,44 @@ struct hu_medium {
 	char *mode;        /* the namespace mode: fsdax, devdax, raw, sector */
 };
 
+/* The backing class of a RAM file (mem-path) and why. */
+int hu_classify_path(const char *path, bool share, enum hu_backing *ret, char **ret_why);
+int hu_classify_fs(long f_type, enum hu_backing *ret);
+/* Digest of sampled pages of a RAM file or DAX device. */
+int hu_ram_digest(const char *path, uint64_t size, uint64_t *ret);
+int hu_ram_medium(struct hu_ctx *ctx, const char *mem_path, struct hu_medium *ret);
+int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char *why, size_t len);
+int hu_ram_medium_locate(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_moved_to, char *why, size_t len);
+int hu_ram_medium_wait(struct hu_ctx *ctx, const struct hu_medium *m, int64_t deadline, char *why, size_t len);
+int hu_ram_medium_follow(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_device, struct hu_medium *ret_now);
+int hu_medium_compare(const struct hu_medium *was, const struct hu_medium *now, char *why, size_t len);
+void hu_medium_clear(struct hu_medium *m);
+const char *hu_medium_kind_to_string(enum hu_medium_kind k);
+
+/* ---- vm.c: the VM record ----
+ * Each group of fields is written by the phase it is named after (and
+ * read back from the manifest by manifest.c); the others only read it,
+ * except where a comment says so. */
 struct hu_memdev {
+	/* discover (query-memdev, qom-get) */
 	char *id;
 	char *type;        /* memory-backend-file, -ram, -memfd, ... */
-	char *mem_path;
+	char *mem_path;    /* restore follows a renumbered namespace here */
 	bool share;
 	uint64_t size;
 	enum hu_backing backing;
 	char *why;         /* how the class was decided */
+	/* plan */
 	bool skipped;      /* left in place by x-ignore-shared */
+	/* checkpoint (restore checks them) */
 	uint64_t digest;   /* of sampled pages, taken while the guest is stopped */
 	struct hu_medium medium;
 };
 
 struct hu_disk {
+	/* discover (query-named-block-nodes) */
 	char *path;
+	/* checkpoint (restore checks them) */
 	uint64_t size;
 	uint64_t ino;
 	uint64_t dev;
@@ -215,10 +240,12 @@ int hu_vm_state_from_string(const char *s, enum hu_vm_state *ret);
 struct hu_vm {
 	struct hu_ctx *ctx;
 	char *name;
+
+	/* discover, from /proc (restore records the new QEMU's pid and starttime) */
 	pid_t pid;
 	uint64_t starttime;     /* /proc/PID/stat field 22, guards against pid reuse */
 	char *exe;
-	char **argv;
+	char **argv;            /* restore follows a renumbered namespace here */
 	size_t argc;
 	char *cwd;
 	uid_t uid;
@@ -226,49 +253,53 @@ struct hu_vm {
 	gid_t *groups;          /* supplementary groups */
 	size_t n_groups;
 	char *cgroup;
-	struct hu_argv_info ai;
+	struct hu_argv_info ai; /* what argv says */
 
+	/* discover, from QMP */
+	bool qmp_ok;            /* QEMU answered: what follows is known */
 	char *qemu_version;
-	char *runstate;         /* before the checkpoint */
-	bool caps_bad;          /* postcopy-ram / background-snapshot / x-colo */
-	json_object *caps_before;  /* migration capabilities the VM had */
-	json_object *caps;         /* the set used for the checkpoint, both sides */
+	char *runstate;         /* before the checkpoint (checkpoint asks again first) */
 	int64_t max_bandwidth_before;
-	bool qmp_ok;
 	struct hu_memdev *memdevs;
 	size_t n_memdevs;
 	struct hu_disk *disks;
 	size_t n_disks;
+	bool agent_ok;          /* the guest agent answered */
+	bool wakeup_ok;         /* query-current-machine: wakeup-suspend-support */
+
+	/* discover and plan: why it cannot be checkpointed */
+	char **blockers;
+	size_t n_blockers;
 
 	/* plan */
 	uint64_t ram_bytes;
 	enum hu_backing backing;
 	bool in_place;          /* x-ignore-shared: RAM stays where it is */
-	bool unflushed;         /* state and RAM not flushed: valid in this boot only */
+	bool copies_ram;        /* some RAM goes into the state file */
 	uint64_t save_bytes;    /* expected state file size */
-	char **blockers;
-	size_t n_blockers;
-
-	/* guest agent */
-	bool agent_ok;          /* the guest agent answered at discovery */
-	bool wakeup_ok;         /* query-current-machine: wakeup-suspend-support */
 	bool suspend;           /* suspend through the agent before saving */
-	bool suspended_by_us;   /* ... and it was: wake it after restore */
+
+	/* checkpoint (migration.c sets the capabilities) */
+	char *state_file;       /* manifest.c sets it on load */
+	bool unflushed;         /* state and RAM not flushed: valid in this boot only */
+	bool touched;           /* the checkpoint changed something in this QEMU */
+	bool suspended_by_us;   /* suspended through the agent: wake it after restore */
+	json_object *caps_before;  /* migration capabilities the VM had */
+	json_object *caps;         /* the set used for the checkpoint, both sides */
+	int64_t stopped_at_ms;
+	int64_t stopped_mono_us;   /* the same moment, for this process's own timings */
+	uint64_t state_bytes;
+
+	/* restore (spawn.c, for the new QEMU's cgroup) */
+	int64_t running_at_ms;
+	bool rejoined_cgroup;   /* back in its own cgroup: no scope needed */
 	bool has_clock_step;
 	int64_t clock_step_ms;  /* how far behind the guest clock was, fixed */
 
-	/* checkpoint / restore */
+	/* checkpoint, resume and restore: where it is, and why it failed */
 	enum hu_vm_state state;
-	char *state_file;
-	uint64_t state_bytes;
-	char *boot_id;
-	int64_t stopped_at_ms;
-	int64_t stopped_mono_us;      /* the same moment, for this process's own timings */
-	int64_t running_at_ms;
 	char *error;
-	struct hu_qmp *qmp;
-	bool rejoined_cgroup;   /* restore put it back in its own cgroup */
-	bool touched;           /* the checkpoint changed something in this QEMU */
+	struct hu_qmp *qmp;     /* open: discover's kept for checkpoint, or the new QEMU's */
 };
 
 struct hu_vm_list {
@@ -282,23 +313,14 @@ int hu_vm_set_error(struct hu_vm *vm, int r, const char *fmt, ...) _printf_(3, 4
 int hu_proc_starttime(struct hu_ctx *ctx, pid_t pid, uint64_t *ret);
 /* Is this exact process (pid + start time) still alive? */
 bool hu_vm_process_alive(struct hu_vm *vm);
-int hu_vm_fingerprint_disks(struct hu_vm *vm, struct hu_qmp *q);
-int hu_vm_query(struct hu_vm *vm, struct hu_qmp *q);
-int hu_scan_processes(struct hu_ctx *ctx, struct hu_vm_list **ret);
-int hu_classify_path(const char *path, bool share, enum hu_backing *ret, char **ret_why);
-int hu_classify_fs(long f_type, enum hu_backing *ret);
-/* ram.c: digest of sampled pages of a RAM file or DAX device. */
-int hu_ram_digest(const char *path, uint64_t size, uint64_t *ret);
-int hu_ram_medium(struct hu_ctx *ctx, const char *mem_path, struct hu_medium *ret);
-int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char *why, size_t len);
-int hu_ram_medium_locate(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_moved_to, char *why, size_t len);
-int hu_ram_medium_wait(struct hu_ctx *ctx, const struct hu_medium *m, int64_t deadline, char *why, size_t len);
-int hu_ram_medium_follow(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_device, struct hu_medium *ret_now);
-int hu_medium_compare(const struct hu_medium *was, const struct hu_medium *now, char *why, size_t len);
-void hu_medium_clear(struct hu_medium *m);
-const char *hu_medium_kind_to_string(enum hu_medium_kind k);
 
-/* ---- manifest.c ---- */
+/* ---- discover.c: /proc and QMP ---- */
+/* Every qemu-system-* process, from /proc only (no QMP). */
+int hu_scan_processes(struct hu_ctx *ctx, struct hu_vm_list **ret);
+/* Ask QEMU what it is; problems become blockers, not failures. */
+int hu_vm_query(struct hu_vm *vm, struct hu_qmp *q);
+
+/* ---- manifest.c: the record of a checkpoint (format, load, save) ---- */
 struct hu_manifest {
 	struct hu_ctx *ctx;
 	char *path;
@@ -317,15 +339,17 @@ int hu_manifest_set_phase(struct hu_manifest *m, const char *phase);
 int hu_manifest_to_json(struct hu_manifest *m, json_object **ret);
 int hu_manifest_from_json(struct hu_ctx *ctx, json_object *o, struct hu_manifest *m);
 int hu_manifest_load_path(struct hu_ctx *ctx, const char *path, struct hu_manifest **ret);
+
+/* ---- status.c: the public getters of a loaded manifest (libhu.h) ---- */
+
+/* ---- journal.c ---- */
+/* Append one event to journal.jsonl in the state dir (best effort). */
 void hu_journal(struct hu_ctx *ctx, const char *vm, const char *event, const char *detail);
 
-/* ---- restore.c (shared with abort) ---- */
-int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot,
-		   const char *const *only_vms);
-int hu_vm_resume_original(struct hu_vm *vm, char *err, size_t errlen);
+/* ---- plan.c: public only (hu_plan) ---- */
 
-/* ---- migration.c ---- */
-int hu_migration_setup_source(struct hu_vm *vm, bool copies_ram, char **ret_err);
+/* ---- migration.c: the steps checkpoint and restore share ---- */
+int hu_migration_setup_source(struct hu_vm *vm, char **ret_err);
 int hu_migration_setup_dest(struct hu_vm *vm, char **ret_err);
 int hu_migration_reset(struct hu_vm *vm);
 int hu_migration_query(struct hu_qmp *q, char **ret_status, char **ret_desc);
@@ -333,33 +357,58 @@ int hu_migration_wait(struct hu_qmp *q, unsigned timeout_ms, char **ret_desc);
 unsigned hu_migration_timeout_ms(uint64_t bytes);
 int hu_migration_settled_runstate(struct hu_qmp *q, char **ret_status);
 
-/* ---- stage.c ---- */
+/* ---- qga.c: the guest agent ---- */
+int hu_qga_open(struct hu_vm *vm, unsigned timeout_ms, struct hu_qmp **ret);
+int hu_qga_ping(struct hu_vm *vm, unsigned timeout_ms);
+int hu_qga_suspend(struct hu_vm *vm, unsigned timeout_ms, char *err, size_t errlen);
+int hu_vm_wakeup(struct hu_vm *vm, unsigned timeout_ms, char *err, size_t errlen);
+int hu_qga_fix_clock(struct hu_vm *vm, unsigned timeout_ms, int64_t *ret_step_ms);
+
+/* ---- resume.c (checkpoint's rollback, restore and abort) ---- */
+/* Put a VM we stopped back as it was; vm->state and vm->error untouched. */
+int hu_vm_resume_original(struct hu_vm *vm, char *err, size_t errlen);
+
+/* ---- checkpoint.c: public only (hu_checkpoint) ---- */
+
+/* ---- spawn.c: start a QEMU for restore and see it up ---- */
+/* Fork and execve the recorded argv + "-incoming defer"; *ret_pid: the child. */
+int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid);
+/* Wait for its QMP (into vm->qmp); *pid becomes the daemon's with -daemonize. */
+int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *pid,
+		     char *err, size_t errlen);
+/* Under systemd, a scope of its own if it could not rejoin its cgroup. */
+void hu_spawn_move_to_scope(struct hu_ctx *ctx, struct hu_vm *vm, pid_t pid);
+/* End a QEMU we started that never ran the guest, if it is still that one. */
+int hu_spawn_kill(struct hu_ctx *ctx, pid_t pid, uint64_t starttime);
+
+/* ---- restore.c (restore, abort, and checkpoint when restore follows) ---- */
+int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot,
+		   const char *const *only_vms);
+
+/* ---- kexec.c: load a kernel for the next boot ---- */
 /* The kernel release from a bzImage's header ("6.12.9+bpo-amd64"). */
 int hu_bzimage_version(const char *path, char *buf, size_t len);
+int hu_kexec_load(struct hu_ctx *ctx, const char *kernel, const char *initrd, const char *cmdline);
+int hu_kexec_unload(struct hu_ctx *ctx);
+/* Debian's kexec-load would replace our kernel at shutdown. */
+bool hu_kexec_load_script_active(void);
+
+/* ---- stage.c: what to load (the rest is public: hu_stage, hu_unstage) ---- */
 /* The new kernel's command line: `requested` (NULL = the current one) must
  * keep every memmap=…!… region (and nokaslr with them) of `current`;
  * otherwise -EINVAL and *ret_missing names the dropped parameter. The
  * marker is appended once. */
 int hu_cmdline_compose(const char *current, const char *requested, const char *marker,
 		       char **ret, char **ret_missing);
-int hu_kexec_load(struct hu_ctx *ctx, const char *kernel, const char *initrd, const char *cmdline);
-int hu_kexec_unload(struct hu_ctx *ctx);
 /* Modules the running kernel uses for VMs and RAM (plus vfio_pci if a VM
  * has VFIO), and which of them a module tree (/lib/modules/VER) lacks. */
 int hu_modules_needed(struct hu_ctx *ctx, const struct hu_vm_list *list, char ***ret, size_t *ret_n);
 int hu_modules_missing(const char *moddir, char *const *needed, size_t n_needed,
 		       char ***ret_missing, size_t *ret_n);
-/* reboot.c: Debian's kexec-load would replace our kernel at shutdown. */
-bool hu_kexec_load_script_active(void);
 
-/* ---- early-boot.c ---- */
+/* ---- reboot.c: public only (hu_reboot_guard, hu_reboot_kexec) ---- */
+
+/* ---- early-boot.c: the initrd side ---- */
 /* 1 and the value (after '=') when `key` is on the kernel command line. */
 int hu_cmdline_get(struct hu_ctx *ctx, const char *key, char **ret_value);
 int hu_early_check_media(struct hu_ctx *ctx, struct hu_manifest *m, unsigned wait_ms, json_object *media);
-
-/* ---- qga.c ---- */
-int hu_qga_open(struct hu_vm *vm, unsigned timeout_ms, struct hu_qmp **ret);
-int hu_qga_ping(struct hu_vm *vm, unsigned timeout_ms);
-int hu_qga_suspend(struct hu_vm *vm, unsigned timeout_ms, char *err, size_t errlen);
-int hu_vm_wakeup(struct hu_vm *vm, unsigned timeout_ms, char *err, size_t errlen);
-int hu_qga_fix_clock(struct hu_vm *vm, unsigned timeout_ms, int64_t *ret_step_ms);

@@ -4,36 +4,14 @@
  * status. Versioned JSON, 0600 in a 0700 dir, replaced atomically on every
  * change. Read back as untrusted input: every field is type-checked and
  * bounded, and a bad manifest is refused whole (nothing is deleted).
- * The journal next to it is an append-only history for operators.
+ * What status reads from it is in status.c; the journal next to it, an
+ * append-only history for operators, in journal.c.
  */
-#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <uuid/uuid.h>
 #include "hu-private.h"
-
-static const char *const state_names[] = {
-	[HU_VM_RUNNING] = "running",       [HU_VM_STOPPING] = "stopping",
-	[HU_VM_SAVED] = "saved",           [HU_VM_CHECKPOINTED] = "checkpointed",
-	[HU_VM_RESTORING] = "restoring",   [HU_VM_RESTORED] = "restored",
-	[HU_VM_RESUMED] = "resumed",       [HU_VM_FAILED] = "failed",
-};
-
-const char *hu_vm_state_to_string(enum hu_vm_state s)
-{
-	return s < ARRAY_SIZE(state_names) ? state_names[s] : "unknown";
-}
-
-int hu_vm_state_from_string(const char *s, enum hu_vm_state *ret)
-{
-	for (size_t i = 0; i < ARRAY_SIZE(state_names); i++)
-		if (streq(s, state_names[i])) {
-			*ret = i;
-			return 0;
-		}
-	return -EINVAL;
-}
 
 int hu_manifest_new(struct hu_ctx *ctx, struct hu_manifest **ret)
 {
@@ -437,6 +415,7 @@ static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 		d->share = get_bool(m, "share", &r);
 		d->size = get_uint(m, "size", &r);
 		d->skipped = get_bool(m, "skipped", &r);
+		vm->copies_ram = vm->copies_ram || !d->skipped; /* as plan decided */
 		if (r >= 0 && backing_from_string(get_str(m, "backing", 32, false, &r), &d->backing) < 0)
 			r = -EBADMSG;
 		s = get_str(m, "digest", 16, false, &r);
@@ -630,74 +609,4 @@ const char *hu_manifest_strerror(int r)
 	case -EFBIG:           return "larger than any manifest host-upgrade writes";
 	default:               return strerror(-r);
 	}
-}
-
-const char *hu_manifest_get_phase(const struct hu_manifest *m) { return m->phase; }
-const char *hu_manifest_get_target_kernel(const struct hu_manifest *m) { return m->target_kernel; }
-size_t hu_manifest_count(const struct hu_manifest *m) { return m->list.n; }
-const char *hu_manifest_vm_name(const struct hu_manifest *m, size_t i) { return m->list.vms[i]->name; }
-const char *hu_manifest_vm_error(const struct hu_manifest *m, size_t i) { return m->list.vms[i]->error; }
-pid_t hu_manifest_vm_pid(const struct hu_manifest *m, size_t i) { return m->list.vms[i]->pid; }
-bool hu_manifest_vm_clock_step_ms(const struct hu_manifest *m, size_t i, int64_t *ret)
-{
-	*ret = m->list.vms[i]->clock_step_ms;
-	return m->list.vms[i]->has_clock_step;
-}
-
-bool hu_manifest_vm_alive(const struct hu_manifest *m, size_t i) { return hu_vm_process_alive(m->list.vms[i]); }
-
-/* The status contract has four states; map ours onto them. */
-const char *hu_manifest_vm_state(const struct hu_manifest *m, size_t i)
-{
-	switch (m->list.vms[i]->state) {
-	case HU_VM_RUNNING:
-	case HU_VM_RESUMED:
-		return "running";
-	case HU_VM_STOPPING:
-	case HU_VM_SAVED:
-	case HU_VM_CHECKPOINTED:
-	case HU_VM_RESTORING:
-		return "checkpointed";
-	case HU_VM_RESTORED:
-		return "restored";
-	case HU_VM_FAILED:
-		return "failed";
-	}
-	return "failed";
-}
-
-int64_t hu_manifest_vm_downtime_ms(const struct hu_manifest *m, size_t i)
-{
-	const struct hu_vm *vm = m->list.vms[i];
-
-	if (vm->stopped_at_ms <= 0 || vm->running_at_ms < vm->stopped_at_ms)
-		return -1;
-	return vm->running_at_ms - vm->stopped_at_ms;
-}
-
-/* One JSON line per event, fsync'ed: the history survives a crash. */
-void hu_journal(struct hu_ctx *ctx, const char *vm, const char *event, const char *detail)
-{
-	_cleanup_free_ char *path = NULL;
-	_cleanup_close_ int fd = -1;
-	_cleanup_json_ json_object *o = json_object_new_object();
-	const char *s;
-
-	if (!o || asprintf(&path, "%s/journal.jsonl", ctx->state_dir) < 0)
-		return;
-	json_object_object_add(o, "ts_ms", json_object_new_int64(hu_now_ms()));
-	if (vm)
-		json_object_object_add(o, "vm", json_object_new_string(vm));
-	json_object_object_add(o, "event", json_object_new_string(event));
-	if (detail)
-		json_object_object_add(o, "detail", json_object_new_string(detail));
-	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return;
-	/* No fdatasync of its own: the journal is the audit trail, the manifest
-	 * is the record. Each journalled step is followed by a manifest save on
-	 * the same file system, whose fsync commits these appends too on ext4
-	 * (data=ordered); the blackout does not wait for two flushes. */
-	dprintf(fd, "%s\n", s);
 }

@@ -58,7 +58,7 @@ static int set_params(struct hu_qmp *q, const char *mode, int64_t max_bandwidth,
 
 /* Source side: record what the VM had, decide one explicit set, apply it.
  * The set is kept in the VM so the destination applies exactly the same. */
-int hu_migration_setup_source(struct hu_vm *vm, bool copies_ram, char **ret_err)
+int hu_migration_setup_source(struct hu_vm *vm, char **ret_err)
 {
 	_cleanup_json_ json_object *list = NULL;
 	json_object *before, *want;
@@ -95,7 +95,7 @@ int hu_migration_setup_source(struct hu_vm *vm, bool copies_ram, char **ret_err)
 	r = apply_caps(vm->qmp, want, before, ret_err);
 	if (r < 0)
 		return r;
-	return set_params(vm->qmp, "cpr-reboot", copies_ram ? HU_MAX_BANDWIDTH : 0, ret_err);
+	return set_params(vm->qmp, "cpr-reboot", vm->copies_ram ? HU_MAX_BANDWIDTH : 0, ret_err);
 }
 
 /* Destination side: a fresh QEMU gets exactly the source's set. */

@@ -10,8 +10,6 @@
 
 static const char *const ok_runstates[] = { "running", "paused", "suspended" };
 
-uint64_t hu_vm_get_save_bytes(const struct hu_vm *vm) { return vm->save_bytes; }
-
 /* Can this backend's RAM stay where it is through what follows? */
 static bool survives(const struct hu_memdev *d, const struct hu_options *opts)
 {
@@ -21,7 +19,7 @@ static bool survives(const struct hu_memdev *d, const struct hu_options *opts)
 
 static void plan_ram(struct hu_vm *vm, const struct hu_options *opts, uint64_t margin)
 {
-	bool can_skip = true, any_skipped = false;
+	bool can_skip = true, any_skipped = false, copies = false;
 
 	vm->ram_bytes = 0;
 	vm->backing = HU_BACKING_PERSISTENT;
@@ -42,10 +40,13 @@ static void plan_ram(struct hu_vm *vm, const struct hu_options *opts, uint64_t m
 
 		d->skipped = can_skip && d->mem_path && d->share && streq(d->type, "memory-backend-file");
 		any_skipped = any_skipped || d->skipped;
-		if (!d->skipped)
+		if (!d->skipped) {
 			vm->save_bytes += d->size;
+			copies = true;
+		}
 	}
 	vm->in_place = any_skipped;
+	vm->copies_ram = copies;
 	if (vm->backing == HU_BACKING_VOLATILE && !opts->no_reboot &&
 	    opts->volatile_policy == HU_VOLATILE_REFUSE)
 		hu_strv_pushf(&vm->blockers, &vm->n_blockers,

@@ -387,6 +387,16 @@ int hu_argv_strip_incoming(char *const *argv, size_t argc, char ***ret, size_t *
 	return 0;
 }
 
+/* Was this QEMU started by a restore, waiting for its state? */
+bool hu_argv_has_incoming_defer(char *const *argv, size_t argc)
+{
+	for (size_t i = 1; i + 1 < argc; i++)
+		if ((streq(argv[i], "-incoming") || streq(argv[i], "--incoming")) &&
+		    streq(argv[i + 1], "defer"))
+			return true;
+	return false;
+}
+
 /* old with QEMU's keyval escape: a ',' in a value is written ",," */
 static char *keyval_escape(const char *v)
 {

@@ -1,24 +1,146 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * The RAM medium: what tells RAM that survived from RAM that did not.
+ * The RAM medium: whether a VM's RAM survives what follows, and what tells
+ * RAM that survived from RAM that did not.
+ * The backing class of a RAM file (persistent, volatile, private) decides
+ * at plan time whether it may stay in place (x-ignore-shared).
  * A digest of sampled pages is taken while the guest is stopped and checked
  * before restore resumes from it: a firmware reboot, a wiped or remapped
  * pmem region, or a replaced file changes the sampled pages or the size.
- * mmap, not read: device DAX supports only mmap. A memfd/LUO medium can
- * plug in here later.
+ * mmap, not read: device DAX supports only mmap. The namespace that holds
+ * the RAM (libndctl) is recorded too, so restore can tell a renumbered
+ * namespace from a lost one. A memfd/LUO medium can plug in here later.
  */
 #include <ctype.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
+#include <blkid.h>
+#include <daxctl/libdaxctl.h>
+#include <ndctl/libndctl.h>
+#include <uuid/uuid.h>
 #include "hu-private.h"
-
-#define SAMPLE_PAGES 256
-#define PAGE 4096ULL
 
 /* xxHash in its header-only form: no library to carry into the initrd. */
 #define XXH_INLINE_ALL
 #include <xxhash.h>
+
+#ifndef HUGETLBFS_MAGIC
+#define HUGETLBFS_MAGIC 0x958458f6
+#endif
+
+#define SAMPLE_PAGES 256
+#define PAGE 4096ULL
+
+/* --- the backing class of a RAM file ---------------------------------- */
+
+int hu_classify_fs(long f_type, enum hu_backing *ret)
+{
+	switch ((unsigned long)f_type) {
+	case TMPFS_MAGIC:
+	case HUGETLBFS_MAGIC:
+	case RAMFS_MAGIC:
+		*ret = HU_BACKING_VOLATILE;
+		return 0;
+	case PROC_SUPER_MAGIC:
+	case SYSFS_MAGIC:
+		return -EINVAL;
+	default:
+		*ret = HU_BACKING_PERSISTENT;
+		return 0;
+	}
+}
+
+/* Is `path` on a filesystem mounted with -o dax? (for the explanation only) */
+static bool path_on_dax_mount(const char *path)
+{
+	_cleanup_free_ char *mi = NULL;
+	size_t best = 0;
+	bool dax = false;
+
+	if (hu_read_file("/proc/self/mountinfo", 4 << 20, &mi, NULL) < 0)
+		return false;
+	char *save = NULL;
+
+	for (char *line = strtok_r(mi, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char mnt[PATH_MAX], opts[1024];
+		size_t ml;
+
+		if (sscanf(line, "%*s %*s %*s %*s %4095s %1023s", mnt, opts) != 2)
+			continue;
+		ml = strlen(mnt);
+		if (strncmp(path, mnt, ml) != 0 || (path[ml] != '/' && path[ml] && ml > 1))
+			continue;
+		if (ml >= best) {
+			best = ml;
+			dax = strstr(line, "dax") != NULL;
+		}
+	}
+	return dax;
+}
+
+int hu_classify_path(const char *path, bool share, enum hu_backing *ret, char **ret_why)
+{
+	struct stat st;
+	struct statfs sf;
+	const char *why;
+	enum hu_backing b;
+	int r;
+
+	if (!share) {
+		*ret = HU_BACKING_PRIVATE;
+		*ret_why = strdup("share=off: guest writes never reach the file");
+		return 0;
+	}
+	if (stat(path, &st) < 0)
+		return -errno;
+	if (S_ISDIR(st.st_mode)) {
+		*ret = HU_BACKING_PRIVATE;
+		*ret_why = strdup("mem-path is a directory: QEMU uses an unlinked temporary file");
+		return 0;
+	}
+	if (S_ISCHR(st.st_mode)) {
+		char link[64], target[PATH_MAX];
+		ssize_t n;
+
+		/* Only device DAX keeps RAM across a reboot; /dev/zero does not. */
+		snprintf(link, sizeof(link), "/sys/dev/char/%u:%u/subsystem", major(st.st_rdev), minor(st.st_rdev));
+		n = readlink(link, target, sizeof(target) - 1);
+		target[n > 0 ? n : 0] = '\0';
+		if (n > 0 && strstr(target, "/dax")) {
+			*ret = HU_BACKING_PERSISTENT;
+			*ret_why = strdup("device DAX");
+		} else {
+			*ret = HU_BACKING_PRIVATE;
+			*ret_why = strdup("character device that is not device DAX");
+		}
+		return 0;
+	}
+	if (S_ISBLK(st.st_mode)) {
+		*ret = HU_BACKING_PERSISTENT;
+		*ret_why = strdup("block device (pmem)");
+		return 0;
+	}
+	if (statfs(path, &sf) < 0)
+		return -errno;
+	r = hu_classify_fs(sf.f_type, &b);
+	if (r < 0)
+		return r;
+	if (b == HU_BACKING_VOLATILE)
+		why = (unsigned long)sf.f_type == HUGETLBFS_MAGIC ? "file on hugetlbfs" : "file on tmpfs/ramfs";
+	else
+		why = path_on_dax_mount(path) ? "file on an fsdax mount" : "file on a disk filesystem (flushed after quit)";
+	*ret = b;
+	*ret_why = strdup(why);
+	return 0;
+}
+
+/* --- the digest of sampled pages ------------------------------------- */
 
 int hu_ram_digest(const char *path, uint64_t size, uint64_t *ret)
 {
@@ -63,13 +185,6 @@ int hu_ram_digest(const char *path, uint64_t size, uint64_t *ret)
 }
 
 /* --- what the RAM lives on: the namespace, through libndctl ----------- */
-
-#include <stdio.h>
-#include <blkid.h>
-#include <daxctl/libdaxctl.h>
-#include <ndctl/libndctl.h>
-#include <sys/sysmacros.h>
-#include <uuid/uuid.h>
 
 static void ndctl_unrefp(struct ndctl_ctx **p)
 {

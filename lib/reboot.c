@@ -10,24 +10,6 @@
 #include <systemd/sd-bus.h>
 #include "hu-private.h"
 
-bool hu_kexec_load_script_active(void)
-{
-	_cleanup_free_ char *s = NULL;
-
-	if (access("/etc/init.d/kexec-load", X_OK) < 0 ||
-	    hu_read_file("/etc/default/kexec", 65536, &s, NULL) < 0)
-		return false;
-	char *save = NULL;
-
-	for (char *line = strtok_r(s, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		while (*line == ' ' || *line == '\t')
-			line++;
-		if (strncmp(line, "LOAD_KEXEC=", 11) == 0)
-			return strncmp(line + 11, "true", 4) == 0 || strncmp(line + 11, "\"true\"", 6) == 0;
-	}
-	return false;
-}
-
 int hu_reboot_guard(struct hu_ctx *ctx)
 {
 	int r = hu_kexec_loaded(ctx);

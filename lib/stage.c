@@ -1,47 +1,17 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * stage (groundwork): what the new kernel is, and the command line it must
- * boot with. The saved RAM depends on some parameters of the running kernel
- * (legacy pmem "memmap=nn!ss" regions, and nokaslr that keeps the kernel
- * off them): a new command line that drops one is refused. A marker tells
- * the initrd that a restore is pending.
+ * stage: what the new kernel is, the command line it must boot with and the
+ * modules it must have; then it is loaded (kexec.c). The saved RAM depends
+ * on some parameters of the running kernel (legacy pmem "memmap=nn!ss"
+ * regions, and nokaslr that keeps the kernel off them): a new command line
+ * that drops one is refused. A marker tells the initrd that a restore is
+ * pending.
  */
-#include <fcntl.h>
 #include <stdio.h>
+#include <libkmod.h>
 #include "hu-private.h"
 
-#define BZ_HDR_MAGIC_OFF   0x202   /* "HdrS" */
-#define BZ_VERSION_PTR_OFF 0x20e   /* u16: version string offset - 0x200 */
-#define BZ_HEAD_MAX        0x10000
-
-int hu_bzimage_version(const char *path, char *buf, size_t len)
-{
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-	unsigned char head[BZ_HEAD_MAX];
-	ssize_t n;
-	size_t off, end;
-
-	if (fd < 0)
-		return -errno;
-	n = pread(fd, head, sizeof(head), 0);
-	if (n < 0)
-		return -errno;
-	if ((size_t)n < BZ_VERSION_PTR_OFF + 2 || memcmp(head + BZ_HDR_MAGIC_OFF, "HdrS", 4) != 0)
-		return -ENOEXEC; /* not a bzImage */
-	off = 0x200 + (head[BZ_VERSION_PTR_OFF] | head[BZ_VERSION_PTR_OFF + 1] << 8);
-	if (off >= (size_t)n)
-		return -ENOEXEC;
-	/* "6.12.9+bpo-amd64 (debian-kernel@…) #1 SMP …": the release is the first word. */
-	for (end = off; end < (size_t)n && head[end] > ' ' && head[end] < 0x7f; end++)
-		;
-	if (end == off || end == (size_t)n)
-		return -ENOEXEC;
-	if (end - off + 1 > len)
-		return -ENOBUFS;
-	memcpy(buf, head + off, end - off);
-	buf[end - off] = '\0';
-	return 0;
-}
+/* --- the new kernel's command line ----------------------------------- */
 
 /* Next whitespace-separated word of a kernel command line, quotes kept. */
 static const char *next_word(const char *p, const char **ret_end)
@@ -117,105 +87,7 @@ int hu_cmdline_compose(const char *current, const char *requested, const char *m
 	return 0;
 }
 
-/* --- loading the kernel ---------------------------------------------- */
-
-#include <spawn.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <linux/kexec.h>
-
-#ifndef KEXEC_FILE_UNLOAD
-#define KEXEC_FILE_UNLOAD 0x1
-#endif
-#ifndef KEXEC_FILE_NO_INITRAMFS
-#define KEXEC_FILE_NO_INITRAMFS 0x4
-#endif
-
-extern char **environ;
-
-int hu_kexec_loaded(struct hu_ctx *ctx)
-{
-	_cleanup_free_ char *s = NULL;
-	int r = hu_read_file("/sys/kernel/kexec_loaded", 16, &s, NULL);
-
-	if (r < 0)
-		return r == -ENOENT ? -EOPNOTSUPP : r;
-	return s[0] == '1';
-}
-
-/* kexec-tools, only where the kernel has no kexec_file_load(2). */
-static int kexec_tools_load(const char *kernel, const char *initrd, const char *cmdline)
-{
-	_cleanup_free_ char *i = NULL, *c = NULL;
-	char *argv[6];
-	int n = 0, status;
-	pid_t pid;
-
-	argv[n++] = "kexec";
-	argv[n++] = "-l";
-	argv[n++] = (char *)kernel;
-	if (initrd) {
-		if (asprintf(&i, "--initrd=%s", initrd) < 0)
-			return -ENOMEM;
-		argv[n++] = i;
-	}
-	if (asprintf(&c, "--command-line=%s", cmdline) < 0)
-		return -ENOMEM;
-	argv[n++] = c;
-	argv[n] = NULL;
-	if (posix_spawnp(&pid, "kexec", NULL, NULL, argv, environ) != 0)
-		return -ENOSYS;
-	if (waitpid(pid, &status, 0) < 0)
-		return -errno;
-	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
-}
-
-const char *hu_stage_strerror(int r)
-{
-	switch (r) {
-	case -EPERM:        return "refused by the kernel (lockdown, or no CAP_SYS_BOOT)";
-	case -EKEYREJECTED:
-	case -EBADMSG:      return "the kernel's signature was refused (lockdown needs a signed kernel)";
-	case -ENOEXEC:      return "not a kernel image kexec can load";
-	case -EBUSY:        return "a kexec load is already in progress";
-	case -EOPNOTSUPP:   return "this kernel has no kexec support";
-	default:            return strerror(-r);
-	}
-}
-
-int hu_kexec_load(struct hu_ctx *ctx, const char *kernel, const char *initrd, const char *cmdline)
-{
-	_cleanup_close_ int kfd = open(kernel, O_RDONLY | O_CLOEXEC);
-	_cleanup_close_ int ifd = initrd ? open(initrd, O_RDONLY | O_CLOEXEC) : -1;
-	unsigned long flags = initrd ? 0 : KEXEC_FILE_NO_INITRAMFS;
-	long r;
-
-	if (kfd < 0 || (initrd && ifd < 0))
-		return -errno;
-	r = syscall(SYS_kexec_file_load, kfd, ifd, strlen(cmdline) + 1, cmdline, flags);
-	if (r < 0 && errno == ENOSYS) {
-		hu_info(ctx, NULL, "kexec_file_load(2) is missing: falling back to kexec-tools");
-		return kexec_tools_load(kernel, initrd, cmdline);
-	}
-	if (r < 0)
-		return -errno;
-	/* Trust, then verify: the kernel says whether an image is loaded. */
-	r = hu_kexec_loaded(ctx);
-	if (r < 0)
-		return (int)r;
-	return r == 1 ? 0 : -EIO;
-}
-
-int hu_kexec_unload(struct hu_ctx *ctx)
-{
-	long r = syscall(SYS_kexec_file_load, -1, -1, 0, NULL, KEXEC_FILE_UNLOAD);
-
-	return r < 0 ? -errno : 0;
-}
-
 /* --- the new kernel's modules ---------------------------------------- */
-
-#include <libkmod.h>
 
 /* Modules that VMs and their RAM medium may depend on. Whatever of these the
  * running kernel uses must exist (as a module or built in) in the new one. */
@@ -291,8 +163,6 @@ int hu_modules_missing(const char *moddir, char *const *needed, size_t n_needed,
 }
 
 /* --- stage: all of the above, in order --------------------------------- */
-
-#include <sys/stat.h>
 
 static int find_initrd(const char *version, char **ret)
 {

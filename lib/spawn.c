@@ -1,0 +1,252 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * spawn: start a QEMU for restore and see it up. The recorded argv plus
+ * "-incoming defer" is execve'd (no shell) as the VM's user, in its own
+ * cgroup when that still exists, else moved into a scope of its own;
+ * QEMU's output goes to STATE_DIR/NAME.log. A QEMU that daemonizes is
+ * followed to its real pid; one that dies before its QMP is up is said
+ * with its last log line; one that never ran the guest can be ended.
+ */
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/wait.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-daemon.h>
+#include "hu-private.h"
+
+int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid)
+{
+	char **argv = NULL;
+	size_t argc = 0;
+	_cleanup_free_ char *log = NULL, *cgroup_procs = NULL;
+	static char *const envp[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL };
+	pid_t pid;
+	int r;
+
+	r = hu_argv_strip_incoming(vm->argv, vm->argc, &argv, &argc);
+	if (r < 0)
+		return r;
+	if (hu_strv_push(&argv, &argc, "-incoming") < 0 || hu_strv_push(&argv, &argc, "defer") < 0 ||
+	    asprintf(&log, "%s/%s.log", ctx->state_dir, vm->name) < 0) {
+		hu_strv_free(argv, argc);
+		return -ENOMEM;
+	}
+	/* Back in the VM's own cgroup when it still exists (same boot, its
+	 * unit or scope is alive); otherwise the caller's. */
+	if (vm->cgroup && vm->cgroup[0] == '/' && !strstr(vm->cgroup, "..")) {
+		if (asprintf(&cgroup_procs, "%s/fs/cgroup%s/cgroup.procs", ctx->sys_root, vm->cgroup) < 0)
+			cgroup_procs = NULL;
+		else if (access(cgroup_procs, W_OK) < 0) {
+			free(cgroup_procs);
+			cgroup_procs = NULL;
+		}
+	}
+	vm->rejoined_cgroup = cgroup_procs != NULL;
+	pid = fork();
+	if (pid < 0) {
+		r = -errno;
+		hu_strv_free(argv, argc);
+		return r;
+	}
+	if (pid == 0) {
+		/* Child: async-signal-safe calls only. */
+		int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+		int out = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+
+		setsid();
+		if (cgroup_procs) {
+			int cg = open(cgroup_procs, O_WRONLY | O_CLOEXEC);
+
+			if (cg >= 0) {
+				if (write(cg, "0", 1) < 0) { /* stays in ours */ }
+				close(cg);
+			}
+		}
+		if (nul >= 0)
+			dup2(nul, 0);
+		if (out >= 0) {
+			dup2(out, 1);
+			dup2(out, 2);
+		}
+		/* Nothing of ours leaks into a QEMU that outlives us. */
+		close_range(3, ~0U, 0);
+		if (chdir(vm->cwd ?: "/") < 0 && chdir("/") < 0)
+			_exit(126);
+		/* -runas: QEMU drops privileges itself and must start as root. */
+		if (!vm->ai.drops_privileges &&
+		    (setgroups(vm->n_groups, vm->groups) < 0 || setgid(vm->gid) < 0 || setuid(vm->uid) < 0))
+			_exit(126);
+		signal(SIGPIPE, SIG_DFL);
+		execve(vm->exe, argv, envp);
+		_exit(127);
+	}
+	hu_strv_free(argv, argc);
+	*ret_pid = pid;
+	return 0;
+}
+
+static int read_pidfile(const char *path, pid_t *ret)
+{
+	_cleanup_free_ char *s = NULL;
+	long v;
+	char *end;
+	int r = hu_read_file(path, 64, &s, NULL);
+
+	if (r < 0)
+		return r;
+	v = strtol(s, &end, 10);
+	if (v <= 0 || v > INT32_MAX || (*end && *end != '\n'))
+		return -EBADMSG;
+	*ret = (pid_t)v;
+	return 0;
+}
+
+/* Under systemd, a QEMU that could not rejoin its own cgroup would stay in
+ * the restore unit's: give it a scope of its own (as machined does), so
+ * it lives and is accounted as a VM, not as part of a finished oneshot. */
+void hu_spawn_move_to_scope(struct hu_ctx *ctx, struct hu_vm *vm, pid_t pid)
+{
+	_cleanup_free_ char *unit = NULL, *desc = NULL;
+	sd_bus *bus = NULL;
+	sd_bus_message *m = NULL, *reply = NULL;
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	int r;
+
+	if (sd_booted() <= 0 || vm->rejoined_cgroup)
+		return;
+	if (asprintf(&unit, "host-upgrade-vm-%s-%d.scope", vm->name, (int)pid) < 0 ||
+	    asprintf(&desc, "VM %s restored by host-upgrade", vm->name) < 0)
+		return;
+	r = sd_bus_open_system(&bus);
+	if (r >= 0)
+		r = sd_bus_message_new_method_call(bus, &m, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+						   "org.freedesktop.systemd1.Manager", "StartTransientUnit");
+	if (r >= 0)
+		r = sd_bus_message_append(m, "ss", unit, "fail");
+	if (r >= 0)
+		r = sd_bus_message_append(m, "a(sv)", 4, "Description", "s", desc, "Slice", "s", "machine.slice",
+					  "PIDs", "au", 1, (uint32_t)pid, "CollectMode", "s", "inactive-or-failed");
+	if (r >= 0)
+		r = sd_bus_message_append(m, "a(sa(sv))", 0);
+	if (r >= 0)
+		r = sd_bus_call(bus, m, 0, &error, &reply);
+	if (r < 0)
+		hu_info(ctx, vm->name, "stays in this unit's cgroup: scope %s: %s", unit,
+			error.message ?: strerror(-r));
+	sd_bus_error_free(&error);
+	sd_bus_message_unref(m);
+	sd_bus_message_unref(reply);
+	sd_bus_unref(bus);
+}
+
+/* The last line QEMU printed, to say why it died. */
+static void last_log_line(struct hu_ctx *ctx, const char *name, char *buf, size_t len)
+{
+	_cleanup_free_ char *path = NULL, *text = NULL;
+	char *end, *start;
+
+	buf[0] = '\0';
+	if (asprintf(&path, "%s/%s.log", ctx->state_dir, name) < 0 ||
+	    hu_read_file(path, 1 << 20, &text, NULL) < 0)
+		return;
+	end = text + strlen(text);
+	while (end > text && (end[-1] == '\n' || end[-1] == '\r'))
+		*--end = '\0';
+	start = strrchr(text, '\n');
+	snprintf(buf, len, "%.200s", start ? start + 1 : text);
+}
+
+/* With -daemonize the QEMU we forked exits once the real one is up: its
+ * pid comes from -pidfile, or from /proc by its QMP socket. */
+static int daemonized_pid(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *pid,
+			  char *err, size_t errlen)
+{
+	struct hu_vm_list *now = NULL;
+	int status = 0;
+
+	for (int i = 0; i < 2000 && waitpid(child, &status, WNOHANG) == 0; i++)
+		usleep(5000);
+	if (vm->ai.pidfile && read_pidfile(vm->ai.pidfile, pid) >= 0 && *pid != child)
+		return 0;
+	if (hu_scan_processes(ctx, &now) >= 0) {
+		for (size_t i = 0; i < now->n; i++)
+			if (now->vms[i]->ai.qmp_path && streq(now->vms[i]->ai.qmp_path, vm->ai.qmp_path) &&
+			    hu_argv_has_incoming_defer(now->vms[i]->argv, now->vms[i]->argc))
+				*pid = now->vms[i]->pid;
+		hu_vm_list_free(now);
+	}
+	if (*pid != child)
+		return 0;
+	snprintf(err, errlen, "cannot find the pid of the daemonized QEMU");
+	return -ESRCH;
+}
+
+/* Wait for the new QEMU's QMP; notice when it dies first. */
+int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *pid,
+		     char *err, size_t errlen)
+{
+	int64_t deadline = hu_mono_ms() + 30000;
+	bool child_running = true;
+
+	for (;;) {
+		int status, r;
+
+		if (child_running && waitpid(child, &status, WNOHANG) == child) {
+			child_running = false;
+			if (vm->ai.daemonize && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+				/* The foreground QEMU is done: the daemon runs on. */
+				r = daemonized_pid(ctx, vm, child, pid, err, errlen);
+				if (r < 0)
+					return r;
+			} else {
+				char line[256];
+
+				last_log_line(ctx, vm->name, line, sizeof(line));
+				snprintf(err, errlen, "QEMU exited (%s %d) before its QMP came up: %s (log: %s/%s.log)",
+					 WIFEXITED(status) ? "status" : "signal",
+					 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
+					 line[0] ? line : "no output", ctx->state_dir, vm->name);
+				*pid = 0;
+				return -ECHILD;
+			}
+		}
+		r = hu_qmp_connect(vm->ai.qmp_path, ctx->qmp_timeout_ms, &vm->qmp);
+		if (r >= 0 && vm->ai.daemonize && child_running)
+			return daemonized_pid(ctx, vm, child, pid, err, errlen);
+		if (r >= 0)
+			return 0;
+		if (r == -ECONNRESET && child_running)
+			continue; /* it may be dying: the next round says why */
+		if (r != -ENOENT && r != -ECONNREFUSED && r != -ECONNRESET) {
+			snprintf(err, errlen, "QMP %s: %s", vm->ai.qmp_path, hu_qmp_strerror(r));
+			return r;
+		}
+		if (hu_mono_ms() > deadline) {
+			snprintf(err, errlen, "QMP %s did not come up in 30 s", vm->ai.qmp_path);
+			return -ETIMEDOUT;
+		}
+		usleep(1000);
+	}
+}
+
+/* End a QEMU we started that never ran the guest — only if it is still
+ * that process (start time), and wait until it is gone. */
+int hu_spawn_kill(struct hu_ctx *ctx, pid_t pid, uint64_t starttime)
+{
+	uint64_t now;
+
+	if (pid <= 0 || hu_proc_starttime(ctx, pid, &now) < 0)
+		return 0;
+	if (starttime && now != starttime)
+		return 0;
+	kill(pid, SIGKILL);
+	for (int i = 0; i < 1000; i++) {
+		waitpid(pid, NULL, WNOHANG);
+		if (hu_proc_starttime(ctx, pid, &now) < 0 || (starttime && now != starttime))
+			return 0;
+		usleep(10000);
+	}
+	return -EBUSY;
+}

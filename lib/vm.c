@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The VM record: one QEMU as discover finds it, plan decides about it and
+ * checkpoint and restore record it. Its lifecycle, the list of them, the
+ * public getters, the state names of the manifest, and whether the process
+ * it names is still that process (pid + start time).
+ */
+#include <stdio.h>
+#include "hu-private.h"
+
+void hu_vm_free(struct hu_vm *vm)
+{
+	if (!vm)
+		return;
+	free(vm->name);
+	free(vm->exe);
+	hu_strv_free(vm->argv, vm->argc);
+	free(vm->cwd);
+	free(vm->groups);
+	free(vm->cgroup);
+	hu_argv_info_clear(&vm->ai);
+	free(vm->qemu_version);
+	free(vm->runstate);
+	for (size_t i = 0; i < vm->n_memdevs; i++) {
+		free(vm->memdevs[i].id);
+		free(vm->memdevs[i].type);
+		free(vm->memdevs[i].mem_path);
+		free(vm->memdevs[i].why);
+		hu_medium_clear(&vm->memdevs[i].medium);
+	}
+	free(vm->memdevs);
+	for (size_t i = 0; i < vm->n_disks; i++)
+		free(vm->disks[i].path);
+	free(vm->disks);
+	hu_strv_free(vm->blockers, vm->n_blockers);
+	free(vm->state_file);
+	free(vm->error);
+	json_object_put(vm->caps_before);
+	json_object_put(vm->caps);
+	hu_qmp_close(vm->qmp);
+	free(vm);
+}
+
+int hu_vm_list_add(struct hu_vm_list *list, struct hu_vm *vm)
+{
+	struct hu_vm **n;
+
+	if (list->n >= HU_MAX_VMS)
+		return -E2BIG;
+	n = realloc(list->vms, (list->n + 1) * sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	list->vms = n;
+	list->vms[list->n++] = vm;
+	return 0;
+}
+
+void hu_vm_list_free(struct hu_vm_list *list)
+{
+	if (!list)
+		return;
+	for (size_t i = 0; i < list->n; i++)
+		hu_vm_free(list->vms[i]);
+	free(list->vms);
+	free(list);
+}
+
+size_t hu_vm_list_count(const struct hu_vm_list *list) { return list ? list->n : 0; }
+struct hu_vm *hu_vm_list_get(const struct hu_vm_list *list, size_t i)
+{
+	return list && i < list->n ? list->vms[i] : NULL;
+}
+const char *hu_vm_get_name(const struct hu_vm *vm) { return vm->name; }
+pid_t hu_vm_get_pid(const struct hu_vm *vm) { return vm->pid; }
+uint64_t hu_vm_get_ram_bytes(const struct hu_vm *vm) { return vm->ram_bytes; }
+enum hu_backing hu_vm_get_backing(const struct hu_vm *vm) { return vm->backing; }
+/* "in-place" only when no byte of guest RAM goes into the state file. */
+bool hu_vm_get_in_place(const struct hu_vm *vm) { return vm->in_place && !vm->copies_ram; }
+uint64_t hu_vm_get_save_bytes(const struct hu_vm *vm) { return vm->save_bytes; }
+const char *hu_vm_get_runstate(const struct hu_vm *vm) { return vm->runstate; }
+bool hu_vm_get_queried(const struct hu_vm *vm) { return vm->qmp_ok; }
+const char *hu_vm_get_qemu_version(const struct hu_vm *vm) { return vm->qemu_version; }
+size_t hu_vm_get_n_blockers(const struct hu_vm *vm) { return vm->n_blockers; }
+const char *hu_vm_get_blocker(const struct hu_vm *vm, size_t i)
+{
+	return i < vm->n_blockers ? vm->blockers[i] : NULL;
+}
+
+int hu_vm_set_error(struct hu_vm *vm, int r, const char *fmt, ...)
+{
+	va_list ap;
+	char *s = NULL;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		s = NULL;
+	va_end(ap);
+	free(vm->error);
+	vm->error = s;
+	return r < 0 ? r : -EIO;
+}
+
+/* Start time of a live process; a zombie (or dead) one is -ESRCH. */
+int hu_proc_starttime(struct hu_ctx *ctx, pid_t pid, uint64_t *ret)
+{
+	_cleanup_free_ char *path = NULL, *stat = NULL;
+	const char *p;
+	unsigned long long v;
+	int r;
+
+	if (asprintf(&path, "%s/%d/stat", ctx->proc_root, (int)pid) < 0)
+		return -ENOMEM;
+	r = hu_read_file(path, 4096, &stat, NULL);
+	if (r < 0)
+		return r;
+	/* comm may contain spaces and ')': fields start after the last ')'. */
+	p = strrchr(stat, ')');
+	if (!p)
+		return -EBADMSG;
+	p++;
+	if (p[0] == ' ' && (p[1] == 'Z' || p[1] == 'X'))
+		return -ESRCH;
+	for (int field = 3; field < 22; field++) { /* p: the space before field 3 */
+		p = strchr(p + 1, ' ');
+		if (!p)
+			return -EBADMSG;
+	}
+	if (sscanf(p, " %llu", &v) != 1)
+		return -EBADMSG;
+	*ret = v;
+	return 0;
+}
+
+bool hu_vm_process_alive(struct hu_vm *vm)
+{
+	uint64_t st;
+
+	if (vm->pid <= 0 || hu_proc_starttime(vm->ctx, vm->pid, &st) < 0)
+		return false;
+	return st == vm->starttime;
+}
+
+static const char *const state_names[] = {
+	[HU_VM_RUNNING] = "running",       [HU_VM_STOPPING] = "stopping",
+	[HU_VM_SAVED] = "saved",           [HU_VM_CHECKPOINTED] = "checkpointed",
+	[HU_VM_RESTORING] = "restoring",   [HU_VM_RESTORED] = "restored",
+	[HU_VM_RESUMED] = "resumed",       [HU_VM_FAILED] = "failed",
+};
+
+const char *hu_vm_state_to_string(enum hu_vm_state s)
+{
+	return s < ARRAY_SIZE(state_names) ? state_names[s] : "unknown";
+}
+
+int hu_vm_state_from_string(const char *s, enum hu_vm_state *ret)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(state_names); i++)
+		if (streq(s, state_names[i])) {
+			*ret = i;
+			return 0;
+		}
+	return -EINVAL;
+}
