@@ -91,6 +91,14 @@ void cli_man(FILE *f);
 
 /* `host-upgrade: VERB: what: why` on stderr. */
 void cli_error(const struct cli *c, const char *what, const char *why);
+/* The one line for a call that failed: `host-upgrade: VERB: what: why[; outcome]`,
+ * why being the library's words (hu_get_error) or the errno's; what may be NULL. */
+void cli_fail(const struct cli *c, int r, const char *what, const char *outcome);
+void cli_fail_why(const struct cli *c, const char *what, const char *why, const char *outcome);
+/* After a checkpoint: one line per VM that did not get where it was going. */
+size_t cli_report_vms(const struct cli *c, struct hu_vm_list *list);
+/* After restore/abort: one line per VM the manifest has failed. */
+size_t cli_report_manifest(const struct cli *c);
 
 /* plan.c: discover + plan, shared with checkpoint and run. */
 int cli_discover_and_plan(struct cli *c, struct hu_vm_list **ret, int *ret_blocked);

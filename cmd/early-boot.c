@@ -50,7 +50,13 @@ static int cmd_early_boot(struct cli *c)
 
 	/* Never fail the boot: restore refuses what did not survive. */
 	if (r < 0)
-		cli_error(c, "prepare", strerror(-r));
+		cli_fail(c, r, "prepare", NULL);
+	else if (r > 0) {
+		char why[128];
+
+		snprintf(why, sizeof(why), "%d RAM medi%s did not come back as checkpointed", r, r == 1 ? "um" : "a");
+		cli_fail_why(c, "media", why, "restore will refuse those VMs");
+	}
 	return r == 0 ? 0 : EXIT_BLOCKED;
 }
 

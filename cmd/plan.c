@@ -68,13 +68,13 @@ int cli_discover_and_plan(struct cli *c, struct hu_vm_list **ret, int *ret_block
 	int r = hu_discover(c->ctx, &c->opts, &list);
 
 	if (r < 0) {
-		if (r != -ENOENT)
-			cli_error(c, "discover", strerror(-r));
+		/* -ENOENT: a --vm names no QEMU; the library's words name it. */
+		cli_fail(c, r, r == -ENOENT ? NULL : "discover", NULL);
 		return r;
 	}
 	r = hu_plan(c->ctx, list, &c->opts);
 	if (r < 0) {
-		cli_error(c, "plan", strerror(-r));
+		cli_fail(c, r, "plan", NULL);
 		hu_vm_list_free(list);
 		return r;
 	}

@@ -7,9 +7,12 @@ static int converge(struct cli *c, bool is_abort)
 {
 	int r = is_abort ? hu_abort(c->ctx) : hu_restore(c->ctx, &c->opts);
 
-	if (r < 0)
+	if (r < 0) {
+		cli_fail(c, r, NULL, NULL);
 		return EXIT_BLOCKED;
+	}
 	if (r > 0) {
+		cli_report_manifest(c);
 		char why[64];
 
 		snprintf(why, sizeof(why), "%d VM%s not running (see status)", r, r == 1 ? "" : "s");

@@ -41,7 +41,12 @@ static int cmd_stage(struct cli *c)
 		cli_error(c, "--kernel", "is required");
 		return EXIT_USAGE;
 	}
-	return hu_stage(c->ctx, &c->stage, NULL, NULL) < 0 ? EXIT_BLOCKED : 0;
+	r = hu_stage(c->ctx, &c->stage, NULL, NULL);
+	if (r < 0) {
+		cli_fail(c, r, NULL, NULL);
+		return EXIT_BLOCKED;
+	}
+	return 0;
 }
 
 const struct cli_verb cli_verb_stage = {

@@ -489,24 +489,22 @@ int hu_scan_processes(struct hu_ctx *ctx, struct hu_vm_list **ret)
 
 int hu_discover(struct hu_ctx *ctx, const struct hu_options *opts, struct hu_vm_list **ret)
 {
-	struct hu_vm_list *list = NULL;
+	_cleanup_vm_list_ struct hu_vm_list *list = NULL;
 	struct discover_job job;
 	int r;
 
+	hu_clear_error(ctx);
 	r = hu_scan_processes(ctx, &list);
 	if (r < 0)
-		return r;
+		return hu_fail(ctx, r, "cannot list the processes in %s: %s", ctx->proc_root, strerror(-r));
 	if (opts && opts->only_vms) {
 		for (const char *const *n = opts->only_vms; *n; n++) {
 			bool found = false;
 
 			for (size_t i = 0; i < list->n; i++)
 				found = found || streq(list->vms[i]->name, *n);
-			if (!found) {
-				hu_err(ctx, *n, "no QEMU process with this name");
-				hu_vm_list_free(list);
-				return -ENOENT;
-			}
+			if (!found)
+				return hu_fail(ctx, -ENOENT, "%s: no QEMU process with this name", *n);
 		}
 		for (size_t i = 0; i < list->n;) {
 			bool keep = false;
@@ -526,6 +524,6 @@ int hu_discover(struct hu_ctx *ctx, const struct hu_options *opts, struct hu_vm_
 	job.ctx = ctx;
 	job.list = list;
 	hu_parallel_for(list->n, ctx->jobs, discover_one, &job);
-	*ret = list;
+	*ret = TAKE_PTR(list);
 	return 0;
 }

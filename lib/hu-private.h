@@ -22,6 +22,11 @@ static inline void json_putp(json_object **o) { if (*o) json_object_put(*o); }
 #define _cleanup_free_ _cleanup_(freep)
 #define _cleanup_close_ _cleanup_(closep)
 #define _cleanup_json_ _cleanup_(json_putp)
+/* The project's own types (all take NULL). */
+static inline void hu_manifest_freep(struct hu_manifest **m) { hu_manifest_free(*m); }
+static inline void hu_vm_list_freep(struct hu_vm_list **l) { hu_vm_list_free(*l); }
+#define _cleanup_manifest_ _cleanup_(hu_manifest_freep)
+#define _cleanup_vm_list_ _cleanup_(hu_vm_list_freep)
 
 static inline void *steal_ptr(void *pp)
 {
@@ -63,11 +68,19 @@ struct hu_ctx {
 	unsigned qmp_timeout_ms;
 	unsigned suspend_timeout_s;
 	pthread_mutex_t log_lock;
+	char *error;            /* why the last call that failed failed (hu_fail) */
 };
 
 _printf_(4, 5)
 void hu_log(struct hu_ctx *ctx, int prio, const char *vm, const char *fmt, ...);
-#define hu_err(ctx, vm, ...)  hu_log(ctx, LOG_ERR, vm, __VA_ARGS__)
+/* The error contract: lib never logs an error. A call that fails returns a
+ * negative errno; what went wrong is in the VM's record for a VM-scoped
+ * failure (hu_vm_set_error) and in the context otherwise (hu_fail), and the
+ * caller says it once. The log hook carries progress (LOG_INFO) and detail
+ * (LOG_DEBUG) only. */
+_printf_(3, 4)
+int hu_fail(struct hu_ctx *ctx, int r, const char *fmt, ...);
+void hu_clear_error(struct hu_ctx *ctx);
 #define hu_info(ctx, vm, ...) hu_log(ctx, LOG_INFO, vm, __VA_ARGS__)
 #define hu_dbg(ctx, vm, ...)  hu_log(ctx, LOG_DEBUG, vm, __VA_ARGS__)
 
@@ -93,6 +106,14 @@ void hu_parallel_for(size_t n, unsigned jobs, void (*fn)(size_t i, void *data), 
 _printf_(3, 4)
 int hu_strv_pushf(char ***strv, size_t *n, const char *fmt, ...);
 int hu_lock_state_dir(struct hu_ctx *ctx, int *ret_fd);
+/* Wait until process `pid` (started at `starttime`, 0 = whichever has the
+ * pid now) has exited, on its pidfd. 0 once gone, -ETIMEDOUT. */
+int hu_pid_wait_exit(struct hu_ctx *ctx, pid_t pid, uint64_t starttime, unsigned timeout_ms);
+/* Internal helpers that can say why they failed take `char **ret_error`
+ * (may be NULL): on failure it gets a malloc'ed text (replacing one there),
+ * on success it is left alone. Returns r. */
+_printf_(3, 4)
+int hu_errorf(char **ret_error, int r, const char *fmt, ...);
 
 /* ---- qemu-argv.c: parse a QEMU command line (untrusted) ---- */
 struct hu_kv {
@@ -141,6 +162,8 @@ int hu_qmp_connect(const char *path, unsigned timeout_ms, struct hu_qmp **ret);
 /* Wrap an already connected fd (tests use socketpairs). */
 int hu_qmp_open_fd(int fd, unsigned timeout_ms, struct hu_qmp **ret);
 void hu_qmp_close(struct hu_qmp *q);
+static inline void hu_qmp_closep(struct hu_qmp **q) { hu_qmp_close(*q); }
+#define _cleanup_qmp_ _cleanup_(hu_qmp_closep)
 void hu_qmp_set_timeout(struct hu_qmp *q, unsigned ms);
 /* Run one command; takes ownership of args. On success *ret gets the "return" value (may be NULL if
  * ret is NULL). On a QMP error returns -EREMOTEIO and sets *ret_err_class /
@@ -186,11 +209,11 @@ int hu_classify_fs(long f_type, enum hu_backing *ret);
 /* Digest of sampled pages of a RAM file or DAX device. */
 int hu_ram_digest(const char *path, uint64_t size, uint64_t *ret);
 int hu_ram_medium(struct hu_ctx *ctx, const char *mem_path, struct hu_medium *ret);
-int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char *why, size_t len);
-int hu_ram_medium_locate(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_moved_to, char *why, size_t len);
-int hu_ram_medium_wait(struct hu_ctx *ctx, const struct hu_medium *m, int64_t deadline, char *why, size_t len);
+int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_why);
+int hu_ram_medium_locate(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_moved_to, char **ret_why);
+int hu_ram_medium_wait(struct hu_ctx *ctx, const struct hu_medium *m, int64_t deadline, char **ret_why);
 int hu_ram_medium_follow(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_device, struct hu_medium *ret_now);
-int hu_medium_compare(const struct hu_medium *was, const struct hu_medium *now, char *why, size_t len);
+int hu_medium_compare(const struct hu_medium *was, const struct hu_medium *now, char **ret_why);
 void hu_medium_clear(struct hu_medium *m);
 const char *hu_medium_kind_to_string(enum hu_medium_kind k);
 
@@ -360,13 +383,13 @@ int hu_migration_settled_runstate(struct hu_qmp *q, char **ret_status);
 /* ---- qga.c: the guest agent ---- */
 int hu_qga_open(struct hu_vm *vm, unsigned timeout_ms, struct hu_qmp **ret);
 int hu_qga_ping(struct hu_vm *vm, unsigned timeout_ms);
-int hu_qga_suspend(struct hu_vm *vm, unsigned timeout_ms, char *err, size_t errlen);
-int hu_vm_wakeup(struct hu_vm *vm, unsigned timeout_ms, char *err, size_t errlen);
+int hu_qga_suspend(struct hu_vm *vm, unsigned timeout_ms, char **ret_error);
+int hu_vm_wakeup(struct hu_vm *vm, unsigned timeout_ms, char **ret_error);
 int hu_qga_fix_clock(struct hu_vm *vm, unsigned timeout_ms, int64_t *ret_step_ms);
 
 /* ---- resume.c (checkpoint's rollback, restore and abort) ---- */
 /* Put a VM we stopped back as it was; vm->state and vm->error untouched. */
-int hu_vm_resume_original(struct hu_vm *vm, char *err, size_t errlen);
+int hu_vm_resume_original(struct hu_vm *vm, char **ret_error);
 
 /* ---- checkpoint.c: public only (hu_checkpoint) ---- */
 
@@ -374,8 +397,7 @@ int hu_vm_resume_original(struct hu_vm *vm, char *err, size_t errlen);
 /* Fork and execve the recorded argv + "-incoming defer"; *ret_pid: the child. */
 int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid);
 /* Wait for its QMP (into vm->qmp); *pid becomes the daemon's with -daemonize. */
-int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *pid,
-		     char *err, size_t errlen);
+int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *pid, char **ret_error);
 /* Under systemd, a scope of its own if it could not rejoin its cgroup. */
 void hu_spawn_move_to_scope(struct hu_ctx *ctx, struct hu_vm *vm, pid_t pid);
 /* End a QEMU we started that never ran the guest, if it is still that one. */
@@ -392,6 +414,8 @@ int hu_kexec_load(struct hu_ctx *ctx, const char *kernel, const char *initrd, co
 int hu_kexec_unload(struct hu_ctx *ctx);
 /* Debian's kexec-load would replace our kernel at shutdown. */
 bool hu_kexec_load_script_active(void);
+/* -EBUSY (with the reason) when something at shutdown would replace a staged kernel. */
+int hu_kexec_check_no_replacer(struct hu_ctx *ctx);
 
 /* ---- stage.c: what to load (the rest is public: hu_stage, hu_unstage) ---- */
 /* The new kernel's command line: `requested` (NULL = the current one) must

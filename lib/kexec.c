@@ -140,12 +140,11 @@ int hu_kexec_unload(struct hu_ctx *ctx)
 bool hu_kexec_load_script_active(void)
 {
 	_cleanup_free_ char *s = NULL;
+	char *save = NULL;
 
 	if (access("/etc/init.d/kexec-load", X_OK) < 0 ||
 	    hu_read_file("/etc/default/kexec", 65536, &s, NULL) < 0)
 		return false;
-	char *save = NULL;
-
 	for (char *line = strtok_r(s, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		while (*line == ' ' || *line == '\t')
 			line++;
@@ -153,4 +152,12 @@ bool hu_kexec_load_script_active(void)
 			return strncmp(line + 11, "true", 4) == 0 || strncmp(line + 11, "\"true\"", 6) == 0;
 	}
 	return false;
+}
+
+int hu_kexec_check_no_replacer(struct hu_ctx *ctx)
+{
+	if (hu_kexec_load_script_active())
+		return hu_fail(ctx, -EBUSY, "/etc/default/kexec has LOAD_KEXEC=true: Debian's kexec-load would "
+			       "replace the staged kernel at shutdown; set it to false");
+	return 0;
 }

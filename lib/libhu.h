@@ -30,6 +30,10 @@ typedef void (*hu_log_fn)(void *userdata, int priority, const char *vm,
 			  const char *fmt, va_list args);
 void hu_set_log_fn(struct hu_ctx *ctx, hu_log_fn fn, void *userdata);
 void hu_set_log_priority(struct hu_ctx *ctx, int priority);
+/* Why the last call that returned a negative errno failed, in words
+ * ("what: why"), or NULL when it has nothing to add to the errno. A failure
+ * of one VM is that VM's error instead (hu_vm_get_error). */
+const char *hu_get_error(const struct hu_ctx *ctx);
 
 int hu_set_state_dir(struct hu_ctx *ctx, const char *dir);
 const char *hu_get_state_dir(const struct hu_ctx *ctx);
@@ -101,6 +105,11 @@ bool hu_vm_get_queried(const struct hu_vm *vm);
 const char *hu_vm_get_qemu_version(const struct hu_vm *vm);
 size_t hu_vm_get_n_blockers(const struct hu_vm *vm);
 const char *hu_vm_get_blocker(const struct hu_vm *vm, size_t i);
+/* After a checkpoint or restore: where the VM got to (running, saved,
+ * checkpointed, restored, resumed: rolled back, failed) and, when it did not
+ * get where it was going, why. */
+const char *hu_vm_get_state(const struct hu_vm *vm);
+const char *hu_vm_get_error(const struct hu_vm *vm);
 
 /* --- checkpoint / restore / abort --------------------------------------- */
 

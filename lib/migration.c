@@ -204,7 +204,8 @@ unsigned hu_migration_timeout_ms(uint64_t bytes)
 }
 
 /* The MIGRATION "completed" event can come before the runstate leaves
- * finish-migrate (source) or inmigrate (destination): wait until it does. */
+ * finish-migrate (source) or inmigrate (destination): wait until it does.
+ * No event marks that step (postmigrate, or paused, sends none): a short poll. */
 int hu_migration_settled_runstate(struct hu_qmp *q, char **ret_status)
 {
 	int64_t deadline = hu_mono_ms() + 10000;

@@ -363,70 +363,61 @@ plain_file:
 }
 
 /* Is what `now` describes the medium `was` recorded? 0, or -ESTALE and why. */
-int hu_medium_compare(const struct hu_medium *was, const struct hu_medium *now, char *why, size_t len)
+int hu_medium_compare(const struct hu_medium *was, const struct hu_medium *now, char **ret_why)
 {
-	if (was->uuid && (!now->uuid || !streq(was->uuid, now->uuid))) {
-		snprintf(why, len, "%s is namespace %s now, was %s: not the pmem the RAM was left in", was->device,
-			 now->uuid ?: "(no uuid)", was->uuid);
-		return -ESTALE;
-	}
-	if (now->size != was->size) {
-		snprintf(why, len, "%s is %llu bytes, was %llu: the RAM it held did not survive", was->device,
-			 (unsigned long long)now->size, (unsigned long long)was->size);
-		return -ESTALE;
-	}
-	if (was->mode && (!now->mode || !streq(was->mode, now->mode))) {
-		snprintf(why, len, "%s is in mode %s, was %s: the RAM it held did not survive", was->device,
-			 now->mode ?: "(none)", was->mode);
-		return -ESTALE;
-	}
+	if (was->uuid && (!now->uuid || !streq(was->uuid, now->uuid)))
+		return hu_errorf(ret_why, -ESTALE, "%s is namespace %s now, was %s: not the pmem the RAM was left in",
+				 was->device, now->uuid ?: "(no uuid)", was->uuid);
+	if (now->size != was->size)
+		return hu_errorf(ret_why, -ESTALE, "%s is %llu bytes, was %llu: the RAM it held did not survive",
+				 was->device, (unsigned long long)now->size, (unsigned long long)was->size);
+	if (was->mode && (!now->mode || !streq(was->mode, now->mode)))
+		return hu_errorf(ret_why, -ESTALE, "%s is in mode %s, was %s: the RAM it held did not survive",
+				 was->device, now->mode ?: "(none)", was->mode);
 	return 0;
 }
 
 /* Is the medium back as it was? 0; -ENODEV while its device is not there
  * (drivers may still be probing); -ESTALE when it is another one. */
-int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char *why, size_t len)
+int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_why)
 {
-	return hu_ram_medium_locate(ctx, m, NULL, why, len);
+	return hu_ram_medium_locate(ctx, m, NULL, ret_why);
 }
 
 /* hu_ram_medium_check, and on -ESTALE the device that holds the recorded
  * namespace (by uuid) now, if any, in *ret_moved_to. */
-int hu_ram_medium_locate(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_moved_to, char *why, size_t len)
+int hu_ram_medium_locate(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_moved_to, char **ret_why)
 {
 	struct hu_medium now = {};
-	_cleanup_free_ char *moved_to = NULL;
+	_cleanup_free_ char *moved_to = NULL, *why = NULL;
 	struct ns_key key = { .device = m->device, .uuid = m->uuid };
 	int r;
 
 	if (m->kind == HU_MEDIUM_FILE || !m->device)
 		return 0;
 	r = ns_find(&key, &now, &moved_to);
-	if (r < 0) {
-		snprintf(why, len, "cannot list the pmem namespaces: %s", strerror(-r));
+	if (r < 0)
+		return hu_errorf(ret_why, r, "cannot list the pmem namespaces: %s", strerror(-r));
+	if (r == 0 && moved_to) {
+		r = hu_errorf(ret_why, -ESTALE,
+			      "%s is not there: its namespace %s is %s now, not the device the VM's argv names",
+			      m->device, m->uuid, moved_to);
+		if (ret_moved_to)
+			*ret_moved_to = TAKE_PTR(moved_to);
 		return r;
 	}
-	if (r == 0 && moved_to) {
-		snprintf(why, len, "%s is not there: its namespace %s is %s now, not the device the VM's argv names",
-			 m->device, m->uuid, moved_to);
-		if (ret_moved_to)
-			*ret_moved_to = TAKE_PTR(moved_to);
-		return -ESTALE;
-	}
-	if (r == 0) {
-		snprintf(why, len, "%s is not there: the RAM it held is lost", m->device);
-		return -ENODEV;
-	}
-	r = hu_medium_compare(m, &now, why, len);
+	if (r == 0)
+		return hu_errorf(ret_why, -ENODEV, "%s is not there: the RAM it held is lost", m->device);
+	r = hu_medium_compare(m, &now, &why);
+	hu_medium_clear(&now);
 	if (r < 0 && moved_to) {
 		/* Namespaces renumbered: say where it went (the argv names the old device). */
-		size_t n = strlen(why);
-
-		snprintf(why + n, len - n, "; namespace %s is %s now", m->uuid, moved_to);
+		hu_errorf(ret_why, r, "%s; namespace %s is %s now", why, m->uuid, moved_to);
 		if (ret_moved_to)
 			*ret_moved_to = TAKE_PTR(moved_to);
+	} else if (r < 0) {
+		hu_errorf(ret_why, r, "%s", why);
 	}
-	hu_medium_clear(&now);
 	return r;
 }
 
@@ -437,18 +428,17 @@ int hu_ram_medium_follow(struct hu_ctx *ctx, const struct hu_medium *m, char **r
 {
 	_cleanup_free_ char *moved_to = NULL, *path = NULL;
 	struct hu_medium now = {};
-	char why[256];
 	int r;
 
 	if (!m->uuid)
 		return -ESTALE;
-	r = hu_ram_medium_locate(ctx, m, &moved_to, why, sizeof(why));
+	r = hu_ram_medium_locate(ctx, m, &moved_to, NULL);
 	if (r != -ESTALE || !moved_to)
 		return -ESTALE;
 	if (asprintf(&path, "/dev/%s", moved_to) < 0)
 		return -ENOMEM;
 	r = hu_ram_medium(ctx, path, &now);
-	if (r >= 0 && (!now.uuid || hu_medium_compare(m, &now, why, sizeof(why)) < 0))
+	if (r >= 0 && (!now.uuid || hu_medium_compare(m, &now, NULL) < 0))
 		r = -ESTALE;
 	if (r < 0) {
 		hu_medium_clear(&now);
@@ -463,12 +453,13 @@ int hu_ram_medium_follow(struct hu_ctx *ctx, const struct hu_medium *m, char **r
 }
 
 /* hu_ram_medium_check, waiting until `deadline` (hu_mono_ms) while the
- * device is not there. */
-int hu_ram_medium_wait(struct hu_ctx *ctx, const struct hu_medium *m, int64_t deadline, char *why, size_t len)
+ * device is not there. udev gives no event we could wait on from here
+ * (the initrd may have no udev): a bounded poll. */
+int hu_ram_medium_wait(struct hu_ctx *ctx, const struct hu_medium *m, int64_t deadline, char **ret_why)
 {
 	int r;
 
-	while ((r = hu_ram_medium_check(ctx, m, why, len)) == -ENODEV && hu_mono_ms() < deadline)
+	while ((r = hu_ram_medium_check(ctx, m, ret_why)) == -ENODEV && hu_mono_ms() < deadline)
 		usleep(50000);
 	return r;
 }

@@ -203,6 +203,22 @@ int hu_strv_pushf(char ***strv, size_t *n, const char *fmt, ...)
 	return hu_strv_push(strv, n, s);
 }
 
+int hu_errorf(char **ret_error, int r, const char *fmt, ...)
+{
+	char *s = NULL;
+	va_list ap;
+
+	if (!ret_error)
+		return r;
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		s = NULL;
+	va_end(ap);
+	free(*ret_error);
+	*ret_error = s;
+	return r;
+}
+
 void hu_strv_free(char **strv, size_t n)
 {
 	if (!strv)
@@ -350,14 +366,17 @@ int hu_lock_state_dir(struct hu_ctx *ctx, int *ret_fd)
 
 	r = hu_mkdir_private(ctx->state_dir);
 	if (r < 0)
-		return r;
+		return hu_fail(ctx, r, "state dir %s: %s", ctx->state_dir, strerror(-r));
 	if (asprintf(&path, "%s/lock", ctx->state_dir) < 0)
 		return -ENOMEM;
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
-		return -errno;
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0)
-		return errno == EWOULDBLOCK ? -EBUSY : -errno;
+		return hu_fail(ctx, -errno, "state dir %s: %s", ctx->state_dir, strerror(errno));
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		return hu_fail(ctx, r, "state dir %s: %s", ctx->state_dir,
+			       r == -EBUSY ? "another host-upgrade is working on it" : strerror(-r));
+	}
 	*ret_fd = TAKE_FD(fd);
 	return 0;
 }

@@ -233,30 +233,33 @@ static void test_medium_compare(void **state)
 		.uuid = "5f0a3c4e-2b1d-4c8e-9f6a-1e2d3c4b5a69", .size = 128ULL << 20, .mode = "devdax",
 	};
 	struct hu_medium now = was;
-	char why[256] = "";
+	char *why = NULL;
 
-	assert_int_equal(hu_medium_compare(&was, &now, why, sizeof(why)), 0);
+	assert_int_equal(hu_medium_compare(&was, &now, &why), 0);
 	/* Re-created with the same name and size: a new uuid. */
 	now.uuid = "0c8b1f0e-7a65-4d0e-8f36-2a5b2f6c9d11";
-	assert_int_equal(hu_medium_compare(&was, &now, why, sizeof(why)), -ESTALE);
+	assert_int_equal(hu_medium_compare(&was, &now, &why), -ESTALE);
 	assert_string_equal(why, "dax0.1 is namespace 0c8b1f0e-7a65-4d0e-8f36-2a5b2f6c9d11 now, "
 				 "was 5f0a3c4e-2b1d-4c8e-9f6a-1e2d3c4b5a69: not the pmem the RAM was left in");
 	now.uuid = NULL;
-	assert_int_equal(hu_medium_compare(&was, &now, why, sizeof(why)), -ESTALE);
+	assert_int_equal(hu_medium_compare(&was, &now, &why), -ESTALE);
 	assert_non_null(strstr(why, "is namespace (no uuid) now"));
 	now = was;
 	now.size = 64ULL << 20;
-	assert_int_equal(hu_medium_compare(&was, &now, why, sizeof(why)), -ESTALE);
+	assert_int_equal(hu_medium_compare(&was, &now, &why), -ESTALE);
 	assert_string_equal(why, "dax0.1 is 67108864 bytes, was 134217728: the RAM it held did not survive");
 	now = was;
 	now.mode = "fsdax";
-	assert_int_equal(hu_medium_compare(&was, &now, why, sizeof(why)), -ESTALE);
+	assert_int_equal(hu_medium_compare(&was, &now, &why), -ESTALE);
 	assert_string_equal(why, "dax0.1 is in mode fsdax, was devdax: the RAM it held did not survive");
 	/* Raw label-less pmem has no uuid: size and mode only. */
 	was.uuid = NULL;
 	now = was;
 	now.uuid = "0c8b1f0e-7a65-4d0e-8f36-2a5b2f6c9d11";
-	assert_int_equal(hu_medium_compare(&was, &now, why, sizeof(why)), 0);
+	free(why);
+	why = NULL;
+	assert_int_equal(hu_medium_compare(&was, &now, &why), 0);
+	assert_null(why); /* left alone on success */
 }
 
 static void test_marker_lookalikes(void **state)
