@@ -40,7 +40,7 @@
 #   hu_teardown                         cleanup_vms + remove the short tmp dir if one was made
 #
 # Tunables (environment): HU_BUILD_DIR, GUEST_DIR, HU_VM_MEM (default 256M),
-# HU_VM_APPEND (default "console=ttyS0 quiet"), HU_VM_INITRD (default the busybox guest), QEMU (default qemu-system-x86_64), QMP_TIMEOUT.
+# HU_VM_APPEND (default "console=ttyS0 quiet no_timer_check"), HU_VM_INITRD (default the busybox guest), QEMU (default qemu-system-x86_64), QMP_TIMEOUT.
 # jq is not needed (not in the project's dependencies); python3 (full, with json) is.
 
 HU_TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -55,7 +55,9 @@ GUEST_DIR=$(realpath -m "$GUEST_DIR")
 export GUEST_DIR
 
 : "${HU_VM_MEM:=256M}"
-: "${HU_VM_APPEND:=console=ttyS0 quiet}"
+# no_timer_check: a TCG guest on a busy machine fails Linux's IO-APIC timer check and panics
+# ("IO-APIC + timer doesn't work!").
+: "${HU_VM_APPEND:=console=ttyS0 quiet no_timer_check}"
 : "${QEMU:=qemu-system-x86_64}"
 
 # --- per-test directory ---------------------------------------------------------------------
