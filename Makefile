@@ -4,10 +4,15 @@ DESTDIR ?=
 BUILD ?= build
 CC ?= gcc
 PKGS = json-c libkmod blkid libsystemd libndctl libdaxctl uuid
+# CFLAGS, CPPFLAGS, LDFLAGS and LDLIBS are the builder's (a distribution passes its own, e.g.
+# `make CFLAGS='-O2 -g -ffile-prefix-map=...'`); what the project needs to build at all is in
+# HU_CFLAGS/HU_LDLIBS, which a command-line CFLAGS cannot replace. The builder's flags come
+# last so that they win (-O0 over the default -O2).
 CFLAGS ?= -O2 -g
-CFLAGS += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Werror=implicit-function-declaration \
+HU_CFLAGS := -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Werror=implicit-function-declaration \
 	-Werror=format -fno-strict-aliasing -pthread -Ilib $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread
+HU_LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread
+ALL_CFLAGS = $(HU_CFLAGS) $(CPPFLAGS) $(CFLAGS)
 
 LIB_SRC = $(wildcard lib/*.c)
 CMD_SRC = $(wildcard cmd/*.c)
@@ -21,19 +26,19 @@ all: $(BUILD)/host-upgrade
 $(BUILD)/%.o: %.c $(wildcard lib/*.h cmd/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
-	@$(CC) $(CFLAGS) -c $< -o $@
+	@$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(BUILD)/libhu.a: $(LIB_OBJ)
 	@$(AR) rcs $@ $^
 
 $(BUILD)/host-upgrade: $(CMD_OBJ) $(BUILD)/libhu.a
 	@echo "  LD      $@"
-	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	@$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(HU_LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libhu.a
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
-	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	@$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ -lcmocka $(LDLIBS) $(HU_LDLIBS)
 
 # A real kernel upgrade of a disposable test host (tests/system/): a few minutes.
 demo:
