@@ -38,7 +38,7 @@ $(BUILD)/host-upgrade: $(CMD_OBJ) $(BUILD)/libhu.a
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libhu.a
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
-	@$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ -lcmocka $(LDLIBS) $(HU_LDLIBS)
+	@$(CC) $(ALL_CFLAGS) -DHU_TEST_FIXTURES='"$(CURDIR)/tests/fixtures"' $(LDFLAGS) -o $@ $^ -lcmocka $(LDLIBS) $(HU_LDLIBS)
 
 # A real kernel upgrade of a disposable test host (tests/system/): a few minutes.
 demo:
