@@ -69,6 +69,9 @@ lint:
 	@echo "  LINT    tests/system tests/guest bench/run-bench scripts/demo"
 	@shellcheck -x -P SCRIPTDIR --severity=warning tests/system/*.sh tests/system/in-host/*.sh tests/guest/*.sh \
 		bench/run-bench scripts/demo
+	@echo "  LINT    tests/bats (shared directives: tests/bats/.shellcheckrc)"
+	@shellcheck --severity=warning tests/bats/*.bats
+	@shellcheck --norc tests/bats/helpers.bash
 	@echo "  LINT    scripts/ansible (ansible-playbook --syntax-check)"
 	@python3 -c 'import ast, sys; [ast.parse(open(f).read(), f) for f in sys.argv[1:]]' \
 		scripts/ansible/fleet-state.py scripts/ansible/roles/host_upgrade/action_plugins/host_upgrade_record.py
