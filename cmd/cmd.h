@@ -18,7 +18,7 @@
 #include "libhu.h"
 
 #define EXIT_BLOCKED 1
-#define EXIT_USAGE 2
+#define EXIT_USAGE   2
 
 struct cli {
 	const char *verb;
@@ -51,8 +51,14 @@ struct cli_option {
 	int (*parse)(struct cli *c, const char *arg);
 	size_t flag;
 };
-#define CLI_FLAG(n, field, h) { .name = (n), .help = (h), .flag = offsetof(struct cli, field) }
-#define CLI_ARG(n, a, fn, h) { .name = (n), .arg = (a), .parse = (fn), .help = (h) }
+#define CLI_FLAG(n, field, h)                                                 \
+	{                                                                     \
+		.name = (n), .help = (h), .flag = offsetof(struct cli, field) \
+	}
+#define CLI_ARG(n, a, fn, h)                                        \
+	{                                                           \
+		.name = (n), .arg = (a), .parse = (fn), .help = (h) \
+	}
 
 /*
  * A verb. usage: its forms after "host-upgrade VERB", one a line, naming
@@ -70,7 +76,9 @@ struct cli_verb {
 	const struct cli_option *const *options;
 };
 /* A table's end, and a verb's list of tables. */
-#define CLI_END {}
+#define CLI_END \
+	{       \
+	}
 #define CLI_TABLES(...) ((const struct cli_option *const[]){ __VA_ARGS__, NULL })
 
 /* The verbs, in the order --help lists them; and the common options. */

@@ -13,8 +13,8 @@
 #include "cmd.h"
 
 const struct cli_verb *const cli_verbs[] = {
-	&cli_verb_plan, &cli_verb_checkpoint, &cli_verb_restore, &cli_verb_abort, &cli_verb_status,
-	&cli_verb_stage, &cli_verb_run, &cli_verb_may_start, &cli_verb_early_boot, NULL,
+	&cli_verb_plan,	 &cli_verb_checkpoint, &cli_verb_restore,   &cli_verb_abort,	  &cli_verb_status,
+	&cli_verb_stage, &cli_verb_run,	       &cli_verb_may_start, &cli_verb_early_boot, NULL,
 };
 
 static int parse_state_dir(struct cli *c, const char *arg)
@@ -187,7 +187,7 @@ size_t cli_report_manifest(const struct cli *c)
 
 /* Enough for the common options and the longest verb's tables (run). */
 #define CLI_MAX_OPTIONS 40
-#define CLI_OPTION_VAL 0x100
+#define CLI_OPTION_VAL	0x100
 
 static size_t add_options(const struct cli_option **opt, struct option *all, size_t n,
 			  const struct cli_option *table)

@@ -22,8 +22,10 @@ static int converge(struct cli *c, bool is_abort)
 	return 0;
 }
 
+/* clang-format off */
 static int cmd_restore(struct cli *c) { return converge(c, false); }
 static int cmd_abort(struct cli *c) { return converge(c, true); }
+/* clang-format on */
 
 const struct cli_verb cli_verb_restore = {
 	.name = "restore",

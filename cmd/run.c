@@ -11,8 +11,7 @@
 /* --dry-run means the whole run here, not stage's. */
 static const struct cli_option run_options[] = {
 	CLI_FLAG("dry-run", dry_run, "check every VM and the new kernel, show the steps, stop nothing"),
-	CLI_FLAG("yes", yes, "go ahead without asking (needed when stdin is not a terminal)"),
-	CLI_END
+	CLI_FLAG("yes", yes, "go ahead without asking (needed when stdin is not a terminal)"), CLI_END
 };
 
 static bool confirm(const struct cli *c, const char *what)
@@ -97,7 +96,9 @@ static int cmd_run(struct cli *c)
 		if (r < 0)
 			cli_fail(c, r, "checkpoint", "every VM was resumed");
 		else if (r > 0)
-			cli_error(c, "restore", "not every VM is running again: restore them before any reboot (see status)");
+			cli_error(
+				c, "restore",
+				"not every VM is running again: restore them before any reboot (see status)");
 		r = r != 0 ? EXIT_BLOCKED : 0;
 		goto out;
 	}

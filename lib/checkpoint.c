@@ -149,7 +149,8 @@ static int save_one(struct hu_vm *vm)
 		hu_fsync_paths(paths, n, results);
 		for (size_t i = 0; i < n; i++)
 			if (results[i] < 0 && (i == 0 || (results[i] != -EINVAL && results[i] != -EROFS)))
-				return hu_vm_set_error(vm, results[i], "flushing %s: %s", paths[i], strerror(-results[i]));
+				return hu_vm_set_error(vm, results[i], "flushing %s: %s", paths[i],
+						       strerror(-results[i]));
 	}
 	/* The state file's directory entry is made durable by the manifest
 	 * save that records every VM saved (same directory, one fsync). */
@@ -235,15 +236,16 @@ static int check_no_pending(struct hu_ctx *ctx)
 	if (r == -ENOENT)
 		return 0;
 	if (r < 0)
-		return hu_fail(ctx, r, "%s/manifest.json is %s; move it away after inspecting it", ctx->state_dir,
-			       hu_manifest_strerror(r));
+		return hu_fail(ctx, r, "%s/manifest.json is %s; move it away after inspecting it",
+			       ctx->state_dir, hu_manifest_strerror(r));
 	for (size_t i = 0; i < old->list.n; i++) {
 		enum hu_vm_state s = old->list.vms[i]->state;
 
 		if (s != HU_VM_RESTORED && s != HU_VM_RESUMED)
-			return hu_fail(ctx, -EBUSY,
-				       "%s is still %s from an earlier checkpoint (phase %s): run restore or abort first",
-				       old->list.vms[i]->name, hu_vm_state_to_string(s), old->phase);
+			return hu_fail(
+				ctx, -EBUSY,
+				"%s is still %s from an earlier checkpoint (phase %s): run restore or abort first",
+				old->list.vms[i]->name, hu_vm_state_to_string(s), old->phase);
 	}
 	return 0;
 }
@@ -258,7 +260,8 @@ int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_o
 	hu_clear_error(ctx);
 	for (size_t i = 0; i < list->n; i++)
 		if (list->vms[i]->n_blockers > 0)
-			return hu_fail(ctx, -EINVAL, "%s: blocked: %s", list->vms[i]->name, list->vms[i]->blockers[0]);
+			return hu_fail(ctx, -EINVAL, "%s: blocked: %s", list->vms[i]->name,
+				       list->vms[i]->blockers[0]);
 	if (strchr(ctx->state_dir, ','))
 		return hu_fail(ctx, -EINVAL, "state dir %s: a ',' cannot be used in a migration file: URI",
 			       ctx->state_dir);
@@ -319,7 +322,8 @@ int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_o
 	hu_parallel_for(list->n, ctx->jobs, quit_worker, list);
 	for (size_t i = 0; i < list->n; i++)
 		if (list->vms[i]->state != HU_VM_CHECKPOINTED && !first_err)
-			first_err = hu_fail(ctx, -EIO, "%s: %s", list->vms[i]->name, list->vms[i]->error ?: "did not quit");
+			first_err = hu_fail(ctx, -EIO, "%s: %s", list->vms[i]->name,
+					    list->vms[i]->error ?: "did not quit");
 	if (first_err) {
 		/* Some QEMUs quit, one would not: bring every VM back now
 		 * (restore the quit ones, resume the one still there). */
@@ -342,6 +346,7 @@ int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_o
 		return r;
 	}
 	hu_manifest_set_phase(m, "checkpointed");
-	hu_info(ctx, NULL, "all %zu VM%s checkpointed in %s", list->n, list->n == 1 ? "" : "s", ctx->state_dir);
+	hu_info(ctx, NULL, "all %zu VM%s checkpointed in %s", list->n, list->n == 1 ? "" : "s",
+		ctx->state_dir);
 	return 0;
 }

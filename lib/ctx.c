@@ -133,10 +133,12 @@ const char *hu_get_error(const struct hu_ctx *ctx)
 
 const char *hu_backing_to_string(enum hu_backing b)
 {
+	/* clang-format off */
 	switch (b) {
 	case HU_BACKING_PERSISTENT: return "persistent";
 	case HU_BACKING_VOLATILE:   return "volatile";
 	case HU_BACKING_PRIVATE:    return "private";
 	}
+	/* clang-format on */
 	return "unknown";
 }

@@ -256,8 +256,8 @@ static int query_memdevs(struct hu_vm *vm, struct hu_qmp *q)
 static int query_disks(struct hu_vm *vm, struct hu_qmp *q)
 {
 	_cleanup_json_ json_object *nodes = NULL;
-	int r = hu_qmp_execute(q, "query-named-block-nodes",
-			       json_tokener_parse("{\"flat\":true}"), &nodes, NULL);
+	int r = hu_qmp_execute(q, "query-named-block-nodes", json_tokener_parse("{\"flat\":true}"), &nodes,
+			       NULL);
 
 	if (r < 0)
 		return r;
@@ -308,19 +308,22 @@ static int check_replayable(struct hu_vm *vm, struct hu_qmp *q)
 
 	if (vm->ai.passes_fd)
 		hu_strv_pushf(&vm->blockers, &vm->n_blockers,
-			      "argv passes a file descriptor (%s): restore cannot pass it again", vm->ai.passes_fd);
+			      "argv passes a file descriptor (%s): restore cannot pass it again",
+			      vm->ai.passes_fd);
 	for (size_t i = 0; i < vm->n_memdevs; i++) {
 		const struct hu_memdev *d = &vm->memdevs[i];
 		bool dflt = false;
 
 		for (size_t k = 0; k < ARRAY_SIZE(default_ram_ids); k++)
-			dflt = dflt || (streq(d->id, default_ram_ids[k]) && streq(d->type, "memory-backend-ram"));
+			dflt = dflt ||
+			       (streq(d->id, default_ram_ids[k]) && streq(d->type, "memory-backend-ram"));
 		if (!dflt && !in_strv(vm->ai.object_ids, vm->ai.n_object_ids, d->id))
 			hu_strv_pushf(&vm->blockers, &vm->n_blockers,
-				      "memory backend '%s' was added at run time, not on the command line", d->id);
+				      "memory backend '%s' was added at run time, not on the command line",
+				      d->id);
 	}
-	r = hu_qmp_execute(q, "qom-list", json_tokener_parse("{\"path\":\"/machine/peripheral\"}"),
-			   &periph, NULL);
+	r = hu_qmp_execute(q, "qom-list", json_tokener_parse("{\"path\":\"/machine/peripheral\"}"), &periph,
+			   NULL);
 	if (r < 0)
 		return r;
 	if (!json_object_is_type(periph, json_type_array))
@@ -328,7 +331,8 @@ static int check_replayable(struct hu_vm *vm, struct hu_qmp *q)
 	for (size_t i = 0; i < json_object_array_length(periph) && i < 1024; i++) {
 		json_object *e = json_object_array_get_idx(periph, i), *n, *t;
 
-		if (!(n = get_key(e, "name", json_type_string)) || !(t = get_key(e, "type", json_type_string)) ||
+		if (!(n = get_key(e, "name", json_type_string)) ||
+		    !(t = get_key(e, "type", json_type_string)) ||
 		    strncmp(json_object_get_string(t), "child<", 6) != 0)
 			continue;
 		if (!in_strv(vm->ai.device_ids, vm->ai.n_device_ids, json_object_get_string(n)))
@@ -345,8 +349,7 @@ static bool cap_state(json_object *caps, const char *name)
 		json_object *c = json_object_array_get_idx(caps, i), *n, *s;
 
 		if ((n = get_key(c, "capability", json_type_string)) &&
-		    streq(json_object_get_string(n), name) &&
-		    (s = get_key(c, "state", json_type_boolean)))
+		    streq(json_object_get_string(n), name) && (s = get_key(c, "state", json_type_boolean)))
 			return json_object_get_boolean(s);
 	}
 	return false;
@@ -374,8 +377,8 @@ int hu_vm_query(struct hu_vm *vm, struct hu_qmp *q)
 		return -EPROTO;
 	for (size_t i = 0; i < ARRAY_SIZE(bad_caps); i++)
 		if (cap_state(caps, bad_caps[i]))
-			hu_strv_pushf(&vm->blockers, &vm->n_blockers,
-				      "migration capability %s is on", bad_caps[i]);
+			hu_strv_pushf(&vm->blockers, &vm->n_blockers, "migration capability %s is on",
+				      bad_caps[i]);
 	r = hu_qmp_execute(q, "query-migrate-parameters", NULL, &params, NULL);
 	if (r < 0)
 		return r;
@@ -420,15 +423,15 @@ static void discover_one(size_t i, void *data)
 	}
 	r = hu_qmp_connect(vm->ai.qmp_path, job->ctx->qmp_timeout_ms, &q);
 	if (r < 0) {
-		hu_strv_pushf(&vm->blockers, &vm->n_blockers, "QMP unreachable at %s: %s%s",
-			      vm->ai.qmp_path, hu_qmp_strerror(r),
+		hu_strv_pushf(&vm->blockers, &vm->n_blockers, "QMP unreachable at %s: %s%s", vm->ai.qmp_path,
+			      hu_qmp_strerror(r),
 			      r == -ETIMEDOUT ? " (monitor busy with another client?)" : "");
 		return;
 	}
 	r = hu_vm_query(vm, q);
 	if (r < 0) {
-		hu_strv_pushf(&vm->blockers, &vm->n_blockers, "QMP query failed at %s: %s",
-			      vm->ai.qmp_path, hu_qmp_strerror(r));
+		hu_strv_pushf(&vm->blockers, &vm->n_blockers, "QMP query failed at %s: %s", vm->ai.qmp_path,
+			      hu_qmp_strerror(r));
 		hu_qmp_close(q);
 		return;
 	}

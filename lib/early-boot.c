@@ -19,7 +19,8 @@
 #include "hu-private.h"
 
 static const char *const early_modules[] = {
-	"libnvdimm", "nfit", "nd_pmem", "nd_e820", "nd_btt", "dax_pmem", "device_dax", "kvm", "kvm_intel", "kvm_amd",
+	"libnvdimm", "nfit",	   "nd_pmem", "nd_e820",   "nd_btt",
+	"dax_pmem",  "device_dax", "kvm",     "kvm_intel", "kvm_amd",
 };
 
 /* Is `word` (or "key=" prefix when it ends in '=') on the kernel command line? */
@@ -55,7 +56,8 @@ static void load_modules(struct hu_ctx *ctx, json_object *report)
 		int r = kmod_module_new_from_lookup(k, early_modules[i], &l);
 		bool ok = false;
 
-		kmod_list_foreach(it, l) {
+		kmod_list_foreach(it, l)
+		{
 			struct kmod_module *mod = kmod_module_get_module(it);
 
 			/* kvm_intel on an AMD host fails: only "none loaded" counts. */
@@ -63,7 +65,9 @@ static void load_modules(struct hu_ctx *ctx, json_object *report)
 				ok = true;
 			kmod_module_unref(mod);
 		}
-		json_object_array_add(ok ? loaded : (r >= 0 && l) ? failed : missing,
+		json_object_array_add(ok	      ? loaded
+				      : (r >= 0 && l) ? failed
+						      : missing,
 				      json_object_new_string(early_modules[i]));
 		kmod_module_unref_list(l);
 	}
@@ -167,7 +171,8 @@ static int write_mounts_dropin(struct hu_ctx *ctx, struct hu_manifest *m, const 
 			const char *slash;
 
 			/* A device node (device DAX) is no mount to wait for. */
-			if (!vm->memdevs[j].skipped || !p || p[0] != '/' || vm->memdevs[j].medium.kind == HU_MEDIUM_DEVDAX ||
+			if (!vm->memdevs[j].skipped || !p || p[0] != '/' ||
+			    vm->memdevs[j].medium.kind == HU_MEDIUM_DEVDAX ||
 			    vm->memdevs[j].medium.kind == HU_MEDIUM_PMEM)
 				continue;
 			/* Every prefix of the directory, "/" itself excepted. */
@@ -249,7 +254,8 @@ int hu_early_boot(struct hu_ctx *ctx, const struct hu_early_opts *o)
 	r = hu_cmdline_get(ctx, HU_CMDLINE_MARKER_KEY, NULL);
 	if (r <= 0) {
 		json_object_put(media);
-		hu_info(ctx, NULL, "no restore pending (no %s on the kernel command line)", HU_CMDLINE_MARKER);
+		hu_info(ctx, NULL, "no restore pending (no %s on the kernel command line)",
+			HU_CMDLINE_MARKER);
 		return 0;
 	}
 	if (!o->no_modules)
@@ -257,15 +263,17 @@ int hu_early_boot(struct hu_ctx *ctx, const struct hu_early_opts *o)
 	r = find_state_dir(ctx, o, &dir, &state_mnt);
 	if (r < 0) {
 		hu_fail(ctx, r, "hu.state= on the kernel command line: %s",
-			r == -EINVAL ? "not UUID=<uuid>:/<dir>" :
-			r == -ENODEV ? "no file system with that UUID" :
-			r == -EMEDIUMTYPE ? "its file system type is unknown" : strerror(-r));
+			r == -EINVAL	    ? "not UUID=<uuid>:/<dir>"
+			: r == -ENODEV	    ? "no file system with that UUID"
+			: r == -EMEDIUMTYPE ? "its file system type is unknown"
+					    : strerror(-r));
 	} else if (asprintf(&mpath, "%s/manifest.json", dir) < 0) {
 		r = -ENOMEM;
 	} else {
 		r = hu_manifest_load_path(ctx, mpath, &m);
 		if (r < 0)
-			hu_fail(ctx, r, "restore pending but its manifest %s cannot be read: %s", mpath, strerror(-r));
+			hu_fail(ctx, r, "restore pending but its manifest %s cannot be read: %s", mpath,
+				strerror(-r));
 	}
 	if (state_mnt && umount2(state_mnt, 0) == 0)
 		rmdir(state_mnt);
@@ -288,7 +296,8 @@ int hu_early_boot(struct hu_ctx *ctx, const struct hu_early_opts *o)
 		r = hu_mkdir_private(o->run_dir);
 	if (r < 0)
 		return hu_fail(ctx, r, "%s: %s", o->run_dir, strerror(-r));
-	text = json_object_to_json_string_ext(report, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
+	text = json_object_to_json_string_ext(report,
+					      JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
 	{
 		_cleanup_free_ char *rp = NULL;
 
@@ -305,7 +314,8 @@ int hu_early_boot(struct hu_ctx *ctx, const struct hu_early_opts *o)
 		if (r >= 0 && symlink(o->unit_path, unit_link) < 0 && errno != EEXIST)
 			r = -errno;
 		if (r < 0)
-			return hu_fail(ctx, r, "cannot arrange the restore unit in %s: %s", o->wants_dir, strerror(-r));
+			return hu_fail(ctx, r, "cannot arrange the restore unit in %s: %s", o->wants_dir,
+				       strerror(-r));
 	}
 	if (no_manifest < 0) {
 		/* The restore unit still runs: it reads the real root's state dir and says the same. */

@@ -12,21 +12,25 @@
 
 #include "libhu.h"
 
-#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _cleanup_(f)   __attribute__((cleanup(f)))
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define ARRAY_SIZE(a)  (sizeof(a) / sizeof((a)[0]))
 
+/* clang-format off */
 static inline void freep(void *p) { free(*(void **)p); }
 static inline void closep(int *fd) { if (*fd >= 0) close(*fd); }
 static inline void json_putp(json_object **o) { if (*o) json_object_put(*o); }
-#define _cleanup_free_ _cleanup_(freep)
-#define _cleanup_close_ _cleanup_(closep)
-#define _cleanup_json_ _cleanup_(json_putp)
+/* clang-format on */
+#define _cleanup_free_	   _cleanup_(freep)
+#define _cleanup_close_	   _cleanup_(closep)
+#define _cleanup_json_	   _cleanup_(json_putp)
 /* The project's own types (all take NULL). */
+/* clang-format off */
 static inline void hu_manifest_freep(struct hu_manifest **m) { hu_manifest_free(*m); }
 static inline void hu_vm_list_freep(struct hu_vm_list **l) { hu_vm_list_free(*l); }
+/* clang-format on */
 #define _cleanup_manifest_ _cleanup_(hu_manifest_freep)
-#define _cleanup_vm_list_ _cleanup_(hu_vm_list_freep)
+#define _cleanup_vm_list_  _cleanup_(hu_vm_list_freep)
 
 static inline void *steal_ptr(void *pp)
 {
@@ -35,23 +39,25 @@ static inline void *steal_ptr(void *pp)
 	return v;
 }
 #define TAKE_PTR(p) steal_ptr(&(p))
+/* clang-format off */
 static inline int take_fd(int *fd) { int v = *fd; *fd = -1; return v; }
+/* clang-format on */
 #define TAKE_FD(fd) take_fd(&(fd))
 #define streq(a, b) (strcmp((a), (b)) == 0)
 
 /* Limits on what outside input may make us hold. */
-#define HU_MAX_CMDLINE      (256 * 1024)   /* /proc/PID/cmdline */
-#define HU_MAX_ARGS         4096
-#define HU_MAX_QMP_MESSAGE  (4 * 1024 * 1024)
-#define HU_MAX_QMP_EVENTS   64
-#define HU_MAX_MANIFEST     (16 * 1024 * 1024)
-#define HU_MAX_NAME         64
-#define HU_MAX_VMS          1024
-#define HU_MAX_MEMDEVS      64
-#define HU_MAX_DISKS        64
+#define HU_MAX_CMDLINE	       (256 * 1024) /* /proc/PID/cmdline */
+#define HU_MAX_ARGS	       4096
+#define HU_MAX_QMP_MESSAGE     (4 * 1024 * 1024)
+#define HU_MAX_QMP_EVENTS      64
+#define HU_MAX_MANIFEST	       (16 * 1024 * 1024)
+#define HU_MAX_NAME	       64
+#define HU_MAX_VMS	       1024
+#define HU_MAX_MEMDEVS	       64
+#define HU_MAX_DISKS	       64
 /* How long restore waits, after a reboot, for a pmem device not there yet. */
-#define HU_MEDIA_WAIT_MS 30000
-#define HU_MANIFEST_VERSION 3 /* 2: XXH3 RAM digest, medium uuid; 3: per-VM "flushed" */
+#define HU_MEDIA_WAIT_MS       30000
+#define HU_MANIFEST_VERSION    3 /* 2: XXH3 RAM digest, medium uuid; 3: per-VM "flushed" */
 /* Device state, ROMs and VGA RAM that always land in the state file. */
 #define HU_DEVICE_STATE_MARGIN (64ULL << 20)
 
@@ -68,25 +74,23 @@ struct hu_ctx {
 	unsigned qmp_timeout_ms;
 	unsigned suspend_timeout_s;
 	pthread_mutex_t log_lock;
-	char *error;            /* why the last call that failed failed (hu_fail) */
+	char *error; /* why the last call that failed failed (hu_fail) */
 };
 
-_printf_(4, 5)
-void hu_log(struct hu_ctx *ctx, int prio, const char *vm, const char *fmt, ...);
+_printf_(4, 5) void hu_log(struct hu_ctx *ctx, int prio, const char *vm, const char *fmt, ...);
 /* The error contract: lib never logs an error. A call that fails returns a
  * negative errno; what went wrong is in the VM's record for a VM-scoped
  * failure (hu_vm_set_error) and in the context otherwise (hu_fail), and the
  * caller says it once. The log hook carries progress (LOG_INFO) and detail
  * (LOG_DEBUG) only. */
-_printf_(3, 4)
-int hu_fail(struct hu_ctx *ctx, int r, const char *fmt, ...);
+_printf_(3, 4) int hu_fail(struct hu_ctx *ctx, int r, const char *fmt, ...);
 void hu_clear_error(struct hu_ctx *ctx);
 #define hu_info(ctx, vm, ...) hu_log(ctx, LOG_INFO, vm, __VA_ARGS__)
 #define hu_dbg(ctx, vm, ...)  hu_log(ctx, LOG_DEBUG, vm, __VA_ARGS__)
 
 /* ---- util.c: time, files, strings, threads, the state dir lock ---- */
-int64_t hu_now_ms(void);          /* CLOCK_REALTIME, survives a reboot */
-int64_t hu_mono_ms(void);         /* CLOCK_MONOTONIC */
+int64_t hu_now_ms(void);  /* CLOCK_REALTIME, survives a reboot */
+int64_t hu_mono_ms(void); /* CLOCK_MONOTONIC */
 int64_t hu_mono_us(void);
 int hu_read_file(const char *path, size_t max, char **ret, size_t *ret_len);
 int hu_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode);
@@ -103,8 +107,7 @@ int hu_read_boot_id(char *buf, size_t len);
 /* Run fn(i, data) for i in [0,n) on up to `jobs` threads (0 = n). */
 void hu_parallel_for(size_t n, unsigned jobs, void (*fn)(size_t i, void *data), void *data);
 /* Add a formatted string to a list, for blockers and errors. */
-_printf_(3, 4)
-int hu_strv_pushf(char ***strv, size_t *n, const char *fmt, ...);
+_printf_(3, 4) int hu_strv_pushf(char ***strv, size_t *n, const char *fmt, ...);
 int hu_lock_state_dir(struct hu_ctx *ctx, int *ret_fd);
 /* Wait until process `pid` (started at `starttime`, 0 = whichever has the
  * pid now) has exited, on its pidfd. 0 once gone, -ETIMEDOUT. */
@@ -112,8 +115,7 @@ int hu_pid_wait_exit(struct hu_ctx *ctx, pid_t pid, uint64_t starttime, unsigned
 /* Internal helpers that can say why they failed take `char **ret_error`
  * (may be NULL): on failure it gets a malloc'ed text (replacing one there),
  * on success it is left alone. Returns r. */
-_printf_(3, 4)
-int hu_errorf(char **ret_error, int r, const char *fmt, ...);
+_printf_(3, 4) int hu_errorf(char **ret_error, int r, const char *fmt, ...);
 
 /* ---- qemu-argv.c: parse a QEMU command line (untrusted) ---- */
 struct hu_kv {
@@ -132,21 +134,21 @@ void hu_opts_clear(struct hu_opts *o);
 bool hu_qemu_option_takes_arg(const char *opt);
 
 struct hu_argv_info {
-	char *name;          /* -name guest=NAME / -name NAME */
-	char *qmp_path;      /* unix socket path of a control monitor (server) */
-	char *qmp_error;     /* why there is no usable QMP endpoint */
-	char *qga_path;      /* guest agent chardev socket */
+	char *name;	 /* -name guest=NAME / -name NAME */
+	char *qmp_path;	 /* unix socket path of a control monitor (server) */
+	char *qmp_error; /* why there is no usable QMP endpoint */
+	char *qga_path;	 /* guest agent chardev socket */
 	char *pidfile;
 	bool daemonize;
 	bool has_vfio;
 	bool has_incoming;
-	char **mem_paths;    /* mem-path= of file backends */
+	char **mem_paths; /* mem-path= of file backends */
 	size_t n_mem_paths;
-	char **object_ids;   /* -object id= */
+	char **object_ids; /* -object id= */
 	size_t n_object_ids;
-	char **device_ids;   /* -device id= */
+	char **device_ids; /* -device id= */
 	size_t n_device_ids;
-	char *passes_fd;     /* an option that hands QEMU a file descriptor */
+	char *passes_fd;       /* an option that hands QEMU a file descriptor */
 	bool drops_privileges; /* -runas / -run-with user=: start it as root */
 };
 int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret);
@@ -162,19 +164,19 @@ int hu_qmp_connect(const char *path, unsigned timeout_ms, struct hu_qmp **ret);
 /* Wrap an already connected fd (tests use socketpairs). */
 int hu_qmp_open_fd(int fd, unsigned timeout_ms, struct hu_qmp **ret);
 void hu_qmp_close(struct hu_qmp *q);
+/* clang-format off */
 static inline void hu_qmp_closep(struct hu_qmp **q) { hu_qmp_close(*q); }
+/* clang-format on */
 #define _cleanup_qmp_ _cleanup_(hu_qmp_closep)
 void hu_qmp_set_timeout(struct hu_qmp *q, unsigned ms);
 /* Run one command; takes ownership of args. On success *ret gets the "return" value (may be NULL if
  * ret is NULL). On a QMP error returns -EREMOTEIO and sets *ret_err_class /
  * *ret_err_desc (malloc'ed) when given. */
-int hu_qmp_execute(struct hu_qmp *q, const char *cmd, json_object *args,
-		   json_object **ret, char **ret_error);
+int hu_qmp_execute(struct hu_qmp *q, const char *cmd, json_object *args, json_object **ret, char **ret_error);
 /* Wait for an event named `name` (already queued or new). If match is given,
  * only events whose data satisfies it count. Returns 0, -ETIMEDOUT, ... */
-int hu_qmp_wait_event(struct hu_qmp *q, const char *name,
-		      bool (*match)(json_object *data, void *userdata), void *userdata,
-		      unsigned timeout_ms, json_object **ret_data);
+int hu_qmp_wait_event(struct hu_qmp *q, const char *name, bool (*match)(json_object *data, void *userdata),
+		      void *userdata, unsigned timeout_ms, json_object **ret_data);
 int hu_qmp_send(struct hu_qmp *q, const char *cmd, json_object *args);
 int hu_qmp_connect_raw(const char *path, unsigned timeout_ms, struct hu_qmp **ret);
 int hu_qmp_sync_delimited(struct hu_qmp *q, int64_t id);
@@ -188,19 +190,19 @@ int hu_qmp_query_status(struct hu_qmp *q, char **ret_status);
 
 /* ---- ram.c: the RAM medium ---- */
 enum hu_medium_kind {
-	HU_MEDIUM_FILE,    /* a file on some filesystem: only the digest tells */
-	HU_MEDIUM_DEVDAX,  /* /dev/daxX.Y */
-	HU_MEDIUM_PMEM,    /* a pmem block device itself */
-	HU_MEDIUM_FSDAX,   /* a file on a filesystem on a pmem device */
+	HU_MEDIUM_FILE,	  /* a file on some filesystem: only the digest tells */
+	HU_MEDIUM_DEVDAX, /* /dev/daxX.Y */
+	HU_MEDIUM_PMEM,	  /* a pmem block device itself */
+	HU_MEDIUM_FSDAX,  /* a file on a filesystem on a pmem device */
 };
 
 struct hu_medium {
 	enum hu_medium_kind kind;
-	char *device;      /* dax0.0, pmem0 */
-	char *ns;          /* namespace0.0 */
-	char *uuid;        /* of the namespace's label or info block; none for raw label-less pmem */
-	uint64_t size;     /* bytes */
-	char *mode;        /* the namespace mode: fsdax, devdax, raw, sector */
+	char *device;  /* dax0.0, pmem0 */
+	char *ns;      /* namespace0.0 */
+	char *uuid;    /* of the namespace's label or info block; none for raw label-less pmem */
+	uint64_t size; /* bytes */
+	char *mode;    /* the namespace mode: fsdax, devdax, raw, sector */
 };
 
 /* The backing class of a RAM file (mem-path) and why. */
@@ -212,7 +214,8 @@ int hu_ram_medium(struct hu_ctx *ctx, const char *mem_path, struct hu_medium *re
 int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_why);
 int hu_ram_medium_locate(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_moved_to, char **ret_why);
 int hu_ram_medium_wait(struct hu_ctx *ctx, const struct hu_medium *m, int64_t deadline, char **ret_why);
-int hu_ram_medium_follow(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_device, struct hu_medium *ret_now);
+int hu_ram_medium_follow(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_device,
+			 struct hu_medium *ret_now);
 int hu_medium_compare(const struct hu_medium *was, const struct hu_medium *now, char **ret_why);
 void hu_medium_clear(struct hu_medium *m);
 const char *hu_medium_kind_to_string(enum hu_medium_kind k);
@@ -224,16 +227,16 @@ const char *hu_medium_kind_to_string(enum hu_medium_kind k);
 struct hu_memdev {
 	/* discover (query-memdev, qom-get) */
 	char *id;
-	char *type;        /* memory-backend-file, -ram, -memfd, ... */
-	char *mem_path;    /* restore follows a renumbered namespace here */
+	char *type;	/* memory-backend-file, -ram, -memfd, ... */
+	char *mem_path; /* restore follows a renumbered namespace here */
 	bool share;
 	uint64_t size;
 	enum hu_backing backing;
-	char *why;         /* how the class was decided */
+	char *why; /* how the class was decided */
 	/* plan */
-	bool skipped;      /* left in place by x-ignore-shared */
+	bool skipped; /* left in place by x-ignore-shared */
 	/* checkpoint (restore checks them) */
-	uint64_t digest;   /* of sampled pages, taken while the guest is stopped */
+	uint64_t digest; /* of sampled pages, taken while the guest is stopped */
 	struct hu_medium medium;
 };
 
@@ -248,13 +251,13 @@ struct hu_disk {
 };
 
 enum hu_vm_state {
-	HU_VM_RUNNING,       /* recorded, untouched */
-	HU_VM_STOPPING,      /* migrate issued */
-	HU_VM_SAVED,         /* postmigrate, state file on disk, QEMU alive */
-	HU_VM_CHECKPOINTED,  /* QEMU quit, waiting for restore */
+	HU_VM_RUNNING,	    /* recorded, untouched */
+	HU_VM_STOPPING,	    /* migrate issued */
+	HU_VM_SAVED,	    /* postmigrate, state file on disk, QEMU alive */
+	HU_VM_CHECKPOINTED, /* QEMU quit, waiting for restore */
 	HU_VM_RESTORING,
 	HU_VM_RESTORED,
-	HU_VM_RESUMED,       /* rolled back: the original QEMU runs again */
+	HU_VM_RESUMED, /* rolled back: the original QEMU runs again */
 	HU_VM_FAILED,
 };
 const char *hu_vm_state_to_string(enum hu_vm_state s);
@@ -266,29 +269,29 @@ struct hu_vm {
 
 	/* discover, from /proc (restore records the new QEMU's pid and starttime) */
 	pid_t pid;
-	uint64_t starttime;     /* /proc/PID/stat field 22, guards against pid reuse */
+	uint64_t starttime; /* /proc/PID/stat field 22, guards against pid reuse */
 	char *exe;
-	char **argv;            /* restore follows a renumbered namespace here */
+	char **argv; /* restore follows a renumbered namespace here */
 	size_t argc;
 	char *cwd;
 	uid_t uid;
 	gid_t gid;
-	gid_t *groups;          /* supplementary groups */
+	gid_t *groups; /* supplementary groups */
 	size_t n_groups;
 	char *cgroup;
 	struct hu_argv_info ai; /* what argv says */
 
 	/* discover, from QMP */
-	bool qmp_ok;            /* QEMU answered: what follows is known */
+	bool qmp_ok; /* QEMU answered: what follows is known */
 	char *qemu_version;
-	char *runstate;         /* before the checkpoint (checkpoint asks again first) */
+	char *runstate; /* before the checkpoint (checkpoint asks again first) */
 	int64_t max_bandwidth_before;
 	struct hu_memdev *memdevs;
 	size_t n_memdevs;
 	struct hu_disk *disks;
 	size_t n_disks;
-	bool agent_ok;          /* the guest agent answered */
-	bool wakeup_ok;         /* query-current-machine: wakeup-suspend-support */
+	bool agent_ok;	/* the guest agent answered */
+	bool wakeup_ok; /* query-current-machine: wakeup-suspend-support */
 
 	/* discover and plan: why it cannot be checkpointed */
 	char **blockers;
@@ -297,32 +300,32 @@ struct hu_vm {
 	/* plan */
 	uint64_t ram_bytes;
 	enum hu_backing backing;
-	bool in_place;          /* x-ignore-shared: RAM stays where it is */
-	bool copies_ram;        /* some RAM goes into the state file */
-	uint64_t save_bytes;    /* expected state file size */
-	bool suspend;           /* suspend through the agent before saving */
+	bool in_place;	     /* x-ignore-shared: RAM stays where it is */
+	bool copies_ram;     /* some RAM goes into the state file */
+	uint64_t save_bytes; /* expected state file size */
+	bool suspend;	     /* suspend through the agent before saving */
 
 	/* checkpoint (migration.c sets the capabilities) */
-	char *state_file;       /* manifest.c sets it on load */
-	bool unflushed;         /* state and RAM not flushed: valid in this boot only */
-	bool touched;           /* the checkpoint changed something in this QEMU */
-	bool suspended_by_us;   /* suspended through the agent: wake it after restore */
-	json_object *caps_before;  /* migration capabilities the VM had */
-	json_object *caps;         /* the set used for the checkpoint, both sides */
+	char *state_file;	  /* manifest.c sets it on load */
+	bool unflushed;		  /* state and RAM not flushed: valid in this boot only */
+	bool touched;		  /* the checkpoint changed something in this QEMU */
+	bool suspended_by_us;	  /* suspended through the agent: wake it after restore */
+	json_object *caps_before; /* migration capabilities the VM had */
+	json_object *caps;	  /* the set used for the checkpoint, both sides */
 	int64_t stopped_at_ms;
-	int64_t stopped_mono_us;   /* the same moment, for this process's own timings */
+	int64_t stopped_mono_us; /* the same moment, for this process's own timings */
 	uint64_t state_bytes;
 
 	/* restore (spawn.c, for the new QEMU's cgroup) */
 	int64_t running_at_ms;
-	bool rejoined_cgroup;   /* back in its own cgroup: no scope needed */
+	bool rejoined_cgroup; /* back in its own cgroup: no scope needed */
 	bool has_clock_step;
-	int64_t clock_step_ms;  /* how far behind the guest clock was, fixed */
+	int64_t clock_step_ms; /* how far behind the guest clock was, fixed */
 
 	/* checkpoint, resume and restore: where it is, and why it failed */
 	enum hu_vm_state state;
 	char *error;
-	struct hu_qmp *qmp;     /* open: discover's kept for checkpoint, or the new QEMU's */
+	struct hu_qmp *qmp; /* open: discover's kept for checkpoint, or the new QEMU's */
 };
 
 struct hu_vm_list {
@@ -349,11 +352,11 @@ struct hu_manifest {
 	char *path;
 	char *phase;
 	char *boot_id;
-	char *target_kernel;    /* the kernel restore expects to run on, or NULL */
+	char *target_kernel; /* the kernel restore expects to run on, or NULL */
 	int64_t created_ms;
 	struct hu_vm_list list;
 	pthread_mutex_t lock;
-	bool borrowed;          /* list entries belong to the caller */
+	bool borrowed; /* list entries belong to the caller */
 };
 int hu_manifest_new(struct hu_ctx *ctx, struct hu_manifest **ret);
 int hu_manifest_save(struct hu_manifest *m);
@@ -404,8 +407,7 @@ void hu_spawn_move_to_scope(struct hu_ctx *ctx, struct hu_vm *vm, pid_t pid);
 int hu_spawn_kill(struct hu_ctx *ctx, pid_t pid, uint64_t starttime);
 
 /* ---- restore.c (restore, abort, and checkpoint when restore follows) ---- */
-int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot,
-		   const char *const *only_vms);
+int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot, const char *const *only_vms);
 
 /* ---- kexec.c: load a kernel for the next boot ---- */
 /* The kernel release from a bzImage's header ("6.12.9+bpo-amd64"). */
@@ -422,13 +424,13 @@ int hu_kexec_check_no_replacer(struct hu_ctx *ctx);
  * keep every memmap=…!… region (and nokaslr with them) of `current`;
  * otherwise -EINVAL and *ret_missing names the dropped parameter. The
  * marker is appended once. */
-int hu_cmdline_compose(const char *current, const char *requested, const char *marker,
-		       char **ret, char **ret_missing);
+int hu_cmdline_compose(const char *current, const char *requested, const char *marker, char **ret,
+		       char **ret_missing);
 /* Modules the running kernel uses for VMs and RAM (plus vfio_pci if a VM
  * has VFIO), and which of them a module tree (/lib/modules/VER) lacks. */
 int hu_modules_needed(struct hu_ctx *ctx, const struct hu_vm_list *list, char ***ret, size_t *ret_n);
-int hu_modules_missing(const char *moddir, char *const *needed, size_t n_needed,
-		       char ***ret_missing, size_t *ret_n);
+int hu_modules_missing(const char *moddir, char *const *needed, size_t n_needed, char ***ret_missing,
+		       size_t *ret_n);
 
 /* ---- reboot.c: public only (hu_reboot_guard, hu_reboot_kexec) ---- */
 

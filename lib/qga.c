@@ -57,7 +57,8 @@ int hu_qga_suspend(struct hu_vm *vm, unsigned timeout_ms, char **ret_error)
 	int r = hu_qga_open(vm, 5000, &g);
 
 	if (r < 0)
-		return hu_errorf(ret_error, r, "guest agent %s: %s", vm->ai.qga_path ?: "(none)", hu_qmp_strerror(r));
+		return hu_errorf(ret_error, r, "guest agent %s: %s", vm->ai.qga_path ?: "(none)",
+				 hu_qmp_strerror(r));
 	r = hu_qmp_send(g, "guest-suspend-ram", NULL);
 	hu_qmp_close(g);
 	if (r < 0)
@@ -65,7 +66,8 @@ int hu_qga_suspend(struct hu_vm *vm, unsigned timeout_ms, char **ret_error)
 	while (hu_mono_ms() < deadline) {
 		int64_t left = deadline - hu_mono_ms();
 
-		r = hu_qmp_wait_event(vm->qmp, "SUSPEND", NULL, NULL, left < 500 ? (unsigned)left : 500, NULL);
+		r = hu_qmp_wait_event(vm->qmp, "SUSPEND", NULL, NULL, left < 500 ? (unsigned)left : 500,
+				      NULL);
 		if ((r >= 0 || r == -ETIMEDOUT) && runstate_is(vm->qmp, "suspended"))
 			return 0;
 		if (r < 0 && r != -ETIMEDOUT)
@@ -90,7 +92,8 @@ int hu_vm_wakeup(struct hu_vm *vm, unsigned timeout_ms, char **ret_error)
 			return 0;
 		r = hu_qmp_wait_event(vm->qmp, "WAKEUP", NULL, NULL, left < 200 ? (unsigned)left : 200, NULL);
 		if (r < 0 && r != -ETIMEDOUT) /* the connection is gone: waiting would spin */
-			return hu_errorf(ret_error, r, "waiting for the guest to wake up: %s", hu_qmp_strerror(r));
+			return hu_errorf(ret_error, r, "waiting for the guest to wake up: %s",
+					 hu_qmp_strerror(r));
 	}
 	return hu_errorf(ret_error, -ETIMEDOUT, "the guest did not wake up within %u s", timeout_ms / 1000);
 }

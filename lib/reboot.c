@@ -19,8 +19,9 @@ int hu_reboot_guard(struct hu_ctx *ctx)
 	if (r < 0)
 		return hu_fail(ctx, r, "cannot tell whether a kernel is staged: %s", hu_stage_strerror(r));
 	if (r == 0)
-		return hu_fail(ctx, -ENOEXEC,
-			       "no kernel is staged any more: refusing, systemd would fall back to a firmware reboot");
+		return hu_fail(
+			ctx, -ENOEXEC,
+			"no kernel is staged any more: refusing, systemd would fall back to a firmware reboot");
 	return hu_kexec_check_no_replacer(ctx);
 }
 
@@ -39,8 +40,8 @@ int hu_reboot_kexec(struct hu_ctx *ctx)
 		return hu_fail(ctx, r, "cannot reach systemd: %s", strerror(-r));
 	/* As `systemctl kexec` does. */
 	r = sd_bus_call_method(bus, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
-			       "org.freedesktop.systemd1.Manager", "StartUnit", &error, &reply,
-			       "ss", "kexec.target", "replace-irreversibly");
+			       "org.freedesktop.systemd1.Manager", "StartUnit", &error, &reply, "ss",
+			       "kexec.target", "replace-irreversibly");
 	if (r < 0)
 		return hu_fail(ctx, r, "systemd refused kexec.target: %s", error.message ?: strerror(-r));
 	return 0;

@@ -19,16 +19,15 @@
 struct restore_job {
 	struct hu_ctx *ctx;
 	struct hu_manifest *m;
-	struct hu_vm_list *running;   /* QEMUs on the host now (from /proc) */
+	struct hu_vm_list *running; /* QEMUs on the host now (from /proc) */
 	bool same_boot;
-	const char *const *only_vms;  /* NULL: all */
-	int64_t media_deadline;       /* hu_mono_ms: how long a pmem device may take to appear */
+	const char *const *only_vms; /* NULL: all */
+	int64_t media_deadline;	     /* hu_mono_ms: how long a pmem device may take to appear */
 };
 
 /* Record the outcome of one VM under the manifest lock, then persist.
  * Workers never write vm->error themselves: another worker's save reads it. */
-static void finish_vm(struct restore_job *job, struct hu_vm *vm, enum hu_vm_state state,
-		      const char *error)
+static void finish_vm(struct restore_job *job, struct hu_vm *vm, enum hu_vm_state state, const char *error)
 {
 	char *copy = error ? strdup(error) : NULL; /* error may be vm->error */
 
@@ -83,9 +82,10 @@ static int check_disks(const struct hu_vm *vm, char **ret_error)
 			return hu_errorf(ret_error, -errno, "disk %s: %s", d->path, strerror(errno));
 		if ((uint64_t)st.st_size != d->size || st.st_ino != d->ino || st.st_dev != d->dev ||
 		    (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec != d->mtime_ns)
-			return hu_errorf(ret_error, -ESTALE,
-					 "disk %s changed since the checkpoint (size, inode or mtime); refusing to resume on it",
-					 d->path);
+			return hu_errorf(
+				ret_error, -ESTALE,
+				"disk %s changed since the checkpoint (size, inode or mtime); refusing to resume on it",
+				d->path);
 	}
 	return 0;
 }
@@ -141,11 +141,13 @@ static int fsdax_by_mount(struct hu_vm *vm, struct hu_memdev *d)
 	if (!d->medium.uuid)
 		return -ESTALE;
 	r = hu_ram_medium(vm->ctx, d->mem_path, &now);
-	if (r >= 0 && (now.kind != HU_MEDIUM_FSDAX || !now.uuid || hu_medium_compare(&d->medium, &now, NULL) < 0))
+	if (r >= 0 &&
+	    (now.kind != HU_MEDIUM_FSDAX || !now.uuid || hu_medium_compare(&d->medium, &now, NULL) < 0))
 		r = -ESTALE;
 	if (r >= 0)
-		hu_info(vm->ctx, vm->name, "its RAM's file system is on %s now (was %s), the same namespace %s",
-			now.device, d->medium.device, d->medium.uuid);
+		hu_info(vm->ctx, vm->name,
+			"its RAM's file system is on %s now (was %s), the same namespace %s", now.device,
+			d->medium.device, d->medium.uuid);
 	hu_medium_clear(&now);
 	return r;
 }
@@ -161,12 +163,15 @@ static int check_ram(struct restore_job *job, struct hu_vm *vm, char **ret_error
 			continue;
 		if (d->backing != HU_BACKING_PERSISTENT && !job->same_boot)
 			return hu_errorf(ret_error, -ESTALE,
-					 "RAM in %s was volatile and the host rebooted since the checkpoint", d->mem_path);
+					 "RAM in %s was volatile and the host rebooted since the checkpoint",
+					 d->mem_path);
 		/* After a reboot the pmem drivers may still be probing (an initrd
 		 * without our module did not wait for them): give them a while. */
-		r = hu_ram_medium_wait(vm->ctx, &d->medium, job->same_boot ? 0 : job->media_deadline, ret_error);
+		r = hu_ram_medium_wait(vm->ctx, &d->medium, job->same_boot ? 0 : job->media_deadline,
+				       ret_error);
 		if ((r == -ESTALE || r == -ENODEV) &&
-		    (d->medium.kind == HU_MEDIUM_FSDAX ? fsdax_by_mount(vm, d) : follow_namespace(job, vm, d)) >= 0)
+		    (d->medium.kind == HU_MEDIUM_FSDAX ? fsdax_by_mount(vm, d)
+						       : follow_namespace(job, vm, d)) >= 0)
 			r = 0;
 		if (r < 0)
 			return r;
@@ -174,8 +179,10 @@ static int check_ram(struct restore_job *job, struct hu_vm *vm, char **ret_error
 		if (r < 0)
 			return hu_errorf(ret_error, r, "RAM in %s: %s", d->mem_path, strerror(-r));
 		if (digest != d->digest)
-			return hu_errorf(ret_error, -ESTALE,
-					 "RAM in %s did not survive (sampled pages differ from the checkpoint)", d->mem_path);
+			return hu_errorf(
+				ret_error, -ESTALE,
+				"RAM in %s did not survive (sampled pages differ from the checkpoint)",
+				d->mem_path);
 	}
 	return 0;
 }
@@ -250,7 +257,8 @@ static void fix_clock(struct restore_job *job, struct hu_vm *vm)
 	r = hu_qga_fix_clock(vm, 10000, &step);
 	if (r < 0) {
 		/* Not a failure of the restore: the guest runs. Said as progress. */
-		hu_info(job->ctx, vm->name, "guest clock not set: agent %s: %s", vm->ai.qga_path, hu_qmp_strerror(r));
+		hu_info(job->ctx, vm->name, "guest clock not set: agent %s: %s", vm->ai.qga_path,
+			hu_qmp_strerror(r));
 		return;
 	}
 	pthread_mutex_lock(&job->m->lock);
@@ -275,14 +283,16 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		 * load, or end it if the load never began, never both. */
 		_cleanup_free_ char *mstatus = NULL;
 
-		r = other->ai.qmp_path ? hu_qmp_connect(other->ai.qmp_path, job->ctx->qmp_timeout_ms, &vm->qmp) : -ENOENT;
+		r = other->ai.qmp_path
+			    ? hu_qmp_connect(other->ai.qmp_path, job->ctx->qmp_timeout_ms, &vm->qmp)
+			    : -ENOENT;
 		if (r >= 0)
 			r = hu_migration_query(vm->qmp, &mstatus, NULL);
 		if (r < 0) {
 			hu_qmp_close(vm->qmp);
 			vm->qmp = NULL;
 			hu_errorf(&err, 0, "a QEMU for this VM (pid %d) exists but does not answer QMP: %s",
-				 (int)other->pid, hu_qmp_strerror(r));
+				  (int)other->pid, hu_qmp_strerror(r));
 			finish_vm(job, vm, HU_VM_FAILED, err);
 			return;
 		}
@@ -309,7 +319,8 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		hu_info(job->ctx, vm->name, "ending pid %d, left before its load began by an earlier run",
 			(int)other->pid);
 		if (hu_spawn_kill(job->ctx, other->pid, other->starttime) < 0) {
-			hu_errorf(&err, 0, "pid %d, left by an earlier restore, does not exit", (int)other->pid);
+			hu_errorf(&err, 0, "pid %d, left by an earlier restore, does not exit",
+				  (int)other->pid);
 			finish_vm(job, vm, HU_VM_FAILED, err);
 			return;
 		}
@@ -319,8 +330,10 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		return;
 	}
 	if (vm->unflushed && !job->same_boot) {
-		hu_errorf(&err, 0, "its checkpoint was not flushed to disk (taken to be restored at once, "
-			 "by run --no-reboot) and the host rebooted since: state and RAM may not have survived");
+		hu_errorf(
+			&err, 0,
+			"its checkpoint was not flushed to disk (taken to be restored at once, "
+			"by run --no-reboot) and the host rebooted since: state and RAM may not have survived");
 		finish_vm(job, vm, HU_VM_FAILED, err);
 		return;
 	}
@@ -415,16 +428,19 @@ static void converge_worker(size_t i, void *data)
 		return;
 	}
 	if (vm->state == HU_VM_RUNNING || vm->state == HU_VM_STOPPING) {
-		finish_vm(job, vm, HU_VM_FAILED, "QEMU exited during the checkpoint before its state was saved");
+		finish_vm(job, vm, HU_VM_FAILED,
+			  "QEMU exited during the checkpoint before its state was saved");
 		return;
 	}
 	restore_from_state(job, vm);
 }
 
-int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot,
-		   const char *const *only_vms)
+int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot, const char *const *only_vms)
 {
-	struct restore_job job = { .ctx = ctx, .m = m, .same_boot = same_boot, .only_vms = only_vms,
+	struct restore_job job = { .ctx = ctx,
+				   .m = m,
+				   .same_boot = same_boot,
+				   .only_vms = only_vms,
 				   .media_deadline = hu_mono_ms() + HU_MEDIA_WAIT_MS };
 	int failed = 0, r;
 
@@ -465,7 +481,8 @@ static int converge(struct hu_ctx *ctx, const struct hu_options *opts, const cha
 	hu_read_boot_id(boot, sizeof(boot));
 	if (m->target_kernel && uname(&un) == 0 && !streq(un.release, m->target_kernel)) {
 		/* Not fatal by itself: the RAM checks decide. But say it. */
-		hu_info(ctx, NULL, "running kernel %s, the checkpoint expected %s", un.release, m->target_kernel);
+		hu_info(ctx, NULL, "running kernel %s, the checkpoint expected %s", un.release,
+			m->target_kernel);
 		hu_journal(ctx, NULL, "unexpected-kernel", un.release);
 	}
 	r = hu_restore_vms(ctx, m, streq(boot, m->boot_id), opts ? opts->only_vms : NULL);

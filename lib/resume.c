@@ -39,20 +39,22 @@ int hu_vm_resume_original(struct hu_vm *vm, char **ret_error)
 {
 	struct hu_ctx *ctx = vm->ctx;
 	_cleanup_free_ char *mstatus = NULL, *status = NULL, *aside = NULL, *qerr = NULL;
-	bool was_running = vm->runstate && (streq(vm->runstate, "running") || streq(vm->runstate, "suspended"));
+	bool was_running = vm->runstate &&
+			   (streq(vm->runstate, "running") || streq(vm->runstate, "suspended"));
 	int r;
 
 	if (!vm->qmp) {
-		r = vm->ai.qmp_path ? hu_qmp_connect(vm->ai.qmp_path, ctx->qmp_timeout_ms, &vm->qmp) : -ENOENT;
+		r = vm->ai.qmp_path ? hu_qmp_connect(vm->ai.qmp_path, ctx->qmp_timeout_ms, &vm->qmp)
+				    : -ENOENT;
 		if (r < 0)
-			return hu_errorf(ret_error, r, "cannot resume: QMP %s: %s", vm->ai.qmp_path ?: "(none)",
-					 hu_qmp_strerror(r));
+			return hu_errorf(ret_error, r, "cannot resume: QMP %s: %s",
+					 vm->ai.qmp_path ?: "(none)", hu_qmp_strerror(r));
 	}
 	r = hu_migration_query(vm->qmp, &mstatus, NULL);
 	if (r < 0)
 		return hu_errorf(ret_error, r, "cannot resume: query-migrate: %s", hu_qmp_strerror(r));
-	if (!streq(mstatus, "none") && !streq(mstatus, "completed") &&
-	    !streq(mstatus, "failed") && !streq(mstatus, "cancelled")) {
+	if (!streq(mstatus, "none") && !streq(mstatus, "completed") && !streq(mstatus, "failed") &&
+	    !streq(mstatus, "cancelled")) {
 		hu_qmp_execute(vm->qmp, "migrate_cancel", NULL, NULL, NULL);
 		r = hu_migration_wait(vm->qmp, 30000, NULL);
 		if (r == -ETIMEDOUT)
@@ -63,7 +65,8 @@ int hu_vm_resume_original(struct hu_vm *vm, char **ret_error)
 		return hu_errorf(ret_error, r, "cannot resume: query-status: %s", hu_qmp_strerror(r));
 	r = set_state_file_aside(vm, &aside);
 	if (r < 0)
-		return hu_errorf(ret_error, r, "cannot set the state file aside before resuming: %s", strerror(-r));
+		return hu_errorf(ret_error, r, "cannot set the state file aside before resuming: %s",
+				 strerror(-r));
 	if (was_running && !streq(status, "running") && !streq(status, "suspended")) {
 		/* From postmigrate, cont brings a suspended guest back suspended. */
 		r = hu_qmp_execute(vm->qmp, "cont", NULL, NULL, &qerr);
@@ -77,8 +80,8 @@ int hu_vm_resume_original(struct hu_vm *vm, char **ret_error)
 		hu_qmp_query_status(vm->qmp, &status);
 	} else if (!was_running && streq(status, "postmigrate")) {
 		/* A paused guest stays paused, but its disks must be usable again. */
-		r = hu_qmp_execute(vm->qmp, "blockdev-set-active",
-				   json_tokener_parse("{\"active\":true}"), NULL, NULL);
+		r = hu_qmp_execute(vm->qmp, "blockdev-set-active", json_tokener_parse("{\"active\":true}"),
+				   NULL, NULL);
 		if (r < 0)
 			hu_info(ctx, vm->name, "left paused in postmigrate: its disks activate on `cont`");
 	}

@@ -23,7 +23,8 @@ int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid)
 	char **argv = NULL;
 	size_t argc = 0;
 	_cleanup_free_ char *log = NULL, *cgroup_procs = NULL;
-	static char *const envp[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL };
+	static char *const envp[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+				      NULL };
 	pid_t pid;
 	int r;
 
@@ -62,7 +63,8 @@ int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid)
 			int cg = open(cgroup_procs, O_WRONLY | O_CLOEXEC);
 
 			if (cg >= 0) {
-				if (write(cg, "0", 1) < 0) { /* stays in ours */ }
+				if (write(cg, "0", 1) < 0) { /* stays in ours */
+				}
 				close(cg);
 			}
 		}
@@ -123,13 +125,15 @@ void hu_spawn_move_to_scope(struct hu_ctx *ctx, struct hu_vm *vm, pid_t pid)
 		return;
 	r = sd_bus_open_system(&bus);
 	if (r >= 0)
-		r = sd_bus_message_new_method_call(bus, &m, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+		r = sd_bus_message_new_method_call(bus, &m, "org.freedesktop.systemd1",
+						   "/org/freedesktop/systemd1",
 						   "org.freedesktop.systemd1.Manager", "StartTransientUnit");
 	if (r >= 0)
 		r = sd_bus_message_append(m, "ss", unit, "fail");
 	if (r >= 0)
-		r = sd_bus_message_append(m, "a(sv)", 4, "Description", "s", desc, "Slice", "s", "machine.slice",
-					  "PIDs", "au", 1, (uint32_t)pid, "CollectMode", "s", "inactive-or-failed");
+		r = sd_bus_message_append(m, "a(sv)", 4, "Description", "s", desc, "Slice", "s",
+					  "machine.slice", "PIDs", "au", 1, (uint32_t)pid, "CollectMode", "s",
+					  "inactive-or-failed");
 	if (r >= 0)
 		r = sd_bus_message_append(m, "a(sa(sv))", 0);
 	if (r >= 0)
@@ -202,11 +206,12 @@ int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *p
 
 				last_log_line(ctx, vm->name, line, sizeof(line));
 				*pid = 0;
-				return hu_errorf(ret_error, -ECHILD,
-						 "QEMU exited (%s %d) before its QMP came up: %s (log: %s/%s.log)",
-						 WIFEXITED(status) ? "status" : "signal",
-						 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
-						 line[0] ? line : "no output", ctx->state_dir, vm->name);
+				return hu_errorf(
+					ret_error, -ECHILD,
+					"QEMU exited (%s %d) before its QMP came up: %s (log: %s/%s.log)",
+					WIFEXITED(status) ? "status" : "signal",
+					WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
+					line[0] ? line : "no output", ctx->state_dir, vm->name);
 			}
 		}
 		r = hu_qmp_connect(vm->ai.qmp_path, ctx->qmp_timeout_ms, &vm->qmp);
@@ -219,7 +224,8 @@ int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *p
 		if (r != -ENOENT && r != -ECONNREFUSED && r != -ECONNRESET)
 			return hu_errorf(ret_error, r, "QMP %s: %s", vm->ai.qmp_path, hu_qmp_strerror(r));
 		if (hu_mono_ms() > deadline)
-			return hu_errorf(ret_error, -ETIMEDOUT, "QMP %s did not come up in 30 s", vm->ai.qmp_path);
+			return hu_errorf(ret_error, -ETIMEDOUT, "QMP %s did not come up in 30 s",
+					 vm->ai.qmp_path);
 		if (child_running && pidfd >= 0) {
 			struct pollfd p = { .fd = pidfd, .events = POLLIN };
 

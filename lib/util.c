@@ -18,8 +18,10 @@ static int64_t clock_ms(clockid_t id)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* clang-format off */
 int64_t hu_now_ms(void) { return clock_ms(CLOCK_REALTIME); }
 int64_t hu_mono_ms(void) { return clock_ms(CLOCK_MONOTONIC); }
+/* clang-format on */
 
 int64_t hu_mono_us(void)
 {
@@ -241,6 +243,7 @@ int hu_parse_size(const char *s, uint64_t *ret)
 	v = strtoull(s, &end, 10);
 	if (errno || end == s)
 		return -EINVAL;
+	/* clang-format off */
 	switch (*end) {
 	case '\0': case 'B': case 'b': shift = 0; break;
 	case 'K': case 'k': shift = 10; break;
@@ -249,6 +252,7 @@ int hu_parse_size(const char *s, uint64_t *ret)
 	case 'T': case 't': shift = 40; break;
 	default: return -EINVAL;
 	}
+	/* clang-format on */
 	if (*end && end[1] != '\0')
 		return -EINVAL;
 	if (shift && v > (UINT64_MAX >> shift))
@@ -265,8 +269,8 @@ bool hu_name_is_safe(const char *name)
 	if (len == 0 || len > HU_MAX_NAME || name[0] == '.' || name[0] == '-')
 		return false;
 	for (const char *p = name; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-		      (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '-'))
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+		      *p == '.' || *p == '_' || *p == '-'))
 			return false;
 	return true;
 }

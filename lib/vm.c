@@ -67,11 +67,14 @@ void hu_vm_list_free(struct hu_vm_list *list)
 	free(list);
 }
 
+/* clang-format off */
 size_t hu_vm_list_count(const struct hu_vm_list *list) { return list ? list->n : 0; }
+/* clang-format on */
 struct hu_vm *hu_vm_list_get(const struct hu_vm_list *list, size_t i)
 {
 	return list && i < list->n ? list->vms[i] : NULL;
 }
+/* clang-format off */
 const char *hu_vm_get_name(const struct hu_vm *vm) { return vm->name; }
 pid_t hu_vm_get_pid(const struct hu_vm *vm) { return vm->pid; }
 uint64_t hu_vm_get_ram_bytes(const struct hu_vm *vm) { return vm->ram_bytes; }
@@ -85,6 +88,7 @@ const char *hu_vm_get_qemu_version(const struct hu_vm *vm) { return vm->qemu_ver
 size_t hu_vm_get_n_blockers(const struct hu_vm *vm) { return vm->n_blockers; }
 const char *hu_vm_get_error(const struct hu_vm *vm) { return vm->error; }
 const char *hu_vm_get_state(const struct hu_vm *vm) { return hu_vm_state_to_string(vm->state); }
+/* clang-format on */
 const char *hu_vm_get_blocker(const struct hu_vm *vm, size_t i)
 {
 	return i < vm->n_blockers ? vm->blockers[i] : NULL;
@@ -171,10 +175,9 @@ bool hu_vm_process_alive(struct hu_vm *vm)
 }
 
 static const char *const state_names[] = {
-	[HU_VM_RUNNING] = "running",       [HU_VM_STOPPING] = "stopping",
-	[HU_VM_SAVED] = "saved",           [HU_VM_CHECKPOINTED] = "checkpointed",
-	[HU_VM_RESTORING] = "restoring",   [HU_VM_RESTORED] = "restored",
-	[HU_VM_RESUMED] = "resumed",       [HU_VM_FAILED] = "failed",
+	[HU_VM_RUNNING] = "running",	       [HU_VM_STOPPING] = "stopping",	[HU_VM_SAVED] = "saved",
+	[HU_VM_CHECKPOINTED] = "checkpointed", [HU_VM_RESTORING] = "restoring", [HU_VM_RESTORED] = "restored",
+	[HU_VM_RESUMED] = "resumed",	       [HU_VM_FAILED] = "failed",
 };
 
 const char *hu_vm_state_to_string(enum hu_vm_state s)

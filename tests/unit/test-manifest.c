@@ -34,8 +34,13 @@ static int teardown(void **state)
 static struct hu_vm *make_vm(const char *name)
 {
 	struct hu_vm *vm = calloc(1, sizeof(*vm));
-	char *argv[] = { "/usr/bin/qemu-system-x86_64", "-name", (char *)name, "-qmp",
-			 "unix:/run/x,,y.sock,server=on,wait=off", "-append", "pw=\"sec ret\"\n" };
+	char *argv[] = { "/usr/bin/qemu-system-x86_64",
+			 "-name",
+			 (char *)name,
+			 "-qmp",
+			 "unix:/run/x,,y.sock,server=on,wait=off",
+			 "-append",
+			 "pw=\"sec ret\"\n" };
 
 	vm->ctx = ctx;
 	vm->name = strdup(name);
@@ -64,8 +69,12 @@ static struct hu_vm *make_vm(const char *name)
 	vm->memdevs[0].skipped = true;
 	vm->memdevs[0].digest = 0xfedcba9876543210ULL;
 	vm->memdevs[0].medium = (struct hu_medium){
-		.kind = HU_MEDIUM_DEVDAX, .device = strdup("dax0.0"), .ns = strdup("namespace0.0"),
-		.uuid = strdup("5f0a3c4e-2b1d-4c8e-9f6a-1e2d3c4b5a69"), .size = 1ULL << 34, .mode = strdup("devdax"),
+		.kind = HU_MEDIUM_DEVDAX,
+		.device = strdup("dax0.0"),
+		.ns = strdup("namespace0.0"),
+		.uuid = strdup("5f0a3c4e-2b1d-4c8e-9f6a-1e2d3c4b5a69"),
+		.size = 1ULL << 34,
+		.mode = strdup("devdax"),
 	};
 	vm->disks = calloc(1, sizeof(*vm->disks));
 	vm->n_disks = 1;
@@ -282,7 +291,8 @@ static void test_fixture_v3(void **state)
 		{ "db-01", "checkpointed", HU_VM_CHECKPOINTED, 2103, -1, "/run/vms/db-01.qmp" },
 		{ "db-02", "checkpointed", HU_VM_SAVED, 2104, -1, "/run/vms/db-02.qmp" },
 		{ "app-01", "restored", HU_VM_RESTORED, 3101, 13411, "/run/vms/app-01.sock" },
-		{ "ci-runner-with-a-long-name", "failed", HU_VM_FAILED, 2106, -1, "/run/vms/ci-runner-with-a-long-name.qmp" },
+		{ "ci-runner-with-a-long-name", "failed", HU_VM_FAILED, 2106, -1,
+		  "/run/vms/ci-runner-with-a-long-name.qmp" },
 	};
 	struct hu_manifest *m = NULL;
 	struct hu_vm *vm;
