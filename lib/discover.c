@@ -485,7 +485,8 @@ int hu_scan_processes(struct hu_ctx *ctx, struct hu_vm_list **ret)
 		hu_vm_list_free(list);
 		return r;
 	}
-	qsort(list->vms, list->n, sizeof(*list->vms), cmp_vm);
+	if (list->n > 1) /* with no QEMU, vms is NULL: qsort's argument must not be */
+		qsort(list->vms, list->n, sizeof(*list->vms), cmp_vm);
 	*ret = list;
 	return 0;
 }

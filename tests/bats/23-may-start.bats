@@ -18,6 +18,7 @@ HU_VM_MEM=128M
 	[ "$status" -eq 1 ]
 	[[ "$output" == *"checkpointed"* ]]
 	run "$HU_BIN" restore --state-dir "$S"
+	echo "$output"
 	[ "$status" -eq 0 ]
 	run "$HU_BIN" may-start --vm m23 --state-dir "$S"
 	echo "$output"
