@@ -273,7 +273,7 @@ int hu_early_boot(struct hu_ctx *ctx, const struct hu_early_opts *o)
 		r = hu_manifest_load_path(ctx, mpath, &m);
 		if (r < 0)
 			hu_fail(ctx, r, "restore pending but its manifest %s cannot be read: %s", mpath,
-				strerror(-r));
+				hu_manifest_strerror(r));
 	}
 	if (state_mnt && umount2(state_mnt, 0) == 0)
 		rmdir(state_mnt);

@@ -430,16 +430,25 @@ static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 		if (r >= 0 && json_object_object_get_ex(m, "medium", &med) &&
 		    !json_object_is_type(med, json_type_null)) {
 			const char *kind = get_str(med, "kind", 16, false, &r);
+			bool known = false;
 
 			d->medium.kind = HU_MEDIUM_FILE;
 			for (int k = HU_MEDIUM_FILE; r >= 0 && k <= HU_MEDIUM_FSDAX; k++)
-				if (streq(kind, hu_medium_kind_to_string(k)))
+				if (streq(kind, hu_medium_kind_to_string(k))) {
 					d->medium.kind = k;
+					known = true;
+				}
+			if (r >= 0 && !known)
+				r = -EBADMSG;
 			d->medium.device = dup_or_null(get_str(med, "device", 64, true, &r));
 			d->medium.size = get_uint(med, "size", &r);
 			d->medium.mode = dup_or_null(get_str(med, "mode", 32, true, &r));
 			d->medium.ns = dup_or_null(get_str(med, "namespace", 64, true, &r));
 			d->medium.uuid = dup_or_null(get_str(med, "uuid", 36, true, &r));
+			/* pmem and DAX media are checked by their device (early boot
+			 * and restore look it up); only a plain file has none. */
+			if (r >= 0 && d->medium.kind != HU_MEDIUM_FILE && !d->medium.device)
+				r = -EBADMSG;
 			/* A device name, not a path: it is looked up under /sys. */
 			if (r >= 0 && d->medium.device &&
 			    (strchr(d->medium.device, '/') || d->medium.device[0] == '.'))

@@ -100,6 +100,8 @@ static void test_round_trip(void **state)
 	hu_vm_list_add(&m->list, make_vm("web1"));
 	hu_vm_list_add(&m->list, make_vm("db-2"));
 	m->list.vms[1]->unflushed = true;
+	/* RAM in a plain file: a medium without a device is the one that may be */
+	hu_medium_clear(&m->list.vms[1]->memdevs[0].medium);
 	assert_int_equal(hu_manifest_set_phase(m, "checkpointed"), 0);
 
 	snprintf(path, sizeof(path), "%s/manifest.json", dir);
@@ -124,6 +126,8 @@ static void test_round_trip(void **state)
 	assert_true(b->in_place);
 	assert_false(b->unflushed);
 	assert_true(back->list.vms[1]->unflushed);
+	assert_int_equal(back->list.vms[1]->memdevs[0].medium.kind, HU_MEDIUM_FILE);
+	assert_null(back->list.vms[1]->memdevs[0].medium.device);
 	assert_int_equal(b->memdevs[0].digest, 0xfedcba9876543210ULL);
 	assert_true(b->memdevs[0].skipped);
 	assert_int_equal(b->memdevs[0].medium.kind, HU_MEDIUM_DEVDAX);
@@ -193,6 +197,10 @@ static void test_corrupt_manifests(void **state)
 	expect_refused("\"vms\":[", "\"vms\":{", -EBADMSG);
 	expect_refused("\"uuid\":\"5f0a3c4e", "\"uuid\":\"5f0a3c4z", -EBADMSG); /* 36 chars, not a uuid */
 	expect_refused("\"device\":\"dax0.0\"", "\"device\":\"../dax0.0\"", -EBADMSG);
+	/* A pmem/DAX medium without its device: early-boot used to crash on it (#15). */
+	expect_refused("\"device\":\"dax0.0\"", "\"device\":null", -EBADMSG);
+	expect_refused("\"device\":\"dax0.0\",", "", -EBADMSG);
+	expect_refused("\"kind\":\"devdax\"", "\"kind\":\"teleported\"", -EBADMSG);
 	expect_refused("\"phase\"", "\"phase\":\"x\",\"trunc", -EBADMSG);
 	expect_refused("\"name\":\"web1\"", "\"name\":\"web1\\u0000x\"", -EBADMSG);
 }
