@@ -86,3 +86,60 @@ v["memdevs"][0]["medium"]["device"] = None
 	[[ "$stderr" == "host-upgrade: status: "*manifest*corrupt* ]]
 	cmp "$T/bad.json" "$S/manifest.json"
 }
+
+# start_hostile_qemu NAME SCRIPT: SCRIPT (python, from stdin) run by nobody as a process whose
+# executable is named qemu-system-x86_64 (a copy of python3: discovery goes by the exe's
+# name), with argv "-name guest=NAME -qmp unix:$U/NAME.qmp,server=on,wait=off". SCRIPT
+# creates $U/NAME.qmp.ready when it is set up. Its pid goes to $PIDS.
+start_hostile_qemu() {
+	local name=$1 i pid
+	[ -x "$U/qemu-system-x86_64" ] || install -o nobody -g nogroup -m 0755 /usr/bin/python3 "$U/qemu-system-x86_64"
+	install -o nobody -g nogroup -m 0644 /dev/stdin "$U/$name.py"
+	# setpriv itself, not as_user: a function in the background is a subshell, not the pid
+	setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$U/qemu-system-x86_64" "$U/$name.py" -name "guest=$name" \
+		-qmp "unix:$U/$name.qmp,server=on,wait=off" </dev/null >"$T/$name.out" 2>&1 3>&- 4>&- &
+	pid=$!
+	echo "$pid" >>"$PIDS"
+	disown "$pid" 2>/dev/null || true
+	for ((i = 0; i < 400; i++)); do
+		[[ -e "$U/$name.qmp.ready" ]] && return 0
+		_hu_pid_alive "$pid" || break
+		sleep 0.05
+	done
+	echo "hostile QEMU $name did not come up" >&2
+	cat "$T/$name.out" >&2
+	return 1
+}
+
+# Case 3. A listener that never accepts, its backlog full: connect() to it used to block
+# for ever, and with it plan, checkpoint and restore.
+@test "case 3: a user's qemu-system-* whose QMP socket never accepts (backlog full): plan and checkpoint say so and finish" {
+	local N=h26c3-$HU_RUN_ID
+	start_hostile_qemu $N <<'PY'
+import signal, socket, sys
+path = sys.argv[sys.argv.index("-qmp") + 1].split(",")[0][len("unix:"):]
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind(path)
+listener.listen(0)
+# a backlog of 0 holds one connection: ours, never accepted
+filler = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+filler.setblocking(False)
+filler.connect(path)
+open(path + ".ready", "w").close()
+while True:
+    signal.pause()
+PY
+	[ "$(stat -c %U "/proc/$(tail -n 1 "$PIDS")")" = nobody ]
+	# (timeout: a hang guard only)
+	run --separate-stderr timeout 60 "$HU_BIN" plan --state-dir "$S" --vm $N --timeout 2 --json
+	echo "plan: status $status, stdout [$output], stderr [$stderr]"
+	[ "$status" -eq 1 ]
+	[ "$(plan_vm "$output" $N blockers)" != "[]" ]
+	[[ "$(plan_vm "$output" $N blockers)" == *"QMP unreachable at $U/$N.qmp: "*"accepts no connection"* ]]
+
+	run --separate-stderr timeout 60 "$HU_BIN" checkpoint --state-dir "$S" --vm $N --timeout 2
+	echo "checkpoint: status $status, stdout [$output], stderr [$stderr]"
+	[ "$status" -eq 1 ]
+	[[ "$stderr" == *"$N"*"accepts no connection"* ]]
+	_hu_pid_alive "$(tail -n 1 "$PIDS")"
+}
