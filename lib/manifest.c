@@ -583,7 +583,7 @@ int hu_manifest_load_path(struct hu_ctx *ctx, const char *path, struct hu_manife
 	size_t len;
 	int r;
 
-	r = hu_read_file(path, HU_MAX_MANIFEST, &text, &len);
+	r = hu_read_state_file(path, HU_MAX_MANIFEST, &text, &len);
 	if (r < 0)
 		return r;
 	tok = json_tokener_new_ex(32);
@@ -624,6 +624,8 @@ const char *hu_manifest_strerror(int r)
 	case -EBADMSG:         return "corrupt or not a host-upgrade manifest";
 	case -EPROTONOSUPPORT: return "written by an unknown version of host-upgrade";
 	case -EFBIG:           return "larger than any manifest host-upgrade writes";
+	case -ELOOP:           return "a symbolic link, not the file host-upgrade wrote";
+	case -EBADFD:          return "not a regular file";
 	default:               return strerror(-r);
 	}
 	/* clang-format on */

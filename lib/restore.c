@@ -177,7 +177,7 @@ static int check_ram(struct restore_job *job, struct hu_vm *vm, char **ret_error
 			return r;
 		r = hu_ram_digest(d->mem_path, d->size, &digest);
 		if (r < 0)
-			return hu_errorf(ret_error, r, "RAM in %s: %s", d->mem_path, strerror(-r));
+			return hu_errorf(ret_error, r, "RAM in %s: %s", d->mem_path, hu_ram_strerror(r));
 		if (digest != d->digest)
 			return hu_errorf(
 				ret_error, -ESTALE,
@@ -347,9 +347,10 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		return;
 	}
 	hu_info(job->ctx, vm->name, "starting %s with -incoming defer", vm->exe);
-	r = hu_spawn_qemu(job->ctx, vm, &child);
+	r = hu_spawn_qemu(job->ctx, vm, &child, &err);
 	if (r < 0) {
-		hu_errorf(&err, 0, "cannot start QEMU: %s", strerror(-r));
+		if (!err)
+			hu_errorf(&err, 0, "cannot start QEMU: %s", strerror(-r));
 		finish_vm(job, vm, HU_VM_FAILED, err);
 		return;
 	}

@@ -34,8 +34,10 @@ teardown() {
 			done
 		done <"$PIDS"
 	fi
-	[[ -n "${U:-}" && "$U" == /tmp/hu-h26.* ]] && rm -rf "$U"
 	hu_teardown
+	if [[ -n "${U:-}" && "$U" == /tmp/hu-h26.* ]]; then
+		rm -rf "$U"
+	fi
 }
 
 # as_user CMD...: CMD as nobody:nogroup, no supplementary groups
@@ -142,4 +144,113 @@ PY
 	[ "$status" -eq 1 ]
 	[[ "$stderr" == *"$N"*"accepts no connection"* ]]
 	_hu_pid_alive "$(tail -n 1 "$PIDS")"
+}
+
+# Case 6, NAME.log. The symlink is root's (the state dir is root's; who may write there is
+# case 2); what would be written through it is a process of the unprivileged user's: restore
+# starts a VM's QEMU as the VM's owner with its output on NAME.log, opened as root.
+@test "case 6: a symlink NAME.log in the state dir is not followed: the root-owned file it names is not appended to" {
+	local N=h26l-$HU_RUN_ID
+	vm_start $N $(qmp_arg $N) $(ram_file_args $N "$T/$N.ram")
+	vm_wait_tick $N 2 60
+	run --separate-stderr hu checkpoint --vm $N
+	echo "checkpoint: $stderr"
+	[ "$status" -eq 0 ]
+	cp "$S/manifest.json" "$T/good.json"
+	# The VM as its owner would have it: its QEMU runs as nobody and prints what it likes.
+	printf '#!/bin/sh\necho "written by $(id -un)"\nexit 1\n' >"$U/qemu-system-x86_64"
+	chmod 0755 "$U/qemu-system-x86_64"
+	python3 -c '
+import json, sys
+p = sys.argv[1]; j = json.load(open(p)); v = j["vms"][0]
+v["exe"] = v["argv"][0] = sys.argv[2]
+v["uid"] = v["gid"] = 65534
+v["groups"] = []
+json.dump(j, open(p, "w"))' "$S/manifest.json" "$U/qemu-system-x86_64"
+	printf 'root only\n' >"$T/root-owned"
+	chmod 0600 "$T/root-owned"
+	cp "$T/root-owned" "$T/root-owned.orig"
+	ln -s "$T/root-owned" "$S/$N.log"
+
+	run --separate-stderr timeout 60 "$HU_BIN" restore --state-dir "$S"
+	echo "restore: status $status, stderr [$stderr]"
+	cat "$T/root-owned"
+	[ "$status" -eq 1 ]
+	cmp "$T/root-owned" "$T/root-owned.orig"
+	[[ "$stderr" == *"$N"*"$S/$N.log"*"symbolic link"* ]]
+	[ -L "$S/$N.log" ]
+
+	# nothing lost: the VM as it was, the link gone, and restore brings it back
+	rm "$S/$N.log"
+	cp "$T/good.json" "$S/manifest.json"
+	run --separate-stderr hu restore
+	echo "restore: $stderr"
+	[ "$status" -eq 0 ]
+	vm_wait_ticking $N 2 30
+	[ "$(vm_boot_count $N)" -eq 1 ]
+	[ -f "$S/$N.log" ] && [ ! -L "$S/$N.log" ]
+	cmp "$T/root-owned" "$T/root-owned.orig"
+}
+
+# Case 6, reading the state dir. Root's, as above.
+@test "case 6: a FIFO or a symlink as manifest.json: status says what it is instead of blocking" {
+	mkdir -m 0700 "$S"
+	mkfifo -m 0600 "$S/manifest.json"
+	# (timeout: a hang guard only)
+	run --separate-stderr timeout 60 "$HU_BIN" status --state-dir "$S"
+	echo "FIFO: status $status, stderr [$stderr]"
+	[ "$status" -eq 1 ]
+	[[ "$stderr" == "host-upgrade: status: "*"not a regular file"* ]]
+	rm "$S/manifest.json"
+	ln -s "$BATS_TEST_DIRNAME/../fixtures/status/manifest.json" "$S/manifest.json"
+	run --separate-stderr timeout 60 "$HU_BIN" status --state-dir "$S"
+	echo "symlink: status $status, stderr [$stderr]"
+	[ "$status" -eq 1 ]
+	[[ "$stderr" == "host-upgrade: status: "*"symbolic link"* ]]
+}
+
+# Case 6, the atomic write: its temporary file was NAME.tmp.PID, opened O_TRUNC without
+# O_EXCL; a FIFO put under that name blocked the write for ever.
+@test "case 6: a FIFO where the atomic write's temporary file used to go is not opened" {
+	hu_need_shim
+	mkdir -m 0700 "$T/run"
+	run --separate-stderr timeout 60 bash -c 'mkfifo "$0/early-boot.json.tmp.$$" && exec env \
+		HU_FAKE_CMDLINE="hu.restore=1" LD_PRELOAD="$1" "$2" early-boot --state-dir /state --root "$3" \
+		--no-modules --wait 1 --run-dir "$0" --wants-dir "$3/wants" --dropin-dir "$3/dropin"' \
+		"$T/run" "$SHIM" "$HU_BIN" "$T"
+	echo "early-boot: status $status, stderr [$stderr]"
+	[ "$status" -eq 1 ] # no manifest, and it says so
+	[[ "$stderr" == *"manifest"*"No such file"* ]]
+	[ -f "$T/run/early-boot.json" ] && [ ! -L "$T/run/early-boot.json" ]
+	json_get "$(cat "$T/run/early-boot.json")" 'j["error"]'
+}
+
+# Case 6, the RAM digest. The RAM file is in its owner's directory; after the checkpoint the
+# owner puts a FIFO in its place. Opening it for the digest blocked restore for ever (and at
+# checkpoint time, after the stop, every VM would have stayed paused).
+@test "case 6: the user replaces the RAM file with a FIFO: restore refuses that VM at once, nothing lost" {
+	local N=h26r-$HU_RUN_ID
+	vm_start $N $(qmp_arg $N) $(ram_file_args $N "$U/$N.ram")
+	vm_wait_tick $N 2 60
+	run --separate-stderr hu checkpoint --vm $N
+	echo "checkpoint: $stderr"
+	[ "$status" -eq 0 ]
+	[ "$(json_get "$(cat "$S/manifest.json")" 'j["vms"][0]["memdevs"][0]["skipped"]')" = true ]
+	as_user mv "$U/$N.ram" "$U/$N.ram.away"
+	as_user mkfifo "$U/$N.ram"
+
+	run --separate-stderr timeout 60 "$HU_BIN" restore --state-dir "$S"
+	echo "restore: status $status, stderr [$stderr]"
+	[ "$status" -eq 1 ]
+	[[ "$stderr" == *"$N"*"RAM in $U/$N.ram: neither a regular file nor a device DAX node"* ]]
+	[ "$(qemu_count_with "$U/$N.ram")" -eq 0 ]
+
+	# nothing lost: its RAM back in place, restore continues the guest
+	rm "$U/$N.ram"
+	mv "$U/$N.ram.away" "$U/$N.ram"
+	run --separate-stderr hu restore
+	echo "restore: $stderr"
+	[ "$status" -eq 0 ]
+	vm_wait_ticking $N 2 30
+	[ "$(vm_boot_count $N)" -eq 1 ]
 }

@@ -279,6 +279,38 @@ static void test_ram_digest_detects_change(void **state)
 	close(fd);
 }
 
+/* What a local user may put where a file is read (#15): a FIFO neither
+ * blocks a read nor the RAM digest; a symlink in the state dir is not
+ * followed; a char device that is not device DAX is no RAM medium. */
+static void test_no_fifo_no_symlink(void **state)
+{
+	char fifo[80], file[80], link[80], *text = NULL;
+	uint64_t d;
+	int fd;
+
+	snprintf(fifo, sizeof(fifo), "%s/fifo", dir);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	alarm(60); /* a hang guard: a FIFO without a writer blocks a plain open */
+	assert_int_equal(hu_read_file(fifo, 4096, &text, NULL), -EBADFD);
+	assert_int_equal(hu_read_state_file(fifo, 4096, &text, NULL), -EBADFD);
+	assert_int_equal(hu_ram_digest(fifo, 8 << 20, &d), -EBADFD);
+	alarm(0);
+	assert_null(text);
+	assert_int_equal(hu_ram_digest("/dev/null", 8 << 20, &d), -EBADFD);
+
+	snprintf(file, sizeof(file), "%s/file", dir);
+	fd = open(file, O_CREAT | O_WRONLY, 0600);
+	assert_int_equal(write(fd, "x", 1), 1);
+	close(fd);
+	snprintf(link, sizeof(link), "%s/link", dir);
+	assert_int_equal(symlink(file, link), 0);
+	assert_int_equal(hu_read_state_file(link, 4096, &text, NULL), -ELOOP);
+	assert_null(text);
+	assert_int_equal(hu_read_file(link, 4096, &text, NULL), 0);
+	assert_string_equal(text, "x");
+	free(text);
+}
+
 /* tests/fixtures/status/manifest.json: a format-3 manifest checked into the tree (a VM in
  * each state; `status` of it is tests/bats/24-status-golden.bats). What a manifest written
  * by an earlier build says must keep reading the same. */
@@ -388,6 +420,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_missing_is_enoent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_classify, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ram_digest_detects_change, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_fifo_no_symlink, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fixture_v3, setup, teardown),
 	};
 
