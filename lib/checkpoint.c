@@ -30,7 +30,7 @@ static int fingerprint_disks(struct hu_vm *vm)
 		d->size = st.st_size;
 		d->ino = st.st_ino;
 		d->dev = st.st_dev;
-		d->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+		d->mtime_ns = hu_timespec_ns(&st.st_mtim);
 	}
 	return 0;
 }

@@ -92,6 +92,8 @@ void hu_clear_error(struct hu_ctx *ctx);
 int64_t hu_now_ms(void);  /* CLOCK_REALTIME, survives a reboot */
 int64_t hu_mono_ms(void); /* CLOCK_MONOTONIC */
 int64_t hu_mono_us(void);
+struct timespec;
+int64_t hu_timespec_ns(const struct timespec *ts); /* saturating */
 int hu_open_regular(const char *path, int flags, mode_t mode);
 /* Regular files only (-EBADFD otherwise), never blocking on a FIFO. */
 int hu_read_file(const char *path, size_t max, char **ret, size_t *ret_len);
@@ -394,6 +396,7 @@ int hu_qga_ping(struct hu_vm *vm, unsigned timeout_ms);
 int hu_qga_suspend(struct hu_vm *vm, unsigned timeout_ms, char **ret_error);
 int hu_vm_wakeup(struct hu_vm *vm, unsigned timeout_ms, char **ret_error);
 int hu_qga_fix_clock(struct hu_vm *vm, unsigned timeout_ms, int64_t *ret_step_ms);
+int64_t hu_clock_step_ms(int64_t host_ns, int64_t guest_ns);
 
 /* ---- resume.c (checkpoint's rollback, restore and abort) ---- */
 /* Put a VM we stopped back as it was; vm->state and vm->error untouched. */

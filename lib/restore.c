@@ -81,7 +81,7 @@ static int check_disks(const struct hu_vm *vm, char **ret_error)
 		if (stat(d->path, &st) < 0)
 			return hu_errorf(ret_error, -errno, "disk %s: %s", d->path, strerror(errno));
 		if ((uint64_t)st.st_size != d->size || st.st_ino != d->ino || st.st_dev != d->dev ||
-		    (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec != d->mtime_ns)
+		    hu_timespec_ns(&st.st_mtim) != d->mtime_ns)
 			return hu_errorf(
 				ret_error, -ESTALE,
 				"disk %s changed since the checkpoint (size, inode or mtime); refusing to resume on it",

@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <systemd/sd-bus.h>
@@ -81,8 +82,15 @@ int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid, char **r
 			dup2(nul, 0);
 		dup2(out, 1);
 		dup2(out, 2);
-		/* Nothing of ours leaks into a QEMU that outlives us. */
-		close_range(3, ~0U, 0);
+		/* Nothing of ours leaks into a QEMU that outlives us, also where
+		 * close_range() is missing (Linux < 5.9) or filtered. */
+		if (close_range(3, ~0U, 0) < 0) {
+			struct rlimit rl;
+			rlim_t max = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 65536;
+
+			for (rlim_t fd = 3; fd < max && fd < (1U << 20); fd++)
+				close((int)fd);
+		}
 		if (chdir(vm->cwd ?: "/") < 0 && chdir("/") < 0)
 			_exit(126);
 		/* -runas: QEMU drops privileges itself and must start as root. */

@@ -23,6 +23,19 @@ int64_t hu_now_ms(void) { return clock_ms(CLOCK_REALTIME); }
 int64_t hu_mono_ms(void) { return clock_ms(CLOCK_MONOTONIC); }
 /* clang-format on */
 
+/* Nanoseconds since the epoch in an int64_t run out in 2262 (and before
+ * 1677): a file's mtime past that, which any owner can set, saturates
+ * instead of overflowing. Both sides of a comparison convert the same way. */
+int64_t hu_timespec_ns(const struct timespec *ts)
+{
+	int64_t ns;
+
+	if (__builtin_mul_overflow((int64_t)ts->tv_sec, (int64_t)1000000000, &ns) ||
+	    __builtin_add_overflow(ns, (int64_t)ts->tv_nsec, &ns))
+		return ts->tv_sec < 0 ? INT64_MIN : INT64_MAX;
+	return ns;
+}
+
 int64_t hu_mono_us(void)
 {
 	struct timespec ts;

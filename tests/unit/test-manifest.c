@@ -311,6 +311,29 @@ static void test_no_fifo_no_symlink(void **state)
 	free(text);
 }
 
+/* Times from outside (#15): a disk's mtime, which its owner sets, past 2262
+ * or before 1677, and whatever time a guest agent reports, never overflow. */
+static void test_time_bounds(void **state)
+{
+	struct timespec ts = { .tv_sec = 1764100000, .tv_nsec = 123456789 };
+
+	assert_int_equal(hu_timespec_ns(&ts), 1764100000123456789LL);
+	ts = (struct timespec){ .tv_sec = 10000000000LL, .tv_nsec = 5 }; /* year 2286 */
+	assert_int_equal(hu_timespec_ns(&ts), INT64_MAX);
+	ts.tv_sec = INT64_MAX / 1000000000; /* the last second that fits, its nanoseconds not */
+	ts.tv_nsec = 999999999;
+	assert_int_equal(hu_timespec_ns(&ts), INT64_MAX);
+	ts = (struct timespec){ .tv_sec = -10000000000LL, .tv_nsec = 0 };
+	assert_int_equal(hu_timespec_ns(&ts), INT64_MIN);
+
+	assert_int_equal(hu_clock_step_ms(2000000000LL, 1000000000LL), 1000);
+	assert_int_equal(hu_clock_step_ms(1000000000LL, 2000000000LL), -1000);
+	assert_int_equal(hu_clock_step_ms(1764100000000000000LL, INT64_MIN), INT64_MAX / 1000000);
+	assert_int_equal(hu_clock_step_ms(1764100000000000000LL, INT64_MAX),
+			 (1764100000000000000LL - INT64_MAX) / 1000000);
+	assert_int_equal(hu_clock_step_ms(-2, INT64_MAX), INT64_MIN / 1000000);
+}
+
 /* tests/fixtures/status/manifest.json: a format-3 manifest checked into the tree (a VM in
  * each state; `status` of it is tests/bats/24-status-golden.bats). What a manifest written
  * by an earlier build says must keep reading the same. */
@@ -421,6 +444,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_classify, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ram_digest_detects_change, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_fifo_no_symlink, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_time_bounds, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fixture_v3, setup, teardown),
 	};
 
