@@ -45,7 +45,8 @@ as_user() {
 	setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$@"
 }
 
-# The version-3 fixture manifest (tests/fixtures/status) with PYCODE applied to j, into $S.
+# fixture_manifest PYCODE [ARG...]: the version-3 fixture manifest (tests/fixtures/status)
+# with PYCODE applied to j (ARGs in sys.argv[3:]), into $S.
 fixture_manifest() {
 	mkdir -m 0700 "$S"
 	python3 -c '
@@ -53,14 +54,14 @@ import json, sys
 j = json.load(open(sys.argv[1]))
 exec(sys.argv[2])
 json.dump(j, sys.stdout, indent=1)
-' "$BATS_TEST_DIRNAME/../fixtures/status/manifest.json" "$1" >"$S/manifest.json"
+' "$BATS_TEST_DIRNAME/../fixtures/status/manifest.json" "$@" >"$S/manifest.json"
 	chmod 0600 "$S/manifest.json"
 }
 
 # early_boot: the initrd side on $S (as $T + /state), /proc/cmdline saying a restore is
 # pending, everything it writes under $T.
 early_boot() {
-	HU_FAKE_CMDLINE="console=ttyS0 hu.restore=1" LD_PRELOAD=$SHIM "$HU_BIN" early-boot \
+	HU_FAKE_CMDLINE="console=ttyS0 hu.restore=1" LD_PRELOAD=$SHIM ${HANG_GUARD:-} "$HU_BIN" early-boot \
 		--state-dir /state --root "$T" --no-modules --wait 1 \
 		--run-dir "$T/run" --wants-dir "$T/wants" --dropin-dir "$T/dropin"
 }
@@ -253,4 +254,46 @@ json.dump(j, open(p, "w"))' "$S/manifest.json" "$U/qemu-system-x86_64"
 	[ "$status" -eq 0 ]
 	vm_wait_ticking $N 2 30
 	[ "$(vm_boot_count $N)" -eq 1 ]
+}
+
+# Case 7. No unprivileged part: the manifest is root's (what it records of a RAM path came
+# from a QEMU's argv, though). early-boot wrote Wants=/After= for the mount unit of every
+# directory above a RAM file, each name built anew and looked for in all the text so far:
+# quadratic in the path's components, with unit names far longer than systemd takes.
+@test "case 7: the RAM-mounts drop-in of a very deep RAM path is bounded, each unit once, as systemd names them" {
+	hu_need_shim
+	local deep
+	deep=$(printf '/d%.0s' $(seq 2000))/ram
+	fixture_manifest '
+deep, odd = sys.argv[3], sys.argv[4]
+for i, path in ((0, deep), (2, odd), (5, odd.replace("/ram", "/ram2"))):
+    v = j["vms"][i]
+    v["state"] = "checkpointed"
+    d = v["memdevs"][0]
+    d["mem_path"] = path
+    d["skipped"] = True
+    d["medium"] = {"kind": "file", "device": None, "namespace": None, "uuid": None, "size": 0, "mode": None}
+' "$deep" "/srv/vm-1/.hidden/ü x/ram"
+	# (timeout: a hang guard only)
+	HANG_GUARD="timeout 60" run --separate-stderr early_boot
+	echo "early-boot: status $status, stderr [$stderr]"
+	[ "$status" -ne 124 ]
+	local conf=$T/dropin/50-ram-mounts.conf units
+	[ -s "$conf" ]
+	units=$(sed -n 's/^Wants=//p' "$conf")
+	# as many lines as units; each unit once; none longer than systemd takes
+	[ "$(grep -c '^After=' "$conf")" -eq "$(wc -l <<<"$units")" ]
+	[ -z "$(sort <<<"$units" | uniq -d)" ]
+	! awk 'length($0) > 255 { print; bad = 1 } END { exit !bad }' <<<"$units" || false
+	# the deep path: its directories while their names fit (2 bytes a level), in order
+	[ "$(head -n 3 <<<"$units")" = "$(printf 'd.mount\nd-d.mount\nd-d-d.mount')" ]
+	[ "$(grep -c '^d[-d]*\.mount$' <<<"$units")" -ge 100 ]
+	[ "$(grep -c '^d[-d]*\.mount$' <<<"$units")" -le 125 ]
+	# the odd path, as systemd-escape names it; shared directories once
+	local dir
+	for dir in /srv /srv/vm-1 /srv/vm-1/.hidden "/srv/vm-1/.hidden/ü x"; do
+		grep -qxF "Wants=$(systemd-escape --path --suffix=mount "$dir")" "$conf"
+		grep -qxF "After=$(systemd-escape --path --suffix=mount "$dir")" "$conf"
+	done
+	grep -qxF "Wants=mnt-pmem.mount" "$conf" # web-02 of the fixture, on fsdax
 }
