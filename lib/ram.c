@@ -146,7 +146,8 @@ int hu_classify_path(const char *path, bool share, enum hu_backing *ret, char **
 
 /* A RAM file may sit in its owner's directory: whatever is put in its place,
  * a FIFO that would block the open or the reads for ever included, is
- * opened without blocking and refused unless a file or device DAX. */
+ * opened without blocking and refused unless a file, a block device
+ * (legacy pmem) or device DAX. */
 int hu_ram_digest(const char *path, uint64_t size, uint64_t *ret)
 {
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
@@ -159,7 +160,7 @@ int hu_ram_digest(const char *path, uint64_t size, uint64_t *ret)
 		return -errno;
 	if (fstat(fd, &sb) < 0)
 		return -errno;
-	if (!S_ISREG(sb.st_mode) && !(S_ISCHR(sb.st_mode) && chr_is_dax(sb.st_rdev)))
+	if (!S_ISREG(sb.st_mode) && !S_ISBLK(sb.st_mode) && !(S_ISCHR(sb.st_mode) && chr_is_dax(sb.st_rdev)))
 		return -EBADFD;
 	if (S_ISREG(sb.st_mode) && (uint64_t)sb.st_size < size)
 		return -ERANGE; /* truncated: RAM did not survive */
@@ -485,7 +486,7 @@ const char *hu_ram_strerror(int r)
 {
 	/* clang-format off */
 	switch (r) {
-	case -EBADFD: return "neither a regular file nor a device DAX node";
+	case -EBADFD: return "neither a regular file nor a pmem or device DAX node";
 	case -ERANGE: return "shorter than the RAM it held";
 	default:      return strerror(-r);
 	}

@@ -147,16 +147,21 @@ PY
 	_hu_pid_alive "$(tail -n 1 "$PIDS")"
 }
 
+# checkpointed_vm NAME RAM_FILE: a running guest with its RAM in RAM_FILE, checkpointed into $S
+checkpointed_vm() {
+	vm_start $1 $(qmp_arg $1) $(ram_file_args $1 "$2")
+	vm_wait_tick $1 2 60
+	run --separate-stderr hu checkpoint --vm $1
+	echo "checkpoint: $stderr"
+	[ "$status" -eq 0 ]
+}
+
 # Case 6, NAME.log. The symlink is root's (the state dir is root's; who may write there is
 # case 2); what would be written through it is a process of the unprivileged user's: restore
 # starts a VM's QEMU as the VM's owner with its output on NAME.log, opened as root.
 @test "case 6: a symlink NAME.log in the state dir is not followed: the root-owned file it names is not appended to" {
 	local N=h26l-$HU_RUN_ID
-	vm_start $N $(qmp_arg $N) $(ram_file_args $N "$T/$N.ram")
-	vm_wait_tick $N 2 60
-	run --separate-stderr hu checkpoint --vm $N
-	echo "checkpoint: $stderr"
-	[ "$status" -eq 0 ]
+	checkpointed_vm $N "$T/$N.ram"
 	cp "$S/manifest.json" "$T/good.json"
 	# The VM as its owner would have it: its QEMU runs as nobody and prints what it likes.
 	printf '#!/bin/sh\necho "written by $(id -un)"\nexit 1\n' >"$U/qemu-system-x86_64"
@@ -231,11 +236,7 @@ json.dump(j, open(p, "w"))' "$S/manifest.json" "$U/qemu-system-x86_64"
 # checkpoint time, after the stop, every VM would have stayed paused).
 @test "case 6: the user replaces the RAM file with a FIFO: restore refuses that VM at once, nothing lost" {
 	local N=h26r-$HU_RUN_ID
-	vm_start $N $(qmp_arg $N) $(ram_file_args $N "$U/$N.ram")
-	vm_wait_tick $N 2 60
-	run --separate-stderr hu checkpoint --vm $N
-	echo "checkpoint: $stderr"
-	[ "$status" -eq 0 ]
+	checkpointed_vm $N "$U/$N.ram"
 	[ "$(json_get "$(cat "$S/manifest.json")" 'j["vms"][0]["memdevs"][0]["skipped"]')" = true ]
 	as_user mv "$U/$N.ram" "$U/$N.ram.away"
 	as_user mkfifo "$U/$N.ram"
@@ -243,7 +244,7 @@ json.dump(j, open(p, "w"))' "$S/manifest.json" "$U/qemu-system-x86_64"
 	run --separate-stderr timeout 60 "$HU_BIN" restore --state-dir "$S"
 	echo "restore: status $status, stderr [$stderr]"
 	[ "$status" -eq 1 ]
-	[[ "$stderr" == *"$N"*"RAM in $U/$N.ram: neither a regular file nor a device DAX node"* ]]
+	[[ "$stderr" == *"$N"*"RAM in $U/$N.ram: neither a regular file nor a pmem or device DAX node"* ]]
 	[ "$(qemu_count_with "$U/$N.ram")" -eq 0 ]
 
 	# nothing lost: its RAM back in place, restore continues the guest
