@@ -226,7 +226,8 @@ static int write_mounts_dropin(struct hu_ctx *ctx, struct hu_manifest *m, const 
 	if (r >= 0) {
 		for (size_t i = 0; i < u.n; i++)
 			sorted[i] = &u.v[i];
-		qsort(sorted, u.n, sizeof(*sorted), cmp_name_ptr);
+		if (u.n > 1) /* with none, sorted is NULL: qsort's argument must not be */
+			qsort(sorted, u.n, sizeof(*sorted), cmp_name_ptr);
 		/* Of equal names the first named sorts first: it is kept. */
 		for (size_t i = 0, keep = 0; i < u.n; i++)
 			if (i > 0 && streq(*sorted[keep], *sorted[i])) {
