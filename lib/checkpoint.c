@@ -30,7 +30,7 @@ static int fingerprint_disks(struct hu_vm *vm)
 		d->size = st.st_size;
 		d->ino = st.st_ino;
 		d->dev = st.st_dev;
-		d->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+		d->mtime_ns = hu_timespec_ns(&st.st_mtim);
 	}
 	return 0;
 }
@@ -87,7 +87,8 @@ static int save_one(struct hu_vm *vm)
 			return hu_vm_set_error(vm, r, "medium of RAM in %s: %s", d->mem_path, strerror(-r));
 		r = hu_ram_digest(d->mem_path, d->size, &d->digest);
 		if (r < 0)
-			return hu_vm_set_error(vm, r, "reading RAM in %s: %s", d->mem_path, strerror(-r));
+			return hu_vm_set_error(vm, r, "reading RAM in %s: %s", d->mem_path,
+					       hu_ram_strerror(r));
 		if (!vm->unflushed)
 			hu_fsync_path(d->mem_path); /* a failure is reported by the flush that counts */
 	}
@@ -126,7 +127,8 @@ static int save_one(struct hu_vm *vm)
 			continue;
 		r = hu_ram_digest(d->mem_path, d->size, &d->digest);
 		if (r < 0)
-			return hu_vm_set_error(vm, r, "digest of RAM in %s: %s", d->mem_path, strerror(-r));
+			return hu_vm_set_error(vm, r, "digest of RAM in %s: %s", d->mem_path,
+					       hu_ram_strerror(r));
 	}
 	r = fingerprint_disks(vm);
 	if (r < 0)

@@ -117,82 +117,141 @@ static int find_state_dir(struct hu_ctx *ctx, const struct hu_early_opts *o, cha
 	return 0;
 }
 
-/* systemd's name for the mount unit of an absolute path (systemd-escape
- * --path --suffix=mount): '/' between components becomes '-'; bytes other
- * than [A-Za-z0-9:_.], and a leading '.', become \xNN. */
-static char *mount_unit_name(const char *path, size_t len)
-{
-	char *name, *o;
-	bool first = true;
+/* systemd takes unit names of up to 255 bytes (UNIT_NAME_MAX - 1). */
+#define UNIT_NAME_MAX 255
 
-	while (len > 0 && path[len - 1] == '/')
-		len--;
-	name = malloc(len * 4 + sizeof(".mount") + 1);
-	if (!name)
-		return NULL;
-	o = name;
-	for (size_t i = 0; i < len; i++) {
+struct unit_names {
+	char **v;
+	size_t n, cap;
+};
+
+static int unit_names_add(struct unit_names *u, const char *name, size_t len)
+{
+	char *s;
+
+	if (u->n == u->cap) {
+		size_t cap = u->cap ? u->cap * 2 : 16;
+		char **v = reallocarray(u->v, cap, sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		u->v = v;
+		u->cap = cap;
+	}
+	s = malloc(len + sizeof(".mount"));
+	if (!s)
+		return -ENOMEM;
+	memcpy(s, name, len);
+	strcpy(s + len, ".mount");
+	u->v[u->n++] = s;
+	return 0;
+}
+
+/* The mount units of every directory above `path`, "/" itself excepted,
+ * outermost first, as systemd-escape --path --suffix=mount names them:
+ * '/' between components becomes '-'; bytes other than [A-Za-z0-9:_.],
+ * and a leading '.', become \xNN. One pass: each directory's name is a
+ * prefix of the next one's. A name longer than systemd takes ends the
+ * list (every deeper one is longer still): the work and the drop-in stay
+ * linear in the path, not quadratic in its components. */
+static int add_mount_units(struct unit_names *u, const char *path)
+{
+	char name[UNIT_NAME_MAX + 1];
+	size_t o = 0;
+	bool first = true;
+	int r;
+
+	for (size_t i = 0; path[i]; i++) {
 		unsigned char c = path[i];
 
 		if (c == '/') {
-			while (i + 1 < len && path[i + 1] == '/')
-				i++;
-			if (!first)
-				*o++ = '-';
+			if (!first && path[i - 1] != '/' && (r = unit_names_add(u, name, o)) < 0)
+				return r;
 			continue;
 		}
+		if (o + strlen("-\\xNN") + strlen(".mount") > UNIT_NAME_MAX)
+			return 0;
+		if (!first && path[i - 1] == '/')
+			name[o++] = '-';
 		if (isalnum(c) || c == ':' || c == '_' || (c == '.' && !first))
-			*o++ = c;
+			name[o++] = c;
 		else
-			o += sprintf(o, "\\x%02x", c);
+			o += sprintf(name + o, "\\x%02x", c);
 		first = false;
 	}
-	strcpy(o, o == name ? "-.mount" : ".mount");
-	return name;
+	return 0;
+}
+
+static int cmp_name_ptr(const void *a, const void *b)
+{
+	const char *const *x = *(const char *const *const *)a, *const *y = *(const char *const *const *)b;
+	int c = strcmp(*x, *y);
+
+	return c ? c : (x > y) - (x < y); /* equal names: the first one first */
 }
 
 /* The restore must wait for the file systems holding in-place RAM, but a
  * file system that never comes back must not hold back the VMs whose RAM
  * did: Wants= + After= the mount unit of each RAM file's directory and of
  * its parents (RequiresMountsFor= would fail the whole restore unit when
- * one such mount fails; restore refuses that VM by itself). */
+ * one such mount fails; restore refuses that VM by itself). Each unit
+ * once, in the order first named; duplicates are found by sorting, not by
+ * searching the text written so far. */
 static int write_mounts_dropin(struct hu_ctx *ctx, struct hu_manifest *m, const char *dropin_dir)
 {
-	_cleanup_free_ char *text = strdup("# written by host-upgrade early-boot\n[Unit]\n"), *path = NULL;
-	int r;
+	static const char head[] = "# written by host-upgrade early-boot\n[Unit]\n";
+	_cleanup_free_ char *text = NULL, *path = NULL;
+	_cleanup_free_ char ***sorted = NULL;
+	struct unit_names u = {};
+	size_t len = strlen(head);
+	char *t;
+	int r = 0;
 
-	if (!text)
-		return -ENOMEM;
-	for (size_t i = 0; i < m->list.n; i++) {
+	for (size_t i = 0; r >= 0 && i < m->list.n; i++) {
 		struct hu_vm *vm = m->list.vms[i];
 
-		for (size_t j = 0; j < vm->n_memdevs; j++) {
+		for (size_t j = 0; r >= 0 && j < vm->n_memdevs; j++) {
 			const char *p = vm->memdevs[j].mem_path;
-			const char *slash;
 
 			/* A device node (device DAX) is no mount to wait for. */
 			if (!vm->memdevs[j].skipped || !p || p[0] != '/' ||
 			    vm->memdevs[j].medium.kind == HU_MEDIUM_DEVDAX ||
 			    vm->memdevs[j].medium.kind == HU_MEDIUM_PMEM)
 				continue;
-			/* Every prefix of the directory, "/" itself excepted. */
-			for (slash = strchr(p + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
-				_cleanup_free_ char *unit = mount_unit_name(p, slash - p), *line = NULL;
-				char *n;
-
-				if (!unit)
-					return -ENOMEM;
-				if (asprintf(&line, "Wants=%s\nAfter=%s\n", unit, unit) < 0)
-					return -ENOMEM;
-				if (strstr(text, line))
-					continue;
-				if (asprintf(&n, "%s%s", text, line) < 0)
-					return -ENOMEM;
-				free(text);
-				text = n;
-			}
+			r = add_mount_units(&u, p);
 		}
 	}
+	if (r >= 0 && u.n > 0 && !(sorted = calloc(u.n, sizeof(*sorted))))
+		r = -ENOMEM;
+	if (r >= 0) {
+		for (size_t i = 0; i < u.n; i++)
+			sorted[i] = &u.v[i];
+		if (u.n > 1) /* with none, sorted is NULL: qsort's argument must not be */
+			qsort(sorted, u.n, sizeof(*sorted), cmp_name_ptr);
+		/* Of equal names the first named sorts first: it is kept. */
+		for (size_t i = 0, keep = 0; i < u.n; i++)
+			if (i > 0 && streq(*sorted[keep], *sorted[i])) {
+				free(*sorted[i]);
+				*sorted[i] = NULL;
+			} else {
+				keep = i;
+			}
+		for (size_t i = 0; i < u.n; i++)
+			if (u.v[i])
+				len += 2 * strlen(u.v[i]) + strlen("Wants=\nAfter=\n");
+		text = malloc(len + 1);
+		if (!text)
+			r = -ENOMEM;
+	}
+	if (r >= 0) {
+		t = stpcpy(text, head);
+		for (size_t i = 0; i < u.n; i++)
+			if (u.v[i])
+				t += sprintf(t, "Wants=%s\nAfter=%s\n", u.v[i], u.v[i]);
+	}
+	hu_strv_free(u.v, u.n);
+	if (r < 0)
+		return r;
 	r = hu_mkdir_p(dropin_dir, 0755);
 	if (r < 0)
 		return r;
@@ -273,7 +332,7 @@ int hu_early_boot(struct hu_ctx *ctx, const struct hu_early_opts *o)
 		r = hu_manifest_load_path(ctx, mpath, &m);
 		if (r < 0)
 			hu_fail(ctx, r, "restore pending but its manifest %s cannot be read: %s", mpath,
-				strerror(-r));
+				hu_manifest_strerror(r));
 	}
 	if (state_mnt && umount2(state_mnt, 0) == 0)
 		rmdir(state_mnt);

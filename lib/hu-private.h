@@ -92,7 +92,13 @@ void hu_clear_error(struct hu_ctx *ctx);
 int64_t hu_now_ms(void);  /* CLOCK_REALTIME, survives a reboot */
 int64_t hu_mono_ms(void); /* CLOCK_MONOTONIC */
 int64_t hu_mono_us(void);
+struct timespec;
+int64_t hu_timespec_ns(const struct timespec *ts); /* saturating */
+int hu_open_regular(const char *path, int flags, mode_t mode);
+/* Regular files only (-EBADFD otherwise), never blocking on a FIFO. */
 int hu_read_file(const char *path, size_t max, char **ret, size_t *ret_len);
+/* The same, not following a symlink (-ELOOP): for files in the state dir. */
+int hu_read_state_file(const char *path, size_t max, char **ret, size_t *ret_len);
 int hu_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode);
 int hu_fsync_path(const char *path);
 void hu_fsync_paths(const char *const *paths, size_t n, int *results);
@@ -210,6 +216,7 @@ int hu_classify_path(const char *path, bool share, enum hu_backing *ret, char **
 int hu_classify_fs(long f_type, enum hu_backing *ret);
 /* Digest of sampled pages of a RAM file or DAX device. */
 int hu_ram_digest(const char *path, uint64_t size, uint64_t *ret);
+const char *hu_ram_strerror(int r);
 int hu_ram_medium(struct hu_ctx *ctx, const char *mem_path, struct hu_medium *ret);
 int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_why);
 int hu_ram_medium_locate(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_moved_to, char **ret_why);
@@ -389,6 +396,7 @@ int hu_qga_ping(struct hu_vm *vm, unsigned timeout_ms);
 int hu_qga_suspend(struct hu_vm *vm, unsigned timeout_ms, char **ret_error);
 int hu_vm_wakeup(struct hu_vm *vm, unsigned timeout_ms, char **ret_error);
 int hu_qga_fix_clock(struct hu_vm *vm, unsigned timeout_ms, int64_t *ret_step_ms);
+int64_t hu_clock_step_ms(int64_t host_ns, int64_t guest_ns);
 
 /* ---- resume.c (checkpoint's rollback, restore and abort) ---- */
 /* Put a VM we stopped back as it was; vm->state and vm->error untouched. */
@@ -398,7 +406,7 @@ int hu_vm_resume_original(struct hu_vm *vm, char **ret_error);
 
 /* ---- spawn.c: start a QEMU for restore and see it up ---- */
 /* Fork and execve the recorded argv + "-incoming defer"; *ret_pid: the child. */
-int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid);
+int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid, char **ret_error);
 /* Wait for its QMP (into vm->qmp); *pid becomes the daemon's with -daemonize. */
 int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *pid, char **ret_error);
 /* Under systemd, a scope of its own if it could not rejoin its cgroup. */

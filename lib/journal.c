@@ -25,7 +25,7 @@ void hu_journal(struct hu_ctx *ctx, const char *vm, const char *event, const cha
 	if (detail)
 		json_object_object_add(o, "detail", json_object_new_string(detail));
 	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	fd = hu_open_regular(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return;
 	/* No fdatasync of its own: the journal is the audit trail, the manifest

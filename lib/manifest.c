@@ -430,16 +430,25 @@ static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 		if (r >= 0 && json_object_object_get_ex(m, "medium", &med) &&
 		    !json_object_is_type(med, json_type_null)) {
 			const char *kind = get_str(med, "kind", 16, false, &r);
+			bool known = false;
 
 			d->medium.kind = HU_MEDIUM_FILE;
 			for (int k = HU_MEDIUM_FILE; r >= 0 && k <= HU_MEDIUM_FSDAX; k++)
-				if (streq(kind, hu_medium_kind_to_string(k)))
+				if (streq(kind, hu_medium_kind_to_string(k))) {
 					d->medium.kind = k;
+					known = true;
+				}
+			if (r >= 0 && !known)
+				r = -EBADMSG;
 			d->medium.device = dup_or_null(get_str(med, "device", 64, true, &r));
 			d->medium.size = get_uint(med, "size", &r);
 			d->medium.mode = dup_or_null(get_str(med, "mode", 32, true, &r));
 			d->medium.ns = dup_or_null(get_str(med, "namespace", 64, true, &r));
 			d->medium.uuid = dup_or_null(get_str(med, "uuid", 36, true, &r));
+			/* pmem and DAX media are checked by their device (early boot
+			 * and restore look it up); only a plain file has none. */
+			if (r >= 0 && d->medium.kind != HU_MEDIUM_FILE && !d->medium.device)
+				r = -EBADMSG;
 			/* A device name, not a path: it is looked up under /sys. */
 			if (r >= 0 && d->medium.device &&
 			    (strchr(d->medium.device, '/') || d->medium.device[0] == '.'))
@@ -574,7 +583,7 @@ int hu_manifest_load_path(struct hu_ctx *ctx, const char *path, struct hu_manife
 	size_t len;
 	int r;
 
-	r = hu_read_file(path, HU_MAX_MANIFEST, &text, &len);
+	r = hu_read_state_file(path, HU_MAX_MANIFEST, &text, &len);
 	if (r < 0)
 		return r;
 	tok = json_tokener_new_ex(32);
@@ -615,6 +624,8 @@ const char *hu_manifest_strerror(int r)
 	case -EBADMSG:         return "corrupt or not a host-upgrade manifest";
 	case -EPROTONOSUPPORT: return "written by an unknown version of host-upgrade";
 	case -EFBIG:           return "larger than any manifest host-upgrade writes";
+	case -ELOOP:           return "a symbolic link, not the file host-upgrade wrote";
+	case -EBADFD:          return "not a regular file";
 	default:               return strerror(-r);
 	}
 	/* clang-format on */

@@ -56,6 +56,10 @@ static const char *const flag_options[] = {
 	"mem-prealloc",
 	"vga-none",
 	"hpet-none",
+	"perfmap",
+	"jitdump",
+	"audio-help",
+	"xen-domid-restrict",
 };
 
 bool hu_qemu_option_takes_arg(const char *opt)

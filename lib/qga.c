@@ -126,12 +126,24 @@ int hu_qga_fix_clock(struct hu_vm *vm, unsigned timeout_ms, int64_t *ret_step_ms
 	}
 	guest_ns = json_object_get_int64(t);
 	clock_gettime(CLOCK_REALTIME, &now);
-	host_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+	host_ns = hu_timespec_ns(&now);
 	args = json_object_new_object();
 	json_object_object_add(args, "time", json_object_new_int64(host_ns));
 	r = hu_qmp_execute(g, "guest-set-time", args, NULL, NULL);
 	hu_qmp_close(g);
 	if (r >= 0)
-		*ret_step_ms = (host_ns - guest_ns) / 1000000;
+		*ret_step_ms = hu_clock_step_ms(host_ns, guest_ns);
 	return r;
+}
+
+/* How far the guest's clock was behind, from what the guest said (any
+ * int64): bounded, never an overflow. */
+int64_t hu_clock_step_ms(int64_t host_ns, int64_t guest_ns)
+{
+	int64_t d;
+
+	if (__builtin_sub_overflow(host_ns, guest_ns, &d))
+		d = guest_ns > host_ns ? INT64_MIN : INT64_MAX;
+	/* within what the manifest takes back (clock_step_ms: +-INT64_MAX / 2) */
+	return d / 1000000;
 }

@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include "hu-private.h"
 
@@ -35,6 +36,7 @@ const char *hu_qmp_strerror(int r)
 	case -ECONNRESET: return "connection closed by peer";
 	case -EREMOTEIO: return "QEMU returned an error";
 	case -EOPNOTSUPP: return "command not supported by this QEMU";
+	case -EAGAIN:    return "the socket accepts no connection (its listen queue stays full)";
 	default:         return strerror(-r);
 	}
 	/* clang-format on */
@@ -381,9 +383,15 @@ int hu_qmp_open_raw_fd(int fd, unsigned timeout_ms, struct hu_qmp **ret)
 	return channel_new(fd, timeout_ms, ret);
 }
 
-static int unix_connect(const char *path)
+/* Connect with a deadline: any local user can name a socket whose listener
+ * never accepts and whose backlog is full. A non-blocking AF_UNIX connect
+ * fails at once with EAGAIN then, and poll() cannot wait for room in the
+ * backlog; a blocking connect under SO_SNDTIMEO waits for it in the
+ * kernel, at most timeout_ms (sends are MSG_DONTWAIT + poll anyway). */
+static int unix_connect(const char *path, unsigned timeout_ms)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
 	int fd;
 
 	if (strlen(path) >= sizeof(sa.sun_path))
@@ -392,8 +400,12 @@ static int unix_connect(const char *path)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int r = -errno;
+	if (timeout_ms == 0)
+		tv.tv_usec = 1000; /* 0 would mean no deadline */
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 ||
+	    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int r = errno == EAGAIN || errno == EINPROGRESS ? -EAGAIN : -errno;
+
 		close(fd);
 		return r;
 	}
@@ -403,7 +415,7 @@ static int unix_connect(const char *path)
 /* A channel without the QMP greeting: the guest agent's socket. */
 int hu_qmp_connect_raw(const char *path, unsigned timeout_ms, struct hu_qmp **ret)
 {
-	int fd = unix_connect(path);
+	int fd = unix_connect(path, timeout_ms);
 
 	return fd < 0 ? fd : channel_new(fd, timeout_ms, ret);
 }
@@ -448,7 +460,7 @@ fail:
 
 int hu_qmp_connect(const char *path, unsigned timeout_ms, struct hu_qmp **ret)
 {
-	int fd = unix_connect(path);
+	int fd = unix_connect(path, timeout_ms);
 
 	return fd < 0 ? fd : hu_qmp_open_fd(fd, timeout_ms, ret);
 }

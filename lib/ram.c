@@ -79,6 +79,17 @@ static bool path_on_dax_mount(const char *path)
 	return dax;
 }
 
+static bool chr_is_dax(dev_t rdev)
+{
+	char link[64], target[PATH_MAX];
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "/sys/dev/char/%u:%u/subsystem", major(rdev), minor(rdev));
+	n = readlink(link, target, sizeof(target) - 1);
+	target[n > 0 ? n : 0] = '\0';
+	return n > 0 && strstr(target, "/dax");
+}
+
 int hu_classify_path(const char *path, bool share, enum hu_backing *ret, char **ret_why)
 {
 	struct stat st;
@@ -100,15 +111,8 @@ int hu_classify_path(const char *path, bool share, enum hu_backing *ret, char **
 		return 0;
 	}
 	if (S_ISCHR(st.st_mode)) {
-		char link[64], target[PATH_MAX];
-		ssize_t n;
-
 		/* Only device DAX keeps RAM across a reboot; /dev/zero does not. */
-		snprintf(link, sizeof(link), "/sys/dev/char/%u:%u/subsystem", major(st.st_rdev),
-			 minor(st.st_rdev));
-		n = readlink(link, target, sizeof(target) - 1);
-		target[n > 0 ? n : 0] = '\0';
-		if (n > 0 && strstr(target, "/dax")) {
+		if (chr_is_dax(st.st_rdev)) {
 			*ret = HU_BACKING_PERSISTENT;
 			*ret_why = strdup("device DAX");
 		} else {
@@ -140,9 +144,13 @@ int hu_classify_path(const char *path, bool share, enum hu_backing *ret, char **
 
 /* --- the digest of sampled pages ------------------------------------- */
 
+/* A RAM file may sit in its owner's directory: whatever is put in its place,
+ * a FIFO that would block the open or the reads for ever included, is
+ * opened without blocking and refused unless a file, a block device
+ * (legacy pmem) or device DAX. */
 int hu_ram_digest(const char *path, uint64_t size, uint64_t *ret)
 {
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	uint64_t pages = size / PAGE;
 	unsigned char *map;
 	XXH3_state_t st;
@@ -152,6 +160,8 @@ int hu_ram_digest(const char *path, uint64_t size, uint64_t *ret)
 		return -errno;
 	if (fstat(fd, &sb) < 0)
 		return -errno;
+	if (!S_ISREG(sb.st_mode) && !S_ISBLK(sb.st_mode) && !(S_ISCHR(sb.st_mode) && chr_is_dax(sb.st_rdev)))
+		return -EBADFD;
 	if (S_ISREG(sb.st_mode) && (uint64_t)sb.st_size < size)
 		return -ERANGE; /* truncated: RAM did not survive */
 	if (pages == 0)
@@ -469,6 +479,18 @@ int hu_ram_medium_wait(struct hu_ctx *ctx, const struct hu_medium *m, int64_t de
 	while ((r = hu_ram_medium_check(ctx, m, ret_why)) == -ENODEV && hu_mono_ms() < deadline)
 		usleep(50000);
 	return r;
+}
+
+/* What a failed hu_ram_digest means, for messages. */
+const char *hu_ram_strerror(int r)
+{
+	/* clang-format off */
+	switch (r) {
+	case -EBADFD: return "neither a regular file nor a pmem or device DAX node";
+	case -ERANGE: return "shorter than the RAM it held";
+	default:      return strerror(-r);
+	}
+	/* clang-format on */
 }
 
 const char *hu_medium_kind_to_string(enum hu_medium_kind k)

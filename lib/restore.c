@@ -81,7 +81,7 @@ static int check_disks(const struct hu_vm *vm, char **ret_error)
 		if (stat(d->path, &st) < 0)
 			return hu_errorf(ret_error, -errno, "disk %s: %s", d->path, strerror(errno));
 		if ((uint64_t)st.st_size != d->size || st.st_ino != d->ino || st.st_dev != d->dev ||
-		    (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec != d->mtime_ns)
+		    hu_timespec_ns(&st.st_mtim) != d->mtime_ns)
 			return hu_errorf(
 				ret_error, -ESTALE,
 				"disk %s changed since the checkpoint (size, inode or mtime); refusing to resume on it",
@@ -177,7 +177,7 @@ static int check_ram(struct restore_job *job, struct hu_vm *vm, char **ret_error
 			return r;
 		r = hu_ram_digest(d->mem_path, d->size, &digest);
 		if (r < 0)
-			return hu_errorf(ret_error, r, "RAM in %s: %s", d->mem_path, strerror(-r));
+			return hu_errorf(ret_error, r, "RAM in %s: %s", d->mem_path, hu_ram_strerror(r));
 		if (digest != d->digest)
 			return hu_errorf(
 				ret_error, -ESTALE,
@@ -347,9 +347,10 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		return;
 	}
 	hu_info(job->ctx, vm->name, "starting %s with -incoming defer", vm->exe);
-	r = hu_spawn_qemu(job->ctx, vm, &child);
+	r = hu_spawn_qemu(job->ctx, vm, &child, &err);
 	if (r < 0) {
-		hu_errorf(&err, 0, "cannot start QEMU: %s", strerror(-r));
+		if (!err)
+			hu_errorf(&err, 0, "cannot start QEMU: %s", strerror(-r));
 		finish_vm(job, vm, HU_VM_FAILED, err);
 		return;
 	}

@@ -12,27 +12,38 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-daemon.h>
 #include "hu-private.h"
 
-int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid)
+int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid, char **ret_error)
 {
 	char **argv = NULL;
 	size_t argc = 0;
 	_cleanup_free_ char *log = NULL, *cgroup_procs = NULL;
+	_cleanup_close_ int out = -1;
 	static char *const envp[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 				      NULL };
 	pid_t pid;
 	int r;
 
+	if (asprintf(&log, "%s/%s.log", ctx->state_dir, vm->name) < 0)
+		return -ENOMEM;
+	/* Opened here, as root, for a QEMU that may run as its owner: never
+	 * through a symlink, never anything but a regular file. */
+	out = hu_open_regular(log, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0600);
+	if (out < 0)
+		return hu_errorf(ret_error, out, "cannot open its log %s: %s", log,
+				 out == -ELOOP	  ? "a symbolic link, refused"
+				 : out == -EBADFD ? "not a regular file, refused"
+						  : strerror(-out));
 	r = hu_argv_strip_incoming(vm->argv, vm->argc, &argv, &argc);
 	if (r < 0)
 		return r;
-	if (hu_strv_push(&argv, &argc, "-incoming") < 0 || hu_strv_push(&argv, &argc, "defer") < 0 ||
-	    asprintf(&log, "%s/%s.log", ctx->state_dir, vm->name) < 0) {
+	if (hu_strv_push(&argv, &argc, "-incoming") < 0 || hu_strv_push(&argv, &argc, "defer") < 0) {
 		hu_strv_free(argv, argc);
 		return -ENOMEM;
 	}
@@ -56,7 +67,6 @@ int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid)
 	if (pid == 0) {
 		/* Child: async-signal-safe calls only. */
 		int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
-		int out = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 
 		setsid();
 		if (cgroup_procs) {
@@ -70,12 +80,17 @@ int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid)
 		}
 		if (nul >= 0)
 			dup2(nul, 0);
-		if (out >= 0) {
-			dup2(out, 1);
-			dup2(out, 2);
+		dup2(out, 1);
+		dup2(out, 2);
+		/* Nothing of ours leaks into a QEMU that outlives us, also where
+		 * close_range() is missing (Linux < 5.9) or filtered. */
+		if (close_range(3, ~0U, 0) < 0) {
+			struct rlimit rl;
+			rlim_t max = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 65536;
+
+			for (rlim_t fd = 3; fd < max && fd < (1U << 20); fd++)
+				close((int)fd);
 		}
-		/* Nothing of ours leaks into a QEMU that outlives us. */
-		close_range(3, ~0U, 0);
 		if (chdir(vm->cwd ?: "/") < 0 && chdir("/") < 0)
 			_exit(126);
 		/* -runas: QEMU drops privileges itself and must start as root. */
@@ -151,7 +166,7 @@ static void last_log_line(struct hu_ctx *ctx, const char *name, char *buf, size_
 
 	buf[0] = '\0';
 	if (asprintf(&path, "%s/%s.log", ctx->state_dir, name) < 0 ||
-	    hu_read_file(path, 1 << 20, &text, NULL) < 0)
+	    hu_read_state_file(path, 1 << 20, &text, NULL) < 0)
 		return;
 	end = text + strlen(text);
 	while (end > text && (end[-1] == '\n' || end[-1] == '\r'))

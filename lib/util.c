@@ -23,6 +23,19 @@ int64_t hu_now_ms(void) { return clock_ms(CLOCK_REALTIME); }
 int64_t hu_mono_ms(void) { return clock_ms(CLOCK_MONOTONIC); }
 /* clang-format on */
 
+/* Nanoseconds since the epoch in an int64_t run out in 2262 (and before
+ * 1677): a file's mtime past that, which any owner can set, saturates
+ * instead of overflowing. Both sides of a comparison convert the same way. */
+int64_t hu_timespec_ns(const struct timespec *ts)
+{
+	int64_t ns;
+
+	if (__builtin_mul_overflow((int64_t)ts->tv_sec, (int64_t)1000000000, &ns) ||
+	    __builtin_add_overflow(ns, (int64_t)ts->tv_nsec, &ns))
+		return ts->tv_sec < 0 ? INT64_MIN : INT64_MAX;
+	return ns;
+}
+
 int64_t hu_mono_us(void)
 {
 	struct timespec ts;
@@ -31,14 +44,35 @@ int64_t hu_mono_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-int hu_read_file(const char *path, size_t max, char **ret, size_t *ret_len)
+/* Open a file that must be a regular one. O_NONBLOCK, so that a FIFO or a
+ * device put in its place cannot block us, then checked: -EBADFD when it is
+ * something else. `flags`: the access mode and e.g. O_NOFOLLOW, O_CREAT. */
+int hu_open_regular(const char *path, int flags, mode_t mode)
 {
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	_cleanup_close_ int fd = open(path, flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, mode);
+	struct stat st;
+	int fl;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EBADFD;
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+		return -errno;
+	return TAKE_FD(fd);
+}
+
+static int read_file(const char *path, int flags, size_t max, char **ret, size_t *ret_len)
+{
+	_cleanup_close_ int fd = hu_open_regular(path, O_RDONLY | flags, 0);
 	_cleanup_free_ char *buf = NULL;
 	size_t len = 0, cap = 0;
 
 	if (fd < 0)
-		return -errno;
+		return fd;
 	for (;;) {
 		ssize_t n;
 
@@ -75,9 +109,20 @@ int hu_read_file(const char *path, size_t max, char **ret, size_t *ret_len)
 	return 0;
 }
 
+int hu_read_file(const char *path, size_t max, char **ret, size_t *ret_len)
+{
+	return read_file(path, 0, max, ret, ret_len);
+}
+
+/* The state dir holds only what we wrote there: a symlink is not followed. */
+int hu_read_state_file(const char *path, size_t max, char **ret, size_t *ret_len)
+{
+	return read_file(path, O_NOFOLLOW, max, ret, ret_len);
+}
+
 int hu_fsync_path(const char *path)
 {
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 
 	if (fd < 0)
 		return -errno;
@@ -93,9 +138,11 @@ int hu_write_file_atomic(const char *path, const void *data, size_t len, mode_t 
 	const char *p = data;
 	int r;
 
-	if (asprintf(&tmp, "%s.tmp.%d", path, (int)getpid()) < 0)
+	if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0)
 		return -ENOMEM;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+	/* A new file of an unguessable name (O_EXCL): nothing put there before,
+	 * a FIFO, a link or a file of someone else's, is opened or written. */
+	fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	while (len > 0) {

@@ -247,6 +247,27 @@ static void test_sizes_and_names(void **state)
 	assert_false(hu_name_is_safe(""));
 }
 
+/* Options without an argument that the list once lacked (#15): each
+ * swallowed the option after it (here -name). */
+static void test_newer_flags(void **state)
+{
+	static const char *const flags[] = { "-perfmap", "-jitdump", "-audio-help", "-xen-domid-restrict" };
+
+	for (size_t i = 0; i < ARRAY_SIZE(flags); i++) {
+		char *argv[] = { "qemu",    (char *)flags[i], "-name",
+				 "guest=x", "-qmp",	      "unix:/run/x.qmp,server=on",
+				 NULL };
+		struct hu_argv_info ai;
+
+		assert_false(hu_qemu_option_takes_arg(flags[i] + 1));
+		parse(argv, &ai);
+		assert_non_null(ai.name);
+		assert_string_equal(ai.name, "x");
+		assert_string_equal(ai.qmp_path, "/run/x.qmp");
+		hu_argv_info_clear(&ai);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -262,6 +283,7 @@ int main(void)
 		cmocka_unit_test(test_opts_parse),
 		cmocka_unit_test(test_sizes_and_names),
 		cmocka_unit_test(test_replace_mem_path),
+		cmocka_unit_test(test_newer_flags),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -100,6 +100,8 @@ static void test_round_trip(void **state)
 	hu_vm_list_add(&m->list, make_vm("web1"));
 	hu_vm_list_add(&m->list, make_vm("db-2"));
 	m->list.vms[1]->unflushed = true;
+	/* RAM in a plain file: a medium without a device is the one that may be */
+	hu_medium_clear(&m->list.vms[1]->memdevs[0].medium);
 	assert_int_equal(hu_manifest_set_phase(m, "checkpointed"), 0);
 
 	snprintf(path, sizeof(path), "%s/manifest.json", dir);
@@ -124,6 +126,8 @@ static void test_round_trip(void **state)
 	assert_true(b->in_place);
 	assert_false(b->unflushed);
 	assert_true(back->list.vms[1]->unflushed);
+	assert_int_equal(back->list.vms[1]->memdevs[0].medium.kind, HU_MEDIUM_FILE);
+	assert_null(back->list.vms[1]->memdevs[0].medium.device);
 	assert_int_equal(b->memdevs[0].digest, 0xfedcba9876543210ULL);
 	assert_true(b->memdevs[0].skipped);
 	assert_int_equal(b->memdevs[0].medium.kind, HU_MEDIUM_DEVDAX);
@@ -193,6 +197,10 @@ static void test_corrupt_manifests(void **state)
 	expect_refused("\"vms\":[", "\"vms\":{", -EBADMSG);
 	expect_refused("\"uuid\":\"5f0a3c4e", "\"uuid\":\"5f0a3c4z", -EBADMSG); /* 36 chars, not a uuid */
 	expect_refused("\"device\":\"dax0.0\"", "\"device\":\"../dax0.0\"", -EBADMSG);
+	/* A pmem/DAX medium without its device: early-boot used to crash on it (#15). */
+	expect_refused("\"device\":\"dax0.0\"", "\"device\":null", -EBADMSG);
+	expect_refused("\"device\":\"dax0.0\",", "", -EBADMSG);
+	expect_refused("\"kind\":\"devdax\"", "\"kind\":\"teleported\"", -EBADMSG);
 	expect_refused("\"phase\"", "\"phase\":\"x\",\"trunc", -EBADMSG);
 	expect_refused("\"name\":\"web1\"", "\"name\":\"web1\\u0000x\"", -EBADMSG);
 }
@@ -269,6 +277,61 @@ static void test_ram_digest_detects_change(void **state)
 	assert_int_equal(ftruncate(fd, 4 << 20), 0);
 	assert_int_equal(hu_ram_digest(path, 8 << 20, &d3), -ERANGE);
 	close(fd);
+}
+
+/* What a local user may put where a file is read (#15): a FIFO neither
+ * blocks a read nor the RAM digest; a symlink in the state dir is not
+ * followed; a char device that is not device DAX is no RAM medium. */
+static void test_no_fifo_no_symlink(void **state)
+{
+	char fifo[80], file[80], link[80], *text = NULL;
+	uint64_t d;
+	int fd;
+
+	snprintf(fifo, sizeof(fifo), "%s/fifo", dir);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	alarm(60); /* a hang guard: a FIFO without a writer blocks a plain open */
+	assert_int_equal(hu_read_file(fifo, 4096, &text, NULL), -EBADFD);
+	assert_int_equal(hu_read_state_file(fifo, 4096, &text, NULL), -EBADFD);
+	assert_int_equal(hu_ram_digest(fifo, 8 << 20, &d), -EBADFD);
+	alarm(0);
+	assert_null(text);
+	assert_int_equal(hu_ram_digest("/dev/null", 8 << 20, &d), -EBADFD);
+
+	snprintf(file, sizeof(file), "%s/file", dir);
+	fd = open(file, O_CREAT | O_WRONLY, 0600);
+	assert_int_equal(write(fd, "x", 1), 1);
+	close(fd);
+	snprintf(link, sizeof(link), "%s/link", dir);
+	assert_int_equal(symlink(file, link), 0);
+	assert_int_equal(hu_read_state_file(link, 4096, &text, NULL), -ELOOP);
+	assert_null(text);
+	assert_int_equal(hu_read_file(link, 4096, &text, NULL), 0);
+	assert_string_equal(text, "x");
+	free(text);
+}
+
+/* Times from outside (#15): a disk's mtime, which its owner sets, past 2262
+ * or before 1677, and whatever time a guest agent reports, never overflow. */
+static void test_time_bounds(void **state)
+{
+	struct timespec ts = { .tv_sec = 1764100000, .tv_nsec = 123456789 };
+
+	assert_int_equal(hu_timespec_ns(&ts), 1764100000123456789LL);
+	ts = (struct timespec){ .tv_sec = 10000000000LL, .tv_nsec = 5 }; /* year 2286 */
+	assert_int_equal(hu_timespec_ns(&ts), INT64_MAX);
+	ts.tv_sec = INT64_MAX / 1000000000; /* the last second that fits, its nanoseconds not */
+	ts.tv_nsec = 999999999;
+	assert_int_equal(hu_timespec_ns(&ts), INT64_MAX);
+	ts = (struct timespec){ .tv_sec = -10000000000LL, .tv_nsec = 0 };
+	assert_int_equal(hu_timespec_ns(&ts), INT64_MIN);
+
+	assert_int_equal(hu_clock_step_ms(2000000000LL, 1000000000LL), 1000);
+	assert_int_equal(hu_clock_step_ms(1000000000LL, 2000000000LL), -1000);
+	assert_int_equal(hu_clock_step_ms(1764100000000000000LL, INT64_MIN), INT64_MAX / 1000000);
+	assert_int_equal(hu_clock_step_ms(1764100000000000000LL, INT64_MAX),
+			 (1764100000000000000LL - INT64_MAX) / 1000000);
+	assert_int_equal(hu_clock_step_ms(-2, INT64_MAX), INT64_MIN / 1000000);
 }
 
 /* tests/fixtures/status/manifest.json: a format-3 manifest checked into the tree (a VM in
@@ -380,6 +443,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_missing_is_enoent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_classify, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ram_digest_detects_change, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_fifo_no_symlink, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_time_bounds, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fixture_v3, setup, teardown),
 	};
 

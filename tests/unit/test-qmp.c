@@ -4,7 +4,9 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <signal.h>
+#include <stdio.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include "hu-private.h"
 
@@ -221,6 +223,36 @@ static void test_agent_sync(void **state)
 	assert_int_equal(agent_sync(silent), -ETIMEDOUT);
 }
 
+/* A listener that never accepts, its backlog full (any local user can make
+ * one): connecting gives up after the timeout, QMP and agent alike (#15). */
+static void test_full_backlog_does_not_hang(void **state)
+{
+	char dir[] = "/tmp/hu-test-qmp.XXXXXX", path[64];
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct hu_qmp *q = NULL;
+	int l, c;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/full.sock", dir);
+	strcpy(sa.sun_path, path);
+	l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(l, 0), 0);
+	/* a backlog of 0 holds one connection nobody accepts */
+	c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	assert_int_equal(connect(c, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	alarm(60); /* a hang guard: without a deadline connect() waits forever */
+	assert_int_equal(hu_qmp_connect(path, 200, &q), -EAGAIN);
+	assert_null(q);
+	assert_int_equal(hu_qmp_connect_raw(path, 200, &q), -EAGAIN);
+	assert_null(q);
+	alarm(0);
+	close(c);
+	close(l);
+	unlink(path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -232,6 +264,7 @@ int main(void)
 		cmocka_unit_test(test_oversized_message),
 		cmocka_unit_test(test_error_reply),
 		cmocka_unit_test(test_agent_sync),
+		cmocka_unit_test(test_full_backlog_does_not_hang),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
