@@ -5,10 +5,22 @@ DESTDIR ?=
 BUILD ?= build
 CC ?= gcc
 PKGS = json-c libkmod blkid libsystemd libndctl libdaxctl uuid
+# libvirt-managed VMs (lib/libvirt.c): WITH_LIBVIRT=auto uses libvirt when its
+# -dev packages are there; without, such VMs stay blocked ("built without libvirt").
+WITH_LIBVIRT ?= auto
+ifeq ($(WITH_LIBVIRT),auto)
+WITH_LIBVIRT := $(shell pkg-config --exists libvirt libvirt-qemu libxml-2.0 2>/dev/null && echo yes || echo no)
+endif
+ifeq ($(WITH_LIBVIRT),yes)
+PKGS += libvirt libvirt-qemu libxml-2.0
+endif
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Werror=implicit-function-declaration \
 	-Werror=format -fno-strict-aliasing -pthread -Ilib $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread
+ifeq ($(WITH_LIBVIRT),yes)
+override CFLAGS += -DHU_WITH_LIBVIRT=1
+endif
 
 LIB_SRC = $(wildcard lib/*.c)
 CMD_SRC = $(wildcard cmd/*.c)
