@@ -162,6 +162,20 @@ const char *hu_qmp_greeting_version(struct hu_qmp *q);
 /* What a negative return of the QMP layer means, for error messages. */
 const char *hu_qmp_strerror(int r);
 int hu_qmp_query_status(struct hu_qmp *q, char **ret_status);
+/* Another transport behind the same API (libvirt.c): command() gets a
+ * whole request and hands back the whole reply text (malloc'ed), or a
+ * negative errno and why. Events are not delivered: waiters poll. */
+struct hu_qmp_ext {
+	int (*command)(void *data, const char *request, int fd, unsigned timeout_ms,
+		       char **ret_reply, char **ret_error);
+	void (*close)(void *data);
+};
+int hu_qmp_open_ext(const struct hu_qmp_ext *ext, void *data, unsigned timeout_ms, struct hu_qmp **ret);
+/* A command with one file descriptor for QEMU (add-fd); -EOPNOTSUPP where
+ * the transport cannot pass one. Takes ownership of args. */
+int hu_qmp_execute_fd(struct hu_qmp *q, const char *cmd, json_object *args, int fd,
+		      json_object **ret, char **ret_error);
+
 
 /* ---- ram.c: the RAM medium ---- */
 enum hu_medium_kind {
