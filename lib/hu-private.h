@@ -46,7 +46,9 @@ static inline int take_fd(int *fd) { int v = *fd; *fd = -1; return v; }
 #define HU_MAX_DISKS        64
 /* How long restore waits, after a reboot, for a pmem device not there yet. */
 #define HU_MEDIA_WAIT_MS 30000
-#define HU_MANIFEST_VERSION 3 /* 2: XXH3 RAM digest, medium uuid; 3: per-VM "flushed" */
+#define HU_MANIFEST_VERSION 4 /* 2: XXH3 RAM digest, medium uuid; 3: per-VM "flushed";
+				* 4: per-VM "manager" and its object ("libvirt") */
+#define HU_MANIFEST_VERSION_MIN 3 /* still read */
 /* Device state, ROMs and VGA RAM that always land in the state file. */
 #define HU_DEVICE_STATE_MARGIN (64ULL << 20)
 
@@ -63,6 +65,7 @@ struct hu_ctx {
 	unsigned qmp_timeout_ms;
 	unsigned suspend_timeout_s;
 	pthread_mutex_t log_lock;
+	void *libvirt;          /* libvirt.c: the connection, opened on first use */
 };
 
 _printf_(4, 5)
@@ -175,7 +178,6 @@ int hu_qmp_open_ext(const struct hu_qmp_ext *ext, void *data, unsigned timeout_m
  * the transport cannot pass one. Takes ownership of args. */
 int hu_qmp_execute_fd(struct hu_qmp *q, const char *cmd, json_object *args, int fd,
 		      json_object **ret, char **ret_error);
-
 
 /* ---- ram.c: the RAM medium ---- */
 enum hu_medium_kind {
@@ -314,6 +316,11 @@ struct hu_vm {
 	enum hu_vm_state state;
 	char *error;
 	struct hu_qmp *qmp;     /* open: discover's kept for checkpoint, or the new QEMU's */
+
+	/* discover (claim) or the manifest: who runs this QEMU (NULL: nobody,
+	 * host-upgrade starts and stops it itself) and what that one needs */
+	const struct hu_manager_ops *mgr;
+	struct hu_libvirt_vm *lv;
 };
 
 struct hu_vm_list {
@@ -327,6 +334,70 @@ int hu_vm_set_error(struct hu_vm *vm, int r, const char *fmt, ...) _printf_(3, 4
 int hu_proc_starttime(struct hu_ctx *ctx, pid_t pid, uint64_t *ret);
 /* Is this exact process (pid + start time) still alive? */
 bool hu_vm_process_alive(struct hu_vm *vm);
+
+/* ---- manager.c: who runs a QEMU — nobody (we start it from its argv), or
+ * a VM manager (libvirt.c) that must keep it. Each phase calls out here;
+ * an op left NULL means the phase's own code for a QEMU nobody manages. */
+struct hu_manager_ops {
+	const char *name;                            /* "libvirt" */
+	/* discover: the QMP transport to this QEMU */
+	int (*monitor)(struct hu_vm *vm, struct hu_qmp **ret, char **ret_why);
+	/* plan: what this manager cannot do for this VM (blockers) */
+	void (*plan)(struct hu_vm *vm, const struct hu_options *opts);
+	/* checkpoint, before the first change to the VM */
+	int (*prepare)(struct hu_vm *vm);
+	/* the migration URI of vm->state_file, for the save (out) or the load */
+	int (*state_uri)(struct hu_vm *vm, bool out, char **ret_uri);
+	/* checkpoint, right after the save completed (QEMU still there) */
+	int (*saved)(struct hu_vm *vm);
+	/* stop a saved QEMU; the caller waits for the process to exit */
+	int (*stop)(struct hu_vm *vm);
+	/* run a stopped guest again */
+	int (*cont)(struct hu_vm *vm, char **ret_err);
+	/* restore: start the QEMU paused, waiting for the load (vm->qmp open) */
+	int (*start_incoming)(struct hu_vm *vm, pid_t *ret_pid, uint64_t *ret_starttime,
+			      char *err, size_t errlen);
+	/* a QEMU of this VM found running (leftover of a restore): its monitor */
+	int (*attach)(struct hu_vm *vm, pid_t pid, struct hu_qmp **ret);
+	/* end a QEMU restore started that never ran the guest */
+	int (*kill)(struct hu_vm *vm, pid_t pid, uint64_t starttime);
+	/* the guest runs again (resumed or restored): drop what a pending
+	 * checkpoint needed */
+	void (*done)(struct hu_vm *vm);
+	/* restore: the file holding memdev i's RAM now, for its digest */
+	const char *(*ram_path)(struct hu_vm *vm, size_t i);
+	/* manifest: its own object in the VM's record */
+	json_object *(*to_json)(const struct hu_vm *vm);
+	int (*from_json)(struct hu_vm *vm, json_object *o);
+	void (*free)(struct hu_vm *vm);
+};
+#ifdef HU_WITH_LIBVIRT
+extern const struct hu_manager_ops hu_manager_libvirt;
+#endif
+/* discover: does a manager run this QEMU? Sets vm->mgr; a VM a manager
+ * runs but we cannot drive gets a blocker. */
+void hu_manager_claim(struct hu_vm *vm);
+const char *hu_manager_name(const struct hu_vm *vm);  /* "none" | "libvirt" */
+int hu_manager_by_name(const char *name, const struct hu_manager_ops **ret);
+/* The QMP transport: the VM's socket, or its manager's. */
+int hu_manager_monitor(struct hu_vm *vm, unsigned timeout_ms, struct hu_qmp **ret, char **ret_why);
+int hu_manager_state_uri(struct hu_vm *vm, bool out, char **ret_uri);
+int hu_manager_cont(struct hu_vm *vm, char **ret_err);
+const char *hu_manager_ram_path(struct hu_vm *vm, size_t i);
+void hu_manager_done(struct hu_vm *vm);
+/* ctx.c: the manager connections a context opened */
+void hu_manager_ctx_close(struct hu_ctx *ctx);
+
+/* ---- libvirt-hook.c: the hook (public: hu_libvirt_hook) and the pending
+ * markers it reads, STATE_DIR/libvirt/UUID.pending (libvirt.c writes them) */
+struct hu_lv_link {
+	char *memdev;
+	char *was;     /* the RAM file in libvirt's per-start folder, at the checkpoint */
+	char *link;    /* our hard link of it, which outlives that folder */
+};
+int hu_libvirt_marker_path(struct hu_ctx *ctx, const char *uuid, char **ret);
+int hu_libvirt_marker_write(struct hu_ctx *ctx, const char *uuid, const char *token,
+			    const struct hu_lv_link *links, size_t n_links);
 
 /* ---- discover.c: /proc and QMP ---- */
 /* Every qemu-system-* process, from /proc only (no QMP). */

@@ -99,6 +99,8 @@ const char *hu_vm_get_runstate(const struct hu_vm *vm);
 /* Did QEMU answer? If not, RAM size, backing and save are unknown. */
 bool hu_vm_get_queried(const struct hu_vm *vm);
 const char *hu_vm_get_qemu_version(const struct hu_vm *vm);
+/* Who runs it: "none" (host-upgrade restarts it from its argv) or "libvirt". */
+const char *hu_vm_get_manager(const struct hu_vm *vm);
 size_t hu_vm_get_n_blockers(const struct hu_vm *vm);
 const char *hu_vm_get_blocker(const struct hu_vm *vm, size_t i);
 
@@ -117,6 +119,14 @@ int hu_restore(struct hu_ctx *ctx, const struct hu_options *opts);
 /* After a crash: resume VMs a checkpoint left stopped, restore the ones it
  * already saved and quit. Returns failed VM count or a negative errno. */
 int hu_abort(struct hu_ctx *ctx);
+
+/* libvirt's qemu hook at "prepare begin" for domain `name`, its XML on
+ * stdin (at most `len` bytes given): 0 = let libvirt start it (for our own
+ * restore, after linking its saved RAM into place); -EPERM = the domain is
+ * checkpointed and this is not our restore (*ret_msg says so, for libvirt
+ * to show); another negative errno = refused, cannot tell (*ret_msg may
+ * say why). Fast when nothing is pending; never calls libvirt. */
+int hu_libvirt_hook(struct hu_ctx *ctx, const char *name, const char *xml, size_t len, char **ret_msg);
 
 /* --- stage / reboot (kexec) ---------------------------------------------- */
 

@@ -177,9 +177,10 @@ static int check_ram(struct restore_job *job, struct hu_vm *vm, char *err, size_
 			r = 0;
 		if (r < 0)
 			return r;
-		r = hu_ram_digest(d->mem_path, d->size, &digest);
+		/* Where the RAM is now: a manager may have kept it elsewhere. */
+		r = hu_ram_digest(hu_manager_ram_path(vm, i), d->size, &digest);
 		if (r < 0) {
-			snprintf(err, errlen, "RAM in %s: %s", d->mem_path, strerror(-r));
+			snprintf(err, errlen, "RAM in %s: %s", hu_manager_ram_path(vm, i), strerror(-r));
 			return r;
 		}
 		if (digest != d->digest) {
@@ -203,8 +204,11 @@ static int start_load(struct hu_vm *vm, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot set the checkpoint's migration settings: %s", qerr ?: hu_qmp_strerror(r));
 		return r;
 	}
-	if (asprintf(&uri, "file:%s", vm->state_file) < 0)
-		return -ENOMEM;
+	r = hu_manager_state_uri(vm, false, &uri);
+	if (r < 0) {
+		snprintf(err, errlen, "state file: %s", vm->error ?: strerror(-r));
+		return r;
+	}
 	args = json_object_new_object();
 	json_object_object_add(args, "uri", json_object_new_string(uri));
 	/* Stay alive on a bad stream so we can say why. */
@@ -241,7 +245,7 @@ static int finish_load(struct hu_vm *vm, char *err, size_t errlen)
 		status = strdup("running");
 	}
 	if (vm->runstate && streq(vm->runstate, "running") && !streq(status, "running")) {
-		r = hu_qmp_execute(vm->qmp, "cont", NULL, NULL, &qerr);
+		r = hu_manager_cont(vm, &qerr);
 		if (r < 0) {
 			snprintf(err, errlen, "cont: %s", qerr ?: hu_qmp_strerror(r));
 			return r;
@@ -254,6 +258,7 @@ static int finish_load(struct hu_vm *vm, char *err, size_t errlen)
 		return -EPROTO;
 	}
 	hu_migration_reset(vm);
+	hu_manager_done(vm);
 	return 0;
 }
 
@@ -278,6 +283,45 @@ static void fix_clock(struct restore_job *job, struct hu_vm *vm)
 	hu_info(job->ctx, vm->name, "guest clock set (it was %lld ms behind)", (long long)step);
 }
 
+static void fix_clock(struct restore_job *job, struct hu_vm *vm);
+
+/* A VM its manager starts (libvirt): it starts the QEMU paused for the
+ * load; the load is ours as for any VM. */
+static void restore_managed(struct restore_job *job, struct hu_vm *vm)
+{
+	char err[768] = "";
+	pid_t pid = 0;
+	uint64_t starttime = 0;
+	int r;
+
+	hu_info(job->ctx, vm->name, "starting it through %s with -incoming defer", vm->mgr->name);
+	r = vm->mgr->start_incoming(vm, &pid, &starttime, err, sizeof(err));
+	if (r < 0) {
+		finish_vm(job, vm, HU_VM_FAILED, err[0] ? err : strerror(-r));
+		return;
+	}
+	/* Recorded before the load starts: a re-run finds this QEMU. */
+	record_restoring(job, vm, pid, starttime);
+	r = start_load(vm, err, sizeof(err));
+	if (r >= 0)
+		r = finish_load(vm, err, sizeof(err));
+	hu_qmp_close(vm->qmp);
+	vm->qmp = NULL;
+	if (r < 0) {
+		/* It never ran the guest: safe to end, and to retry later. */
+		vm->mgr->kill(vm, pid, starttime);
+		finish_vm(job, vm, HU_VM_FAILED, err[0] ? err : strerror(-r));
+		return;
+	}
+	pthread_mutex_lock(&job->m->lock);
+	vm->running_at_ms = hu_now_ms();
+	pthread_mutex_unlock(&job->m->lock);
+	fix_clock(job, vm);
+	hu_info(job->ctx, vm->name, "restored (%s) as pid %d, down %lld ms", vm->runstate ?: "?", (int)pid,
+		(long long)(vm->running_at_ms - vm->stopped_at_ms));
+	finish_vm(job, vm, HU_VM_RESTORED, NULL);
+}
+
 static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 {
 	char err[768] = "";
@@ -293,7 +337,10 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		 * load, or end it if the load never began, never both. */
 		_cleanup_free_ char *mstatus = NULL;
 
-		r = other->ai.qmp_path ? hu_qmp_connect(other->ai.qmp_path, job->ctx->qmp_timeout_ms, &vm->qmp) : -ENOENT;
+		if (vm->mgr && vm->mgr->attach)
+			r = vm->mgr->attach(vm, other->pid, &vm->qmp);
+		else
+			r = other->ai.qmp_path ? hu_qmp_connect(other->ai.qmp_path, job->ctx->qmp_timeout_ms, &vm->qmp) : -ENOENT;
 		if (r >= 0)
 			r = hu_migration_query(vm->qmp, &mstatus, NULL);
 		if (r < 0) {
@@ -326,7 +373,8 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		vm->qmp = NULL;
 		hu_info(job->ctx, vm->name, "ending pid %d, left before its load began by an earlier run",
 			(int)other->pid);
-		if (hu_spawn_kill(job->ctx, other->pid, other->starttime) < 0) {
+		if ((vm->mgr && vm->mgr->kill ? vm->mgr->kill(vm, other->pid, other->starttime)
+					       : hu_spawn_kill(job->ctx, other->pid, other->starttime)) < 0) {
 			snprintf(err, sizeof(err), "pid %d, left by an earlier restore, does not exit", (int)other->pid);
 			finish_vm(job, vm, HU_VM_FAILED, err);
 			return;
@@ -349,6 +397,10 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 	}
 	if (check_disks(vm, err, sizeof(err)) < 0 || check_ram(job, vm, err, sizeof(err)) < 0) {
 		finish_vm(job, vm, HU_VM_FAILED, err);
+		return;
+	}
+	if (vm->mgr && vm->mgr->start_incoming) {
+		restore_managed(job, vm);
 		return;
 	}
 	hu_info(job->ctx, vm->name, "starting %s with -incoming defer", vm->exe);

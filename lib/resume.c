@@ -43,9 +43,11 @@ int hu_vm_resume_original(struct hu_vm *vm, char *err, size_t errlen)
 	int r;
 
 	if (!vm->qmp) {
-		r = vm->ai.qmp_path ? hu_qmp_connect(vm->ai.qmp_path, ctx->qmp_timeout_ms, &vm->qmp) : -ENOENT;
+		_cleanup_free_ char *why = NULL;
+
+		r = hu_manager_monitor(vm, ctx->qmp_timeout_ms, &vm->qmp, &why);
 		if (r < 0) {
-			snprintf(err, errlen, "cannot resume: QMP %s: %s", vm->ai.qmp_path ?: "(none)", hu_qmp_strerror(r));
+			snprintf(err, errlen, "cannot resume: %s", why ?: hu_qmp_strerror(r));
 			return r;
 		}
 	}
@@ -75,7 +77,7 @@ int hu_vm_resume_original(struct hu_vm *vm, char *err, size_t errlen)
 	}
 	if (was_running && !streq(status, "running") && !streq(status, "suspended")) {
 		/* From postmigrate, cont brings a suspended guest back suspended. */
-		r = hu_qmp_execute(vm->qmp, "cont", NULL, NULL, &qerr);
+		r = hu_manager_cont(vm, &qerr);
 		if (r < 0) {
 			if (r == -EREMOTEIO && aside)
 				rename(aside, vm->state_file); /* it did not run: still valid */
@@ -100,6 +102,7 @@ int hu_vm_resume_original(struct hu_vm *vm, char *err, size_t errlen)
 	hu_migration_reset(vm);
 	if (aside)
 		unlink(aside);
+	hu_manager_done(vm);
 	hu_info(ctx, vm->name, "resumed (%s)", vm->runstate ?: "?");
 	return 0;
 }

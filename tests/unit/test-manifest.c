@@ -170,9 +170,11 @@ static void expect_refused(const char *from, const char *to, int err)
 
 static void test_corrupt_manifests(void **state)
 {
-	expect_refused("\"version\":3", "\"version\":99", -EPROTONOSUPPORT);
-	expect_refused("\"version\":3", "\"version\":1", -EPROTONOSUPPORT); /* before the XXH3 digest */
-	expect_refused("\"version\":3", "\"version\":2", -EPROTONOSUPPORT); /* before "flushed" */
+	expect_refused("\"version\":4", "\"version\":99", -EPROTONOSUPPORT);
+	expect_refused("\"version\":4", "\"version\":1", -EPROTONOSUPPORT); /* before the XXH3 digest */
+	expect_refused("\"version\":4", "\"version\":2", -EPROTONOSUPPORT); /* before "flushed" */
+	expect_refused("\"manager\":\"none\"", "\"manager\":\"proxmox\"", -EBADMSG);
+	expect_refused("\"manager\":\"none\"", "\"manager\":7", -EBADMSG);
 	expect_refused("\"flushed\":true", "\"flushed\":1", -EBADMSG);
 	expect_refused("\"name\":\"web1\"", "\"name\":\"..\\/..\\/etc\"", -EBADMSG);
 	expect_refused("\"name\":\"web1\"", "\"name\":42", -EBADMSG);
@@ -186,6 +188,66 @@ static void test_corrupt_manifests(void **state)
 	expect_refused("\"device\":\"dax0.0\"", "\"device\":\"../dax0.0\"", -EBADMSG);
 	expect_refused("\"phase\"", "\"phase\":\"x\",\"trunc", -EBADMSG);
 	expect_refused("\"name\":\"web1\"", "\"name\":\"web1\\u0000x\"", -EBADMSG);
+}
+
+/* Save the valid manifest, replace `from` in its text by `to`, and load it. */
+static int load_edited(const char *from, const char *to, struct hu_manifest **ret)
+{
+	struct hu_manifest *m;
+	char path[128], *text = NULL, *bad;
+	size_t len;
+	FILE *f;
+
+	assert_int_equal(hu_manifest_new(ctx, &m), 0);
+	hu_vm_list_add(&m->list, make_vm("web1"));
+	assert_int_equal(hu_manifest_set_phase(m, "checkpointed"), 0);
+	hu_manifest_free(m);
+	snprintf(path, sizeof(path), "%s/manifest.json", dir);
+	assert_int_equal(hu_read_file(path, 1 << 20, &text, &len), 0);
+	bad = strstr(text, from);
+	assert_non_null(bad);
+	f = fopen(path, "w");
+	fwrite(text, 1, bad - text, f);
+	fputs(to, f);
+	fputs(bad + strlen(from), f);
+	fclose(f);
+	free(text);
+	*ret = NULL;
+	return hu_manifest_load(ctx, ret);
+}
+
+#define LV_OBJ(uuid, link) "\"manager\":\"libvirt\",\"libvirt\":{\"uri\":\"qemu:///system\",\"uuid\":\"" uuid \
+	"\",\"name\":\"web1\",\"id\":3,\"persistent\":true,\"autostart\":false,\"token\":\"00ff\"," \
+	"\"xml\":\"<domain/>\",\"fdset\":1213595648,\"ram_links\":[{\"memdev\":\"ram0\",\"was\":" \
+	"\"/var/lib/libvirt/qemu/ram/3-web1/pc.ram\",\"link\":\"" link "\"}]}"
+
+/* Version 3 (no manager) still loads; version 4's libvirt object is checked. */
+static void test_manager_versions(void **state)
+{
+	struct hu_manifest *m = NULL;
+
+	assert_int_equal(load_edited("\"version\":4", "\"version\":3", &m), 0);
+	assert_string_equal(hu_manager_name(m->list.vms[0]), "none");
+	hu_manifest_free(m);
+#ifdef HU_WITH_LIBVIRT
+	assert_int_equal(load_edited("\"manager\":\"none\"",
+				     LV_OBJ("4f9660bc-1111-4222-8333-444455556666", "/var/lib/libvirt/qemu/ram/.host-upgrade/x/pc.ram"),
+				     &m), 0);
+	assert_string_equal(hu_manager_name(m->list.vms[0]), "libvirt");
+	assert_string_equal(hu_manager_ram_path(m->list.vms[0], 0), "/var/lib/libvirt/qemu/ram/.host-upgrade/x/pc.ram");
+	hu_manifest_free(m);
+	assert_int_equal(load_edited("\"manager\":\"none\"",
+				     LV_OBJ("4f9660bc-1111-4222-8333-44445555666z", "/x/pc.ram"), &m), -EBADMSG);
+	assert_int_equal(load_edited("\"manager\":\"none\"",
+				     LV_OBJ("4f9660bc-1111-4222-8333-444455556666", "pc.ram"), &m), -EBADMSG);
+	assert_int_equal(load_edited("\"manager\":\"none\"",
+				     LV_OBJ("4f9660bc-1111-4222-8333-444455556666", "/a/../../etc/pc.ram"), &m), -EBADMSG);
+	/* A checkpointed libvirt VM without its XML cannot be restored: refused. */
+	assert_int_equal(load_edited("\"manager\":\"none\"",
+				     "\"manager\":\"libvirt\",\"libvirt\":{\"uri\":\"qemu:///system\",\"uuid\":"
+				     "\"4f9660bc-1111-4222-8333-444455556666\",\"name\":\"web1\",\"id\":3,\"persistent\":true,"
+				     "\"autostart\":false,\"token\":null,\"xml\":null,\"ram_links\":[]}", &m), -EBADMSG);
+#endif
 }
 
 static void test_missing_is_enoent(void **state)
@@ -267,6 +329,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_manifests, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_manager_versions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing_is_enoent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_classify, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ram_digest_detects_change, setup, teardown),
