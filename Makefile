@@ -97,7 +97,10 @@ DOCDIR ?= $(PREFIX)/share/doc/host-upgrade
 MANDIR ?= $(PREFIX)/share/man
 UNITDIR ?= $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null || echo /usr/lib/systemd/system)
 DRACUTDIR ?= /usr/lib/dracut/modules.d
-SUBST = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g'
+# libvirt runs every executable in it (libvirt >= 6.5); an existing
+# /etc/libvirt/hooks/qemu is never touched.
+LIBVIRT_HOOKDIR ?= /etc/libvirt/hooks/qemu.d
+SUBST = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' -e 's|@HOOK_OPTIONS@||g'
 
 # The units name the installed binary: made at install time (or into
 # $(BUILD)/units for `make units SBINDIR=...`, which the tests verify).
@@ -116,6 +119,14 @@ install: all
 	$(SUBST) dracut/90host-upgrade/host-upgrade-early.service.in > $(DESTDIR)$(DRACUTDIR)/90host-upgrade/host-upgrade-early.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/host-upgrade-restore.service $(DESTDIR)$(DRACUTDIR)/90host-upgrade/host-upgrade-early.service
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
+ifeq ($(WITH_LIBVIRT),yes)
+	install -d $(DESTDIR)$(LIBVIRT_HOOKDIR)
+	$(SUBST) libvirt/host-upgrade-hook.in > $(DESTDIR)$(LIBVIRT_HOOKDIR)/host-upgrade
+	chmod 0755 $(DESTDIR)$(LIBVIRT_HOOKDIR)/host-upgrade
+	@# libvirtd reads its hooks at start and SIGHUP only: tell a running one.
+	@if [ -z "$(DESTDIR)" ]; then for u in libvirtd.service virtqemud.service; do \
+		systemctl -q is-active $$u 2>/dev/null && systemctl reload $$u || true; done; fi
+endif
 
 clean:
 	rm -rf $(BUILD)/*.o $(BUILD)/lib $(BUILD)/cmd $(BUILD)/tests $(BUILD)/libhu.a $(BUILD)/host-upgrade $(BUILD)/host-upgrade.8
