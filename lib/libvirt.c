@@ -19,6 +19,7 @@
 #ifdef HU_WITH_LIBVIRT
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -36,6 +37,7 @@
 #define LV_CONNECT_WAIT_MS 60000   /* restore after a boot: libvirtd may come up late */
 #define LV_QEMU_NS "http://libvirt.org/schemas/domain/qemu/1.0"
 #define LV_HU_NS "urn:x-host-upgrade:restore:1"
+#define LV_HOOK "/etc/libvirt/hooks/qemu.d/host-upgrade"
 
 struct hu_libvirt_vm {
 	char *uuid;
@@ -306,13 +308,86 @@ static void lv_plan(struct hu_vm *vm, const struct hu_options *opts)
 			      "libvirt domain: suspending the guest through libvirt's agent channel is not supported yet");
 	if (vm->lv && vm->lv->dom && virDomainGetJobInfo(vm->lv->dom, &job) == 0 && job.type != VIR_DOMAIN_JOB_NONE)
 		hu_strv_pushf(&vm->blockers, &vm->n_blockers, "libvirt job in progress on domain %s", vm->lv->dname);
-	if (access("/etc/libvirt/hooks/qemu.d/host-upgrade", X_OK) < 0)
+	if (access(LV_HOOK, X_OK) < 0)
 		hu_strv_pushf(&vm->blockers, &vm->n_blockers,
 			      "libvirt hook /etc/libvirt/hooks/qemu.d/host-upgrade is not installed (make install): "
 			      "without it libvirt could cold-boot the checkpointed domain");
 }
 
 /* --- checkpoint --- */
+
+/* When the daemon started, in seconds since the epoch (from /proc). */
+static int daemon_started(struct hu_ctx *ctx, pid_t pid, uint64_t *ret_starttime, int64_t *ret_s)
+{
+	_cleanup_free_ char *stat = NULL;
+	unsigned long long btime = 0;
+	char *p;
+	long tck = sysconf(_SC_CLK_TCK);
+	int r = hu_proc_starttime(ctx, pid, ret_starttime);
+
+	if (r < 0)
+		return r;
+	r = hu_read_file("/proc/stat", 1 << 20, &stat, NULL);
+	if (r < 0)
+		return r;
+	p = strstr(stat, "\nbtime ");
+	if (!p || sscanf(p, "\nbtime %llu", &btime) != 1 || tck <= 0)
+		return -EBADMSG;
+	*ret_s = (int64_t)btime + (int64_t)(*ret_starttime / (uint64_t)tck);
+	return 0;
+}
+
+/* libvirtd reads its hooks at start and at SIGHUP only: a hook installed
+ * after the daemon started is silently not run (docs/design §5), and a
+ * checkpointed domain could then cold-boot. Once per process: if the hook
+ * is newer than the daemon and we have not reloaded this daemon since,
+ * send it one SIGHUP (what `systemctl reload libvirtd` does). */
+static void ensure_hook_loaded(struct hu_ctx *ctx)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static bool done;
+	static const char *const daemons[] = { "libvirtd", "virtqemud" };
+
+	pthread_mutex_lock(&lock);
+	for (size_t i = 0; !done && i < ARRAY_SIZE(daemons); i++) {
+		_cleanup_free_ char *pidfile = NULL, *text = NULL, *comm = NULL, *commpath = NULL,
+				    *dir = NULL, *record = NULL, *mine = NULL, *seen = NULL;
+		struct stat st;
+		uint64_t starttime;
+		int64_t started;
+		long pid;
+		char *end;
+
+		if (asprintf(&pidfile, "/run/%s.pid", daemons[i]) < 0 || hu_read_file(pidfile, 64, &text, NULL) < 0)
+			continue;
+		pid = strtol(text, &end, 10);
+		if (end == text || pid <= 1 || pid > INT_MAX)
+			continue;
+		/* That pid is that daemon (a stale pid file could name anything). */
+		if (asprintf(&commpath, "/proc/%ld/comm", pid) < 0 || hu_read_file(commpath, 64, &comm, NULL) < 0 ||
+		    strncmp(comm, daemons[i], strlen(daemons[i])) != 0 || comm[strlen(daemons[i])] != '\n')
+			continue;
+		if (stat(LV_HOOK, &st) < 0 || daemon_started(ctx, (pid_t)pid, &starttime, &started) < 0)
+			continue;
+		if (hu_libvirt_marker_path(ctx, NULL, &dir) < 0 || asprintf(&record, "%s/reloaded-%s", dir, daemons[i]) < 0 ||
+		    asprintf(&mine, "%ld %llu %lld\n", pid, (unsigned long long)starttime, (long long)st.st_mtim.tv_sec) < 0)
+			continue;
+		if (st.st_mtim.tv_sec < started)
+			continue; /* read at its start */
+		if (hu_read_file(record, 128, &seen, NULL) >= 0 && streq(seen, mine))
+			continue; /* reloaded it since the hook changed */
+		if (kill((pid_t)pid, SIGHUP) == 0) {
+			hu_info(ctx, NULL, "%s started before its hook %s was installed: reloaded it (SIGHUP)",
+				daemons[i], LV_HOOK);
+			if (hu_mkdir_private(dir) >= 0)
+				hu_write_file_atomic(record, mine, strlen(mine), 0600);
+			/* It re-reads its configuration asynchronously. */
+			usleep(500 * 1000);
+		}
+	}
+	done = true;
+	pthread_mutex_unlock(&lock);
+}
 
 static int write_marker(struct hu_vm *vm)
 {
@@ -326,6 +401,7 @@ static int lv_prepare(struct hu_vm *vm)
 	char *xml;
 	int r;
 
+	ensure_hook_loaded(vm->ctx);
 	xml = virDomainGetXMLDesc(lv->dom, VIR_DOMAIN_XML_SECURE | VIR_DOMAIN_XML_MIGRATABLE);
 	if (!xml) {
 		_cleanup_free_ char *e = lv_error();

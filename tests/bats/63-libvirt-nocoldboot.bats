@@ -78,3 +78,31 @@ teardown() { lv_teardown; }
 	run "$HU_BIN" libvirt-hook --state-dir "$S" some <<<'<!DOCTYPE d [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><domain id="3"><uuid>&b;</uuid></domain>'
 	[ "$status" -eq 1 ]
 }
+
+@test "a hook installed after libvirtd started: checkpoint reloads the daemon once, and it blocks" {
+	local d=lv63c-$HU_RUN_ID t
+	cp "$LV_HOOK" "$LVD/hook.saved"
+	rm -f "$LV_HOOK"
+	lv_restart_libvirtd
+	cp "$LVD/hook.saved" "$LV_HOOK" # newer than the daemon now; libvirtd does not know it
+	lv_define "$d"
+	lv_start "$d"
+	run "$HU_BIN" checkpoint --state-dir "$S" --vm "$d"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"libvirtd started before its hook"*"reloaded it (SIGHUP)"* ]]
+	t=$(vm_last_tick "$d")
+	run --separate-stderr virsh start "$d"
+	echo "$stderr"
+	[ "$status" -ne 0 ]
+	[[ "$stderr" == *"is checkpointed"* ]]
+	run "$HU_BIN" restore --state-dir "$S"
+	[ "$status" -eq 0 ]
+	vm_wait_tick "$d" $((t + 3)) 120
+	# Reloaded once: the next checkpoint does not signal it again.
+	run "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm "$d"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" != *"reloaded it"* ]]
+	[ "$(vm_boot_count "$d")" -eq 1 ]
+}
