@@ -107,6 +107,7 @@ SUBST = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' -e 's|@HOO
 units:
 	@mkdir -p $(BUILD)/units
 	@$(SUBST) units/host-upgrade-restore.service.in > $(BUILD)/units/host-upgrade-restore.service
+	@$(SUBST) units/host-upgrade-restore-libvirt.service.in > $(BUILD)/units/host-upgrade-restore-libvirt.service
 	@$(SUBST) dracut/90host-upgrade/host-upgrade-early.service.in > $(BUILD)/units/host-upgrade-early.service
 
 install: all
@@ -115,9 +116,11 @@ install: all
 	install -m 0755 $(BUILD)/host-upgrade $(DESTDIR)$(SBINDIR)/host-upgrade
 	install -m 0644 $(BUILD)/host-upgrade.8 $(DESTDIR)$(MANDIR)/man8/host-upgrade.8
 	$(SUBST) units/host-upgrade-restore.service.in > $(DESTDIR)$(UNITDIR)/host-upgrade-restore.service
+	$(SUBST) units/host-upgrade-restore-libvirt.service.in > $(DESTDIR)$(UNITDIR)/host-upgrade-restore-libvirt.service
 	install -m 0755 dracut/90host-upgrade/module-setup.sh $(DESTDIR)$(DRACUTDIR)/90host-upgrade/
 	$(SUBST) dracut/90host-upgrade/host-upgrade-early.service.in > $(DESTDIR)$(DRACUTDIR)/90host-upgrade/host-upgrade-early.service
-	chmod 0644 $(DESTDIR)$(UNITDIR)/host-upgrade-restore.service $(DESTDIR)$(DRACUTDIR)/90host-upgrade/host-upgrade-early.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/host-upgrade-restore.service $(DESTDIR)$(UNITDIR)/host-upgrade-restore-libvirt.service \
+		$(DESTDIR)$(DRACUTDIR)/90host-upgrade/host-upgrade-early.service
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
 ifeq ($(WITH_LIBVIRT),yes)
 	install -d $(DESTDIR)$(LIBVIRT_HOOKDIR)

@@ -469,6 +469,9 @@ int hu_spawn_kill(struct hu_ctx *ctx, pid_t pid, uint64_t starttime);
 /* ---- restore.c (restore, abort, and checkpoint when restore follows) ---- */
 int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot,
 		   const char *const *only_vms);
+/* The same, only for the VMs of one manager ("none", "libvirt"; NULL: all). */
+int hu_restore_vms_of(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot,
+		      const char *const *only_vms, const char *only_manager);
 
 /* ---- kexec.c: load a kernel for the next boot ---- */
 /* The kernel release from a bzImage's header ("6.12.9+bpo-amd64"). */

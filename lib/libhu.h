@@ -61,6 +61,9 @@ struct hu_options {
 	bool no_reboot;                 /* restore follows without a kernel reboot */
 	enum hu_volatile_policy volatile_policy;
 	const char *const *only_vms;    /* NULL-terminated names, or NULL for all */
+	/* restore: only VMs this manager runs ("none", "libvirt"), or NULL for
+	 * all (the restore units split them: libvirt's need libvirtd up). */
+	const char *only_manager;
 	uint64_t space_margin;          /* device state allowance per VM; 0 = 64 MiB */
 	const char *target_kernel;      /* recorded for restore to verify; NULL = none */
 	bool suspend_all;               /* suspend every guest through its agent first */

@@ -22,6 +22,7 @@ struct restore_job {
 	struct hu_vm_list *running;   /* QEMUs on the host now (from /proc) */
 	bool same_boot;
 	const char *const *only_vms;  /* NULL: all */
+	const char *only_manager;     /* NULL: all */
 	int64_t media_deadline;       /* hu_mono_ms: how long a pmem device may take to appear */
 };
 
@@ -464,6 +465,8 @@ static void converge_worker(size_t i, void *data)
 		if (!selected)
 			return; /* not ours this time: left as recorded */
 	}
+	if (job->only_manager && !streq(job->only_manager, hu_manager_name(vm)))
+		return; /* another unit's */
 	if (vm->state == HU_VM_RESTORED || vm->state == HU_VM_RESUMED)
 		return; /* done: never started again */
 	/* Its recorded QEMU still runs (the original, before quit): resume it.
@@ -494,9 +497,16 @@ static void converge_worker(size_t i, void *data)
 int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot,
 		   const char *const *only_vms)
 {
+	return hu_restore_vms_of(ctx, m, same_boot, only_vms, NULL);
+}
+
+int hu_restore_vms_of(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot,
+		      const char *const *only_vms, const char *only_manager)
+{
 	struct restore_job job = { .ctx = ctx, .m = m, .same_boot = same_boot, .only_vms = only_vms,
+				   .only_manager = only_manager,
 				   .media_deadline = hu_mono_ms() + HU_MEDIA_WAIT_MS };
-	int failed = 0, r;
+	int failed = 0, pending = 0, r;
 
 	r = hu_scan_processes(ctx, &job.running);
 	if (r < 0)
@@ -506,9 +516,13 @@ int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot,
 	hu_manifest_note_phase(m, "restoring");
 	hu_parallel_for(m->list.n, ctx->jobs, converge_worker, &job);
 	hu_vm_list_free(job.running);
-	for (size_t i = 0; i < m->list.n; i++)
+	for (size_t i = 0; i < m->list.n; i++) {
 		failed += m->list.vms[i]->state == HU_VM_FAILED;
-	hu_manifest_set_phase(m, failed ? "restore-failed" : "restored");
+		/* Left for another manager's restore: not over yet. */
+		pending += job.only_manager && m->list.vms[i]->state != HU_VM_RESTORED &&
+			   m->list.vms[i]->state != HU_VM_RESUMED && m->list.vms[i]->state != HU_VM_FAILED;
+	}
+	hu_manifest_set_phase(m, failed ? "restore-failed" : pending ? "restoring" : "restored");
 	return failed;
 }
 
@@ -542,7 +556,8 @@ static int converge(struct hu_ctx *ctx, const struct hu_options *opts, const cha
 		hu_err(ctx, NULL, "running kernel %s, the checkpoint expected %s", un.release, m->target_kernel);
 		hu_journal(ctx, NULL, "unexpected-kernel", un.release);
 	}
-	r = hu_restore_vms(ctx, m, streq(boot, m->boot_id), opts ? opts->only_vms : NULL);
+	r = hu_restore_vms_of(ctx, m, streq(boot, m->boot_id), opts ? opts->only_vms : NULL,
+			      opts ? opts->only_manager : NULL);
 	hu_manifest_free(m);
 	return r;
 }

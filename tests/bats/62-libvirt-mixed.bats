@@ -24,7 +24,7 @@ start_both() {
 	PD=$(lv_pid "$D") PV=$(vm_pid "$V")
 }
 
-@test "a plain QEMU and a libvirt domain: checkpointed together, both restored" {
+@test "a plain QEMU and a libvirt domain: checkpointed together, restored by manager, in two steps" {
 	start_both
 	local td tv
 	run "$HU_BIN" checkpoint --state-dir "$S" --vm "$D" --vm "$V"
@@ -33,11 +33,21 @@ start_both() {
 	[ "$(lv_state "$D")" = "shut off" ]
 	[ "$(qemu_count_with "$T/$V.ram")" -eq 0 ]
 	td=$(vm_last_tick "$D") tv=$(vm_last_tick "$V")
-	run "$HU_BIN" restore --state-dir "$S"
+	# As the two restore units after a kexec: the plain QEMU first (before libvirtd would
+	# start), then libvirt's domain.
+	run "$HU_BIN" restore --manager none --state-dir "$S"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(lv_state "$D")" = "shut off" ]
+	run "$HU_BIN" status --json --state-dir "$S"
+	[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" = '["checkpointed", "restored"]' ]
+	[ "$(json_get "$output" 'j["phase"]')" = restoring ]
+	run "$HU_BIN" restore --manager libvirt --state-dir "$S"
 	echo "$output"
 	[ "$status" -eq 0 ]
 	run "$HU_BIN" status --json --state-dir "$S"
 	[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" = '["restored", "restored"]' ]
+	[ "$(json_get "$output" 'j["phase"]')" = restored ]
 	vm_wait_tick "$D" $((td + 3)) 120
 	vm_wait_tick "$V" $((tv + 3)) 120
 	[ "$(vm_boot_count "$D")" -eq 1 ]
