@@ -15,9 +15,11 @@
 # The hook is the real one (libvirt/host-upgrade-hook.in), installed before libvirtd starts
 # (a hook added later is only read at SIGHUP), pointed at this build and this file's state dir.
 #
-#   lv_define NAME [DEVICES_XML [MEMORY_BACKING_XML]]  define a persistent TCG domain (128 MiB, file-backed shared RAM,
+#   lv_define NAME [DEVICES_XML [MEMORY_BACKING_XML]]
+#                                define a persistent TCG domain (128 MiB, file-backed shared RAM,
 #                                direct kernel boot of the busybox guest); its serial log is
-#                                $LVD/NAME.serial, linked as $T/NAME.serial for vm_last_tick & co.
+#                                $LVD/NAME.serial, linked as $T/NAME.serial for vm_last_tick & co.;
+#                                $LV_QEMU_COMMANDLINE, if set, is added (a <qemu:commandline>)
 #   lv_start NAME                virsh start, then wait for tick 2
 #   lv_pid NAME                  libvirt's pid of its QEMU
 #   lv_wait_boots NAME N         wait until the guest printed N BOOT lines
@@ -174,7 +176,7 @@ lv_define() {
 	: >"$LVD/$name.serial"
 	ln -sf "$LVD/$name.serial" "$T/$name.serial"
 	cat >"$LVD/$name.xml" <<XML
-<domain type='qemu'>
+<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>$name</name>
   <memory unit='MiB'>128</memory>
   $mem
@@ -193,6 +195,7 @@ lv_define() {
     <memballoon model='none'/>
     $extra
   </devices>
+  ${LV_QEMU_COMMANDLINE:-}
 </domain>
 XML
 	# Defined by an earlier test of this file: ours, off (lv_teardown destroyed it); anew.
