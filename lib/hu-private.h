@@ -398,6 +398,9 @@ struct hu_lv_link {
 int hu_libvirt_marker_path(struct hu_ctx *ctx, const char *uuid, char **ret);
 int hu_libvirt_marker_write(struct hu_ctx *ctx, const char *uuid, const char *token,
 			    const struct hu_lv_link *links, size_t n_links);
+/* Untrusted domain XML (bounded, no network, no DTD: no entities) into a
+ * libxml2 document (xmlDocPtr) whose root is <domain>. */
+int hu_libvirt_parse_domain(const char *xml, size_t len, void **ret_doc);
 
 /* ---- discover.c: /proc and QMP ---- */
 /* Every qemu-system-* process, from /proc only (no QMP). */

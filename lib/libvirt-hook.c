@@ -105,13 +105,10 @@ static bool safe_path(const char *p)
 	return p && p[0] == '/' && strlen(p) < PATH_MAX && !strstr(p, "/../") && !strstr(p, "/./");
 }
 
-/* The domain's uuid, its new id and our token, from the XML libvirt passes. */
-static int read_domain(const char *xml, size_t len, char **ret_uuid, long *ret_id, char **ret_token)
+int hu_libvirt_parse_domain(const char *xml, size_t len, void **ret_doc)
 {
 	xmlDocPtr doc;
 	xmlNodePtr root;
-	xmlChar *id;
-	int r = 0;
 
 	if (len > HU_MAX_DOMAIN_XML)
 		return -EFBIG;
@@ -123,6 +120,21 @@ static int read_domain(const char *xml, size_t len, char **ret_uuid, long *ret_i
 		xmlFreeDoc(doc);
 		return -EBADMSG;
 	}
+	*ret_doc = doc;
+	return 0;
+}
+
+/* The domain's uuid, its new id and our token, from the XML libvirt passes. */
+static int read_domain(const char *xml, size_t len, char **ret_uuid, long *ret_id, char **ret_token)
+{
+	xmlDocPtr doc = NULL;
+	xmlNodePtr root;
+	xmlChar *id;
+	int r = hu_libvirt_parse_domain(xml, len, (void **)&doc);
+
+	if (r < 0)
+		return r;
+	root = xmlDocGetRootElement(doc);
 	*ret_id = -1;
 	id = xmlGetProp(root, BAD_CAST "id");
 	if (id) {

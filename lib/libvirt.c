@@ -575,23 +575,16 @@ static xmlNodePtr next_element(xmlNodePtr n)
  * token in <metadata> (what a restored domain carried is replaced). */
 static int restore_xml(const char *xml, const char *token, char **ret)
 {
-	xmlDocPtr doc;
+	xmlDocPtr doc = NULL;
 	xmlNodePtr root, meta, cl, hu, a;
 	xmlNsPtr qns, hns;
 	xmlChar *buf = NULL;
-	int size = 0;
+	int size = 0, r;
 
-	if (strlen(xml) > LV_MAX_XML)
-		return -EFBIG;
-	doc = xmlReadMemory(xml, (int)strlen(xml), "domain.xml", NULL,
-			    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
-	if (!doc)
-		return -EBADMSG;
+	r = hu_libvirt_parse_domain(xml, strlen(xml), (void **)&doc);
+	if (r < 0)
+		return r;
 	root = xmlDocGetRootElement(doc);
-	if (!root || doc->intSubset || !xmlStrEqual(root->name, BAD_CAST "domain")) {
-		xmlFreeDoc(doc);
-		return -EBADMSG;
-	}
 	meta = child(root, "metadata", NULL);
 	if (!meta)
 		meta = xmlNewChild(root, NULL, BAD_CAST "metadata", NULL);

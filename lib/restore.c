@@ -284,43 +284,18 @@ static void fix_clock(struct restore_job *job, struct hu_vm *vm)
 	hu_info(job->ctx, vm->name, "guest clock set (it was %lld ms behind)", (long long)step);
 }
 
-static void fix_clock(struct restore_job *job, struct hu_vm *vm);
-
-/* A VM its manager starts (libvirt): it starts the QEMU paused for the
- * load; the load is ours as for any VM. */
-static void restore_managed(struct restore_job *job, struct hu_vm *vm)
+/* A VM its manager starts (libvirt): paused, waiting for the load, which is
+ * ours as for any VM. Recorded before the load starts: a re-run finds it. */
+static int start_managed(struct restore_job *job, struct hu_vm *vm, pid_t *pid, uint64_t *starttime,
+			 char *err, size_t errlen)
 {
-	char err[768] = "";
-	pid_t pid = 0;
-	uint64_t starttime = 0;
 	int r;
 
 	hu_info(job->ctx, vm->name, "starting it through %s with -incoming defer", vm->mgr->name);
-	r = vm->mgr->start_incoming(vm, &pid, &starttime, err, sizeof(err));
-	if (r < 0) {
-		finish_vm(job, vm, HU_VM_FAILED, err[0] ? err : strerror(-r));
-		return;
-	}
-	/* Recorded before the load starts: a re-run finds this QEMU. */
-	record_restoring(job, vm, pid, starttime);
-	r = start_load(vm, err, sizeof(err));
+	r = vm->mgr->start_incoming(vm, pid, starttime, err, errlen);
 	if (r >= 0)
-		r = finish_load(vm, err, sizeof(err));
-	hu_qmp_close(vm->qmp);
-	vm->qmp = NULL;
-	if (r < 0) {
-		/* It never ran the guest: safe to end, and to retry later. */
-		vm->mgr->kill(vm, pid, starttime);
-		finish_vm(job, vm, HU_VM_FAILED, err[0] ? err : strerror(-r));
-		return;
-	}
-	pthread_mutex_lock(&job->m->lock);
-	vm->running_at_ms = hu_now_ms();
-	pthread_mutex_unlock(&job->m->lock);
-	fix_clock(job, vm);
-	hu_info(job->ctx, vm->name, "restored (%s) as pid %d, down %lld ms", vm->runstate ?: "?", (int)pid,
-		(long long)(vm->running_at_ms - vm->stopped_at_ms));
-	finish_vm(job, vm, HU_VM_RESTORED, NULL);
+		record_restoring(job, vm, *pid, *starttime);
+	return r;
 }
 
 static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
@@ -401,8 +376,8 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		return;
 	}
 	if (vm->mgr && vm->mgr->start_incoming) {
-		restore_managed(job, vm);
-		return;
+		r = start_managed(job, vm, &pid, &starttime, err, sizeof(err));
+		goto started;
 	}
 	hu_info(job->ctx, vm->name, "starting %s with -incoming defer", vm->exe);
 	r = hu_spawn_qemu(job->ctx, vm, &child);
@@ -427,6 +402,7 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		r = -ESRCH; /* gone before it could be recorded */
 	if (r >= 0)
 		hu_spawn_move_to_scope(job->ctx, vm, pid);
+started:
 	if (r >= 0) {
 		r = start_load(vm, err, sizeof(err));
 		if (r >= 0)
@@ -436,8 +412,13 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 	vm->qmp = NULL;
 	if (r < 0) {
 		/* It never ran the guest: safe to end, and to retry later. */
-		hu_spawn_kill(job->ctx, pid, starttime);
-		waitpid(child, NULL, WNOHANG);
+		if (vm->mgr && vm->mgr->kill) {
+			if (pid > 0)
+				vm->mgr->kill(vm, pid, starttime);
+		} else {
+			hu_spawn_kill(job->ctx, pid, starttime);
+			waitpid(child, NULL, WNOHANG);
+		}
 		if (!err[0])
 			snprintf(err, sizeof(err), "%s", strerror(-r));
 		finish_vm(job, vm, HU_VM_FAILED, err);
