@@ -6,12 +6,7 @@
 
 bats_require_minimum_version 1.5.0
 load helpers
-load libvirt
-
-setup_file() { lv_setup_file; }
-teardown_file() { lv_teardown_file; }
-setup() { lv_setup; }
-teardown() { lv_teardown; }
+load libvirt # setup_file, setup, teardown, teardown_file
 
 @test "plan: a libvirt domain with file-backed shared RAM is manager libvirt, in place, ok" {
 	local d=lv60a-$HU_RUN_ID

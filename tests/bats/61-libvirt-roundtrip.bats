@@ -6,12 +6,7 @@
 
 bats_require_minimum_version 1.5.0
 load helpers
-load libvirt
-
-setup_file() { lv_setup_file; }
-teardown_file() { lv_teardown_file; }
-setup() { lv_setup; }
-teardown() { lv_teardown; }
+load libvirt # setup_file, setup, teardown, teardown_file
 
 @test "checkpoint + restore of a libvirt domain: counter continues, libvirt keeps managing it" {
 	local d=lv61a-$HU_RUN_ID pid t uuid

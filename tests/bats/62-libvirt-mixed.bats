@@ -7,12 +7,7 @@
 
 bats_require_minimum_version 1.5.0
 load helpers
-load libvirt
-
-setup_file() { lv_setup_file; }
-teardown_file() { lv_teardown_file; }
-setup() { lv_setup; }
-teardown() { lv_teardown; }
+load libvirt # setup_file, setup, teardown, teardown_file
 
 start_both() {
 	D=lv62a-$HU_RUN_ID V=lv62b-$HU_RUN_ID

@@ -7,12 +7,7 @@
 
 bats_require_minimum_version 1.5.0
 load helpers
-load libvirt
-
-setup_file() { lv_setup_file; }
-teardown_file() { lv_teardown_file; }
-setup() { lv_setup; }
-teardown() { lv_teardown; }
+load libvirt # setup_file, setup, teardown, teardown_file
 
 @test "while checkpointed: virsh start and autostart are refused by the hook; restore is not" {
 	local d=lv63a-$HU_RUN_ID t uuid

@@ -7,12 +7,7 @@
 
 bats_require_minimum_version 1.5.0
 load helpers
-load libvirt
-
-setup_file() { lv_setup_file; }
-teardown_file() { lv_teardown_file; }
-setup() { lv_setup; }
-teardown() { lv_teardown; }
+load libvirt # setup_file, setup, teardown, teardown_file
 
 @test "kill -9 while the libvirt domain is saved and paused: abort resumes it through libvirt" {
 	local d=lv64a-$HU_RUN_ID b=lv64b-$HU_RUN_ID pd pb ck i uuid t

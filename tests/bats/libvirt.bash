@@ -3,11 +3,12 @@
 # file itself: no systemd as PID 1 here, so `virtlogd -d` and `libvirtd -d`, stopped by PID.
 #
 #   load helpers
-#   load libvirt
+#   load libvirt    # defines setup_file, setup, teardown and teardown_file:
 #   setup_file()    { lv_setup_file; }     # skips the file without libvirtd
 #   teardown_file() { lv_teardown_file; }
 #   setup()         { lv_setup; }          # per test: S, and a clean state dir
-#   teardown()      { lv_teardown; }
+#   teardown()      { lv_teardown; }       # (replaces helpers.bash's)
+# A file that needs its own defines them after `load libvirt` and calls these.
 #
 # One libvirtd per machine: a lock (/run/lock/hu-libvirt-test) is held from lv_setup_file to
 # lv_teardown_file, so two test files never run two daemons. Only what the file made is
@@ -200,8 +201,8 @@ lv_define() {
 XML
 	# Defined by an earlier test of this file: ours, off (lv_teardown destroyed it); anew.
 	if grep -q "^$name " "$LV_STATE/domains" 2>/dev/null; then
-		virsh destroy "$name" >/dev/null 2>&1
-		virsh undefine "$name" >/dev/null 2>&1
+		virsh destroy "$name" >/dev/null 2>&1 || true
+		virsh undefine "$name" >/dev/null 2>&1 || true
 		sed -i "/^$name /d" "$LV_STATE/domains"
 	fi
 	virsh define "$LVD/$name.xml" >/dev/null || return 1
@@ -255,3 +256,8 @@ lv_pid() {
 lv_state() {
 	virsh domstate "$1" | head -n1
 }
+
+setup_file() { lv_setup_file; }
+teardown_file() { lv_teardown_file; }
+setup() { lv_setup; }
+teardown() { lv_teardown; }

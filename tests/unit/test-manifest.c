@@ -135,12 +135,12 @@ static void test_round_trip(void **state)
 	hu_manifest_free(m);
 }
 
-/* Write the valid manifest, let `mutate` damage the JSON text, and expect
- * the load to fail without touching the file. */
-static void expect_refused(const char *from, const char *to, int err)
+/* Save the valid manifest, replace `from` in its text by `to` (the text
+ * written into *ret_text), and load it. */
+static int load_edited_text(const char *from, const char *to, struct hu_manifest **ret, char **ret_text)
 {
-	struct hu_manifest *m, *back = NULL;
-	char path[128], *text = NULL, *bad, *after = NULL;
+	struct hu_manifest *m;
+	char path[128], *text = NULL, *bad;
 	size_t len;
 	FILE *f;
 
@@ -158,10 +158,27 @@ static void expect_refused(const char *from, const char *to, int err)
 	fputs(bad + strlen(from), f);
 	fclose(f);
 	free(text);
-	assert_int_equal(hu_read_file(path, 1 << 20, &text, &len), 0);
+	if (ret_text)
+		assert_int_equal(hu_read_file(path, 1 << 20, ret_text, &len), 0);
+	*ret = NULL;
+	return hu_manifest_load(ctx, ret);
+}
 
-	assert_int_equal(hu_manifest_load(ctx, &back), err);
+static int load_edited(const char *from, const char *to, struct hu_manifest **ret)
+{
+	return load_edited_text(from, to, ret, NULL);
+}
+
+/* Damage the valid manifest's JSON text and expect the load to fail
+ * without touching the file. */
+static void expect_refused(const char *from, const char *to, int err)
+{
+	struct hu_manifest *back = NULL;
+	char path[128], *text = NULL, *after = NULL;
+
+	assert_int_equal(load_edited_text(from, to, &back, &text), err);
 	assert_null(back);
+	snprintf(path, sizeof(path), "%s/manifest.json", dir);
 	assert_int_equal(hu_read_file(path, 1 << 20, &after, NULL), 0);
 	assert_string_equal(after, text);
 	free(text);
@@ -188,32 +205,6 @@ static void test_corrupt_manifests(void **state)
 	expect_refused("\"device\":\"dax0.0\"", "\"device\":\"../dax0.0\"", -EBADMSG);
 	expect_refused("\"phase\"", "\"phase\":\"x\",\"trunc", -EBADMSG);
 	expect_refused("\"name\":\"web1\"", "\"name\":\"web1\\u0000x\"", -EBADMSG);
-}
-
-/* Save the valid manifest, replace `from` in its text by `to`, and load it. */
-static int load_edited(const char *from, const char *to, struct hu_manifest **ret)
-{
-	struct hu_manifest *m;
-	char path[128], *text = NULL, *bad;
-	size_t len;
-	FILE *f;
-
-	assert_int_equal(hu_manifest_new(ctx, &m), 0);
-	hu_vm_list_add(&m->list, make_vm("web1"));
-	assert_int_equal(hu_manifest_set_phase(m, "checkpointed"), 0);
-	hu_manifest_free(m);
-	snprintf(path, sizeof(path), "%s/manifest.json", dir);
-	assert_int_equal(hu_read_file(path, 1 << 20, &text, &len), 0);
-	bad = strstr(text, from);
-	assert_non_null(bad);
-	f = fopen(path, "w");
-	fwrite(text, 1, bad - text, f);
-	fputs(to, f);
-	fputs(bad + strlen(from), f);
-	fclose(f);
-	free(text);
-	*ret = NULL;
-	return hu_manifest_load(ctx, ret);
 }
 
 #define LV_OBJ(uuid, link) "\"manager\":\"libvirt\",\"libvirt\":{\"uri\":\"qemu:///system\",\"uuid\":\"" uuid \
