@@ -25,7 +25,8 @@ static int cmd_checkpoint(struct cli *c)
 	}
 	r = hu_checkpoint(c->ctx, list, &c->opts);
 	if (r < 0) {
-		cli_error(c, "failed", r == -EIO ? "every VM was resumed" : strerror(-r));
+		cli_report_vms(c, list);
+		cli_fail(c, r, "failed", r == -EIO ? "every VM was resumed" : NULL);
 		r = EXIT_BLOCKED;
 	}
 out:

@@ -18,7 +18,7 @@
 #include "libhu.h"
 
 #define EXIT_BLOCKED 1
-#define EXIT_USAGE 2
+#define EXIT_USAGE   2
 
 struct cli {
 	const char *verb;
@@ -35,7 +35,7 @@ struct cli {
 	bool dry_run;
 	bool yes;
 	struct hu_stage_opts stage;
-	const char *operand;    /* the verb's one operand, when it takes one */
+	const char *operand; /* the verb's one operand, when it takes one */
 };
 
 /*
@@ -52,8 +52,14 @@ struct cli_option {
 	int (*parse)(struct cli *c, const char *arg);
 	size_t flag;
 };
-#define CLI_FLAG(n, field, h) { .name = (n), .help = (h), .flag = offsetof(struct cli, field) }
-#define CLI_ARG(n, a, fn, h) { .name = (n), .arg = (a), .parse = (fn), .help = (h) }
+#define CLI_FLAG(n, field, h)                                                 \
+	{                                                                     \
+		.name = (n), .help = (h), .flag = offsetof(struct cli, field) \
+	}
+#define CLI_ARG(n, a, fn, h)                                        \
+	{                                                           \
+		.name = (n), .arg = (a), .parse = (fn), .help = (h) \
+	}
 
 /*
  * A verb. usage: its forms after "host-upgrade VERB", one a line, naming
@@ -69,10 +75,12 @@ struct cli_verb {
 	const char *usage;
 	const char *about;
 	const struct cli_option *const *options;
-	bool takes_operand;     /* exactly one operand after the options (named in usage) */
+	bool takes_operand; /* exactly one operand after the options (named in usage) */
 };
 /* A table's end, and a verb's list of tables. */
-#define CLI_END {}
+#define CLI_END \
+	{       \
+	}
 #define CLI_TABLES(...) ((const struct cli_option *const[]){ __VA_ARGS__, NULL })
 
 /* The verbs, in the order --help lists them; and the common options. */
@@ -94,6 +102,14 @@ void cli_man(FILE *f);
 
 /* `host-upgrade: VERB: what: why` on stderr. */
 void cli_error(const struct cli *c, const char *what, const char *why);
+/* The one line for a call that failed: `host-upgrade: VERB: what: why[; outcome]`,
+ * why being the library's words (hu_get_error) or the errno's; what may be NULL. */
+void cli_fail(const struct cli *c, int r, const char *what, const char *outcome);
+void cli_fail_why(const struct cli *c, const char *what, const char *why, const char *outcome);
+/* After a checkpoint: one line per VM that did not get where it was going. */
+size_t cli_report_vms(const struct cli *c, struct hu_vm_list *list);
+/* After restore/abort: one line per VM the manifest has failed. */
+size_t cli_report_manifest(const struct cli *c);
 
 /* plan.c: discover + plan, shared with checkpoint and run. */
 int cli_discover_and_plan(struct cli *c, struct hu_vm_list **ret, int *ret_blocked);

@@ -13,11 +13,13 @@ static struct hu_early_opts early = {
 	.wait_ms = 20000,
 };
 
+/* clang-format off */
 static int parse_root(struct cli *c, const char *arg) { early.root = arg; return 0; }
 static int parse_run_dir(struct cli *c, const char *arg) { early.run_dir = arg; return 0; }
 static int parse_wants_dir(struct cli *c, const char *arg) { early.wants_dir = arg; return 0; }
 static int parse_dropin_dir(struct cli *c, const char *arg) { early.dropin_dir = arg; return 0; }
 static int parse_no_modules(struct cli *c, const char *arg) { early.no_modules = true; return 0; }
+/* clang-format on */
 
 static int parse_wait(struct cli *c, const char *arg)
 {
@@ -39,7 +41,8 @@ static const struct cli_option early_options[] = {
 	CLI_ARG("dropin-dir", "DIR", parse_dropin_dir,
 		"the restore unit's drop-in dir, for the RAM mounts "
 		"(default /run/systemd/system/host-upgrade-restore.service.d)"),
-	CLI_ARG("wait", "SECONDS", parse_wait, "how long to wait for the pmem/DAX devices, 0 to 600 (default 20)"),
+	CLI_ARG("wait", "SECONDS", parse_wait,
+		"how long to wait for the pmem/DAX devices, 0 to 600 (default 20)"),
 	CLI_ARG("no-modules", NULL, parse_no_modules, "load no modules (tests)"),
 	CLI_END
 };
@@ -50,7 +53,14 @@ static int cmd_early_boot(struct cli *c)
 
 	/* Never fail the boot: restore refuses what did not survive. */
 	if (r < 0)
-		cli_error(c, "prepare", strerror(-r));
+		cli_fail(c, r, "prepare", NULL);
+	else if (r > 0) {
+		char why[128];
+
+		snprintf(why, sizeof(why), "%d RAM medi%s did not come back as checkpointed", r,
+			 r == 1 ? "um" : "a");
+		cli_fail_why(c, "media", why, "restore will refuse those VMs");
+	}
 	return r == 0 ? 0 : EXIT_BLOCKED;
 }
 

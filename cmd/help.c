@@ -8,7 +8,7 @@
 #include <string.h>
 #include "cmd.h"
 
-#define WIDTH 79
+#define WIDTH		  79
 /* Long enough for "--suspend-timeout SECONDS". */
 #define OPTION_COLUMN_MAX 26
 
@@ -71,8 +71,10 @@ void cli_help(FILE *f)
 {
 	int w = table_width(cli_common_options, 0);
 
-	fprintf(f, "usage: host-upgrade VERB [options]\n"
-		   "       host-upgrade help [VERB]\n\n%s\n\nverbs:\n", about);
+	fprintf(f,
+		"usage: host-upgrade VERB [options]\n"
+		"       host-upgrade help [VERB]\n\n%s\n\nverbs:\n",
+		about);
 	for (size_t i = 0; cli_verbs[i]; i++) {
 		fprintf(f, "  %-11s ", cli_verbs[i]->name);
 		wrap(f, cli_verbs[i]->summary, 14, 14);
@@ -289,7 +291,8 @@ void cli_man(FILE *f)
 	      ".SH SYNOPSIS\n"
 	      ".B host\\-upgrade\n.I VERB\n.RI [ options ]\n.br\n"
 	      ".B host\\-upgrade help\n.RI [ VERB ]\n"
-	      ".SH DESCRIPTION\n", f);
+	      ".SH DESCRIPTION\n",
+	      f);
 	roff(f, man_description);
 	fputs(".SH OPTIONS\n", f);
 	roff(f, man_options_about);

@@ -13,8 +13,16 @@
 #include "cmd.h"
 
 const struct cli_verb *const cli_verbs[] = {
-	&cli_verb_plan, &cli_verb_checkpoint, &cli_verb_restore, &cli_verb_abort, &cli_verb_status,
-	&cli_verb_stage, &cli_verb_run, &cli_verb_may_start, &cli_verb_early_boot, &cli_verb_libvirt_hook,
+	&cli_verb_plan,
+	&cli_verb_checkpoint,
+	&cli_verb_restore,
+	&cli_verb_abort,
+	&cli_verb_status,
+	&cli_verb_stage,
+	&cli_verb_run,
+	&cli_verb_may_start,
+	&cli_verb_early_boot,
+	&cli_verb_libvirt_hook,
 	NULL,
 };
 
@@ -98,17 +106,11 @@ static bool stderr_is_journal(void)
 	       st.st_dev == dev && st.st_ino == ino;
 }
 
-static void log_stderr(void *userdata, int prio, const char *vm, const char *fmt, va_list ap)
+/* One message to the user: on stderr ("host-upgrade: VERB: [VM: ]text" for
+ * errors, "host-upgrade: [VM: ]text" for progress), or to the journal with
+ * its priority and fields when stderr is the journal. */
+static void emit(const struct cli *c, int prio, const char *vm, const char *msg)
 {
-	const struct cli *c = userdata;
-	char msg[2048];
-
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	/* Under systemd: progress as STATUS=, and long phases keep the unit's
-	 * start timeout from firing. */
-	if (getenv("NOTIFY_SOCKET"))
-		sd_notifyf(0, "STATUS=%s%s%s\nEXTEND_TIMEOUT_USEC=%llu", vm ?: "", vm ? ": " : "", msg,
-			   120ULL * 1000000);
 	if (stderr_is_journal()) {
 		sd_journal_send("MESSAGE=%s%s%s", vm ?: "", vm ? ": " : "", msg, "PRIORITY=%d", prio,
 				"SYSLOG_IDENTIFIER=host-upgrade", "HU_VERB=%s", c->verb,
@@ -123,14 +125,78 @@ static void log_stderr(void *userdata, int prio, const char *vm, const char *fmt
 		fprintf(stderr, "host-upgrade: %s%s%s\n", vm ?: "", vm ? ": " : "", msg);
 }
 
+/* The library's log hook: progress and detail, never an error. */
+static void log_stderr(void *userdata, int prio, const char *vm, const char *fmt, va_list ap)
+{
+	const struct cli *c = userdata;
+	char msg[2048];
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	/* Under systemd: progress as STATUS=, and long phases keep the unit's
+	 * start timeout from firing. */
+	if (getenv("NOTIFY_SOCKET"))
+		sd_notifyf(0, "STATUS=%s%s%s\nEXTEND_TIMEOUT_USEC=%llu", vm ?: "", vm ? ": " : "", msg,
+			   120ULL * 1000000);
+	emit(c, prio, vm, msg);
+}
+
 void cli_error(const struct cli *c, const char *what, const char *why)
 {
-	fprintf(stderr, "host-upgrade: %s: %s: %s\n", c->verb, what, why);
+	cli_fail_why(c, what, why, NULL);
+}
+
+void cli_fail_why(const struct cli *c, const char *what, const char *why, const char *outcome)
+{
+	char msg[2048];
+
+	snprintf(msg, sizeof(msg), "%s%s%s%s%s", what ?: "", what ? ": " : "", why, outcome ? "; " : "",
+		 outcome ?: "");
+	emit(c, LOG_ERR, NULL, msg);
+}
+
+void cli_fail(const struct cli *c, int r, const char *what, const char *outcome)
+{
+	cli_fail_why(c, what, hu_get_error(c->ctx) ?: strerror(-r), outcome);
+}
+
+size_t cli_report_vms(const struct cli *c, struct hu_vm_list *list)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < hu_vm_list_count(list); i++) {
+		struct hu_vm *vm = hu_vm_list_get(list, i);
+		const char *state = hu_vm_get_state(vm), *err = hu_vm_get_error(vm);
+		char msg[2048];
+
+		if (!err || !strcmp(state, "restored") || !strcmp(state, "checkpointed"))
+			continue;
+		/* Rolled back or never touched: its checkpoint failed for this reason. */
+		snprintf(msg, sizeof(msg), "%s%s", strcmp(state, "failed") ? "checkpoint failed: " : "", err);
+		emit(c, LOG_ERR, hu_vm_get_name(vm), msg);
+		n++;
+	}
+	return n;
+}
+
+size_t cli_report_manifest(const struct cli *c)
+{
+	struct hu_manifest *m = NULL;
+	size_t n = 0;
+
+	if (hu_manifest_load(c->ctx, &m) < 0)
+		return 0;
+	for (size_t i = 0; i < hu_manifest_count(m); i++)
+		if (!strcmp(hu_manifest_vm_state(m, i), "failed") && hu_manifest_vm_error(m, i)) {
+			emit(c, LOG_ERR, hu_manifest_vm_name(m, i), hu_manifest_vm_error(m, i));
+			n++;
+		}
+	hu_manifest_free(m);
+	return n;
 }
 
 /* Enough for the common options and the longest verb's tables (run). */
 #define CLI_MAX_OPTIONS 40
-#define CLI_OPTION_VAL 0x100
+#define CLI_OPTION_VAL	0x100
 
 static size_t add_options(const struct cli_option **opt, struct option *all, size_t n,
 			  const struct cli_option *table)

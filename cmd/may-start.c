@@ -41,8 +41,10 @@ static int cmd_may_start(struct cli *c)
 				(int)hu_manifest_vm_pid(m, i), st);
 			r = EXIT_BLOCKED;
 		} else if (!strcmp(st, "checkpointed")) {
-			fprintf(stderr, "host-upgrade: may-start: %s is checkpointed: host-upgrade restores it "
-				"(or run `host-upgrade abort`)\n", c->vms[0]);
+			fprintf(stderr,
+				"host-upgrade: may-start: %s is checkpointed: host-upgrade restores it "
+				"(or run `host-upgrade abort`)\n",
+				c->vms[0]);
 			r = EXIT_BLOCKED;
 		}
 	}

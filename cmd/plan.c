@@ -55,8 +55,10 @@ const struct cli_option cli_plan_options[] = {
 		"such RAM when a reboot follows: copy it into the state file (default), or block"),
 	CLI_ARG("space-margin", "SIZE", parse_space_margin,
 		"device-state allowance per VM in the free-space check (default 64M)"),
-	CLI_FLAG("suspend", opts.suspend_all, "suspend every guest through its agent first (VFIO guests always are)"),
-	CLI_ARG("suspend-vm", "NAME", parse_suspend_vm, "suspend this guest through its agent first (repeatable)"),
+	CLI_FLAG("suspend", opts.suspend_all,
+		 "suspend every guest through its agent first (VFIO guests always are)"),
+	CLI_ARG("suspend-vm", "NAME", parse_suspend_vm,
+		"suspend this guest through its agent first (repeatable)"),
 	CLI_ARG("suspend-timeout", "SECONDS", parse_suspend_timeout,
 		"how long a guest may take to suspend, 1 to 600 (default 30)"),
 	CLI_END
@@ -68,13 +70,13 @@ int cli_discover_and_plan(struct cli *c, struct hu_vm_list **ret, int *ret_block
 	int r = hu_discover(c->ctx, &c->opts, &list);
 
 	if (r < 0) {
-		if (r != -ENOENT)
-			cli_error(c, "discover", strerror(-r));
+		/* -ENOENT: a --vm names no QEMU; the library's words name it. */
+		cli_fail(c, r, r == -ENOENT ? NULL : "discover", NULL);
 		return r;
 	}
 	r = hu_plan(c->ctx, list, &c->opts);
 	if (r < 0) {
-		cli_error(c, "plan", strerror(-r));
+		cli_fail(c, r, "plan", NULL);
 		hu_vm_list_free(list);
 		return r;
 	}
@@ -112,27 +114,42 @@ void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
 			json_object_object_add(v, "name", json_object_new_string(hu_vm_get_name(vm)));
 			json_object_object_add(v, "pid", json_object_new_int(hu_vm_get_pid(vm)));
 			json_object_object_add(v, "manager", json_object_new_string(hu_vm_get_manager(vm)));
-			json_object_object_add(v, "ram_bytes", json_object_new_uint64(hu_vm_get_ram_bytes(vm)));
-			json_object_object_add(v, "ram_backing", !hu_vm_get_queried(vm) ? NULL :
-					       json_object_new_string(hu_backing_to_string(hu_vm_get_backing(vm))));
-			json_object_object_add(v, "save", !hu_vm_get_queried(vm) ? NULL :
-					       json_object_new_string(hu_vm_get_in_place(vm) ? "in-place" : "copy"));
-			json_object_object_add(v, "save_bytes", json_object_new_uint64(hu_vm_get_save_bytes(vm)));
-			json_object_object_add(v, "runstate", hu_vm_get_runstate(vm) ?
-					       json_object_new_string(hu_vm_get_runstate(vm)) : NULL);
-			json_object_object_add(v, "qemu_version", hu_vm_get_qemu_version(vm) ?
-					       json_object_new_string(hu_vm_get_qemu_version(vm)) : NULL);
+			json_object_object_add(v, "ram_bytes",
+					       json_object_new_uint64(hu_vm_get_ram_bytes(vm)));
+			json_object_object_add(v, "ram_backing",
+					       !hu_vm_get_queried(vm)
+						       ? NULL
+						       : json_object_new_string(hu_backing_to_string(
+								 hu_vm_get_backing(vm))));
+			json_object_object_add(v, "save",
+					       !hu_vm_get_queried(vm)
+						       ? NULL
+						       : json_object_new_string(hu_vm_get_in_place(vm)
+											? "in-place"
+											: "copy"));
+			json_object_object_add(v, "save_bytes",
+					       json_object_new_uint64(hu_vm_get_save_bytes(vm)));
+			json_object_object_add(v, "runstate",
+					       hu_vm_get_runstate(vm)
+						       ? json_object_new_string(hu_vm_get_runstate(vm))
+						       : NULL);
+			json_object_object_add(v, "qemu_version",
+					       hu_vm_get_qemu_version(vm)
+						       ? json_object_new_string(hu_vm_get_qemu_version(vm))
+						       : NULL);
 			for (size_t b = 0; b < hu_vm_get_n_blockers(vm); b++)
 				json_object_array_add(bl, json_object_new_string(hu_vm_get_blocker(vm, b)));
 			json_object_object_add(v, "blockers", bl);
 			json_object_array_add(vms, v);
 		}
 		json_object_object_add(o, "vms", vms);
-		printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+		printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+									 JSON_C_TO_STRING_NOSLASHESCAPE));
 		json_object_put(o);
 		return;
 	}
-	printf("%-20s %8s %8s %-11s %-9s %9s  %s\n", "NAME", "PID", "RAM", "BACKING", "SAVE", "WRITES", "STATUS");
+	printf("%-20s %8s %8s %-11s %-9s %9s  %s\n", "NAME", "PID", "RAM", "BACKING", "SAVE", "WRITES",
+	       "STATUS");
 	for (size_t i = 0; i < n; i++) {
 		struct hu_vm *vm = hu_vm_list_get(list, i);
 		char ram[16], wr[16];
@@ -149,10 +166,11 @@ void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
 		       q ? human(hu_vm_get_ram_bytes(vm), ram, sizeof(ram)) : "-",
 		       q ? hu_backing_to_string(hu_vm_get_backing(vm)) : "-",
 		       q ? (hu_vm_get_in_place(vm) ? "in-place" : "copy") : "-",
-		       q ? human(hu_vm_get_save_bytes(vm), wr, sizeof(wr)) : "-",
-		       st, nb ? ": " : "", nb ? hu_vm_get_blocker(vm, 0) : "");
+		       q ? human(hu_vm_get_save_bytes(vm), wr, sizeof(wr)) : "-", st, nb ? ": " : "",
+		       nb ? hu_vm_get_blocker(vm, 0) : "");
 		for (size_t b = 1; b < nb; b++)
-			printf("%-20s %8s %8s %-11s %-9s %9s  blocked: %s\n", "", "", "", "", "", "", hu_vm_get_blocker(vm, b));
+			printf("%-20s %8s %8s %-11s %-9s %9s  blocked: %s\n", "", "", "", "", "", "",
+			       hu_vm_get_blocker(vm, b));
 	}
 	printf("%zu VM%s, %s\n", n, n == 1 ? "" : "s", ok ? "ready" : "BLOCKED");
 }

@@ -7,9 +7,12 @@ static int converge(struct cli *c, bool is_abort)
 {
 	int r = is_abort ? hu_abort(c->ctx) : hu_restore(c->ctx, &c->opts);
 
-	if (r < 0)
+	if (r < 0) {
+		cli_fail(c, r, NULL, NULL);
 		return EXIT_BLOCKED;
+	}
 	if (r > 0) {
+		cli_report_manifest(c);
 		char why[64];
 
 		snprintf(why, sizeof(why), "%d VM%s not running (see status)", r, r == 1 ? "" : "s");
@@ -34,8 +37,10 @@ static const struct cli_option restore_options[] = {
 	CLI_END
 };
 
+/* clang-format off */
 static int cmd_restore(struct cli *c) { return converge(c, false); }
 static int cmd_abort(struct cli *c) { return converge(c, true); }
+/* clang-format on */
 
 const struct cli_verb cli_verb_restore = {
 	.name = "restore",

@@ -11,8 +11,7 @@
 /* --dry-run means the whole run here, not stage's. */
 static const struct cli_option run_options[] = {
 	CLI_FLAG("dry-run", dry_run, "check every VM and the new kernel, show the steps, stop nothing"),
-	CLI_FLAG("yes", yes, "go ahead without asking (needed when stdin is not a terminal)"),
-	CLI_END
+	CLI_FLAG("yes", yes, "go ahead without asking (needed when stdin is not a terminal)"), CLI_END
 };
 
 static bool confirm(const struct cli *c, const char *what)
@@ -71,8 +70,9 @@ static int cmd_run(struct cli *c)
 	if (!c->opts.no_reboot) {
 		/* Preflight the kernel before anything stops. */
 		c->stage.dry_run = true;
-		if (hu_stage(c->ctx, &c->stage, list, &version) < 0) {
-			cli_error(c, "preflight", "the new kernel cannot be staged; nothing was stopped");
+		r = hu_stage(c->ctx, &c->stage, list, &version);
+		if (r < 0) {
+			cli_fail(c, r, "preflight", "the new kernel cannot be staged; nothing was stopped");
 			r = EXIT_BLOCKED;
 			goto out;
 		}
@@ -91,32 +91,42 @@ static int cmd_run(struct cli *c)
 	if (c->opts.no_reboot) {
 		c->opts.restore_follows = true;
 		r = hu_checkpoint(c->ctx, list, &c->opts);
+		if (r != 0)
+			cli_report_vms(c, list);
 		if (r < 0)
-			cli_error(c, "checkpoint", "failed; every VM was resumed");
+			cli_fail(c, r, "checkpoint", "every VM was resumed");
 		else if (r > 0)
-			cli_error(c, "restore", "not every VM is running again: restore them before any reboot (see status)");
+			cli_error(
+				c, "restore",
+				"not every VM is running again: restore them before any reboot (see status)");
 		r = r != 0 ? EXIT_BLOCKED : 0;
 		goto out;
 	}
 	r = hu_stage(c->ctx, &c->stage, list, NULL);
 	if (r < 0) {
-		cli_error(c, "stage", "failed; nothing was stopped");
+		cli_fail(c, r, "stage", "nothing was stopped");
 		r = EXIT_BLOCKED;
 		goto out;
 	}
 	r = hu_checkpoint(c->ctx, list, &c->opts);
 	if (r < 0) {
+		cli_report_vms(c, list);
+		cli_fail(c, r, "checkpoint", "every VM was resumed and the staged kernel unloaded");
 		hu_unstage(c->ctx);
-		cli_error(c, "checkpoint", "failed; every VM was resumed and the staged kernel unloaded");
 		r = EXIT_BLOCKED;
 		goto out;
 	}
 	r = hu_reboot_kexec(c->ctx);
 	if (r < 0) {
 		/* The VMs are saved but the host will not kexec: bring them back now. */
+		char *why = strdup(hu_get_error(c->ctx) ?: strerror(-r));
+
 		hu_unstage(c->ctx);
-		hu_abort(c->ctx);
-		cli_error(c, "reboot", "did not start; every VM was restored and the staged kernel unloaded");
+		if (hu_abort(c->ctx) != 0)
+			cli_report_manifest(c);
+		cli_fail_why(c, "reboot", why ?: "out of memory",
+			     "did not start; every VM was restored and the staged kernel unloaded");
+		free(why);
 		r = EXIT_BLOCKED;
 		goto out;
 	}

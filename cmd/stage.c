@@ -3,11 +3,13 @@
 #include <string.h>
 #include "cmd.h"
 
+/* clang-format off */
 static int parse_kernel(struct cli *c, const char *arg) { c->stage.kernel = arg; return 0; }
 static int parse_initrd(struct cli *c, const char *arg) { c->stage.initrd = arg; return 0; }
 static int parse_append(struct cli *c, const char *arg) { c->stage.append = arg; return 0; }
 static int parse_reuse_cmdline(struct cli *c, const char *arg) { c->stage.append = NULL; return 0; }
 static int parse_modules_root(struct cli *c, const char *arg) { c->stage.modules_root = arg; return 0; }
+/* clang-format on */
 
 /* What stage loads; run takes the same. */
 const struct cli_option cli_kernel_options[] = {
@@ -15,7 +17,8 @@ const struct cli_option cli_kernel_options[] = {
 	CLI_ARG("initrd", "PATH", parse_initrd, "its initrd (default /boot/initrd.img-VERSION if there)"),
 	CLI_ARG("append", "STR", parse_append,
 		"its command line (default the running one); memmap= regions must be kept"),
-	CLI_ARG("reuse-cmdline", NULL, parse_reuse_cmdline, "the running kernel's command line (the default; undoes --append)"),
+	CLI_ARG("reuse-cmdline", NULL, parse_reuse_cmdline,
+		"the running kernel's command line (the default; undoes --append)"),
 	CLI_ARG("modules-root", "DIR", parse_modules_root,
 		"where the new kernel's modules are checked (default /lib/modules)"),
 	CLI_END
@@ -23,8 +26,7 @@ const struct cli_option cli_kernel_options[] = {
 
 static const struct cli_option stage_options[] = {
 	CLI_FLAG("dry-run", stage.dry_run, "check everything, load nothing"),
-	CLI_FLAG("unload", unload, "unload a staged kernel"),
-	CLI_END
+	CLI_FLAG("unload", unload, "unload a staged kernel"), CLI_END
 };
 
 static int cmd_stage(struct cli *c)
@@ -41,7 +43,12 @@ static int cmd_stage(struct cli *c)
 		cli_error(c, "--kernel", "is required");
 		return EXIT_USAGE;
 	}
-	return hu_stage(c->ctx, &c->stage, NULL, NULL) < 0 ? EXIT_BLOCKED : 0;
+	r = hu_stage(c->ctx, &c->stage, NULL, NULL);
+	if (r < 0) {
+		cli_fail(c, r, NULL, NULL);
+		return EXIT_BLOCKED;
+	}
+	return 0;
 }
 
 const struct cli_verb cli_verb_stage = {

@@ -36,17 +36,21 @@ static int cmd_status(struct cli *c)
 			const char *err = hu_manifest_vm_error(m, i);
 
 			json_object_object_add(v, "name", json_object_new_string(hu_manifest_vm_name(m, i)));
-			json_object_object_add(v, "state", json_object_new_string(hu_manifest_vm_state(m, i)));
+			json_object_object_add(v, "state",
+					       json_object_new_string(hu_manifest_vm_state(m, i)));
 			json_object_object_add(v, "downtime_ms", d >= 0 ? json_object_new_int64(d) : NULL);
 			json_object_object_add(v, "pid", json_object_new_int(hu_manifest_vm_pid(m, i)));
 			int64_t step;
-			json_object_object_add(v, "clock_step_ms", hu_manifest_vm_clock_step_ms(m, i, &step) ?
-					       json_object_new_int64(step) : NULL);
+			json_object_object_add(v, "clock_step_ms",
+					       hu_manifest_vm_clock_step_ms(m, i, &step)
+						       ? json_object_new_int64(step)
+						       : NULL);
 			json_object_object_add(v, "error", err ? json_object_new_string(err) : NULL);
 			json_object_array_add(vms, v);
 		}
 		json_object_object_add(o, "vms", vms);
-		printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+		printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+									 JSON_C_TO_STRING_NOSLASHESCAPE));
 		json_object_put(o);
 	} else {
 		printf("phase: %s\n", hu_manifest_get_phase(m));
@@ -57,8 +61,9 @@ static int cmd_status(struct cli *c)
 
 			if (d >= 0)
 				snprintf(dt, sizeof(dt), "%lld ms", (long long)d);
-			printf("%-20s %-13s %8d %11s  %s\n", hu_manifest_vm_name(m, i), hu_manifest_vm_state(m, i),
-			       (int)hu_manifest_vm_pid(m, i), dt, hu_manifest_vm_error(m, i) ?: "");
+			printf("%-20s %-13s %8d %11s  %s\n", hu_manifest_vm_name(m, i),
+			       hu_manifest_vm_state(m, i), (int)hu_manifest_vm_pid(m, i), dt,
+			       hu_manifest_vm_error(m, i) ?: "");
 		}
 	}
 	r = 0;

@@ -63,15 +63,14 @@ static int save_one(struct hu_vm *vm)
 			return r;
 	}
 	if (vm->suspend && streq(vm->runstate, "running")) {
-		struct hu_ctx *c = vm->ctx;
-		char err[256];
+		_cleanup_free_ char *err = NULL;
 
-		hu_info(c, vm->name, "suspending the guest through its agent");
-		r = hu_qga_suspend(vm, (c->suspend_timeout_s ?: 30) * 1000, err, sizeof(err));
+		hu_info(ctx, vm->name, "suspending the guest through its agent");
+		r = hu_qga_suspend(vm, (ctx->suspend_timeout_s ?: 30) * 1000, &err);
 		/* Even on a timeout it may have gone down late: wake it on rollback. */
 		vm->suspended_by_us = true;
 		if (r < 0)
-			return hu_vm_set_error(vm, r, "%s", err);
+			return hu_vm_set_error(vm, r, "%s", err ?: strerror(-r));
 	}
 	r = hu_migration_setup_source(vm, &qerr);
 	if (r < 0)
@@ -163,7 +162,8 @@ static int save_one(struct hu_vm *vm)
 		hu_fsync_paths(paths, n, results);
 		for (size_t i = 0; i < n; i++)
 			if (results[i] < 0 && (i == 0 || (results[i] != -EINVAL && results[i] != -EROFS)))
-				return hu_vm_set_error(vm, results[i], "flushing %s: %s", paths[i], strerror(-results[i]));
+				return hu_vm_set_error(vm, results[i], "flushing %s: %s", paths[i],
+						       strerror(-results[i]));
 	}
 	/* The state file's directory entry is made durable by the manifest
 	 * save that records every VM saved (same directory, one fsync). */
@@ -175,33 +175,7 @@ static int save_one(struct hu_vm *vm)
 
 static int wait_exit(struct hu_vm *vm, unsigned timeout_ms)
 {
-	int pidfd = (int)syscall(SYS_pidfd_open, vm->pid, 0);
-	int64_t deadline = hu_mono_ms() + timeout_ms;
-
-	/* The pidfd refers to whatever has the pid now: check it is ours. */
-	if (!hu_vm_process_alive(vm)) {
-		if (pidfd >= 0)
-			close(pidfd);
-		return 0;
-	}
-	while (hu_vm_process_alive(vm)) {
-		int64_t left = deadline - hu_mono_ms();
-
-		if (left <= 0) {
-			if (pidfd >= 0)
-				close(pidfd);
-			return -ETIMEDOUT;
-		}
-		if (pidfd >= 0) {
-			struct pollfd p = { .fd = pidfd, .events = POLLIN };
-			poll(&p, 1, (int)(left < 100 ? left : 100));
-		} else {
-			usleep(2000);
-		}
-	}
-	if (pidfd >= 0)
-		close(pidfd);
-	return 0;
+	return hu_pid_wait_exit(vm->ctx, vm->pid, vm->starttime, timeout_ms);
 }
 
 static int quit_one(struct hu_vm *vm)
@@ -240,26 +214,27 @@ static void save_worker(size_t i, void *data)
 	save_one(list->vms[i]);
 }
 
+/* Put back a VM the checkpoint touched. Its error keeps why the checkpoint
+ * failed, unless it cannot be resumed: then that is what it says. */
 static void resume_worker(size_t i, void *data)
 {
 	struct hu_vm_list *list = data;
 	struct hu_vm *vm = list->vms[i];
-	_cleanup_free_ char *why = vm->error ? strdup(vm->error) : NULL;
-
-	char err[512];
+	_cleanup_free_ char *err = NULL;
 
 	if (!vm->touched)
 		return;
-	if (hu_vm_resume_original(vm, err, sizeof(err)) < 0) {
+	if (hu_vm_resume_original(vm, &err) < 0) {
+		_cleanup_free_ char *why = TAKE_PTR(vm->error);
+
 		vm->state = HU_VM_FAILED;
-		hu_vm_set_error(vm, -EIO, "%s", err);
-		hu_err(vm->ctx, vm->name, "%s", err);
+		if (why)
+			hu_vm_set_error(vm, -EIO, "%s; %s", why, err ?: "cannot resume");
+		else
+			vm->error = TAKE_PTR(err);
 		return;
 	}
 	vm->state = HU_VM_RESUMED;
-	/* Keep the reason the checkpoint failed for status. */
-	free(vm->error);
-	vm->error = TAKE_PTR(why);
 }
 
 static void quit_worker(size_t i, void *data)
@@ -272,53 +247,44 @@ static void quit_worker(size_t i, void *data)
 /* A checkpoint must not overwrite one that has not been restored yet. */
 static int check_no_pending(struct hu_ctx *ctx)
 {
-	struct hu_manifest *old = NULL;
+	_cleanup_manifest_ struct hu_manifest *old = NULL;
 	int r = hu_manifest_load(ctx, &old);
 
 	if (r == -ENOENT)
 		return 0;
-	if (r < 0) {
-		hu_err(ctx, NULL, "%s/manifest.json is %s; move it away after inspecting it",
-		       ctx->state_dir, hu_manifest_strerror(r));
-		return r;
-	}
+	if (r < 0)
+		return hu_fail(ctx, r, "%s/manifest.json is %s; move it away after inspecting it",
+			       ctx->state_dir, hu_manifest_strerror(r));
 	for (size_t i = 0; i < old->list.n; i++) {
 		enum hu_vm_state s = old->list.vms[i]->state;
 
-		if (s != HU_VM_RESTORED && s != HU_VM_RESUMED) {
-			hu_err(ctx, old->list.vms[i]->name,
-			       "is still %s from an earlier checkpoint (phase %s): run restore or abort first",
-			       hu_vm_state_to_string(s), old->phase);
-			hu_manifest_free(old);
-			return -EBUSY;
-		}
+		if (s != HU_VM_RESTORED && s != HU_VM_RESUMED)
+			return hu_fail(
+				ctx, -EBUSY,
+				"%s is still %s from an earlier checkpoint (phase %s): run restore or abort first",
+				old->list.vms[i]->name, hu_vm_state_to_string(s), old->phase);
 	}
-	hu_manifest_free(old);
 	return 0;
 }
 
 int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_options *opts)
 {
 	_cleanup_close_ int lock = -1;
-	struct hu_manifest *m = NULL;
+	_cleanup_manifest_ struct hu_manifest *m = NULL;
 	size_t failed = 0;
 	int r, first_err = 0;
 
+	hu_clear_error(ctx);
 	for (size_t i = 0; i < list->n; i++)
-		if (list->vms[i]->n_blockers > 0) {
-			hu_err(ctx, list->vms[i]->name, "blocked: %s", list->vms[i]->blockers[0]);
-			return -EINVAL;
-		}
-	if (strchr(ctx->state_dir, ',')) {
-		hu_err(ctx, NULL, "state dir %s: a ',' cannot be used in a migration file: URI", ctx->state_dir);
-		return -EINVAL;
-	}
+		if (list->vms[i]->n_blockers > 0)
+			return hu_fail(ctx, -EINVAL, "%s: blocked: %s", list->vms[i]->name,
+				       list->vms[i]->blockers[0]);
+	if (strchr(ctx->state_dir, ','))
+		return hu_fail(ctx, -EINVAL, "state dir %s: a ',' cannot be used in a migration file: URI",
+			       ctx->state_dir);
 	r = hu_lock_state_dir(ctx, &lock);
-	if (r < 0) {
-		hu_err(ctx, NULL, "state dir %s: %s", ctx->state_dir,
-		       r == -EBUSY ? "another host-upgrade is working on it" : strerror(-r));
+	if (r < 0)
 		return r;
-	}
 	r = check_no_pending(ctx);
 	if (r < 0)
 		return r;
@@ -327,10 +293,8 @@ int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_o
 		return r;
 	m->borrowed = true;
 	ctx->suspend_timeout_s = opts ? opts->suspend_timeout_s : 0;
-	if (opts && opts->target_kernel && !(m->target_kernel = strdup(opts->target_kernel))) {
-		hu_manifest_free(m);
+	if (opts && opts->target_kernel && !(m->target_kernel = strdup(opts->target_kernel)))
 		return -ENOMEM;
-	}
 	for (size_t i = 0; i < list->n; i++) {
 		struct hu_vm *vm = list->vms[i];
 
@@ -338,18 +302,13 @@ int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_o
 		vm->unflushed = opts && opts->restore_follows;
 		free(vm->state_file);
 		if (asprintf(&vm->state_file, "%s/%s.state", ctx->state_dir, vm->name) < 0 ||
-		    hu_vm_list_add(&m->list, vm) < 0) {
-			hu_manifest_free(m);
+		    hu_vm_list_add(&m->list, vm) < 0)
 			return -ENOMEM;
-		}
 	}
 	/* Recorded before anything stops: abort needs it after a crash. */
 	r = hu_manifest_set_phase(m, "checkpointing");
-	if (r < 0) {
-		hu_err(ctx, NULL, "cannot write the manifest in %s: %s", ctx->state_dir, strerror(-r));
-		hu_manifest_free(m);
-		return r;
-	}
+	if (r < 0)
+		return hu_fail(ctx, r, "cannot write the manifest in %s: %s", ctx->state_dir, strerror(-r));
 	hu_info(ctx, NULL, "checkpointing %zu VM%s", list->n, list->n == 1 ? "" : "s");
 	hu_parallel_for(list->n, ctx->jobs, save_worker, list);
 
@@ -357,7 +316,8 @@ int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_o
 		if (list->vms[i]->state != HU_VM_SAVED) {
 			struct hu_vm *vm = list->vms[i];
 
-			hu_err(ctx, vm->name, "checkpoint failed: %s", vm->error ?: "unknown error");
+			if (!vm->error)
+				hu_vm_set_error(vm, -EIO, "unknown error");
 			hu_journal(ctx, vm->name, "checkpoint-failed", vm->error);
 			failed++;
 			if (!first_err)
@@ -367,31 +327,26 @@ int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_o
 		hu_info(ctx, NULL, "resuming every VM: %zu of %zu failed", failed, list->n);
 		hu_parallel_for(list->n, ctx->jobs, resume_worker, list);
 		hu_manifest_set_phase(m, "aborted");
-		hu_manifest_free(m);
-		return first_err;
+		return hu_fail(ctx, first_err, "%zu of %zu VMs could not be saved", failed, list->n);
 	}
 	/* Point of no return, VM by VM: every VM is saved. */
 	r = hu_manifest_set_phase(m, "saved");
 	if (r < 0) {
-		hu_err(ctx, NULL, "cannot write the manifest: %s; resuming every VM", strerror(-r));
 		hu_parallel_for(list->n, ctx->jobs, resume_worker, list);
 		hu_manifest_set_phase(m, "aborted");
-		hu_manifest_free(m);
-		return r;
+		return hu_fail(ctx, r, "cannot write the manifest: %s", strerror(-r));
 	}
 	hu_parallel_for(list->n, ctx->jobs, quit_worker, list);
 	for (size_t i = 0; i < list->n; i++)
-		if (list->vms[i]->state != HU_VM_CHECKPOINTED) {
-			hu_err(ctx, list->vms[i]->name, "%s", list->vms[i]->error ?: "did not quit");
-			first_err = -EIO;
-		}
+		if (list->vms[i]->state != HU_VM_CHECKPOINTED && !first_err)
+			first_err = hu_fail(ctx, -EIO, "%s: %s", list->vms[i]->name,
+					    list->vms[i]->error ?: "did not quit");
 	if (first_err) {
 		/* Some QEMUs quit, one would not: bring every VM back now
 		 * (restore the quit ones, resume the one still there). */
 		hu_manifest_set_phase(m, "checkpointed");
 		hu_info(ctx, NULL, "a QEMU would not quit: bringing every VM back");
 		hu_restore_vms(ctx, m, true, NULL);
-		hu_manifest_free(m);
 		return first_err;
 	}
 	if (opts && opts->restore_follows) {
@@ -402,14 +357,13 @@ int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_o
 		r = hu_restore_vms(ctx, m, true, NULL);
 		if (r < 0) {
 			/* Checkpointed, none restored: not a failed checkpoint. */
-			hu_err(ctx, NULL, "cannot restore: %s", strerror(-r));
+			hu_fail(ctx, r, "cannot restore: %s", strerror(-r));
 			r = (int)list->n;
 		}
-		hu_manifest_free(m);
 		return r;
 	}
 	hu_manifest_set_phase(m, "checkpointed");
-	hu_manifest_free(m);
-	hu_info(ctx, NULL, "all %zu VM%s checkpointed in %s", list->n, list->n == 1 ? "" : "s", ctx->state_dir);
+	hu_info(ctx, NULL, "all %zu VM%s checkpointed in %s", list->n, list->n == 1 ? "" : "s",
+		ctx->state_dir);
 	return 0;
 }

@@ -40,6 +40,7 @@ struct hu_ctx *hu_unref(struct hu_ctx *ctx)
 	free(ctx->proc_root);
 	free(ctx->sys_root);
 	pthread_mutex_destroy(&ctx->log_lock);
+	free(ctx->error);
 	free(ctx);
 	return NULL;
 }
@@ -101,12 +102,44 @@ void hu_log(struct hu_ctx *ctx, int prio, const char *vm, const char *fmt, ...)
 	pthread_mutex_unlock(&ctx->log_lock);
 }
 
+int hu_fail(struct hu_ctx *ctx, int r, const char *fmt, ...)
+{
+	char *text = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vasprintf(&text, fmt, ap) < 0)
+		text = NULL;
+	va_end(ap);
+	pthread_mutex_lock(&ctx->log_lock);
+	free(ctx->error);
+	ctx->error = text;
+	pthread_mutex_unlock(&ctx->log_lock);
+	hu_dbg(ctx, NULL, "failed (%s): %s", strerror(-r), text ?: "?");
+	return r;
+}
+
+void hu_clear_error(struct hu_ctx *ctx)
+{
+	pthread_mutex_lock(&ctx->log_lock);
+	free(ctx->error);
+	ctx->error = NULL;
+	pthread_mutex_unlock(&ctx->log_lock);
+}
+
+const char *hu_get_error(const struct hu_ctx *ctx)
+{
+	return ctx ? ctx->error : NULL;
+}
+
 const char *hu_backing_to_string(enum hu_backing b)
 {
+	/* clang-format off */
 	switch (b) {
 	case HU_BACKING_PERSISTENT: return "persistent";
 	case HU_BACKING_VOLATILE:   return "volatile";
 	case HU_BACKING_PRIVATE:    return "private";
 	}
+	/* clang-format on */
 	return "unknown";
 }

@@ -256,8 +256,8 @@ static int query_memdevs(struct hu_vm *vm, struct hu_qmp *q)
 static int query_disks(struct hu_vm *vm, struct hu_qmp *q)
 {
 	_cleanup_json_ json_object *nodes = NULL;
-	int r = hu_qmp_execute(q, "query-named-block-nodes",
-			       json_tokener_parse("{\"flat\":true}"), &nodes, NULL);
+	int r = hu_qmp_execute(q, "query-named-block-nodes", json_tokener_parse("{\"flat\":true}"), &nodes,
+			       NULL);
 
 	if (r < 0)
 		return r;
@@ -309,19 +309,22 @@ static int check_replayable(struct hu_vm *vm, struct hu_qmp *q)
 	/* A manager passes its descriptors again when it starts the VM. */
 	if (vm->ai.passes_fd && !vm->mgr)
 		hu_strv_pushf(&vm->blockers, &vm->n_blockers,
-			      "argv passes a file descriptor (%s): restore cannot pass it again", vm->ai.passes_fd);
+			      "argv passes a file descriptor (%s): restore cannot pass it again",
+			      vm->ai.passes_fd);
 	for (size_t i = 0; i < vm->n_memdevs; i++) {
 		const struct hu_memdev *d = &vm->memdevs[i];
 		bool dflt = false;
 
 		for (size_t k = 0; k < ARRAY_SIZE(default_ram_ids); k++)
-			dflt = dflt || (streq(d->id, default_ram_ids[k]) && streq(d->type, "memory-backend-ram"));
+			dflt = dflt ||
+			       (streq(d->id, default_ram_ids[k]) && streq(d->type, "memory-backend-ram"));
 		if (!dflt && !in_strv(vm->ai.object_ids, vm->ai.n_object_ids, d->id))
 			hu_strv_pushf(&vm->blockers, &vm->n_blockers,
-				      "memory backend '%s' was added at run time, not on the command line", d->id);
+				      "memory backend '%s' was added at run time, not on the command line",
+				      d->id);
 	}
-	r = hu_qmp_execute(q, "qom-list", json_tokener_parse("{\"path\":\"/machine/peripheral\"}"),
-			   &periph, NULL);
+	r = hu_qmp_execute(q, "qom-list", json_tokener_parse("{\"path\":\"/machine/peripheral\"}"), &periph,
+			   NULL);
 	if (r < 0)
 		return r;
 	if (!json_object_is_type(periph, json_type_array))
@@ -329,7 +332,8 @@ static int check_replayable(struct hu_vm *vm, struct hu_qmp *q)
 	for (size_t i = 0; i < json_object_array_length(periph) && i < 1024; i++) {
 		json_object *e = json_object_array_get_idx(periph, i), *n, *t;
 
-		if (!(n = get_key(e, "name", json_type_string)) || !(t = get_key(e, "type", json_type_string)) ||
+		if (!(n = get_key(e, "name", json_type_string)) ||
+		    !(t = get_key(e, "type", json_type_string)) ||
 		    strncmp(json_object_get_string(t), "child<", 6) != 0)
 			continue;
 		if (!in_strv(vm->ai.device_ids, vm->ai.n_device_ids, json_object_get_string(n)))
@@ -346,8 +350,7 @@ static bool cap_state(json_object *caps, const char *name)
 		json_object *c = json_object_array_get_idx(caps, i), *n, *s;
 
 		if ((n = get_key(c, "capability", json_type_string)) &&
-		    streq(json_object_get_string(n), name) &&
-		    (s = get_key(c, "state", json_type_boolean)))
+		    streq(json_object_get_string(n), name) && (s = get_key(c, "state", json_type_boolean)))
 			return json_object_get_boolean(s);
 	}
 	return false;
@@ -375,8 +378,8 @@ int hu_vm_query(struct hu_vm *vm, struct hu_qmp *q)
 		return -EPROTO;
 	for (size_t i = 0; i < ARRAY_SIZE(bad_caps); i++)
 		if (cap_state(caps, bad_caps[i]))
-			hu_strv_pushf(&vm->blockers, &vm->n_blockers,
-				      "migration capability %s is on", bad_caps[i]);
+			hu_strv_pushf(&vm->blockers, &vm->n_blockers, "migration capability %s is on",
+				      bad_caps[i]);
 	r = hu_qmp_execute(q, "query-migrate-parameters", NULL, &params, NULL);
 	if (r < 0)
 		return r;
@@ -496,31 +499,30 @@ int hu_scan_processes(struct hu_ctx *ctx, struct hu_vm_list **ret)
 		hu_vm_list_free(list);
 		return r;
 	}
-	qsort(list->vms, list->n, sizeof(*list->vms), cmp_vm);
+	if (list->n > 1) /* with no QEMU, vms is NULL: qsort's argument must not be */
+		qsort(list->vms, list->n, sizeof(*list->vms), cmp_vm);
 	*ret = list;
 	return 0;
 }
 
 int hu_discover(struct hu_ctx *ctx, const struct hu_options *opts, struct hu_vm_list **ret)
 {
-	struct hu_vm_list *list = NULL;
+	_cleanup_vm_list_ struct hu_vm_list *list = NULL;
 	struct discover_job job;
 	int r;
 
+	hu_clear_error(ctx);
 	r = hu_scan_processes(ctx, &list);
 	if (r < 0)
-		return r;
+		return hu_fail(ctx, r, "cannot list the processes in %s: %s", ctx->proc_root, strerror(-r));
 	if (opts && opts->only_vms) {
 		for (const char *const *n = opts->only_vms; *n; n++) {
 			bool found = false;
 
 			for (size_t i = 0; i < list->n; i++)
 				found = found || streq(list->vms[i]->name, *n);
-			if (!found) {
-				hu_err(ctx, *n, "no QEMU process with this name");
-				hu_vm_list_free(list);
-				return -ENOENT;
-			}
+			if (!found)
+				return hu_fail(ctx, -ENOENT, "%s: no QEMU process with this name", *n);
 		}
 		for (size_t i = 0; i < list->n;) {
 			bool keep = false;
@@ -540,6 +542,6 @@ int hu_discover(struct hu_ctx *ctx, const struct hu_options *opts, struct hu_vm_
 	job.ctx = ctx;
 	job.list = list;
 	hu_parallel_for(list->n, ctx->jobs, discover_one, &job);
-	*ret = list;
+	*ret = TAKE_PTR(list);
 	return 0;
 }

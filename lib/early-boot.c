@@ -19,7 +19,8 @@
 #include "hu-private.h"
 
 static const char *const early_modules[] = {
-	"libnvdimm", "nfit", "nd_pmem", "nd_e820", "nd_btt", "dax_pmem", "device_dax", "kvm", "kvm_intel", "kvm_amd",
+	"libnvdimm", "nfit",	   "nd_pmem", "nd_e820",   "nd_btt",
+	"dax_pmem",  "device_dax", "kvm",     "kvm_intel", "kvm_amd",
 };
 
 /* Is `word` (or "key=" prefix when it ends in '=') on the kernel command line? */
@@ -55,7 +56,8 @@ static void load_modules(struct hu_ctx *ctx, json_object *report)
 		int r = kmod_module_new_from_lookup(k, early_modules[i], &l);
 		bool ok = false;
 
-		kmod_list_foreach(it, l) {
+		kmod_list_foreach(it, l)
+		{
 			struct kmod_module *mod = kmod_module_get_module(it);
 
 			/* kvm_intel on an AMD host fails: only "none loaded" counts. */
@@ -63,7 +65,9 @@ static void load_modules(struct hu_ctx *ctx, json_object *report)
 				ok = true;
 			kmod_module_unref(mod);
 		}
-		json_object_array_add(ok ? loaded : (r >= 0 && l) ? failed : missing,
+		json_object_array_add(ok	      ? loaded
+				      : (r >= 0 && l) ? failed
+						      : missing,
 				      json_object_new_string(early_modules[i]));
 		kmod_module_unref_list(l);
 	}
@@ -167,7 +171,8 @@ static int write_mounts_dropin(struct hu_ctx *ctx, struct hu_manifest *m, const 
 			const char *slash;
 
 			/* A device node (device DAX) is no mount to wait for. */
-			if (!vm->memdevs[j].skipped || !p || p[0] != '/' || vm->memdevs[j].medium.kind == HU_MEDIUM_DEVDAX ||
+			if (!vm->memdevs[j].skipped || !p || p[0] != '/' ||
+			    vm->memdevs[j].medium.kind == HU_MEDIUM_DEVDAX ||
 			    vm->memdevs[j].medium.kind == HU_MEDIUM_PMEM)
 				continue;
 			/* Every prefix of the directory, "/" itself excepted. */
@@ -209,16 +214,15 @@ int hu_early_check_media(struct hu_ctx *ctx, struct hu_manifest *m, unsigned wai
 			continue;
 		for (size_t j = 0; j < vm->n_memdevs; j++) {
 			const struct hu_medium *md = &vm->memdevs[j].medium;
-			_cleanup_free_ char *moved_to = NULL;
+			_cleanup_free_ char *moved_to = NULL, *why = NULL;
 			json_object *e;
-			char why[256] = "";
 			int r;
 
 			if (!vm->memdevs[j].skipped || md->kind == HU_MEDIUM_FILE)
 				continue;
 			/* Namespaces appear as their drivers probe: wait for one that
 			 * is not there yet, not for one that is there and different. */
-			r = hu_ram_medium_wait(ctx, md, deadline, why, sizeof(why));
+			r = hu_ram_medium_wait(ctx, md, deadline, &why);
 			/* Renumbered: restore follows the namespace by its uuid. */
 			if (r == -ESTALE && hu_ram_medium_follow(ctx, md, &moved_to, NULL) == 0)
 				r = 0;
@@ -229,7 +233,7 @@ int hu_early_check_media(struct hu_ctx *ctx, struct hu_manifest *m, unsigned wai
 			if (moved_to)
 				json_object_object_add(e, "moved_to", json_object_new_string(moved_to));
 			if (r < 0)
-				json_object_object_add(e, "why", json_object_new_string(why));
+				json_object_object_add(e, "why", json_object_new_string(why ?: strerror(-r)));
 			json_object_array_add(media, e);
 			bad += r < 0;
 		}
@@ -246,51 +250,54 @@ int hu_early_boot(struct hu_ctx *ctx, const struct hu_early_opts *o)
 	const char *text;
 	int r, bad = 0, no_manifest = 0;
 
+	hu_clear_error(ctx);
 	r = hu_cmdline_get(ctx, HU_CMDLINE_MARKER_KEY, NULL);
 	if (r <= 0) {
 		json_object_put(media);
-		hu_info(ctx, NULL, "no restore pending (no %s on the kernel command line)", HU_CMDLINE_MARKER);
+		hu_info(ctx, NULL, "no restore pending (no %s on the kernel command line)",
+			HU_CMDLINE_MARKER);
 		return 0;
 	}
 	if (!o->no_modules)
 		load_modules(ctx, report);
 	r = find_state_dir(ctx, o, &dir, &state_mnt);
-	if (r < 0)
-		hu_err(ctx, NULL, "hu.state= on the kernel command line: %s",
-		       r == -EINVAL ? "not UUID=<uuid>:/<dir>" :
-		       r == -ENODEV ? "no file system with that UUID" :
-		       r == -EMEDIUMTYPE ? "its file system type is unknown" : strerror(-r));
-	if (r >= 0 && asprintf(&mpath, "%s/manifest.json", dir) < 0)
+	if (r < 0) {
+		hu_fail(ctx, r, "hu.state= on the kernel command line: %s",
+			r == -EINVAL	    ? "not UUID=<uuid>:/<dir>"
+			: r == -ENODEV	    ? "no file system with that UUID"
+			: r == -EMEDIUMTYPE ? "its file system type is unknown"
+					    : strerror(-r));
+	} else if (asprintf(&mpath, "%s/manifest.json", dir) < 0) {
 		r = -ENOMEM;
-	if (r >= 0)
+	} else {
 		r = hu_manifest_load_path(ctx, mpath, &m);
+		if (r < 0)
+			hu_fail(ctx, r, "restore pending but its manifest %s cannot be read: %s", mpath,
+				strerror(-r));
+	}
 	if (state_mnt && umount2(state_mnt, 0) == 0)
 		rmdir(state_mnt);
 	if (r < 0) {
 		json_object_put(media);
-		hu_err(ctx, NULL, "restore pending but its manifest %s cannot be read: %s", mpath ?: "(state dir)",
-		       strerror(-r));
 		json_object_object_add(report, "error", json_object_new_string(strerror(-r)));
 		no_manifest = r;
 	} else {
 		bad = hu_early_check_media(ctx, m, o->wait_ms, media);
 		json_object_object_add(report, "media", media);
+		/* Not fatal: without the order the restore may only start before a
+		 * slow RAM mount and refuse that VM, which it says. */
 		if (o->dropin_dir && (r = write_mounts_dropin(ctx, m, o->dropin_dir)) < 0)
-			hu_err(ctx, NULL, "cannot order the restore after the RAM mounts: %s", strerror(-r));
+			hu_info(ctx, NULL, "cannot order the restore after the RAM mounts: %s", strerror(-r));
 		hu_manifest_free(m);
-		if (bad)
-			hu_err(ctx, NULL, "%d RAM medi%s did not come back as checkpointed: restore will refuse those VMs",
-			       bad, bad == 1 ? "um" : "a");
 	}
 	/* /run survives switch-root: the restore unit runs first thing after. */
 	r = hu_mkdir_p(o->run_dir, 0700);
 	if (r >= 0)
 		r = hu_mkdir_private(o->run_dir);
-	if (r < 0) {
-		hu_err(ctx, NULL, "%s: %s", o->run_dir, strerror(-r));
-		return r;
-	}
-	text = json_object_to_json_string_ext(report, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
+	if (r < 0)
+		return hu_fail(ctx, r, "%s: %s", o->run_dir, strerror(-r));
+	text = json_object_to_json_string_ext(report,
+					      JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
 	{
 		_cleanup_free_ char *rp = NULL;
 
@@ -306,10 +313,9 @@ int hu_early_boot(struct hu_ctx *ctx, const struct hu_early_opts *o)
 			r = -ENOMEM;
 		if (r >= 0 && symlink(o->unit_path, unit_link) < 0 && errno != EEXIST)
 			r = -errno;
-		if (r < 0) {
-			hu_err(ctx, NULL, "cannot arrange the restore unit in %s: %s", o->wants_dir, strerror(-r));
-			return r;
-		}
+		if (r < 0)
+			return hu_fail(ctx, r, "cannot arrange the restore unit in %s: %s", o->wants_dir,
+				       strerror(-r));
 	}
 	if (no_manifest < 0) {
 		/* The restore unit still runs: it reads the real root's state dir and says the same. */

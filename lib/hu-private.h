@@ -12,16 +12,25 @@
 
 #include "libhu.h"
 
-#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _cleanup_(f)   __attribute__((cleanup(f)))
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define ARRAY_SIZE(a)  (sizeof(a) / sizeof((a)[0]))
 
+/* clang-format off */
 static inline void freep(void *p) { free(*(void **)p); }
 static inline void closep(int *fd) { if (*fd >= 0) close(*fd); }
 static inline void json_putp(json_object **o) { if (*o) json_object_put(*o); }
-#define _cleanup_free_ _cleanup_(freep)
-#define _cleanup_close_ _cleanup_(closep)
-#define _cleanup_json_ _cleanup_(json_putp)
+/* clang-format on */
+#define _cleanup_free_	   _cleanup_(freep)
+#define _cleanup_close_	   _cleanup_(closep)
+#define _cleanup_json_	   _cleanup_(json_putp)
+/* The project's own types (all take NULL). */
+/* clang-format off */
+static inline void hu_manifest_freep(struct hu_manifest **m) { hu_manifest_free(*m); }
+static inline void hu_vm_list_freep(struct hu_vm_list **l) { hu_vm_list_free(*l); }
+/* clang-format on */
+#define _cleanup_manifest_ _cleanup_(hu_manifest_freep)
+#define _cleanup_vm_list_  _cleanup_(hu_vm_list_freep)
 
 static inline void *steal_ptr(void *pp)
 {
@@ -30,25 +39,26 @@ static inline void *steal_ptr(void *pp)
 	return v;
 }
 #define TAKE_PTR(p) steal_ptr(&(p))
+/* clang-format off */
 static inline int take_fd(int *fd) { int v = *fd; *fd = -1; return v; }
+/* clang-format on */
 #define TAKE_FD(fd) take_fd(&(fd))
 #define streq(a, b) (strcmp((a), (b)) == 0)
 
 /* Limits on what outside input may make us hold. */
-#define HU_MAX_CMDLINE      (256 * 1024)   /* /proc/PID/cmdline */
-#define HU_MAX_ARGS         4096
-#define HU_MAX_QMP_MESSAGE  (4 * 1024 * 1024)
-#define HU_MAX_QMP_EVENTS   64
-#define HU_MAX_MANIFEST     (16 * 1024 * 1024)
-#define HU_MAX_NAME         64
-#define HU_MAX_VMS          1024
-#define HU_MAX_MEMDEVS      64
-#define HU_MAX_DISKS        64
+#define HU_MAX_CMDLINE	       (256 * 1024) /* /proc/PID/cmdline */
+#define HU_MAX_ARGS	       4096
+#define HU_MAX_QMP_MESSAGE     (4 * 1024 * 1024)
+#define HU_MAX_QMP_EVENTS      64
+#define HU_MAX_MANIFEST	       (16 * 1024 * 1024)
+#define HU_MAX_NAME	       64
+#define HU_MAX_VMS	       1024
+#define HU_MAX_MEMDEVS	       64
+#define HU_MAX_DISKS	       64
 /* How long restore waits, after a reboot, for a pmem device not there yet. */
-#define HU_MEDIA_WAIT_MS 30000
-#define HU_MANIFEST_VERSION 4 /* 2: XXH3 RAM digest, medium uuid; 3: per-VM "flushed";
-				* 4: per-VM "manager" and its object ("libvirt") */
-#define HU_MANIFEST_VERSION_MIN 3 /* still read */
+#define HU_MEDIA_WAIT_MS       30000
+#define HU_MANIFEST_VERSION    4 /* 2: XXH3 RAM digest, medium uuid; 3: per-VM "flushed"; 4: "manager" */
+#define HU_MANIFEST_OLDEST     3 /* still read */
 /* Device state, ROMs and VGA RAM that always land in the state file. */
 #define HU_DEVICE_STATE_MARGIN (64ULL << 20)
 
@@ -65,18 +75,24 @@ struct hu_ctx {
 	unsigned qmp_timeout_ms;
 	unsigned suspend_timeout_s;
 	pthread_mutex_t log_lock;
-	void *libvirt;          /* libvirt.c: the connection, opened on first use */
+	char *error;   /* why the last call that failed failed (hu_fail) */
+	void *libvirt; /* libvirt.c: the connection, opened on first use */
 };
 
-_printf_(4, 5)
-void hu_log(struct hu_ctx *ctx, int prio, const char *vm, const char *fmt, ...);
-#define hu_err(ctx, vm, ...)  hu_log(ctx, LOG_ERR, vm, __VA_ARGS__)
+_printf_(4, 5) void hu_log(struct hu_ctx *ctx, int prio, const char *vm, const char *fmt, ...);
+/* The error contract: lib never logs an error. A call that fails returns a
+ * negative errno; what went wrong is in the VM's record for a VM-scoped
+ * failure (hu_vm_set_error) and in the context otherwise (hu_fail), and the
+ * caller says it once. The log hook carries progress (LOG_INFO) and detail
+ * (LOG_DEBUG) only. */
+_printf_(3, 4) int hu_fail(struct hu_ctx *ctx, int r, const char *fmt, ...);
+void hu_clear_error(struct hu_ctx *ctx);
 #define hu_info(ctx, vm, ...) hu_log(ctx, LOG_INFO, vm, __VA_ARGS__)
 #define hu_dbg(ctx, vm, ...)  hu_log(ctx, LOG_DEBUG, vm, __VA_ARGS__)
 
 /* ---- util.c: time, files, strings, threads, the state dir lock ---- */
-int64_t hu_now_ms(void);          /* CLOCK_REALTIME, survives a reboot */
-int64_t hu_mono_ms(void);         /* CLOCK_MONOTONIC */
+int64_t hu_now_ms(void);  /* CLOCK_REALTIME, survives a reboot */
+int64_t hu_mono_ms(void); /* CLOCK_MONOTONIC */
 int64_t hu_mono_us(void);
 int hu_read_file(const char *path, size_t max, char **ret, size_t *ret_len);
 int hu_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode);
@@ -93,9 +109,15 @@ int hu_read_boot_id(char *buf, size_t len);
 /* Run fn(i, data) for i in [0,n) on up to `jobs` threads (0 = n). */
 void hu_parallel_for(size_t n, unsigned jobs, void (*fn)(size_t i, void *data), void *data);
 /* Add a formatted string to a list, for blockers and errors. */
-_printf_(3, 4)
-int hu_strv_pushf(char ***strv, size_t *n, const char *fmt, ...);
+_printf_(3, 4) int hu_strv_pushf(char ***strv, size_t *n, const char *fmt, ...);
 int hu_lock_state_dir(struct hu_ctx *ctx, int *ret_fd);
+/* Wait until process `pid` (started at `starttime`, 0 = whichever has the
+ * pid now) has exited, on its pidfd. 0 once gone, -ETIMEDOUT. */
+int hu_pid_wait_exit(struct hu_ctx *ctx, pid_t pid, uint64_t starttime, unsigned timeout_ms);
+/* Internal helpers that can say why they failed take `char **ret_error`
+ * (may be NULL): on failure it gets a malloc'ed text (replacing one there),
+ * on success it is left alone. Returns r. */
+_printf_(3, 4) int hu_errorf(char **ret_error, int r, const char *fmt, ...);
 
 /* ---- qemu-argv.c: parse a QEMU command line (untrusted) ---- */
 struct hu_kv {
@@ -114,21 +136,21 @@ void hu_opts_clear(struct hu_opts *o);
 bool hu_qemu_option_takes_arg(const char *opt);
 
 struct hu_argv_info {
-	char *name;          /* -name guest=NAME / -name NAME */
-	char *qmp_path;      /* unix socket path of a control monitor (server) */
-	char *qmp_error;     /* why there is no usable QMP endpoint */
-	char *qga_path;      /* guest agent chardev socket */
+	char *name;	 /* -name guest=NAME / -name NAME */
+	char *qmp_path;	 /* unix socket path of a control monitor (server) */
+	char *qmp_error; /* why there is no usable QMP endpoint */
+	char *qga_path;	 /* guest agent chardev socket */
 	char *pidfile;
 	bool daemonize;
 	bool has_vfio;
 	bool has_incoming;
-	char **mem_paths;    /* mem-path= of file backends */
+	char **mem_paths; /* mem-path= of file backends */
 	size_t n_mem_paths;
-	char **object_ids;   /* -object id= */
+	char **object_ids; /* -object id= */
 	size_t n_object_ids;
-	char **device_ids;   /* -device id= */
+	char **device_ids; /* -device id= */
 	size_t n_device_ids;
-	char *passes_fd;     /* an option that hands QEMU a file descriptor */
+	char *passes_fd;       /* an option that hands QEMU a file descriptor */
 	bool drops_privileges; /* -runas / -run-with user=: start it as root */
 };
 int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret);
@@ -144,17 +166,19 @@ int hu_qmp_connect(const char *path, unsigned timeout_ms, struct hu_qmp **ret);
 /* Wrap an already connected fd (tests use socketpairs). */
 int hu_qmp_open_fd(int fd, unsigned timeout_ms, struct hu_qmp **ret);
 void hu_qmp_close(struct hu_qmp *q);
+/* clang-format off */
+static inline void hu_qmp_closep(struct hu_qmp **q) { hu_qmp_close(*q); }
+/* clang-format on */
+#define _cleanup_qmp_ _cleanup_(hu_qmp_closep)
 void hu_qmp_set_timeout(struct hu_qmp *q, unsigned ms);
 /* Run one command; takes ownership of args. On success *ret gets the "return" value (may be NULL if
  * ret is NULL). On a QMP error returns -EREMOTEIO and sets *ret_err_class /
  * *ret_err_desc (malloc'ed) when given. */
-int hu_qmp_execute(struct hu_qmp *q, const char *cmd, json_object *args,
-		   json_object **ret, char **ret_error);
+int hu_qmp_execute(struct hu_qmp *q, const char *cmd, json_object *args, json_object **ret, char **ret_error);
 /* Wait for an event named `name` (already queued or new). If match is given,
  * only events whose data satisfies it count. Returns 0, -ETIMEDOUT, ... */
-int hu_qmp_wait_event(struct hu_qmp *q, const char *name,
-		      bool (*match)(json_object *data, void *userdata), void *userdata,
-		      unsigned timeout_ms, json_object **ret_data);
+int hu_qmp_wait_event(struct hu_qmp *q, const char *name, bool (*match)(json_object *data, void *userdata),
+		      void *userdata, unsigned timeout_ms, json_object **ret_data);
 int hu_qmp_send(struct hu_qmp *q, const char *cmd, json_object *args);
 int hu_qmp_connect_raw(const char *path, unsigned timeout_ms, struct hu_qmp **ret);
 int hu_qmp_sync_delimited(struct hu_qmp *q, int64_t id);
@@ -169,31 +193,31 @@ int hu_qmp_query_status(struct hu_qmp *q, char **ret_status);
  * whole request and hands back the whole reply text (malloc'ed), or a
  * negative errno and why. Events are not delivered: waiters poll. */
 struct hu_qmp_ext {
-	int (*command)(void *data, const char *request, int fd, unsigned timeout_ms,
-		       char **ret_reply, char **ret_error);
+	int (*command)(void *data, const char *request, int fd, unsigned timeout_ms, char **ret_reply,
+		       char **ret_error);
 	void (*close)(void *data);
 };
 int hu_qmp_open_ext(const struct hu_qmp_ext *ext, void *data, unsigned timeout_ms, struct hu_qmp **ret);
 /* A command with one file descriptor for QEMU (add-fd); -EOPNOTSUPP where
  * the transport cannot pass one. Takes ownership of args. */
-int hu_qmp_execute_fd(struct hu_qmp *q, const char *cmd, json_object *args, int fd,
-		      json_object **ret, char **ret_error);
+int hu_qmp_execute_fd(struct hu_qmp *q, const char *cmd, json_object *args, int fd, json_object **ret,
+		      char **ret_error);
 
 /* ---- ram.c: the RAM medium ---- */
 enum hu_medium_kind {
-	HU_MEDIUM_FILE,    /* a file on some filesystem: only the digest tells */
-	HU_MEDIUM_DEVDAX,  /* /dev/daxX.Y */
-	HU_MEDIUM_PMEM,    /* a pmem block device itself */
-	HU_MEDIUM_FSDAX,   /* a file on a filesystem on a pmem device */
+	HU_MEDIUM_FILE,	  /* a file on some filesystem: only the digest tells */
+	HU_MEDIUM_DEVDAX, /* /dev/daxX.Y */
+	HU_MEDIUM_PMEM,	  /* a pmem block device itself */
+	HU_MEDIUM_FSDAX,  /* a file on a filesystem on a pmem device */
 };
 
 struct hu_medium {
 	enum hu_medium_kind kind;
-	char *device;      /* dax0.0, pmem0 */
-	char *ns;          /* namespace0.0 */
-	char *uuid;        /* of the namespace's label or info block; none for raw label-less pmem */
-	uint64_t size;     /* bytes */
-	char *mode;        /* the namespace mode: fsdax, devdax, raw, sector */
+	char *device;  /* dax0.0, pmem0 */
+	char *ns;      /* namespace0.0 */
+	char *uuid;    /* of the namespace's label or info block; none for raw label-less pmem */
+	uint64_t size; /* bytes */
+	char *mode;    /* the namespace mode: fsdax, devdax, raw, sector */
 };
 
 /* The backing class of a RAM file (mem-path) and why. */
@@ -202,11 +226,12 @@ int hu_classify_fs(long f_type, enum hu_backing *ret);
 /* Digest of sampled pages of a RAM file or DAX device. */
 int hu_ram_digest(const char *path, uint64_t size, uint64_t *ret);
 int hu_ram_medium(struct hu_ctx *ctx, const char *mem_path, struct hu_medium *ret);
-int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char *why, size_t len);
-int hu_ram_medium_locate(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_moved_to, char *why, size_t len);
-int hu_ram_medium_wait(struct hu_ctx *ctx, const struct hu_medium *m, int64_t deadline, char *why, size_t len);
-int hu_ram_medium_follow(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_device, struct hu_medium *ret_now);
-int hu_medium_compare(const struct hu_medium *was, const struct hu_medium *now, char *why, size_t len);
+int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_why);
+int hu_ram_medium_locate(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_moved_to, char **ret_why);
+int hu_ram_medium_wait(struct hu_ctx *ctx, const struct hu_medium *m, int64_t deadline, char **ret_why);
+int hu_ram_medium_follow(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_device,
+			 struct hu_medium *ret_now);
+int hu_medium_compare(const struct hu_medium *was, const struct hu_medium *now, char **ret_why);
 void hu_medium_clear(struct hu_medium *m);
 const char *hu_medium_kind_to_string(enum hu_medium_kind k);
 
@@ -217,16 +242,16 @@ const char *hu_medium_kind_to_string(enum hu_medium_kind k);
 struct hu_memdev {
 	/* discover (query-memdev, qom-get) */
 	char *id;
-	char *type;        /* memory-backend-file, -ram, -memfd, ... */
-	char *mem_path;    /* restore follows a renumbered namespace here */
+	char *type;	/* memory-backend-file, -ram, -memfd, ... */
+	char *mem_path; /* restore follows a renumbered namespace here */
 	bool share;
 	uint64_t size;
 	enum hu_backing backing;
-	char *why;         /* how the class was decided */
+	char *why; /* how the class was decided */
 	/* plan */
-	bool skipped;      /* left in place by x-ignore-shared */
+	bool skipped; /* left in place by x-ignore-shared */
 	/* checkpoint (restore checks them) */
-	uint64_t digest;   /* of sampled pages, taken while the guest is stopped */
+	uint64_t digest; /* of sampled pages, taken while the guest is stopped */
 	struct hu_medium medium;
 };
 
@@ -241,13 +266,13 @@ struct hu_disk {
 };
 
 enum hu_vm_state {
-	HU_VM_RUNNING,       /* recorded, untouched */
-	HU_VM_STOPPING,      /* migrate issued */
-	HU_VM_SAVED,         /* postmigrate, state file on disk, QEMU alive */
-	HU_VM_CHECKPOINTED,  /* QEMU quit, waiting for restore */
+	HU_VM_RUNNING,	    /* recorded, untouched */
+	HU_VM_STOPPING,	    /* migrate issued */
+	HU_VM_SAVED,	    /* postmigrate, state file on disk, QEMU alive */
+	HU_VM_CHECKPOINTED, /* QEMU quit, waiting for restore */
 	HU_VM_RESTORING,
 	HU_VM_RESTORED,
-	HU_VM_RESUMED,       /* rolled back: the original QEMU runs again */
+	HU_VM_RESUMED, /* rolled back: the original QEMU runs again */
 	HU_VM_FAILED,
 };
 const char *hu_vm_state_to_string(enum hu_vm_state s);
@@ -259,29 +284,29 @@ struct hu_vm {
 
 	/* discover, from /proc (restore records the new QEMU's pid and starttime) */
 	pid_t pid;
-	uint64_t starttime;     /* /proc/PID/stat field 22, guards against pid reuse */
+	uint64_t starttime; /* /proc/PID/stat field 22, guards against pid reuse */
 	char *exe;
-	char **argv;            /* restore follows a renumbered namespace here */
+	char **argv; /* restore follows a renumbered namespace here */
 	size_t argc;
 	char *cwd;
 	uid_t uid;
 	gid_t gid;
-	gid_t *groups;          /* supplementary groups */
+	gid_t *groups; /* supplementary groups */
 	size_t n_groups;
 	char *cgroup;
 	struct hu_argv_info ai; /* what argv says */
 
 	/* discover, from QMP */
-	bool qmp_ok;            /* QEMU answered: what follows is known */
+	bool qmp_ok; /* QEMU answered: what follows is known */
 	char *qemu_version;
-	char *runstate;         /* before the checkpoint (checkpoint asks again first) */
+	char *runstate; /* before the checkpoint (checkpoint asks again first) */
 	int64_t max_bandwidth_before;
 	struct hu_memdev *memdevs;
 	size_t n_memdevs;
 	struct hu_disk *disks;
 	size_t n_disks;
-	bool agent_ok;          /* the guest agent answered */
-	bool wakeup_ok;         /* query-current-machine: wakeup-suspend-support */
+	bool agent_ok;	/* the guest agent answered */
+	bool wakeup_ok; /* query-current-machine: wakeup-suspend-support */
 
 	/* discover and plan: why it cannot be checkpointed */
 	char **blockers;
@@ -290,32 +315,32 @@ struct hu_vm {
 	/* plan */
 	uint64_t ram_bytes;
 	enum hu_backing backing;
-	bool in_place;          /* x-ignore-shared: RAM stays where it is */
-	bool copies_ram;        /* some RAM goes into the state file */
-	uint64_t save_bytes;    /* expected state file size */
-	bool suspend;           /* suspend through the agent before saving */
+	bool in_place;	     /* x-ignore-shared: RAM stays where it is */
+	bool copies_ram;     /* some RAM goes into the state file */
+	uint64_t save_bytes; /* expected state file size */
+	bool suspend;	     /* suspend through the agent before saving */
 
 	/* checkpoint (migration.c sets the capabilities) */
-	char *state_file;       /* manifest.c sets it on load */
-	bool unflushed;         /* state and RAM not flushed: valid in this boot only */
-	bool touched;           /* the checkpoint changed something in this QEMU */
-	bool suspended_by_us;   /* suspended through the agent: wake it after restore */
-	json_object *caps_before;  /* migration capabilities the VM had */
-	json_object *caps;         /* the set used for the checkpoint, both sides */
+	char *state_file;	  /* manifest.c sets it on load */
+	bool unflushed;		  /* state and RAM not flushed: valid in this boot only */
+	bool touched;		  /* the checkpoint changed something in this QEMU */
+	bool suspended_by_us;	  /* suspended through the agent: wake it after restore */
+	json_object *caps_before; /* migration capabilities the VM had */
+	json_object *caps;	  /* the set used for the checkpoint, both sides */
 	int64_t stopped_at_ms;
-	int64_t stopped_mono_us;   /* the same moment, for this process's own timings */
+	int64_t stopped_mono_us; /* the same moment, for this process's own timings */
 	uint64_t state_bytes;
 
 	/* restore (spawn.c, for the new QEMU's cgroup) */
 	int64_t running_at_ms;
-	bool rejoined_cgroup;   /* back in its own cgroup: no scope needed */
+	bool rejoined_cgroup; /* back in its own cgroup: no scope needed */
 	bool has_clock_step;
-	int64_t clock_step_ms;  /* how far behind the guest clock was, fixed */
+	int64_t clock_step_ms; /* how far behind the guest clock was, fixed */
 
 	/* checkpoint, resume and restore: where it is, and why it failed */
 	enum hu_vm_state state;
 	char *error;
-	struct hu_qmp *qmp;     /* open: discover's kept for checkpoint, or the new QEMU's */
+	struct hu_qmp *qmp; /* open: discover's kept for checkpoint, or the new QEMU's */
 
 	/* discover (claim) or the manifest: who runs this QEMU (NULL: nobody,
 	 * host-upgrade starts and stops it itself) and what that one needs */
@@ -339,7 +364,7 @@ bool hu_vm_process_alive(struct hu_vm *vm);
  * a VM manager (libvirt.c) that must keep it. Each phase calls out here;
  * an op left NULL means the phase's own code for a QEMU nobody manages. */
 struct hu_manager_ops {
-	const char *name;                            /* "libvirt" */
+	const char *name; /* "libvirt" */
 	/* discover: the QMP transport to this QEMU */
 	int (*monitor)(struct hu_vm *vm, struct hu_qmp **ret, char **ret_why);
 	/* plan: what this manager cannot do for this VM (blockers) */
@@ -355,8 +380,7 @@ struct hu_manager_ops {
 	/* run a stopped guest again */
 	int (*cont)(struct hu_vm *vm, char **ret_err);
 	/* restore: start the QEMU paused, waiting for the load (vm->qmp open) */
-	int (*start_incoming)(struct hu_vm *vm, pid_t *ret_pid, uint64_t *ret_starttime,
-			      char *err, size_t errlen);
+	int (*start_incoming)(struct hu_vm *vm, pid_t *ret_pid, uint64_t *ret_starttime, char **ret_error);
 	/* a QEMU of this VM found running (leftover of a restore): its monitor */
 	int (*attach)(struct hu_vm *vm, pid_t pid, struct hu_qmp **ret);
 	/* end a QEMU restore started that never ran the guest */
@@ -377,7 +401,7 @@ extern const struct hu_manager_ops hu_manager_libvirt;
 /* discover: does a manager run this QEMU? Sets vm->mgr; a VM a manager
  * runs but we cannot drive gets a blocker. */
 void hu_manager_claim(struct hu_vm *vm);
-const char *hu_manager_name(const struct hu_vm *vm);  /* "none" | "libvirt" */
+const char *hu_manager_name(const struct hu_vm *vm); /* "none" | "libvirt" */
 int hu_manager_by_name(const char *name, const struct hu_manager_ops **ret);
 /* The QMP transport: the VM's socket, or its manager's. */
 int hu_manager_monitor(struct hu_vm *vm, unsigned timeout_ms, struct hu_qmp **ret, char **ret_why);
@@ -392,8 +416,8 @@ void hu_manager_ctx_close(struct hu_ctx *ctx);
  * markers it reads, STATE_DIR/libvirt/UUID.pending (libvirt.c writes them) */
 struct hu_lv_link {
 	char *memdev;
-	char *was;     /* the RAM file in libvirt's per-start folder, at the checkpoint */
-	char *link;    /* our hard link of it, which outlives that folder */
+	char *was;  /* the RAM file in libvirt's per-start folder, at the checkpoint */
+	char *link; /* our hard link of it, which outlives that folder */
 };
 int hu_libvirt_marker_path(struct hu_ctx *ctx, const char *uuid, char **ret);
 int hu_libvirt_marker_write(struct hu_ctx *ctx, const char *uuid, const char *token,
@@ -414,11 +438,11 @@ struct hu_manifest {
 	char *path;
 	char *phase;
 	char *boot_id;
-	char *target_kernel;    /* the kernel restore expects to run on, or NULL */
+	char *target_kernel; /* the kernel restore expects to run on, or NULL */
 	int64_t created_ms;
 	struct hu_vm_list list;
 	pthread_mutex_t lock;
-	bool borrowed;          /* list entries belong to the caller */
+	bool borrowed; /* list entries belong to the caller */
 };
 int hu_manifest_new(struct hu_ctx *ctx, struct hu_manifest **ret);
 int hu_manifest_save(struct hu_manifest *m);
@@ -448,13 +472,13 @@ int hu_migration_settled_runstate(struct hu_qmp *q, char **ret_status);
 /* ---- qga.c: the guest agent ---- */
 int hu_qga_open(struct hu_vm *vm, unsigned timeout_ms, struct hu_qmp **ret);
 int hu_qga_ping(struct hu_vm *vm, unsigned timeout_ms);
-int hu_qga_suspend(struct hu_vm *vm, unsigned timeout_ms, char *err, size_t errlen);
-int hu_vm_wakeup(struct hu_vm *vm, unsigned timeout_ms, char *err, size_t errlen);
+int hu_qga_suspend(struct hu_vm *vm, unsigned timeout_ms, char **ret_error);
+int hu_vm_wakeup(struct hu_vm *vm, unsigned timeout_ms, char **ret_error);
 int hu_qga_fix_clock(struct hu_vm *vm, unsigned timeout_ms, int64_t *ret_step_ms);
 
 /* ---- resume.c (checkpoint's rollback, restore and abort) ---- */
 /* Put a VM we stopped back as it was; vm->state and vm->error untouched. */
-int hu_vm_resume_original(struct hu_vm *vm, char *err, size_t errlen);
+int hu_vm_resume_original(struct hu_vm *vm, char **ret_error);
 
 /* ---- checkpoint.c: public only (hu_checkpoint) ---- */
 
@@ -462,19 +486,17 @@ int hu_vm_resume_original(struct hu_vm *vm, char *err, size_t errlen);
 /* Fork and execve the recorded argv + "-incoming defer"; *ret_pid: the child. */
 int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid);
 /* Wait for its QMP (into vm->qmp); *pid becomes the daemon's with -daemonize. */
-int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *pid,
-		     char *err, size_t errlen);
+int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *pid, char **ret_error);
 /* Under systemd, a scope of its own if it could not rejoin its cgroup. */
 void hu_spawn_move_to_scope(struct hu_ctx *ctx, struct hu_vm *vm, pid_t pid);
 /* End a QEMU we started that never ran the guest, if it is still that one. */
 int hu_spawn_kill(struct hu_ctx *ctx, pid_t pid, uint64_t starttime);
 
 /* ---- restore.c (restore, abort, and checkpoint when restore follows) ---- */
-int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot,
-		   const char *const *only_vms);
+int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot, const char *const *only_vms);
 /* The same, only for the VMs of one manager ("none", "libvirt"; NULL: all). */
-int hu_restore_vms_of(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot,
-		      const char *const *only_vms, const char *only_manager);
+int hu_restore_vms_of(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot, const char *const *only_vms,
+		      const char *only_manager);
 
 /* ---- kexec.c: load a kernel for the next boot ---- */
 /* The kernel release from a bzImage's header ("6.12.9+bpo-amd64"). */
@@ -483,19 +505,21 @@ int hu_kexec_load(struct hu_ctx *ctx, const char *kernel, const char *initrd, co
 int hu_kexec_unload(struct hu_ctx *ctx);
 /* Debian's kexec-load would replace our kernel at shutdown. */
 bool hu_kexec_load_script_active(void);
+/* -EBUSY (with the reason) when something at shutdown would replace a staged kernel. */
+int hu_kexec_check_no_replacer(struct hu_ctx *ctx);
 
 /* ---- stage.c: what to load (the rest is public: hu_stage, hu_unstage) ---- */
 /* The new kernel's command line: `requested` (NULL = the current one) must
  * keep every memmap=…!… region (and nokaslr with them) of `current`;
  * otherwise -EINVAL and *ret_missing names the dropped parameter. The
  * marker is appended once. */
-int hu_cmdline_compose(const char *current, const char *requested, const char *marker,
-		       char **ret, char **ret_missing);
+int hu_cmdline_compose(const char *current, const char *requested, const char *marker, char **ret,
+		       char **ret_missing);
 /* Modules the running kernel uses for VMs and RAM (plus vfio_pci if a VM
  * has VFIO), and which of them a module tree (/lib/modules/VER) lacks. */
 int hu_modules_needed(struct hu_ctx *ctx, const struct hu_vm_list *list, char ***ret, size_t *ret_n);
-int hu_modules_missing(const char *moddir, char *const *needed, size_t n_needed,
-		       char ***ret_missing, size_t *ret_n);
+int hu_modules_missing(const char *moddir, char *const *needed, size_t n_needed, char ***ret_missing,
+		       size_t *ret_n);
 
 /* ---- reboot.c: public only (hu_reboot_guard, hu_reboot_kexec) ---- */
 

@@ -23,9 +23,9 @@
 
 extern char **environ;
 
-#define BZ_HDR_MAGIC_OFF   0x202   /* "HdrS" */
-#define BZ_VERSION_PTR_OFF 0x20e   /* u16: version string offset - 0x200 */
-#define BZ_HEAD_MAX        0x10000
+#define BZ_HDR_MAGIC_OFF   0x202 /* "HdrS" */
+#define BZ_VERSION_PTR_OFF 0x20e /* u16: version string offset - 0x200 */
+#define BZ_HEAD_MAX	   0x10000
 
 int hu_bzimage_version(const char *path, char *buf, size_t len)
 {
@@ -95,6 +95,7 @@ static int kexec_tools_load(const char *kernel, const char *initrd, const char *
 
 const char *hu_stage_strerror(int r)
 {
+	/* clang-format off */
 	switch (r) {
 	case -EPERM:        return "refused by the kernel (lockdown, or no CAP_SYS_BOOT)";
 	case -EKEYREJECTED:
@@ -104,6 +105,7 @@ const char *hu_stage_strerror(int r)
 	case -EOPNOTSUPP:   return "this kernel has no kexec support";
 	default:            return strerror(-r);
 	}
+	/* clang-format on */
 }
 
 int hu_kexec_load(struct hu_ctx *ctx, const char *kernel, const char *initrd, const char *cmdline)
@@ -140,12 +142,11 @@ int hu_kexec_unload(struct hu_ctx *ctx)
 bool hu_kexec_load_script_active(void)
 {
 	_cleanup_free_ char *s = NULL;
+	char *save = NULL;
 
 	if (access("/etc/init.d/kexec-load", X_OK) < 0 ||
 	    hu_read_file("/etc/default/kexec", 65536, &s, NULL) < 0)
 		return false;
-	char *save = NULL;
-
 	for (char *line = strtok_r(s, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		while (*line == ' ' || *line == '\t')
 			line++;
@@ -153,4 +154,13 @@ bool hu_kexec_load_script_active(void)
 			return strncmp(line + 11, "true", 4) == 0 || strncmp(line + 11, "\"true\"", 6) == 0;
 	}
 	return false;
+}
+
+int hu_kexec_check_no_replacer(struct hu_ctx *ctx)
+{
+	if (hu_kexec_load_script_active())
+		return hu_fail(ctx, -EBUSY,
+			       "/etc/default/kexec has LOAD_KEXEC=true: Debian's kexec-load would "
+			       "replace the staged kernel at shutdown; set it to false");
+	return 0;
 }

@@ -26,10 +26,13 @@ int hu_new(struct hu_ctx **ret);
 struct hu_ctx *hu_ref(struct hu_ctx *ctx);
 struct hu_ctx *hu_unref(struct hu_ctx *ctx);
 
-typedef void (*hu_log_fn)(void *userdata, int priority, const char *vm,
-			  const char *fmt, va_list args);
+typedef void (*hu_log_fn)(void *userdata, int priority, const char *vm, const char *fmt, va_list args);
 void hu_set_log_fn(struct hu_ctx *ctx, hu_log_fn fn, void *userdata);
 void hu_set_log_priority(struct hu_ctx *ctx, int priority);
+/* Why the last call that returned a negative errno failed, in words
+ * ("what: why"), or NULL when it has nothing to add to the errno. A failure
+ * of one VM is that VM's error instead (hu_vm_get_error). */
+const char *hu_get_error(const struct hu_ctx *ctx);
 
 int hu_set_state_dir(struct hu_ctx *ctx, const char *dir);
 const char *hu_get_state_dir(const struct hu_ctx *ctx);
@@ -58,17 +61,17 @@ enum hu_volatile_policy {
 };
 
 struct hu_options {
-	bool no_reboot;                 /* restore follows without a kernel reboot */
+	bool no_reboot; /* restore follows without a kernel reboot */
 	enum hu_volatile_policy volatile_policy;
-	const char *const *only_vms;    /* NULL-terminated names, or NULL for all */
+	const char *const *only_vms; /* NULL-terminated names, or NULL for all */
 	/* restore: only VMs this manager runs ("none", "libvirt"), or NULL for
 	 * all (the restore units split them: libvirt's need libvirtd up). */
 	const char *only_manager;
-	uint64_t space_margin;          /* device state allowance per VM; 0 = 64 MiB */
-	const char *target_kernel;      /* recorded for restore to verify; NULL = none */
-	bool suspend_all;               /* suspend every guest through its agent first */
+	uint64_t space_margin;		/* device state allowance per VM; 0 = 64 MiB */
+	const char *target_kernel;	/* recorded for restore to verify; NULL = none */
+	bool suspend_all;		/* suspend every guest through its agent first */
 	const char *const *suspend_vms; /* ... or these (NULL-terminated); VFIO guests always */
-	unsigned suspend_timeout_s;     /* 0 = 30 */
+	unsigned suspend_timeout_s;	/* 0 = 30 */
 	/* Restore follows at once (run --no-reboot): hu_checkpoint() restores
 	 * every VM itself, under the same lock, and skips the flushes only a
 	 * host crash needs; such a checkpoint is restored only in the boot
@@ -80,12 +83,10 @@ struct hu_options {
 
 /* Find every qemu-system-* process and ask each one over QMP what it is.
  * A VM whose QMP cannot be reached is listed with a blocker. */
-int hu_discover(struct hu_ctx *ctx, const struct hu_options *opts,
-		struct hu_vm_list **ret);
+int hu_discover(struct hu_ctx *ctx, const struct hu_options *opts, struct hu_vm_list **ret);
 /* Decide per VM how it is saved and what blocks it. Returns the number of
  * blocked VMs (>= 0) or a negative errno. */
-int hu_plan(struct hu_ctx *ctx, struct hu_vm_list *list,
-	    const struct hu_options *opts);
+int hu_plan(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_options *opts);
 void hu_vm_list_free(struct hu_vm_list *list);
 
 size_t hu_vm_list_count(const struct hu_vm_list *list);
@@ -106,6 +107,11 @@ const char *hu_vm_get_qemu_version(const struct hu_vm *vm);
 const char *hu_vm_get_manager(const struct hu_vm *vm);
 size_t hu_vm_get_n_blockers(const struct hu_vm *vm);
 const char *hu_vm_get_blocker(const struct hu_vm *vm, size_t i);
+/* After a checkpoint or restore: where the VM got to (running, saved,
+ * checkpointed, restored, resumed: rolled back, failed) and, when it did not
+ * get where it was going, why. */
+const char *hu_vm_get_state(const struct hu_vm *vm);
+const char *hu_vm_get_error(const struct hu_vm *vm);
 
 /* --- checkpoint / restore / abort --------------------------------------- */
 
@@ -114,8 +120,7 @@ const char *hu_vm_get_blocker(const struct hu_vm *vm, size_t i);
  * the first VM that failed and why are reported through the log hook.
  * With opts->restore_follows it then restores them: a positive return is
  * the number of VMs that restore left down (their state says why). */
-int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list,
-		  const struct hu_options *opts);
+int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_options *opts);
 /* Restore every checkpointed VM from the manifest in the state dir.
  * Returns the number of VMs that failed (>= 0) or a negative errno. */
 int hu_restore(struct hu_ctx *ctx, const struct hu_options *opts);
@@ -139,11 +144,11 @@ int hu_kexec_loaded(struct hu_ctx *ctx);
 const char *hu_stage_strerror(int r);
 
 struct hu_stage_opts {
-	const char *kernel;        /* bzImage of the new kernel */
-	const char *initrd;        /* NULL: /boot/initrd.img-VERSION if it exists */
-	const char *append;        /* NULL: the running kernel's command line */
-	const char *modules_root;  /* NULL: /lib/modules */
-	bool dry_run;              /* check everything, load nothing */
+	const char *kernel;	  /* bzImage of the new kernel */
+	const char *initrd;	  /* NULL: /boot/initrd.img-VERSION if it exists */
+	const char *append;	  /* NULL: the running kernel's command line */
+	const char *modules_root; /* NULL: /lib/modules */
+	bool dry_run;		  /* check everything, load nothing */
 };
 /* Read the version, find the initrd, compose and check the command line,
  * check the new kernel's modules, then kexec_file_load(2) it. *ret_version
@@ -157,18 +162,18 @@ int hu_reboot_guard(struct hu_ctx *ctx);
 int hu_reboot_kexec(struct hu_ctx *ctx);
 /* The marker on the new kernel's command line: a restore is pending. */
 #define HU_CMDLINE_MARKER_KEY "hu.restore"
-#define HU_CMDLINE_MARKER HU_CMDLINE_MARKER_KEY "=1"
+#define HU_CMDLINE_MARKER     HU_CMDLINE_MARKER_KEY "=1"
 
 /* --- early boot (initrd side) -------------------------------------------- */
 
 struct hu_early_opts {
-	const char *root;       /* the real root as mounted in the initrd (/sysroot) */
-	const char *run_dir;    /* where the report goes (/run/host-upgrade) */
-	const char *wants_dir;  /* /run/systemd/system/sysinit.target.wants, or NULL */
-	const char *unit_path;  /* the restore unit the wants-link points to */
+	const char *root;	/* the real root as mounted in the initrd (/sysroot) */
+	const char *run_dir;	/* where the report goes (/run/host-upgrade) */
+	const char *wants_dir;	/* /run/systemd/system/sysinit.target.wants, or NULL */
+	const char *unit_path;	/* the restore unit the wants-link points to */
 	const char *dropin_dir; /* its drop-in dir under /run (RAM mounts), or NULL */
-	unsigned wait_ms;       /* how long to wait for pmem/DAX devices */
-	bool no_modules;        /* do not load modules (tests) */
+	unsigned wait_ms;	/* how long to wait for pmem/DAX devices */
+	bool no_modules;	/* do not load modules (tests) */
 };
 /* Only with the marker on the command line: load modules, check the RAM
  * media of every checkpointed VM, arrange the restore unit. Returns the

@@ -24,7 +24,7 @@
 #endif
 
 #define HU_MAX_DOMAIN_XML (4 * 1024 * 1024)
-#define HU_MAX_MARKER (64 * 1024)
+#define HU_MAX_MARKER	  (64 * 1024)
 
 int hu_libvirt_marker_path(struct hu_ctx *ctx, const char *uuid, char **ret)
 {
@@ -112,7 +112,8 @@ int hu_libvirt_parse_domain(const char *xml, size_t len, void **ret_doc)
 
 	if (len > HU_MAX_DOMAIN_XML)
 		return -EFBIG;
-	doc = xmlReadMemory(xml, (int)len, "domain.xml", NULL, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+	doc = xmlReadMemory(xml, (int)len, "domain.xml", NULL,
+			    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
 	if (!doc)
 		return -EBADMSG;
 	root = xmlDocGetRootElement(doc);
@@ -160,7 +161,8 @@ static int read_domain(const char *xml, size_t len, char **ret_uuid, long *ret_i
 				xmlChar *tok;
 
 				if (m->type != XML_ELEMENT_NODE || !m->ns || !m->ns->href ||
-				    !xmlStrEqual(m->ns->href, BAD_CAST HU_XMLNS) || !xmlStrEqual(m->name, BAD_CAST "restore"))
+				    !xmlStrEqual(m->ns->href, BAD_CAST HU_XMLNS) ||
+				    !xmlStrEqual(m->name, BAD_CAST "restore"))
 					continue;
 				tok = xmlGetProp(m, BAD_CAST "token");
 				if (tok && xmlStrlen(tok) <= 64 && !*ret_token)
@@ -237,8 +239,10 @@ int hu_libvirt_hook(struct hu_ctx *ctx, const char *name, const char *xml, size_
 	r = read_domain(xml, len, &uuid, &id, &token);
 	if (r < 0) {
 		/* Something is pending and we cannot tell whether it is this one. */
-		if (asprintf(ret_msg, "host-upgrade: cannot read the XML of domain %s while a checkpoint is pending: %s",
-			     name, strerror(-r)) < 0)
+		if (asprintf(
+			    ret_msg,
+			    "host-upgrade: cannot read the XML of domain %s while a checkpoint is pending: %s",
+			    name, strerror(-r)) < 0)
 			*ret_msg = NULL;
 		return r;
 	}
@@ -250,31 +254,39 @@ int hu_libvirt_hook(struct hu_ctx *ctx, const char *name, const char *xml, size_
 		return 0; /* not checkpointed */
 	if (r >= 0) {
 		o = json_tokener_parse(text);
-		if (!o || !json_object_object_get_ex(o, "token", &t) || !json_object_is_type(t, json_type_string) ||
-		    !json_object_object_get_ex(o, "links", &links) || !json_object_is_type(links, json_type_array) ||
+		if (!o || !json_object_object_get_ex(o, "token", &t) ||
+		    !json_object_is_type(t, json_type_string) ||
+		    !json_object_object_get_ex(o, "links", &links) ||
+		    !json_object_is_type(links, json_type_array) ||
 		    json_object_array_length(links) > HU_MAX_MEMDEVS)
 			r = -EBADMSG;
 	}
 	if (r < 0) {
-		if (asprintf(ret_msg, "host-upgrade: domain %s is checkpointed (uuid %s) and its marker %s cannot be read: %s",
-			     name, uuid, marker, strerror(-r)) < 0)
+		if (asprintf(
+			    ret_msg,
+			    "host-upgrade: domain %s is checkpointed (uuid %s) and its marker %s cannot be read: %s",
+			    name, uuid, marker, strerror(-r)) < 0)
 			*ret_msg = NULL;
 		return r;
 	}
 	if (!token || !streq(token, json_object_get_string(t))) {
-		if (asprintf(ret_msg, "host-upgrade: domain %s is checkpointed (uuid %s); restore it with "
-			     "'host-upgrade restore' or 'host-upgrade abort'", name, uuid) < 0)
+		if (asprintf(ret_msg,
+			     "host-upgrade: domain %s is checkpointed (uuid %s); restore it with "
+			     "'host-upgrade restore' or 'host-upgrade abort'",
+			     name, uuid) < 0)
 			*ret_msg = NULL;
 		return -EPERM;
 	}
 	if (id <= 0) {
-		if (asprintf(ret_msg, "host-upgrade: domain %s: no id in the XML, cannot place its RAM", name) < 0)
+		if (asprintf(ret_msg, "host-upgrade: domain %s: no id in the XML, cannot place its RAM",
+			     name) < 0)
 			*ret_msg = NULL;
 		return -EBADMSG;
 	}
 	r = relink(links, id, ret_msg);
 	if (r < 0 && !*ret_msg &&
-	    asprintf(ret_msg, "host-upgrade: domain %s: cannot link its saved RAM into place: %s", name, strerror(-r)) < 0)
+	    asprintf(ret_msg, "host-upgrade: domain %s: cannot link its saved RAM into place: %s", name,
+		     strerror(-r)) < 0)
 		*ret_msg = NULL;
 	return r;
 }

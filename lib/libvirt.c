@@ -31,13 +31,13 @@
 #include <libxml/tree.h>
 #include "hu-private.h"
 
-#define LV_URI "qemu:///system"
-#define LV_FDSET 0x48550000LL      /* <= INT_MAX: QEMU parses /dev/fdset/N as an int */
-#define LV_MAX_XML (4 * 1024 * 1024)
-#define LV_CONNECT_WAIT_MS 60000   /* restore after a boot: libvirtd may come up late */
-#define LV_QEMU_NS "http://libvirt.org/schemas/domain/qemu/1.0"
-#define LV_HU_NS "urn:x-host-upgrade:restore:1"
-#define LV_HOOK "/etc/libvirt/hooks/qemu.d/host-upgrade"
+#define LV_URI		   "qemu:///system"
+#define LV_FDSET	   0x48550000LL /* <= INT_MAX: QEMU parses /dev/fdset/N as an int */
+#define LV_MAX_XML	   (4 * 1024 * 1024)
+#define LV_CONNECT_WAIT_MS 60000 /* restore after a boot: libvirtd may come up late */
+#define LV_QEMU_NS	   "http://libvirt.org/schemas/domain/qemu/1.0"
+#define LV_HU_NS	   "urn:x-host-upgrade:restore:1"
+#define LV_HOOK		   "/etc/libvirt/hooks/qemu.d/host-upgrade"
 
 struct hu_libvirt_vm {
 	char *uuid;
@@ -49,12 +49,14 @@ struct hu_libvirt_vm {
 	char *xml;
 	struct hu_lv_link *links;
 	size_t n_links;
-	virDomainPtr dom;   /* not recorded */
+	virDomainPtr dom; /* not recorded */
 };
 
 static pthread_mutex_t conn_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void quiet(void *data, virErrorPtr e) {}
+static void quiet(void *data, virErrorPtr e)
+{
+}
 
 static char *lv_error(void)
 {
@@ -69,6 +71,7 @@ static int lv_errno(void)
 
 	if (!e)
 		return -EIO;
+	/* clang-format off */
 	switch (e->code) {
 	case VIR_ERR_OPERATION_TIMEOUT: return -ETIMEDOUT;
 	case VIR_ERR_NO_DOMAIN:         return -ENOENT;
@@ -78,6 +81,7 @@ static int lv_errno(void)
 	case VIR_ERR_SYSTEM_ERROR:      return -ECONNREFUSED;
 	default:                        return -EIO;
 	}
+	/* clang-format on */
 }
 
 /* One connection per context, shared by the workers; wait_ms > 0 retries
@@ -136,7 +140,8 @@ static int set_why(char **ret_why, const char *fmt, const char *a, const char *b
 
 /* --- the monitor --- */
 
-static int lv_command(void *data, const char *req, int fd, unsigned timeout_ms, char **ret_reply, char **ret_error)
+static int lv_command(void *data, const char *req, int fd, unsigned timeout_ms, char **ret_reply,
+		      char **ret_error)
 {
 	virDomainPtr dom = data;
 	char *res = NULL;
@@ -230,7 +235,8 @@ static int bind_domain(struct hu_vm *vm, char **ret_why)
 	}
 	if (!virDomainGetName(lv->dom) || !streq(virDomainGetName(lv->dom), lv->dname) ||
 	    virDomainIsActive(lv->dom) != 1 || read_pidfile(lv->dname, &pid) < 0 || pid != vm->pid)
-		return set_why(ret_why, "libvirt domain %s (uuid %s) is not this QEMU", lv->dname, uuid), -ESRCH;
+		return set_why(ret_why, "libvirt domain %s (uuid %s) is not this QEMU", lv->dname, uuid),
+		       -ESRCH;
 	lv->id = virDomainGetID(lv->dom);
 	lv->persistent = virDomainIsPersistent(lv->dom) == 1;
 	if (virDomainGetAutostart(lv->dom, &a) == 0)
@@ -302,16 +308,21 @@ static void lv_plan(struct hu_vm *vm, const struct hu_options *opts)
 
 	if (vm->copies_ram)
 		hu_strv_pushf(&vm->blockers, &vm->n_blockers,
-			      "libvirt domain: copying RAM into the state file is not supported; %s", ram_hint(vm));
+			      "libvirt domain: copying RAM into the state file is not supported; %s",
+			      ram_hint(vm));
 	if (vm->suspend)
-		hu_strv_pushf(&vm->blockers, &vm->n_blockers,
-			      "libvirt domain: suspending the guest through libvirt's agent channel is not supported yet");
-	if (vm->lv && vm->lv->dom && virDomainGetJobInfo(vm->lv->dom, &job) == 0 && job.type != VIR_DOMAIN_JOB_NONE)
-		hu_strv_pushf(&vm->blockers, &vm->n_blockers, "libvirt job in progress on domain %s", vm->lv->dname);
+		hu_strv_pushf(
+			&vm->blockers, &vm->n_blockers,
+			"libvirt domain: suspending the guest through libvirt's agent channel is not supported yet");
+	if (vm->lv && vm->lv->dom && virDomainGetJobInfo(vm->lv->dom, &job) == 0 &&
+	    job.type != VIR_DOMAIN_JOB_NONE)
+		hu_strv_pushf(&vm->blockers, &vm->n_blockers, "libvirt job in progress on domain %s",
+			      vm->lv->dname);
 	if (access(LV_HOOK, X_OK) < 0)
-		hu_strv_pushf(&vm->blockers, &vm->n_blockers,
-			      "libvirt hook /etc/libvirt/hooks/qemu.d/host-upgrade is not installed (make install): "
-			      "without it libvirt could cold-boot the checkpointed domain");
+		hu_strv_pushf(
+			&vm->blockers, &vm->n_blockers,
+			"libvirt hook /etc/libvirt/hooks/qemu.d/host-upgrade is not installed (make install): "
+			"without it libvirt could cold-boot the checkpointed domain");
 }
 
 /* --- checkpoint --- */
@@ -358,26 +369,31 @@ static void ensure_hook_loaded(struct hu_ctx *ctx)
 		long pid;
 		char *end;
 
-		if (asprintf(&pidfile, "/run/%s.pid", daemons[i]) < 0 || hu_read_file(pidfile, 64, &text, NULL) < 0)
+		if (asprintf(&pidfile, "/run/%s.pid", daemons[i]) < 0 ||
+		    hu_read_file(pidfile, 64, &text, NULL) < 0)
 			continue;
 		pid = strtol(text, &end, 10);
 		if (end == text || pid <= 1 || pid > INT_MAX)
 			continue;
 		/* That pid is that daemon (a stale pid file could name anything). */
-		if (asprintf(&commpath, "/proc/%ld/comm", pid) < 0 || hu_read_file(commpath, 64, &comm, NULL) < 0 ||
+		if (asprintf(&commpath, "/proc/%ld/comm", pid) < 0 ||
+		    hu_read_file(commpath, 64, &comm, NULL) < 0 ||
 		    strncmp(comm, daemons[i], strlen(daemons[i])) != 0 || comm[strlen(daemons[i])] != '\n')
 			continue;
 		if (stat(LV_HOOK, &st) < 0 || daemon_started(ctx, (pid_t)pid, &starttime, &started) < 0)
 			continue;
-		if (hu_libvirt_marker_path(ctx, NULL, &dir) < 0 || asprintf(&record, "%s/reloaded-%s", dir, daemons[i]) < 0 ||
-		    asprintf(&mine, "%ld %llu %lld\n", pid, (unsigned long long)starttime, (long long)st.st_mtim.tv_sec) < 0)
+		if (hu_libvirt_marker_path(ctx, NULL, &dir) < 0 ||
+		    asprintf(&record, "%s/reloaded-%s", dir, daemons[i]) < 0 ||
+		    asprintf(&mine, "%ld %llu %lld\n", pid, (unsigned long long)starttime,
+			     (long long)st.st_mtim.tv_sec) < 0)
 			continue;
 		if (st.st_mtim.tv_sec < started)
 			continue; /* read at its start */
 		if (hu_read_file(record, 128, &seen, NULL) >= 0 && streq(seen, mine))
 			continue; /* reloaded it since the hook changed */
 		if (kill((pid_t)pid, SIGHUP) == 0) {
-			hu_info(ctx, NULL, "%s started before its hook %s was installed: reloaded it (SIGHUP)",
+			hu_info(ctx, NULL,
+				"%s started before its hook %s was installed: reloaded it (SIGHUP)",
 				daemons[i], LV_HOOK);
 			if (hu_mkdir_private(dir) >= 0)
 				hu_write_file_atomic(record, mine, strlen(mine), 0600);
@@ -425,7 +441,8 @@ static int lv_prepare(struct hu_vm *vm)
 	/* Before anything changes: from now on the hook blocks cold boots. */
 	r = write_marker(vm);
 	if (r < 0)
-		return hu_vm_set_error(vm, r, "libvirt: pending marker in %s/libvirt: %s", vm->ctx->state_dir, strerror(-r));
+		return hu_vm_set_error(vm, r, "libvirt: pending marker in %s/libvirt: %s", vm->ctx->state_dir,
+				       strerror(-r));
 	return 0;
 }
 
@@ -494,13 +511,14 @@ static int link_ram(struct hu_vm *vm)
 		if (unlink(link_path) < 0 && errno != ENOENT)
 			return hu_vm_set_error(vm, -errno, "cannot replace %s: %m", link_path);
 		if (link(d->mem_path, link_path) < 0)
-			return hu_vm_set_error(vm, -errno, "hard link of RAM %s in %s: %m%s", d->mem_path, dir,
-					       errno == EXDEV ? " (another file system)" : "");
+			return hu_vm_set_error(vm, -errno, "hard link of RAM %s in %s: %m%s", d->mem_path,
+					       dir, errno == EXDEV ? " (another file system)" : "");
 		nl = realloc(lv->links, (lv->n_links + 1) * sizeof(*nl));
 		if (!nl)
 			return -ENOMEM;
 		lv->links = nl;
-		nl[lv->n_links] = (struct hu_lv_link){ strdup(d->id), strdup(d->mem_path), TAKE_PTR(link_path) };
+		nl[lv->n_links] = (struct hu_lv_link){ strdup(d->id), strdup(d->mem_path),
+						       TAKE_PTR(link_path) };
 		if (!nl[lv->n_links++].memdev || !nl[lv->n_links - 1].was)
 			return -ENOMEM;
 	}
@@ -637,7 +655,7 @@ static int restore_xml(const char *xml, const char *token, char **ret)
 	return *ret ? 0 : -ENOMEM;
 }
 
-static int lv_start_incoming(struct hu_vm *vm, pid_t *ret_pid, uint64_t *ret_starttime, char *err, size_t errlen)
+static int lv_start_incoming(struct hu_vm *vm, pid_t *ret_pid, uint64_t *ret_starttime, char **ret_error)
 {
 	struct hu_libvirt_vm *lv = vm->lv;
 	_cleanup_free_ char *xml = NULL, *why = NULL;
@@ -647,26 +665,21 @@ static int lv_start_incoming(struct hu_vm *vm, pid_t *ret_pid, uint64_t *ret_sta
 	int r;
 
 	r = lv_conn(vm->ctx, LV_CONNECT_WAIT_MS, &c, &why);
-	if (r < 0) {
-		snprintf(err, errlen, "%s", why ?: "libvirtd not reachable");
-		return r;
-	}
+	if (r < 0)
+		return hu_errorf(ret_error, r, "%s", why ?: "libvirtd not reachable");
 	r = lookup_domain(vm, 0, &why);
-	if (r >= 0 && virDomainIsActive(lv->dom) == 1) {
-		snprintf(err, errlen, "libvirt domain %s is running already; not started twice", lv->dname);
-		return -EEXIST;
-	}
+	if (r >= 0 && virDomainIsActive(lv->dom) == 1)
+		return hu_errorf(ret_error, -EEXIST,
+				 "libvirt domain %s is running already; not started twice", lv->dname);
 	r = restore_xml(lv->xml, lv->token, &xml);
-	if (r < 0) {
-		snprintf(err, errlen, "recorded domain XML: %s", strerror(-r));
-		return r;
-	}
+	if (r < 0)
+		return hu_errorf(ret_error, r, "recorded domain XML: %s", strerror(-r));
 	dom = virDomainCreateXML(c, xml, VIR_DOMAIN_START_PAUSED);
 	if (!dom) {
 		_cleanup_free_ char *e = lv_error();
 
-		snprintf(err, errlen, "libvirt: starting domain %s for the load: %s", lv->dname, e ?: "?");
-		return lv_errno();
+		return hu_errorf(ret_error, lv_errno(), "libvirt: starting domain %s for the load: %s",
+				 lv->dname, e ?: "?");
 	}
 	if (lv->dom)
 		virDomainFree(lv->dom);
@@ -678,10 +691,10 @@ static int lv_start_incoming(struct hu_vm *vm, pid_t *ret_pid, uint64_t *ret_sta
 	if (r >= 0)
 		r = open_monitor(vm, &vm->qmp);
 	if (r < 0) {
-		snprintf(err, errlen, "libvirt domain %s started, but its QEMU cannot be reached: %s", lv->dname,
-			 hu_qmp_strerror(r));
 		virDomainDestroyFlags(dom, 0);
-		return r;
+		return hu_errorf(ret_error, r,
+				 "libvirt domain %s started, but its QEMU cannot be reached: %s", lv->dname,
+				 hu_qmp_strerror(r));
 	}
 	*ret_pid = pid;
 	return 0;
@@ -913,5 +926,7 @@ const struct hu_manager_ops hu_manager_libvirt = {
 #else
 #include "hu-private.h"
 
-void hu_manager_ctx_close(struct hu_ctx *ctx) {}
+void hu_manager_ctx_close(struct hu_ctx *ctx)
+{
+}
 #endif

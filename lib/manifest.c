@@ -111,14 +111,17 @@ static json_object *vm_to_json(const struct hu_vm *vm)
 		json_object_object_add(m, "mem_path", str_or_null(d->mem_path));
 		json_object_object_add(m, "share", json_object_new_boolean(d->share));
 		json_object_object_add(m, "size", json_object_new_uint64(d->size));
-		json_object_object_add(m, "backing", json_object_new_string(hu_backing_to_string(d->backing)));
+		json_object_object_add(m, "backing",
+				       json_object_new_string(hu_backing_to_string(d->backing)));
 		json_object_object_add(m, "skipped", json_object_new_boolean(d->skipped));
 		snprintf(dig, sizeof(dig), "%016" PRIx64, d->digest);
 		json_object_object_add(m, "digest", json_object_new_string(dig));
 		if (d->skipped) {
 			json_object *med = json_object_new_object();
 
-			json_object_object_add(med, "kind", json_object_new_string(hu_medium_kind_to_string(d->medium.kind)));
+			json_object_object_add(
+				med, "kind",
+				json_object_new_string(hu_medium_kind_to_string(d->medium.kind)));
 			json_object_object_add(med, "device", str_or_null(d->medium.device));
 			json_object_object_add(med, "namespace", str_or_null(d->medium.ns));
 			json_object_object_add(med, "uuid", str_or_null(d->medium.uuid));
@@ -144,7 +147,8 @@ static json_object *vm_to_json(const struct hu_vm *vm)
 	json_object_object_add(o, "disks", disks);
 	json_object_object_add(o, "suspend", json_object_new_boolean(vm->suspend));
 	json_object_object_add(o, "suspended_by_us", json_object_new_boolean(vm->suspended_by_us));
-	json_object_object_add(o, "clock_step_ms", vm->has_clock_step ? json_object_new_int64(vm->clock_step_ms) : NULL);
+	json_object_object_add(o, "clock_step_ms",
+			       vm->has_clock_step ? json_object_new_int64(vm->clock_step_ms) : NULL);
 	json_object_object_add(o, "state_bytes", json_object_new_uint64(vm->state_bytes));
 	json_object_object_add(o, "stopped_at_ms", json_object_new_int64(vm->stopped_at_ms));
 	json_object_object_add(o, "running_at_ms", json_object_new_int64(vm->running_at_ms));
@@ -186,7 +190,8 @@ int hu_manifest_save(struct hu_manifest *m)
 	pthread_mutex_lock(&m->lock);
 	r = hu_manifest_to_json(m, &o);
 	if (r >= 0) {
-		s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
+		s = json_object_to_json_string_ext(o,
+						   JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
 		r = hu_write_file_atomic(m->path, s, strlen(s), 0600);
 	}
 	/* Freed under the lock too: nothing json-c owns is touched unlocked. */
@@ -228,8 +233,7 @@ static const char *get_str(json_object *o, const char *key, size_t max, bool nul
 			*r = -EBADMSG;
 		return NULL;
 	}
-	if (!json_object_is_type(v, json_type_string) ||
-	    (size_t)json_object_get_string_len(v) > max ||
+	if (!json_object_is_type(v, json_type_string) || (size_t)json_object_get_string_len(v) > max ||
 	    strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v)) {
 		*r = -EBADMSG;
 		return NULL;
@@ -426,7 +430,8 @@ static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 			r = -EBADMSG;
 		if (r >= 0 && d->skipped && (!d->mem_path || d->mem_path[0] != '/'))
 			r = -EBADMSG;
-		if (r >= 0 && json_object_object_get_ex(m, "medium", &med) && !json_object_is_type(med, json_type_null)) {
+		if (r >= 0 && json_object_object_get_ex(m, "medium", &med) &&
+		    !json_object_is_type(med, json_type_null)) {
 			const char *kind = get_str(med, "kind", 16, false, &r);
 
 			d->medium.kind = HU_MEDIUM_FILE;
@@ -439,7 +444,8 @@ static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 			d->medium.ns = dup_or_null(get_str(med, "namespace", 64, true, &r));
 			d->medium.uuid = dup_or_null(get_str(med, "uuid", 36, true, &r));
 			/* A device name, not a path: it is looked up under /sys. */
-			if (r >= 0 && d->medium.device && (strchr(d->medium.device, '/') || d->medium.device[0] == '.'))
+			if (r >= 0 && d->medium.device &&
+			    (strchr(d->medium.device, '/') || d->medium.device[0] == '.'))
 				r = -EBADMSG;
 			if (r >= 0 && d->medium.uuid) {
 				uuid_t uu;
@@ -471,7 +477,8 @@ static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 	}
 	vm->suspend = get_bool(o, "suspend", &r);
 	vm->suspended_by_us = get_bool(o, "suspended_by_us", &r);
-	if (r >= 0 && json_object_object_get_ex(o, "clock_step_ms", &cs) && !json_object_is_type(cs, json_type_null)) {
+	if (r >= 0 && json_object_object_get_ex(o, "clock_step_ms", &cs) &&
+	    !json_object_is_type(cs, json_type_null)) {
 		vm->clock_step_ms = get_int(o, "clock_step_ms", INT64_MIN / 2, INT64_MAX / 2, &r);
 		vm->has_clock_step = true;
 	}
@@ -507,7 +514,8 @@ static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 				vm->ai.qmp_path = keep;
 				keep = NULL;
 			}
-			if (!vm->ai.qmp_path && !vm->mgr && vm->state != HU_VM_RESTORED && vm->state != HU_VM_RESUMED)
+			if (!vm->ai.qmp_path && !vm->mgr && vm->state != HU_VM_RESTORED &&
+			    vm->state != HU_VM_RESUMED)
 				r = -EBADMSG; /* nothing to talk to */
 		}
 		free(keep);
@@ -533,7 +541,7 @@ int hu_manifest_from_json(struct hu_ctx *ctx, json_object *o, struct hu_manifest
 	if (!json_object_is_type(o, json_type_object))
 		return -EBADMSG;
 	v = get_int(o, "version", 1, 1000, &r);
-	if (v < HU_MANIFEST_VERSION_MIN || v > HU_MANIFEST_VERSION)
+	if (v < HU_MANIFEST_OLDEST || v > HU_MANIFEST_VERSION)
 		return -EPROTONOSUPPORT;
 	s = get_str(o, "phase", 32, false, &r);
 	if (r < 0)
@@ -618,10 +626,12 @@ int hu_manifest_load(struct hu_ctx *ctx, struct hu_manifest **ret)
 
 const char *hu_manifest_strerror(int r)
 {
+	/* clang-format off */
 	switch (r) {
 	case -EBADMSG:         return "corrupt or not a host-upgrade manifest";
 	case -EPROTONOSUPPORT: return "written by an unknown version of host-upgrade";
 	case -EFBIG:           return "larger than any manifest host-upgrade writes";
 	default:               return strerror(-r);
 	}
+	/* clang-format on */
 }

@@ -11,8 +11,8 @@
 /* Capabilities that change the stream or cannot be in a cpr-reboot file:
  * forced off on both sides (mapped-ram + x-ignore-shared misparses on 10.0). */
 static const char *const forced_off[] = {
-	"mapped-ram", "multifd", "postcopy-ram", "background-snapshot", "x-colo", "xbzrle",
-	"return-path", "postcopy-preempt", "switchover-ack", "dirty-bitmaps", "validate-uuid",
+	"mapped-ram",  "multifd",	   "postcopy-ram",   "background-snapshot", "x-colo",	     "xbzrle",
+	"return-path", "postcopy-preempt", "switchover-ack", "dirty-bitmaps",	    "validate-uuid",
 };
 
 static json_object *cap(const char *name, bool on)
@@ -74,8 +74,10 @@ int hu_migration_setup_source(struct hu_vm *vm, char **ret_err)
 		json_object *c = json_object_array_get_idx(list, i), *n, *st;
 		bool on;
 
-		if (!json_object_object_get_ex(c, "capability", &n) || !json_object_is_type(n, json_type_string) ||
-		    !json_object_object_get_ex(c, "state", &st) || !json_object_is_type(st, json_type_boolean))
+		if (!json_object_object_get_ex(c, "capability", &n) ||
+		    !json_object_is_type(n, json_type_string) ||
+		    !json_object_object_get_ex(c, "state", &st) ||
+		    !json_object_is_type(st, json_type_boolean))
 			continue;
 		on = json_object_get_boolean(st);
 		json_object_object_add(before, json_object_get_string(n), json_object_new_boolean(on));
@@ -204,7 +206,8 @@ unsigned hu_migration_timeout_ms(uint64_t bytes)
 }
 
 /* The MIGRATION "completed" event can come before the runstate leaves
- * finish-migrate (source) or inmigrate (destination): wait until it does. */
+ * finish-migrate (source) or inmigrate (destination): wait until it does.
+ * No event marks that step (postmigrate, or paused, sends none): a short poll. */
 int hu_migration_settled_runstate(struct hu_qmp *q, char **ret_status)
 {
 	int64_t deadline = hu_mono_ms() + 10000;

@@ -13,8 +13,7 @@ static const char *const ok_runstates[] = { "running", "paused", "suspended" };
 /* Can this backend's RAM stay where it is through what follows? */
 static bool survives(const struct hu_memdev *d, const struct hu_options *opts)
 {
-	return d->backing == HU_BACKING_PERSISTENT ||
-	       (d->backing == HU_BACKING_VOLATILE && opts->no_reboot);
+	return d->backing == HU_BACKING_PERSISTENT || (d->backing == HU_BACKING_VOLATILE && opts->no_reboot);
 }
 
 static void plan_ram(struct hu_vm *vm, const struct hu_options *opts, uint64_t margin)
@@ -49,8 +48,9 @@ static void plan_ram(struct hu_vm *vm, const struct hu_options *opts, uint64_t m
 	vm->copies_ram = copies;
 	if (vm->backing == HU_BACKING_VOLATILE && !opts->no_reboot &&
 	    opts->volatile_policy == HU_VOLATILE_REFUSE)
-		hu_strv_pushf(&vm->blockers, &vm->n_blockers,
-			      "RAM is volatile (tmpfs/hugetlbfs/memfd) and does not survive a reboot; policy refuses to copy it");
+		hu_strv_pushf(
+			&vm->blockers, &vm->n_blockers,
+			"RAM is volatile (tmpfs/hugetlbfs/memfd) and does not survive a reboot; policy refuses to copy it");
 }
 
 static uint64_t free_bytes(const char *dir)
@@ -85,7 +85,8 @@ int hu_plan(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_options
 		for (size_t j = 0; j < list->n; j++)
 			if (j != i && streq(list->vms[j]->name, vm->name)) {
 				hu_strv_pushf(&vm->blockers, &vm->n_blockers,
-					      "another QEMU (pid %d) has the same name", (int)list->vms[j]->pid);
+					      "another QEMU (pid %d) has the same name",
+					      (int)list->vms[j]->pid);
 				break;
 			}
 		if (!vm->qmp_ok)
@@ -93,24 +94,30 @@ int hu_plan(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_options
 		for (size_t k = 0; k < ARRAY_SIZE(ok_runstates); k++)
 			runstate_ok = runstate_ok || streq(vm->runstate, ok_runstates[k]);
 		if (!runstate_ok)
-			hu_strv_pushf(&vm->blockers, &vm->n_blockers,
-				      "runstate '%s' cannot be checkpointed", vm->runstate);
+			hu_strv_pushf(&vm->blockers, &vm->n_blockers, "runstate '%s' cannot be checkpointed",
+				      vm->runstate);
 		vm->suspend = vm->ai.has_vfio || opts->suspend_all;
 		for (const char *const *n = opts->suspend_vms; n && *n; n++)
 			vm->suspend = vm->suspend || streq(*n, vm->name);
 		/* QEMU refuses cpr-reboot of a VFIO guest unless it is suspended. */
 		if (vm->suspend && !streq(vm->runstate, "suspended")) {
-			const char *why = vm->ai.has_vfio ? "has a VFIO device: it must be suspended first, and"
-							  : "to be suspended first,";
+			const char *why = vm->ai.has_vfio
+						  ? "has a VFIO device: it must be suspended first, and"
+						  : "to be suspended first,";
 			if (!vm->ai.qga_path)
-				hu_strv_pushf(&vm->blockers, &vm->n_blockers,
-					      "%s it has no guest agent (virtserialport name=org.qemu.guest_agent.0)", why);
+				hu_strv_pushf(
+					&vm->blockers, &vm->n_blockers,
+					"%s it has no guest agent (virtserialport name=org.qemu.guest_agent.0)",
+					why);
 			else if (!vm->agent_ok)
 				hu_strv_pushf(&vm->blockers, &vm->n_blockers,
-					      "%s its guest agent at %s does not answer", why, vm->ai.qga_path);
+					      "%s its guest agent at %s does not answer", why,
+					      vm->ai.qga_path);
 			else if (!vm->wakeup_ok)
-				hu_strv_pushf(&vm->blockers, &vm->n_blockers,
-					      "%s this machine cannot wake from suspend (wakeup-suspend-support is false)", why);
+				hu_strv_pushf(
+					&vm->blockers, &vm->n_blockers,
+					"%s this machine cannot wake from suspend (wakeup-suspend-support is false)",
+					why);
 		}
 		plan_ram(vm, opts, margin);
 		if (vm->mgr && vm->mgr->plan)
@@ -121,10 +128,11 @@ int hu_plan(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_options
 	if (need > avail)
 		for (size_t i = 0; i < list->n; i++)
 			if (list->vms[i]->qmp_ok)
-				hu_strv_pushf(&list->vms[i]->blockers, &list->vms[i]->n_blockers,
-					      "not enough space in %s: %llu MiB free, checkpoint needs %llu MiB",
-					      ctx->state_dir, (unsigned long long)(avail >> 20),
-					      (unsigned long long)((need + (1 << 20) - 1) >> 20));
+				hu_strv_pushf(
+					&list->vms[i]->blockers, &list->vms[i]->n_blockers,
+					"not enough space in %s: %llu MiB free, checkpoint needs %llu MiB",
+					ctx->state_dir, (unsigned long long)(avail >> 20),
+					(unsigned long long)((need + (1 << 20) - 1) >> 20));
 	for (size_t i = 0; i < list->n; i++)
 		blocked += list->vms[i]->n_blockers > 0;
 	return blocked;

@@ -11,15 +11,51 @@
 /* QEMU options without an argument (qemu-options.hx entries without
  * HAS_ARG); every other option consumes the next argv element. */
 static const char *const flag_options[] = {
-	"S", "s", "daemonize", "nographic", "no-reboot", "no-shutdown",
-	"enable-kvm", "nodefaults", "snapshot", "no-user-config", "full-screen",
-	"no-hpet", "no-acpi", "usb", "preconfig", "only-migratable",
-	"enable-sync-profile", "no-fd-bootchk", "win2k-hack", "rtc-td-hack",
-	"no-quit", "version", "help", "h", "semihosting", "old-param",
-	"alt-grab", "ctrl-grab", "no-frame", "xen-attach", "curses",
-	"portrait", "enable-fips", "nouserconfig", "no-kvm", "no-kvm-irqchip",
-	"no-kvm-pit", "no-kvm-pit-reinjection", "singlestep", "one-insn-per-tb",
-	"enable-nesting", "show-cursor", "mem-prealloc", "vga-none", "hpet-none",
+	"S",
+	"s",
+	"daemonize",
+	"nographic",
+	"no-reboot",
+	"no-shutdown",
+	"enable-kvm",
+	"nodefaults",
+	"snapshot",
+	"no-user-config",
+	"full-screen",
+	"no-hpet",
+	"no-acpi",
+	"usb",
+	"preconfig",
+	"only-migratable",
+	"enable-sync-profile",
+	"no-fd-bootchk",
+	"win2k-hack",
+	"rtc-td-hack",
+	"no-quit",
+	"version",
+	"help",
+	"h",
+	"semihosting",
+	"old-param",
+	"alt-grab",
+	"ctrl-grab",
+	"no-frame",
+	"xen-attach",
+	"curses",
+	"portrait",
+	"enable-fips",
+	"nouserconfig",
+	"no-kvm",
+	"no-kvm-irqchip",
+	"no-kvm-pit",
+	"no-kvm-pit-reinjection",
+	"singlestep",
+	"one-insn-per-tb",
+	"enable-nesting",
+	"show-cursor",
+	"mem-prealloc",
+	"vga-none",
+	"hpet-none",
 };
 
 bool hu_qemu_option_takes_arg(const char *opt)
@@ -97,16 +133,11 @@ static int opts_parse_json(const char *s, struct hu_opts *ret)
 		const char *v;
 
 		switch (json_object_get_type(val)) {
-		case json_type_boolean:
-			v = json_object_get_boolean(val) ? "on" : "off";
-			break;
+		case json_type_boolean: v = json_object_get_boolean(val) ? "on" : "off"; break;
 		case json_type_string:
 		case json_type_int:
-		case json_type_double:
-			v = json_object_get_string(val);
-			break;
-		default:
-			continue; /* nested values are not needed */
+		case json_type_double: v = json_object_get_string(val); break;
+		default: continue; /* nested values are not needed */
 		}
 		r = opts_add(ret, strdup(key), strdup(v));
 		if (r < 0)
@@ -219,8 +250,8 @@ void hu_argv_info_clear(struct hu_argv_info *info)
 }
 
 /* The unix socket path of a "unix:PATH,server=on" chardev spec, or why not. */
-static int unix_server_path(const struct hu_opts *o, const char *backend_key,
-			    char **ret_path, char **ret_error)
+static int unix_server_path(const struct hu_opts *o, const char *backend_key, char **ret_path,
+			    char **ret_error)
 {
 	const char *b = hu_opts_get(o, backend_key);
 
@@ -264,8 +295,8 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
 			break;
 		val = argv[++i];
 		/* Descriptors do not exist in the QEMU that restore starts. */
-		if (!info.passes_fd && (streq(opt, "add-fd") || strstr(val, "/dev/fdset/") ||
-					has_fd_key(val)) &&
+		if (!info.passes_fd &&
+		    (streq(opt, "add-fd") || strstr(val, "/dev/fdset/") || has_fd_key(val)) &&
 		    asprintf(&info.passes_fd, "-%s %.100s", opt, val) < 0)
 			r = -ENOMEM;
 
@@ -309,7 +340,8 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
 			if (drv && strncmp(drv, "vfio-", 5) == 0)
 				info.has_vfio = true;
 			const char *id = r >= 0 ? hu_opts_get(&o, "id") : NULL;
-			if (id && info.n_device_ids < 256 && hu_strv_push(&info.device_ids, &info.n_device_ids, id) < 0)
+			if (id && info.n_device_ids < 256 &&
+			    hu_strv_push(&info.device_ids, &info.n_device_ids, id) < 0)
 				r = -ENOMEM;
 			if (drv && streq(drv, "virtserialport") &&
 			    streq(hu_opts_get(&o, "name") ?: "", "org.qemu.guest_agent.0") &&
@@ -340,12 +372,13 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
 			if (chardevs[c].path && chardevs[c].server)
 				r = hu_strdup_replace(&info.qmp_path, chardevs[c].path);
 			else if (!qmp_err)
-				qmp_err = strdup(chardevs[c].has_fd ?
-					"QMP socket was passed as a file descriptor (managed by another tool?)" :
-					"QMP chardev is not a unix socket server");
+				qmp_err = strdup(
+					chardevs[c].has_fd
+						? "QMP socket was passed as a file descriptor (managed by another tool?)"
+						: "QMP chardev is not a unix socket server");
 		}
-		if (agent_id && !info.qga_path && streq(chardevs[c].id, agent_id) &&
-		    chardevs[c].path && chardevs[c].server)
+		if (agent_id && !info.qga_path && streq(chardevs[c].id, agent_id) && chardevs[c].path &&
+		    chardevs[c].server)
 			r = hu_strdup_replace(&info.qga_path, chardevs[c].path);
 	}
 	for (size_t c = 0; c < n_chardevs; c++) {
@@ -353,8 +386,9 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
 		free(chardevs[c].path);
 	}
 	if (r >= 0 && !info.qmp_path)
-		info.qmp_error = qmp_err ? TAKE_PTR(qmp_err) :
-			strdup("no QMP monitor on the command line (add -qmp unix:PATH,server=on,wait=off)");
+		info.qmp_error =
+			qmp_err ? TAKE_PTR(qmp_err)
+				: strdup("no QMP monitor on the command line (add -qmp unix:PATH,server=on,wait=off)");
 	if (r < 0) {
 		hu_argv_info_clear(&info);
 		return r;
@@ -426,7 +460,8 @@ static char *replace_keyval_mem_path(const char *val, const char *old, const cha
 
 		for (const char *q = p; q > val && q[-1] == ','; q--)
 			commas++;
-		if ((p == val || commas % 2 == 1) && (val[end] == '\0' || (val[end] == ',' && val[end + 1] != ','))) {
+		if ((p == val || commas % 2 == 1) &&
+		    (val[end] == '\0' || (val[end] == ',' && val[end + 1] != ','))) {
 			if (asprintf(&out, "%.*smem-path=%s%s", (int)(p - val), val, enew, val + end) < 0)
 				return NULL;
 			return out;
@@ -441,11 +476,13 @@ static char *replace_json_mem_path(const char *val, const char *old, const char 
 	_cleanup_json_ json_object *o = json_tokener_parse(val);
 	json_object *mp;
 
-	if (!o || !json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, "mem-path", &mp) ||
-	    !json_object_is_type(mp, json_type_string) || !streq(json_object_get_string(mp), old))
+	if (!o || !json_object_is_type(o, json_type_object) ||
+	    !json_object_object_get_ex(o, "mem-path", &mp) || !json_object_is_type(mp, json_type_string) ||
+	    !streq(json_object_get_string(mp), old))
 		return NULL;
 	json_object_object_add(o, "mem-path", json_object_new_string(new));
-	return strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+	return strdup(
+		json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 }
 
 /* Point every -object whose mem-path is `old` at `new` (keyval or JSON form).

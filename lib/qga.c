@@ -50,53 +50,52 @@ static bool runstate_is(struct hu_qmp *q, const char *want)
 
 /* Suspend to RAM through the agent and wait (on QMP) until QEMU says so:
  * guest-suspend-ram sends no reply on success. */
-int hu_qga_suspend(struct hu_vm *vm, unsigned timeout_ms, char *err, size_t errlen)
+int hu_qga_suspend(struct hu_vm *vm, unsigned timeout_ms, char **ret_error)
 {
 	struct hu_qmp *g = NULL;
 	int64_t deadline = hu_mono_ms() + timeout_ms;
 	int r = hu_qga_open(vm, 5000, &g);
 
-	if (r < 0) {
-		snprintf(err, errlen, "guest agent %s: %s", vm->ai.qga_path ?: "(none)", hu_qmp_strerror(r));
-		return r;
-	}
+	if (r < 0)
+		return hu_errorf(ret_error, r, "guest agent %s: %s", vm->ai.qga_path ?: "(none)",
+				 hu_qmp_strerror(r));
 	r = hu_qmp_send(g, "guest-suspend-ram", NULL);
 	hu_qmp_close(g);
-	if (r < 0) {
-		snprintf(err, errlen, "guest-suspend-ram: %s", hu_qmp_strerror(r));
-		return r;
-	}
+	if (r < 0)
+		return hu_errorf(ret_error, r, "guest-suspend-ram: %s", hu_qmp_strerror(r));
 	while (hu_mono_ms() < deadline) {
 		int64_t left = deadline - hu_mono_ms();
 
-		r = hu_qmp_wait_event(vm->qmp, "SUSPEND", NULL, NULL, left < 500 ? (unsigned)left : 500, NULL);
+		r = hu_qmp_wait_event(vm->qmp, "SUSPEND", NULL, NULL, left < 500 ? (unsigned)left : 500,
+				      NULL);
 		if ((r >= 0 || r == -ETIMEDOUT) && runstate_is(vm->qmp, "suspended"))
 			return 0;
 		if (r < 0 && r != -ETIMEDOUT)
 			break;
 	}
-	snprintf(err, errlen, "the guest did not suspend within %u s", timeout_ms / 1000);
-	return -ETIMEDOUT;
+	return hu_errorf(ret_error, -ETIMEDOUT, "the guest did not suspend within %u s", timeout_ms / 1000);
 }
 
-/* system_wakeup and wait until it runs. */
-int hu_vm_wakeup(struct hu_vm *vm, unsigned timeout_ms, char *err, size_t errlen)
+/* system_wakeup and wait (on the WAKEUP event) until it runs. */
+int hu_vm_wakeup(struct hu_vm *vm, unsigned timeout_ms, char **ret_error)
 {
 	_cleanup_free_ char *qerr = NULL;
 	int64_t deadline = hu_mono_ms() + timeout_ms;
 	int r = hu_qmp_execute(vm->qmp, "system_wakeup", NULL, NULL, &qerr);
 
-	if (r < 0) {
-		snprintf(err, errlen, "system_wakeup: %s", qerr ?: hu_qmp_strerror(r));
-		return r;
-	}
+	if (r < 0)
+		return hu_errorf(ret_error, r, "system_wakeup: %s", qerr ?: hu_qmp_strerror(r));
 	while (hu_mono_ms() < deadline) {
+		int64_t left = deadline - hu_mono_ms();
+
 		if (runstate_is(vm->qmp, "running"))
 			return 0;
-		hu_qmp_wait_event(vm->qmp, "WAKEUP", NULL, NULL, 200, NULL);
+		r = hu_qmp_wait_event(vm->qmp, "WAKEUP", NULL, NULL, left < 200 ? (unsigned)left : 200, NULL);
+		if (r < 0 && r != -ETIMEDOUT) /* the connection is gone: waiting would spin */
+			return hu_errorf(ret_error, r, "waiting for the guest to wake up: %s",
+					 hu_qmp_strerror(r));
 	}
-	snprintf(err, errlen, "the guest did not wake up within %u s", timeout_ms / 1000);
-	return -ETIMEDOUT;
+	return hu_errorf(ret_error, -ETIMEDOUT, "the guest did not wake up within %u s", timeout_ms / 1000);
 }
 
 /* Set the guest's clock to the host's; *ret_step_ms is how far behind it was. */

@@ -17,7 +17,7 @@ struct hu_qmp {
 	json_tokener *tok;
 	char buf[65536];
 	size_t len, off;
-	size_t msg_bytes;       /* bytes fed into the message being parsed */
+	size_t msg_bytes; /* bytes fed into the message being parsed */
 	json_object *events[HU_MAX_QMP_EVENTS];
 	size_t n_events;
 	unsigned long next_id;
@@ -29,6 +29,7 @@ struct hu_qmp {
 
 const char *hu_qmp_strerror(int r)
 {
+	/* clang-format off */
 	switch (r) {
 	case -EBADMSG:   return "peer sent malformed JSON";
 	case -EPROTO:    return "peer does not speak QMP";
@@ -39,6 +40,7 @@ const char *hu_qmp_strerror(int r)
 	case -EOPNOTSUPP: return "command not supported by this QEMU";
 	default:         return strerror(-r);
 	}
+	/* clang-format on */
 }
 
 void hu_qmp_close(struct hu_qmp *q)
@@ -214,8 +216,8 @@ static int reply_result(json_object *msg, json_object **ret, char **ret_error)
 
 /* One command through another transport: it hands back the whole reply
  * text, untrusted like the socket's. fd >= 0 goes along (add-fd). */
-static int execute_ext(struct hu_qmp *q, const char *cmd, json_object *args, int fd,
-		       json_object **ret, char **ret_error)
+static int execute_ext(struct hu_qmp *q, const char *cmd, json_object *args, int fd, json_object **ret,
+		       char **ret_error)
 {
 	_cleanup_json_ json_object *req = json_object_new_object(), *msg = NULL;
 	_cleanup_free_ char *reply = NULL, *err = NULL;
@@ -250,8 +252,8 @@ static int execute_ext(struct hu_qmp *q, const char *cmd, json_object *args, int
 	return reply_result(msg, ret, ret_error);
 }
 
-int hu_qmp_execute_fd(struct hu_qmp *q, const char *cmd, json_object *args, int fd,
-		      json_object **ret, char **ret_error)
+int hu_qmp_execute_fd(struct hu_qmp *q, const char *cmd, json_object *args, int fd, json_object **ret,
+		      char **ret_error)
 {
 	if (!q->ext || fd < 0) {
 		json_object_put(args);
@@ -282,7 +284,8 @@ int hu_qmp_open_ext(const struct hu_qmp_ext *ext, void *data, unsigned timeout_m
 		return r;
 	}
 	if (json_object_object_get_ex(v, "qemu", &qemu) && json_object_object_get_ex(qemu, "major", &maj) &&
-	    json_object_object_get_ex(qemu, "minor", &min) && json_object_object_get_ex(qemu, "micro", &mic) &&
+	    json_object_object_get_ex(qemu, "minor", &min) &&
+	    json_object_object_get_ex(qemu, "micro", &mic) &&
 	    asprintf(&q->version, "%d.%d.%d", json_object_get_int(maj), json_object_get_int(min),
 		     json_object_get_int(mic)) < 0)
 		q->version = NULL;
@@ -290,8 +293,7 @@ int hu_qmp_open_ext(const struct hu_qmp_ext *ext, void *data, unsigned timeout_m
 	return 0;
 }
 
-int hu_qmp_execute(struct hu_qmp *q, const char *cmd, json_object *args,
-		   json_object **ret, char **ret_error)
+int hu_qmp_execute(struct hu_qmp *q, const char *cmd, json_object *args, json_object **ret, char **ret_error)
 {
 	_cleanup_json_ json_object *req = json_object_new_object();
 	char id[32];
@@ -329,16 +331,14 @@ int hu_qmp_execute(struct hu_qmp *q, const char *cmd, json_object *args,
 			continue;
 		}
 		if (!json_object_object_get_ex(msg, "id", &mid) ||
-		    !json_object_is_type(mid, json_type_string) ||
-		    !streq(json_object_get_string(mid), id))
+		    !json_object_is_type(mid, json_type_string) || !streq(json_object_get_string(mid), id))
 			continue; /* a reply that is not ours: drop it */
 		return reply_result(msg, ret, ret_error);
 	}
 }
 
-static bool event_matches(json_object *ev, const char *name,
-			  bool (*match)(json_object *, void *), void *userdata,
-			  json_object **ret_data)
+static bool event_matches(json_object *ev, const char *name, bool (*match)(json_object *, void *),
+			  void *userdata, json_object **ret_data)
 {
 	json_object *n, *data = NULL;
 
@@ -353,9 +353,8 @@ static bool event_matches(json_object *ev, const char *name,
 	return true;
 }
 
-int hu_qmp_wait_event(struct hu_qmp *q, const char *name,
-		      bool (*match)(json_object *data, void *userdata), void *userdata,
-		      unsigned timeout_ms, json_object **ret_data)
+int hu_qmp_wait_event(struct hu_qmp *q, const char *name, bool (*match)(json_object *data, void *userdata),
+		      void *userdata, unsigned timeout_ms, json_object **ret_data)
 {
 	int64_t deadline = hu_mono_ms() + timeout_ms;
 
@@ -531,15 +530,14 @@ int hu_qmp_open_fd(int fd, unsigned timeout_ms, struct hu_qmp **ret)
 		r = -EPROTO;
 		goto fail;
 	}
-	if (json_object_object_get_ex(qmp, "version", &ver) &&
-	    json_object_object_get_ex(ver, "qemu", &v)) {
+	if (json_object_object_get_ex(qmp, "version", &ver) && json_object_object_get_ex(ver, "qemu", &v)) {
 		json_object *maj = NULL, *min = NULL, *mic = NULL;
 
 		json_object_object_get_ex(v, "major", &maj);
 		json_object_object_get_ex(v, "minor", &min);
 		json_object_object_get_ex(v, "micro", &mic);
-		if (asprintf(&q->version, "%d.%d.%d", json_object_get_int(maj),
-			     json_object_get_int(min), json_object_get_int(mic)) < 0)
+		if (asprintf(&q->version, "%d.%d.%d", json_object_get_int(maj), json_object_get_int(min),
+			     json_object_get_int(mic)) < 0)
 			q->version = NULL;
 	}
 	r = hu_qmp_execute(q, "qmp_capabilities", NULL, NULL, NULL);
@@ -567,8 +565,7 @@ int hu_qmp_query_status(struct hu_qmp *q, char **ret_status)
 
 	if (r < 0)
 		return r;
-	if (!json_object_object_get_ex(o, "status", &st) ||
-	    !json_object_is_type(st, json_type_string))
+	if (!json_object_object_get_ex(o, "status", &st) || !json_object_is_type(st, json_type_string))
 		return -EPROTO;
 	*ret_status = strndup(json_object_get_string(st), 64);
 	return *ret_status ? 0 : -ENOMEM;

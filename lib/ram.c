@@ -35,7 +35,7 @@
 #endif
 
 #define SAMPLE_PAGES 256
-#define PAGE 4096ULL
+#define PAGE	     4096ULL
 
 /* --- the backing class of a RAM file ---------------------------------- */
 
@@ -44,15 +44,10 @@ int hu_classify_fs(long f_type, enum hu_backing *ret)
 	switch ((unsigned long)f_type) {
 	case TMPFS_MAGIC:
 	case HUGETLBFS_MAGIC:
-	case RAMFS_MAGIC:
-		*ret = HU_BACKING_VOLATILE;
-		return 0;
+	case RAMFS_MAGIC: *ret = HU_BACKING_VOLATILE; return 0;
 	case PROC_SUPER_MAGIC:
-	case SYSFS_MAGIC:
-		return -EINVAL;
-	default:
-		*ret = HU_BACKING_PERSISTENT;
-		return 0;
+	case SYSFS_MAGIC: return -EINVAL;
+	default: *ret = HU_BACKING_PERSISTENT; return 0;
 	}
 }
 
@@ -109,7 +104,8 @@ int hu_classify_path(const char *path, bool share, enum hu_backing *ret, char **
 		ssize_t n;
 
 		/* Only device DAX keeps RAM across a reboot; /dev/zero does not. */
-		snprintf(link, sizeof(link), "/sys/dev/char/%u:%u/subsystem", major(st.st_rdev), minor(st.st_rdev));
+		snprintf(link, sizeof(link), "/sys/dev/char/%u:%u/subsystem", major(st.st_rdev),
+			 minor(st.st_rdev));
 		n = readlink(link, target, sizeof(target) - 1);
 		target[n > 0 ? n : 0] = '\0';
 		if (n > 0 && strstr(target, "/dax")) {
@@ -132,9 +128,11 @@ int hu_classify_path(const char *path, bool share, enum hu_backing *ret, char **
 	if (r < 0)
 		return r;
 	if (b == HU_BACKING_VOLATILE)
-		why = (unsigned long)sf.f_type == HUGETLBFS_MAGIC ? "file on hugetlbfs" : "file on tmpfs/ramfs";
+		why = (unsigned long)sf.f_type == HUGETLBFS_MAGIC ? "file on hugetlbfs"
+								  : "file on tmpfs/ramfs";
 	else
-		why = path_on_dax_mount(path) ? "file on an fsdax mount" : "file on a disk filesystem (flushed after quit)";
+		why = path_on_dax_mount(path) ? "file on an fsdax mount"
+					      : "file on a disk filesystem (flushed after quit)";
 	*ret = b;
 	*ret_why = strdup(why);
 	return 0;
@@ -200,6 +198,7 @@ static void ndctl_quiet(struct ndctl_ctx *ctx, int priority, const char *file, i
 
 static const char *ns_mode_to_string(enum ndctl_namespace_mode mode)
 {
+	/* clang-format off */
 	switch (mode) {
 	case NDCTL_NS_MODE_FSDAX:  return "fsdax";
 	case NDCTL_NS_MODE_SECTOR: return "sector";
@@ -207,6 +206,7 @@ static const char *ns_mode_to_string(enum ndctl_namespace_mode mode)
 	case NDCTL_NS_MODE_DEVDAX: return "devdax";
 	default:                   return "unknown";
 	}
+	/* clang-format on */
 }
 
 /* What one namespace exposes, as ndctl list shows it: the device, the uuid of
@@ -214,7 +214,7 @@ static const char *ns_mode_to_string(enum ndctl_namespace_mode mode)
 struct ns_view {
 	const char *ns;
 	const char *device;
-	dev_t devt;            /* device DAX only */
+	dev_t devt; /* device DAX only */
 	char uuid[37];
 	const char *mode;
 	uint64_t size;
@@ -234,7 +234,8 @@ static bool ns_view_get(struct ndctl_namespace *ndns, struct ns_view *v)
 		struct daxctl_dev *dev;
 
 		ndctl_dax_get_uuid(dax, uu);
-		daxctl_dev_foreach(region, dev) {
+		daxctl_dev_foreach(region, dev)
+		{
 			if (daxctl_dev_get_size(dev) == 0)
 				continue; /* the seed device of the region */
 			v->device = daxctl_dev_get_devname(dev);
@@ -259,9 +260,9 @@ static bool ns_view_get(struct ndctl_namespace *ndns, struct ns_view *v)
 
 /* How a namespace is looked for: by the device a RAM file lives on, or by name. */
 struct ns_key {
-	dev_t devt;            /* device DAX: its char device number */
-	const char *device;    /* pmem0, dax0.0 */
-	const char *uuid;      /* also reported: where a namespace with this uuid is now */
+	dev_t devt;	    /* device DAX: its char device number */
+	const char *device; /* pmem0, dax0.0 */
+	const char *uuid;   /* also reported: where a namespace with this uuid is now */
 };
 
 static bool device_is(const char *device, const char *want)
@@ -296,7 +297,8 @@ static int ns_find(const struct ns_key *key, struct hu_medium *ret, char **moved
 	if (r < 0)
 		return r;
 	ndctl_set_log_fn(nd, ndctl_quiet);
-	ndctl_bus_foreach(nd, bus) ndctl_region_foreach(bus, region) ndctl_namespace_foreach(region, ndns) {
+	ndctl_bus_foreach(nd, bus) ndctl_region_foreach(bus, region) ndctl_namespace_foreach(region, ndns)
+	{
 		struct ns_view v;
 		bool match;
 
@@ -363,92 +365,87 @@ plain_file:
 }
 
 /* Is what `now` describes the medium `was` recorded? 0, or -ESTALE and why. */
-int hu_medium_compare(const struct hu_medium *was, const struct hu_medium *now, char *why, size_t len)
+int hu_medium_compare(const struct hu_medium *was, const struct hu_medium *now, char **ret_why)
 {
-	if (was->uuid && (!now->uuid || !streq(was->uuid, now->uuid))) {
-		snprintf(why, len, "%s is namespace %s now, was %s: not the pmem the RAM was left in", was->device,
-			 now->uuid ?: "(no uuid)", was->uuid);
-		return -ESTALE;
-	}
-	if (now->size != was->size) {
-		snprintf(why, len, "%s is %llu bytes, was %llu: the RAM it held did not survive", was->device,
-			 (unsigned long long)now->size, (unsigned long long)was->size);
-		return -ESTALE;
-	}
-	if (was->mode && (!now->mode || !streq(was->mode, now->mode))) {
-		snprintf(why, len, "%s is in mode %s, was %s: the RAM it held did not survive", was->device,
-			 now->mode ?: "(none)", was->mode);
-		return -ESTALE;
-	}
+	if (was->uuid && (!now->uuid || !streq(was->uuid, now->uuid)))
+		return hu_errorf(ret_why, -ESTALE,
+				 "%s is namespace %s now, was %s: not the pmem the RAM was left in",
+				 was->device, now->uuid ?: "(no uuid)", was->uuid);
+	if (now->size != was->size)
+		return hu_errorf(ret_why, -ESTALE,
+				 "%s is %llu bytes, was %llu: the RAM it held did not survive", was->device,
+				 (unsigned long long)now->size, (unsigned long long)was->size);
+	if (was->mode && (!now->mode || !streq(was->mode, now->mode)))
+		return hu_errorf(ret_why, -ESTALE,
+				 "%s is in mode %s, was %s: the RAM it held did not survive", was->device,
+				 now->mode ?: "(none)", was->mode);
 	return 0;
 }
 
 /* Is the medium back as it was? 0; -ENODEV while its device is not there
  * (drivers may still be probing); -ESTALE when it is another one. */
-int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char *why, size_t len)
+int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_why)
 {
-	return hu_ram_medium_locate(ctx, m, NULL, why, len);
+	return hu_ram_medium_locate(ctx, m, NULL, ret_why);
 }
 
 /* hu_ram_medium_check, and on -ESTALE the device that holds the recorded
  * namespace (by uuid) now, if any, in *ret_moved_to. */
-int hu_ram_medium_locate(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_moved_to, char *why, size_t len)
+int hu_ram_medium_locate(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_moved_to, char **ret_why)
 {
 	struct hu_medium now = {};
-	_cleanup_free_ char *moved_to = NULL;
+	_cleanup_free_ char *moved_to = NULL, *why = NULL;
 	struct ns_key key = { .device = m->device, .uuid = m->uuid };
 	int r;
 
 	if (m->kind == HU_MEDIUM_FILE || !m->device)
 		return 0;
 	r = ns_find(&key, &now, &moved_to);
-	if (r < 0) {
-		snprintf(why, len, "cannot list the pmem namespaces: %s", strerror(-r));
+	if (r < 0)
+		return hu_errorf(ret_why, r, "cannot list the pmem namespaces: %s", strerror(-r));
+	if (r == 0 && moved_to) {
+		r = hu_errorf(
+			ret_why, -ESTALE,
+			"%s is not there: its namespace %s is %s now, not the device the VM's argv names",
+			m->device, m->uuid, moved_to);
+		if (ret_moved_to)
+			*ret_moved_to = TAKE_PTR(moved_to);
 		return r;
 	}
-	if (r == 0 && moved_to) {
-		snprintf(why, len, "%s is not there: its namespace %s is %s now, not the device the VM's argv names",
-			 m->device, m->uuid, moved_to);
-		if (ret_moved_to)
-			*ret_moved_to = TAKE_PTR(moved_to);
-		return -ESTALE;
-	}
-	if (r == 0) {
-		snprintf(why, len, "%s is not there: the RAM it held is lost", m->device);
-		return -ENODEV;
-	}
-	r = hu_medium_compare(m, &now, why, len);
+	if (r == 0)
+		return hu_errorf(ret_why, -ENODEV, "%s is not there: the RAM it held is lost", m->device);
+	r = hu_medium_compare(m, &now, &why);
+	hu_medium_clear(&now);
 	if (r < 0 && moved_to) {
 		/* Namespaces renumbered: say where it went (the argv names the old device). */
-		size_t n = strlen(why);
-
-		snprintf(why + n, len - n, "; namespace %s is %s now", m->uuid, moved_to);
+		hu_errorf(ret_why, r, "%s; namespace %s is %s now", why, m->uuid, moved_to);
 		if (ret_moved_to)
 			*ret_moved_to = TAKE_PTR(moved_to);
+	} else if (r < 0) {
+		hu_errorf(ret_why, r, "%s", why);
 	}
-	hu_medium_clear(&now);
 	return r;
 }
 
 /* The recorded namespace on another device now (namespaces renumbered),
  * and still the same one there (uuid, size, mode): 0 with that device
  * ("dax0.0") and, if asked, its medium; -ESTALE otherwise. */
-int hu_ram_medium_follow(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_device, struct hu_medium *ret_now)
+int hu_ram_medium_follow(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_device,
+			 struct hu_medium *ret_now)
 {
 	_cleanup_free_ char *moved_to = NULL, *path = NULL;
 	struct hu_medium now = {};
-	char why[256];
 	int r;
 
 	if (!m->uuid)
 		return -ESTALE;
-	r = hu_ram_medium_locate(ctx, m, &moved_to, why, sizeof(why));
+	r = hu_ram_medium_locate(ctx, m, &moved_to, NULL);
 	if (r != -ESTALE || !moved_to)
 		return -ESTALE;
 	if (asprintf(&path, "/dev/%s", moved_to) < 0)
 		return -ENOMEM;
 	r = hu_ram_medium(ctx, path, &now);
-	if (r >= 0 && (!now.uuid || hu_medium_compare(m, &now, why, sizeof(why)) < 0))
+	if (r >= 0 && (!now.uuid || hu_medium_compare(m, &now, NULL) < 0))
 		r = -ESTALE;
 	if (r < 0) {
 		hu_medium_clear(&now);
@@ -463,23 +460,26 @@ int hu_ram_medium_follow(struct hu_ctx *ctx, const struct hu_medium *m, char **r
 }
 
 /* hu_ram_medium_check, waiting until `deadline` (hu_mono_ms) while the
- * device is not there. */
-int hu_ram_medium_wait(struct hu_ctx *ctx, const struct hu_medium *m, int64_t deadline, char *why, size_t len)
+ * device is not there. udev gives no event we could wait on from here
+ * (the initrd may have no udev): a bounded poll. */
+int hu_ram_medium_wait(struct hu_ctx *ctx, const struct hu_medium *m, int64_t deadline, char **ret_why)
 {
 	int r;
 
-	while ((r = hu_ram_medium_check(ctx, m, why, len)) == -ENODEV && hu_mono_ms() < deadline)
+	while ((r = hu_ram_medium_check(ctx, m, ret_why)) == -ENODEV && hu_mono_ms() < deadline)
 		usleep(50000);
 	return r;
 }
 
 const char *hu_medium_kind_to_string(enum hu_medium_kind k)
 {
+	/* clang-format off */
 	switch (k) {
 	case HU_MEDIUM_FILE:   return "file";
 	case HU_MEDIUM_DEVDAX: return "devdax";
 	case HU_MEDIUM_PMEM:   return "pmem";
 	case HU_MEDIUM_FSDAX:  return "fsdax";
 	}
+	/* clang-format on */
 	return "file";
 }

@@ -19,16 +19,16 @@
 struct restore_job {
 	struct hu_ctx *ctx;
 	struct hu_manifest *m;
-	struct hu_vm_list *running;   /* QEMUs on the host now (from /proc) */
+	struct hu_vm_list *running; /* QEMUs on the host now (from /proc) */
 	bool same_boot;
-	const char *const *only_vms;  /* NULL: all */
-	const char *only_manager;     /* NULL: all */
-	int64_t media_deadline;       /* hu_mono_ms: how long a pmem device may take to appear */
+	const char *const *only_vms; /* NULL: all */
+	const char *only_manager;    /* NULL: all */
+	int64_t media_deadline;	     /* hu_mono_ms: how long a pmem device may take to appear */
 };
 
-/* Record the outcome of one VM under the manifest lock, then persist. */
-static void finish_vm(struct restore_job *job, struct hu_vm *vm, enum hu_vm_state state,
-		      const char *error)
+/* Record the outcome of one VM under the manifest lock, then persist.
+ * Workers never write vm->error themselves: another worker's save reads it. */
+static void finish_vm(struct restore_job *job, struct hu_vm *vm, enum hu_vm_state state, const char *error)
 {
 	char *copy = error ? strdup(error) : NULL; /* error may be vm->error */
 
@@ -38,8 +38,6 @@ static void finish_vm(struct restore_job *job, struct hu_vm *vm, enum hu_vm_stat
 	vm->error = copy;
 	pthread_mutex_unlock(&job->m->lock);
 	hu_journal(job->ctx, vm->name, hu_vm_state_to_string(state), copy);
-	if (copy)
-		hu_err(job->ctx, vm->name, "%s", copy);
 	hu_manifest_save(job->m);
 }
 
@@ -75,22 +73,20 @@ static struct hu_vm *find_running(struct restore_job *job, const struct hu_vm *v
 	return NULL;
 }
 
-static int check_disks(const struct hu_vm *vm, char *err, size_t errlen)
+static int check_disks(const struct hu_vm *vm, char **ret_error)
 {
 	for (size_t i = 0; i < vm->n_disks; i++) {
 		const struct hu_disk *d = &vm->disks[i];
 		struct stat st;
 
-		if (stat(d->path, &st) < 0) {
-			snprintf(err, errlen, "disk %s: %s", d->path, strerror(errno));
-			return -errno;
-		}
+		if (stat(d->path, &st) < 0)
+			return hu_errorf(ret_error, -errno, "disk %s: %s", d->path, strerror(errno));
 		if ((uint64_t)st.st_size != d->size || st.st_ino != d->ino || st.st_dev != d->dev ||
-		    (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec != d->mtime_ns) {
-			snprintf(err, errlen, "disk %s changed since the checkpoint (size, inode or mtime); refusing to resume on it",
-				 d->path);
-			return -ESTALE;
-		}
+		    (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec != d->mtime_ns)
+			return hu_errorf(
+				ret_error, -ESTALE,
+				"disk %s changed since the checkpoint (size, inode or mtime); refusing to resume on it",
+				d->path);
 	}
 	return 0;
 }
@@ -141,22 +137,23 @@ static int follow_namespace(struct restore_job *job, struct hu_vm *vm, struct hu
 static int fsdax_by_mount(struct hu_vm *vm, struct hu_memdev *d)
 {
 	struct hu_medium now = {};
-	char why[256];
 	int r;
 
 	if (!d->medium.uuid)
 		return -ESTALE;
 	r = hu_ram_medium(vm->ctx, d->mem_path, &now);
-	if (r >= 0 && (now.kind != HU_MEDIUM_FSDAX || !now.uuid || hu_medium_compare(&d->medium, &now, why, sizeof(why)) < 0))
+	if (r >= 0 &&
+	    (now.kind != HU_MEDIUM_FSDAX || !now.uuid || hu_medium_compare(&d->medium, &now, NULL) < 0))
 		r = -ESTALE;
 	if (r >= 0)
-		hu_info(vm->ctx, vm->name, "its RAM's file system is on %s now (was %s), the same namespace %s",
-			now.device, d->medium.device, d->medium.uuid);
+		hu_info(vm->ctx, vm->name,
+			"its RAM's file system is on %s now (was %s), the same namespace %s", now.device,
+			d->medium.device, d->medium.uuid);
 	hu_medium_clear(&now);
 	return r;
 }
 
-static int check_ram(struct restore_job *job, struct hu_vm *vm, char *err, size_t errlen)
+static int check_ram(struct restore_job *job, struct hu_vm *vm, char **ret_error)
 {
 	for (size_t i = 0; i < vm->n_memdevs; i++) {
 		struct hu_memdev *d = &vm->memdevs[i];
@@ -165,81 +162,74 @@ static int check_ram(struct restore_job *job, struct hu_vm *vm, char *err, size_
 
 		if (!d->skipped)
 			continue;
-		if (d->backing != HU_BACKING_PERSISTENT && !job->same_boot) {
-			snprintf(err, errlen, "RAM in %s was volatile and the host rebooted since the checkpoint",
-				 d->mem_path);
-			return -ESTALE;
-		}
+		if (d->backing != HU_BACKING_PERSISTENT && !job->same_boot)
+			return hu_errorf(ret_error, -ESTALE,
+					 "RAM in %s was volatile and the host rebooted since the checkpoint",
+					 d->mem_path);
 		/* After a reboot the pmem drivers may still be probing (an initrd
 		 * without our module did not wait for them): give them a while. */
-		r = hu_ram_medium_wait(vm->ctx, &d->medium, job->same_boot ? 0 : job->media_deadline, err, errlen);
+		r = hu_ram_medium_wait(vm->ctx, &d->medium, job->same_boot ? 0 : job->media_deadline,
+				       ret_error);
 		if ((r == -ESTALE || r == -ENODEV) &&
-		    (d->medium.kind == HU_MEDIUM_FSDAX ? fsdax_by_mount(vm, d) : follow_namespace(job, vm, d)) >= 0)
+		    (d->medium.kind == HU_MEDIUM_FSDAX ? fsdax_by_mount(vm, d)
+						       : follow_namespace(job, vm, d)) >= 0)
 			r = 0;
 		if (r < 0)
 			return r;
 		/* Where the RAM is now: a manager may have kept it elsewhere. */
 		r = hu_ram_digest(hu_manager_ram_path(vm, i), d->size, &digest);
-		if (r < 0) {
-			snprintf(err, errlen, "RAM in %s: %s", hu_manager_ram_path(vm, i), strerror(-r));
-			return r;
-		}
-		if (digest != d->digest) {
-			snprintf(err, errlen, "RAM in %s did not survive (sampled pages differ from the checkpoint)",
-				 d->mem_path);
-			return -ESTALE;
-		}
+		if (r < 0)
+			return hu_errorf(ret_error, r, "RAM in %s: %s", hu_manager_ram_path(vm, i),
+					 strerror(-r));
+		if (digest != d->digest)
+			return hu_errorf(
+				ret_error, -ESTALE,
+				"RAM in %s did not survive (sampled pages differ from the checkpoint)",
+				d->mem_path);
 	}
 	return 0;
 }
 
 /* Same capabilities and mode as the source, then migrate-incoming. */
-static int start_load(struct hu_vm *vm, char *err, size_t errlen)
+static int start_load(struct hu_vm *vm, char **ret_error)
 {
 	_cleanup_free_ char *qerr = NULL, *uri = NULL;
 	json_object *args;
 	int r;
 
 	r = hu_migration_setup_dest(vm, &qerr);
-	if (r < 0) {
-		snprintf(err, errlen, "cannot set the checkpoint's migration settings: %s", qerr ?: hu_qmp_strerror(r));
-		return r;
-	}
+	if (r < 0)
+		return hu_errorf(ret_error, r, "cannot set the checkpoint's migration settings: %s",
+				 qerr ?: hu_qmp_strerror(r));
 	r = hu_manager_state_uri(vm, false, &uri);
-	if (r < 0) {
-		snprintf(err, errlen, "state file: %s", vm->error ?: strerror(-r));
-		return r;
-	}
+	if (r < 0)
+		return hu_errorf(ret_error, r, "state file: %s", vm->error ?: strerror(-r));
 	args = json_object_new_object();
 	json_object_object_add(args, "uri", json_object_new_string(uri));
 	/* Stay alive on a bad stream so we can say why. */
 	json_object_object_add(args, "exit-on-error", json_object_new_boolean(false));
 	r = hu_qmp_execute(vm->qmp, "migrate-incoming", args, NULL, &qerr);
 	if (r < 0)
-		snprintf(err, errlen, "migrate-incoming: %s", qerr ?: hu_qmp_strerror(r));
-	return r;
+		return hu_errorf(ret_error, r, "migrate-incoming: %s", qerr ?: hu_qmp_strerror(r));
+	return 0;
 }
 
 /* Wait for the load, then bring the VM to the runstate it had: a paused
  * VM comes back paused, a running one runs. */
-static int finish_load(struct hu_vm *vm, char *err, size_t errlen)
+static int finish_load(struct hu_vm *vm, char **ret_error)
 {
 	_cleanup_free_ char *qerr = NULL, *desc = NULL, *status = NULL;
 	int r;
 
 	r = hu_migration_wait(vm->qmp, hu_migration_timeout_ms(vm->state_bytes), &desc);
-	if (r < 0) {
-		snprintf(err, errlen, "loading the state failed: %s", desc ?: hu_qmp_strerror(r));
-		return r;
-	}
+	if (r < 0)
+		return hu_errorf(ret_error, r, "loading the state failed: %s", desc ?: hu_qmp_strerror(r));
 	r = hu_migration_settled_runstate(vm->qmp, &status);
-	if (r < 0) {
-		snprintf(err, errlen, "query-status: %s", hu_qmp_strerror(r));
-		return r;
-	}
+	if (r < 0)
+		return hu_errorf(ret_error, r, "query-status: %s", hu_qmp_strerror(r));
 	if (vm->suspended_by_us && streq(status, "suspended")) {
 		/* It was put to sleep for the checkpoint: wake it. */
-		r = hu_vm_wakeup(vm, 30000, err, errlen);
+		r = hu_vm_wakeup(vm, 30000, ret_error);
 		if (r < 0)
 			return r;
 		free(status);
@@ -247,17 +237,14 @@ static int finish_load(struct hu_vm *vm, char *err, size_t errlen)
 	}
 	if (vm->runstate && streq(vm->runstate, "running") && !streq(status, "running")) {
 		r = hu_manager_cont(vm, &qerr);
-		if (r < 0) {
-			snprintf(err, errlen, "cont: %s", qerr ?: hu_qmp_strerror(r));
-			return r;
-		}
+		if (r < 0)
+			return hu_errorf(ret_error, r, "cont: %s", qerr ?: hu_qmp_strerror(r));
 		free(status);
 		status = strdup("running");
 	}
-	if (vm->runstate && !streq(status, vm->runstate)) {
-		snprintf(err, errlen, "runstate after restore is '%s', expected '%s'", status, vm->runstate);
-		return -EPROTO;
-	}
+	if (vm->runstate && !streq(status, vm->runstate))
+		return hu_errorf(ret_error, -EPROTO, "runstate after restore is '%s', expected '%s'", status,
+				 vm->runstate);
 	hu_migration_reset(vm);
 	hu_manager_done(vm);
 	return 0;
@@ -274,7 +261,9 @@ static void fix_clock(struct restore_job *job, struct hu_vm *vm)
 		return;
 	r = hu_qga_fix_clock(vm, 10000, &step);
 	if (r < 0) {
-		hu_err(job->ctx, vm->name, "guest clock not set: agent %s: %s", vm->ai.qga_path, hu_qmp_strerror(r));
+		/* Not a failure of the restore: the guest runs. Said as progress. */
+		hu_info(job->ctx, vm->name, "guest clock not set: agent %s: %s", vm->ai.qga_path,
+			hu_qmp_strerror(r));
 		return;
 	}
 	pthread_mutex_lock(&job->m->lock);
@@ -287,12 +276,12 @@ static void fix_clock(struct restore_job *job, struct hu_vm *vm)
 /* A VM its manager starts (libvirt): paused, waiting for the load, which is
  * ours as for any VM. Recorded before the load starts: a re-run finds it. */
 static int start_managed(struct restore_job *job, struct hu_vm *vm, pid_t *pid, uint64_t *starttime,
-			 char *err, size_t errlen)
+			 char **ret_error)
 {
 	int r;
 
 	hu_info(job->ctx, vm->name, "starting it through %s with -incoming defer", vm->mgr->name);
-	r = vm->mgr->start_incoming(vm, pid, starttime, err, errlen);
+	r = vm->mgr->start_incoming(vm, pid, starttime, ret_error);
 	if (r >= 0)
 		record_restoring(job, vm, *pid, *starttime);
 	return r;
@@ -300,7 +289,7 @@ static int start_managed(struct restore_job *job, struct hu_vm *vm, pid_t *pid, 
 
 static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 {
-	char err[768] = "";
+	_cleanup_free_ char *err = NULL;
 	struct hu_vm *other;
 	struct stat st;
 	pid_t child = 0, pid = 0;
@@ -316,14 +305,16 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		if (vm->mgr && vm->mgr->attach)
 			r = vm->mgr->attach(vm, other->pid, &vm->qmp);
 		else
-			r = other->ai.qmp_path ? hu_qmp_connect(other->ai.qmp_path, job->ctx->qmp_timeout_ms, &vm->qmp) : -ENOENT;
+			r = other->ai.qmp_path
+				    ? hu_qmp_connect(other->ai.qmp_path, job->ctx->qmp_timeout_ms, &vm->qmp)
+				    : -ENOENT;
 		if (r >= 0)
 			r = hu_migration_query(vm->qmp, &mstatus, NULL);
 		if (r < 0) {
 			hu_qmp_close(vm->qmp);
 			vm->qmp = NULL;
-			snprintf(err, sizeof(err), "a QEMU for this VM (pid %d) exists but does not answer QMP: %s",
-				 (int)other->pid, hu_qmp_strerror(r));
+			hu_errorf(&err, 0, "a QEMU for this VM (pid %d) exists but does not answer QMP: %s",
+				  (int)other->pid, hu_qmp_strerror(r));
 			finish_vm(job, vm, HU_VM_FAILED, err);
 			return;
 		}
@@ -332,7 +323,7 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 			vm->pid = other->pid;
 			vm->starttime = other->starttime;
 			pthread_mutex_unlock(&job->m->lock);
-			r = finish_load(vm, err, sizeof(err));
+			r = finish_load(vm, &err);
 			hu_qmp_close(vm->qmp);
 			vm->qmp = NULL;
 			if (r < 0) {
@@ -350,39 +341,42 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		hu_info(job->ctx, vm->name, "ending pid %d, left before its load began by an earlier run",
 			(int)other->pid);
 		if ((vm->mgr && vm->mgr->kill ? vm->mgr->kill(vm, other->pid, other->starttime)
-					       : hu_spawn_kill(job->ctx, other->pid, other->starttime)) < 0) {
-			snprintf(err, sizeof(err), "pid %d, left by an earlier restore, does not exit", (int)other->pid);
+					      : hu_spawn_kill(job->ctx, other->pid, other->starttime)) < 0) {
+			hu_errorf(&err, 0, "pid %d, left by an earlier restore, does not exit",
+				  (int)other->pid);
 			finish_vm(job, vm, HU_VM_FAILED, err);
 			return;
 		}
 	} else if (other) {
-		snprintf(err, sizeof(err), "already running as pid %d; not started twice", (int)other->pid);
+		hu_errorf(&err, 0, "already running as pid %d; not started twice", (int)other->pid);
 		finish_vm(job, vm, HU_VM_FAILED, err);
 		return;
 	}
 	if (vm->unflushed && !job->same_boot) {
-		snprintf(err, sizeof(err), "its checkpoint was not flushed to disk (taken to be restored at once, "
-			 "by run --no-reboot) and the host rebooted since: state and RAM may not have survived");
+		hu_errorf(
+			&err, 0,
+			"its checkpoint was not flushed to disk (taken to be restored at once, "
+			"by run --no-reboot) and the host rebooted since: state and RAM may not have survived");
 		finish_vm(job, vm, HU_VM_FAILED, err);
 		return;
 	}
 	if (stat(vm->state_file, &st) < 0 || (uint64_t)st.st_size != vm->state_bytes) {
-		snprintf(err, sizeof(err), "state file %s is missing or not the size recorded", vm->state_file);
+		hu_errorf(&err, 0, "state file %s is missing or not the size recorded", vm->state_file);
 		finish_vm(job, vm, HU_VM_FAILED, err);
 		return;
 	}
-	if (check_disks(vm, err, sizeof(err)) < 0 || check_ram(job, vm, err, sizeof(err)) < 0) {
+	if (check_disks(vm, &err) < 0 || check_ram(job, vm, &err) < 0) {
 		finish_vm(job, vm, HU_VM_FAILED, err);
 		return;
 	}
 	if (vm->mgr && vm->mgr->start_incoming) {
-		r = start_managed(job, vm, &pid, &starttime, err, sizeof(err));
+		r = start_managed(job, vm, &pid, &starttime, &err);
 		goto started;
 	}
 	hu_info(job->ctx, vm->name, "starting %s with -incoming defer", vm->exe);
 	r = hu_spawn_qemu(job->ctx, vm, &child);
 	if (r < 0) {
-		snprintf(err, sizeof(err), "cannot start QEMU: %s", strerror(-r));
+		hu_errorf(&err, 0, "cannot start QEMU: %s", strerror(-r));
 		finish_vm(job, vm, HU_VM_FAILED, err);
 		return;
 	}
@@ -391,7 +385,7 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 	 * -daemonize the pid is known now: the save overlaps QEMU's start-up. */
 	if (!vm->ai.daemonize && hu_proc_starttime(job->ctx, pid, &starttime) >= 0)
 		record_restoring(job, vm, pid, starttime);
-	r = hu_spawn_connect(job->ctx, vm, child, &pid, err, sizeof(err));
+	r = hu_spawn_connect(job->ctx, vm, child, &pid, &err);
 	if (r >= 0 && vm->ai.daemonize) {
 		if (hu_proc_starttime(job->ctx, pid, &starttime) < 0)
 			r = -ESRCH;
@@ -404,9 +398,9 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		hu_spawn_move_to_scope(job->ctx, vm, pid);
 started:
 	if (r >= 0) {
-		r = start_load(vm, err, sizeof(err));
+		r = start_load(vm, &err);
 		if (r >= 0)
-			r = finish_load(vm, err, sizeof(err));
+			r = finish_load(vm, &err);
 	}
 	hu_qmp_close(vm->qmp);
 	vm->qmp = NULL;
@@ -419,8 +413,8 @@ started:
 			hu_spawn_kill(job->ctx, pid, starttime);
 			waitpid(child, NULL, WNOHANG);
 		}
-		if (!err[0])
-			snprintf(err, sizeof(err), "%s", strerror(-r));
+		if (!err)
+			hu_errorf(&err, r, "%s", strerror(-r));
 		finish_vm(job, vm, HU_VM_FAILED, err);
 		return;
 	}
@@ -453,14 +447,14 @@ static void converge_worker(size_t i, void *data)
 	/* Its recorded QEMU still runs (the original, before quit): resume it.
 	 * A restore never leaves a QEMU it started behind on failure. */
 	if (job->same_boot && hu_vm_process_alive(vm)) {
-		char err[512];
+		_cleanup_free_ char *err = NULL;
 
 		if (vm->state == HU_VM_RESTORING) {
 			/* Ours from a run that was cut short: handled as a leftover. */
 			restore_from_state(job, vm);
 			return;
 		}
-		if (hu_vm_resume_original(vm, err, sizeof(err)) < 0)
+		if (hu_vm_resume_original(vm, &err) < 0)
 			finish_vm(job, vm, HU_VM_FAILED, err);
 		else
 			finish_vm(job, vm, HU_VM_RESUMED, NULL);
@@ -469,22 +463,25 @@ static void converge_worker(size_t i, void *data)
 		return;
 	}
 	if (vm->state == HU_VM_RUNNING || vm->state == HU_VM_STOPPING) {
-		finish_vm(job, vm, HU_VM_FAILED, "QEMU exited during the checkpoint before its state was saved");
+		finish_vm(job, vm, HU_VM_FAILED,
+			  "QEMU exited during the checkpoint before its state was saved");
 		return;
 	}
 	restore_from_state(job, vm);
 }
 
-int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot,
-		   const char *const *only_vms)
+int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot, const char *const *only_vms)
 {
 	return hu_restore_vms_of(ctx, m, same_boot, only_vms, NULL);
 }
 
-int hu_restore_vms_of(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot,
-		      const char *const *only_vms, const char *only_manager)
+int hu_restore_vms_of(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot, const char *const *only_vms,
+		      const char *only_manager)
 {
-	struct restore_job job = { .ctx = ctx, .m = m, .same_boot = same_boot, .only_vms = only_vms,
+	struct restore_job job = { .ctx = ctx,
+				   .m = m,
+				   .same_boot = same_boot,
+				   .only_vms = only_vms,
 				   .only_manager = only_manager,
 				   .media_deadline = hu_mono_ms() + HU_MEDIA_WAIT_MS };
 	int failed = 0, pending = 0, r;
@@ -515,26 +512,23 @@ static int converge(struct hu_ctx *ctx, const struct hu_options *opts, const cha
 	char boot[64] = "";
 	int r;
 
+	hu_clear_error(ctx);
 	r = hu_lock_state_dir(ctx, &lock);
-	if (r < 0) {
-		hu_err(ctx, NULL, "state dir %s: %s", ctx->state_dir,
-		       r == -EBUSY ? "another host-upgrade is working on it" : strerror(-r));
+	if (r < 0)
 		return r;
-	}
 	r = hu_manifest_load(ctx, &m);
 	if (r == -ENOENT) {
 		hu_info(ctx, NULL, "nothing to %s: no manifest in %s", verb, ctx->state_dir);
 		return 0;
 	}
-	if (r < 0) {
-		hu_err(ctx, NULL, "%s/manifest.json: %s; nothing was changed",
-		       ctx->state_dir, hu_manifest_strerror(r));
-		return r;
-	}
+	if (r < 0)
+		return hu_fail(ctx, r, "%s/manifest.json: %s; nothing was changed", ctx->state_dir,
+			       hu_manifest_strerror(r));
 	hu_read_boot_id(boot, sizeof(boot));
 	if (m->target_kernel && uname(&un) == 0 && !streq(un.release, m->target_kernel)) {
 		/* Not fatal by itself: the RAM checks decide. But say it. */
-		hu_err(ctx, NULL, "running kernel %s, the checkpoint expected %s", un.release, m->target_kernel);
+		hu_info(ctx, NULL, "running kernel %s, the checkpoint expected %s", un.release,
+			m->target_kernel);
 		hu_journal(ctx, NULL, "unexpected-kernel", un.release);
 	}
 	r = hu_restore_vms_of(ctx, m, streq(boot, m->boot_id), opts ? opts->only_vms : NULL,

@@ -35,67 +35,58 @@ static int set_state_file_aside(struct hu_vm *vm, char **ret_aside)
 /* Put a VM we stopped back as it was: cancel a save still running, `cont`
  * if it ran (or was suspended) before, restore its migration settings.
  * Does not touch vm->state or vm->error: callers record the outcome. */
-int hu_vm_resume_original(struct hu_vm *vm, char *err, size_t errlen)
+int hu_vm_resume_original(struct hu_vm *vm, char **ret_error)
 {
 	struct hu_ctx *ctx = vm->ctx;
 	_cleanup_free_ char *mstatus = NULL, *status = NULL, *aside = NULL, *qerr = NULL;
-	bool was_running = vm->runstate && (streq(vm->runstate, "running") || streq(vm->runstate, "suspended"));
+	bool was_running = vm->runstate &&
+			   (streq(vm->runstate, "running") || streq(vm->runstate, "suspended"));
 	int r;
 
 	if (!vm->qmp) {
 		_cleanup_free_ char *why = NULL;
 
 		r = hu_manager_monitor(vm, ctx->qmp_timeout_ms, &vm->qmp, &why);
-		if (r < 0) {
-			snprintf(err, errlen, "cannot resume: %s", why ?: hu_qmp_strerror(r));
-			return r;
-		}
+		if (r < 0)
+			return hu_errorf(ret_error, r, "cannot resume: %s", why ?: hu_qmp_strerror(r));
 	}
 	r = hu_migration_query(vm->qmp, &mstatus, NULL);
-	if (r < 0) {
-		snprintf(err, errlen, "cannot resume: query-migrate: %s", hu_qmp_strerror(r));
-		return r;
-	}
-	if (!streq(mstatus, "none") && !streq(mstatus, "completed") &&
-	    !streq(mstatus, "failed") && !streq(mstatus, "cancelled")) {
+	if (r < 0)
+		return hu_errorf(ret_error, r, "cannot resume: query-migrate: %s", hu_qmp_strerror(r));
+	if (!streq(mstatus, "none") && !streq(mstatus, "completed") && !streq(mstatus, "failed") &&
+	    !streq(mstatus, "cancelled")) {
 		hu_qmp_execute(vm->qmp, "migrate_cancel", NULL, NULL, NULL);
 		r = hu_migration_wait(vm->qmp, 30000, NULL);
-		if (r == -ETIMEDOUT) {
-			snprintf(err, errlen, "cannot resume: the save did not stop in time");
-			return r;
-		}
+		if (r == -ETIMEDOUT)
+			return hu_errorf(ret_error, r, "cannot resume: the save did not stop in time");
 	}
 	r = hu_qmp_query_status(vm->qmp, &status);
-	if (r < 0) {
-		snprintf(err, errlen, "cannot resume: query-status: %s", hu_qmp_strerror(r));
-		return r;
-	}
+	if (r < 0)
+		return hu_errorf(ret_error, r, "cannot resume: query-status: %s", hu_qmp_strerror(r));
 	r = set_state_file_aside(vm, &aside);
-	if (r < 0) {
-		snprintf(err, errlen, "cannot set the state file aside before resuming: %s", strerror(-r));
-		return r;
-	}
+	if (r < 0)
+		return hu_errorf(ret_error, r, "cannot set the state file aside before resuming: %s",
+				 strerror(-r));
 	if (was_running && !streq(status, "running") && !streq(status, "suspended")) {
 		/* From postmigrate, cont brings a suspended guest back suspended. */
 		r = hu_manager_cont(vm, &qerr);
 		if (r < 0) {
 			if (r == -EREMOTEIO && aside)
 				rename(aside, vm->state_file); /* it did not run: still valid */
-			snprintf(err, errlen, "cannot resume: cont: %s", qerr ?: hu_qmp_strerror(r));
-			return r;
+			return hu_errorf(ret_error, r, "cannot resume: cont: %s", qerr ?: hu_qmp_strerror(r));
 		}
 		free(status);
 		status = NULL;
 		hu_qmp_query_status(vm->qmp, &status);
 	} else if (!was_running && streq(status, "postmigrate")) {
 		/* A paused guest stays paused, but its disks must be usable again. */
-		r = hu_qmp_execute(vm->qmp, "blockdev-set-active",
-				   json_tokener_parse("{\"active\":true}"), NULL, NULL);
+		r = hu_qmp_execute(vm->qmp, "blockdev-set-active", json_tokener_parse("{\"active\":true}"),
+				   NULL, NULL);
 		if (r < 0)
 			hu_info(ctx, vm->name, "left paused in postmigrate: its disks activate on `cont`");
 	}
 	if (vm->suspended_by_us && status && streq(status, "suspended")) {
-		r = hu_vm_wakeup(vm, 30000, err, errlen);
+		r = hu_vm_wakeup(vm, 30000, ret_error);
 		if (r < 0)
 			return r;
 	}

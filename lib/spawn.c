@@ -9,8 +9,10 @@
  */
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-daemon.h>
@@ -21,7 +23,8 @@ int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid)
 	char **argv = NULL;
 	size_t argc = 0;
 	_cleanup_free_ char *log = NULL, *cgroup_procs = NULL;
-	static char *const envp[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL };
+	static char *const envp[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+				      NULL };
 	pid_t pid;
 	int r;
 
@@ -60,7 +63,8 @@ int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid)
 			int cg = open(cgroup_procs, O_WRONLY | O_CLOEXEC);
 
 			if (cg >= 0) {
-				if (write(cg, "0", 1) < 0) { /* stays in ours */ }
+				if (write(cg, "0", 1) < 0) { /* stays in ours */
+				}
 				close(cg);
 			}
 		}
@@ -109,9 +113,9 @@ static int read_pidfile(const char *path, pid_t *ret)
 void hu_spawn_move_to_scope(struct hu_ctx *ctx, struct hu_vm *vm, pid_t pid)
 {
 	_cleanup_free_ char *unit = NULL, *desc = NULL;
-	sd_bus *bus = NULL;
-	sd_bus_message *m = NULL, *reply = NULL;
-	sd_bus_error error = SD_BUS_ERROR_NULL;
+	_cleanup_(sd_bus_unrefp) sd_bus *bus = NULL;
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+	_cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
 	int r;
 
 	if (sd_booted() <= 0 || vm->rejoined_cgroup)
@@ -121,13 +125,15 @@ void hu_spawn_move_to_scope(struct hu_ctx *ctx, struct hu_vm *vm, pid_t pid)
 		return;
 	r = sd_bus_open_system(&bus);
 	if (r >= 0)
-		r = sd_bus_message_new_method_call(bus, &m, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+		r = sd_bus_message_new_method_call(bus, &m, "org.freedesktop.systemd1",
+						   "/org/freedesktop/systemd1",
 						   "org.freedesktop.systemd1.Manager", "StartTransientUnit");
 	if (r >= 0)
 		r = sd_bus_message_append(m, "ss", unit, "fail");
 	if (r >= 0)
-		r = sd_bus_message_append(m, "a(sv)", 4, "Description", "s", desc, "Slice", "s", "machine.slice",
-					  "PIDs", "au", 1, (uint32_t)pid, "CollectMode", "s", "inactive-or-failed");
+		r = sd_bus_message_append(m, "a(sv)", 4, "Description", "s", desc, "Slice", "s",
+					  "machine.slice", "PIDs", "au", 1, (uint32_t)pid, "CollectMode", "s",
+					  "inactive-or-failed");
 	if (r >= 0)
 		r = sd_bus_message_append(m, "a(sa(sv))", 0);
 	if (r >= 0)
@@ -135,10 +141,6 @@ void hu_spawn_move_to_scope(struct hu_ctx *ctx, struct hu_vm *vm, pid_t pid)
 	if (r < 0)
 		hu_info(ctx, vm->name, "stays in this unit's cgroup: scope %s: %s", unit,
 			error.message ?: strerror(-r));
-	sd_bus_error_free(&error);
-	sd_bus_message_unref(m);
-	sd_bus_message_unref(reply);
-	sd_bus_unref(bus);
 }
 
 /* The last line QEMU printed, to say why it died. */
@@ -160,14 +162,13 @@ static void last_log_line(struct hu_ctx *ctx, const char *name, char *buf, size_
 
 /* With -daemonize the QEMU we forked exits once the real one is up: its
  * pid comes from -pidfile, or from /proc by its QMP socket. */
-static int daemonized_pid(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *pid,
-			  char *err, size_t errlen)
+static int daemonized_pid(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *pid, char **ret_error)
 {
 	struct hu_vm_list *now = NULL;
 	int status = 0;
 
-	for (int i = 0; i < 2000 && waitpid(child, &status, WNOHANG) == 0; i++)
-		usleep(5000);
+	hu_pid_wait_exit(ctx, child, 0, 10000);
+	waitpid(child, &status, WNOHANG);
 	if (vm->ai.pidfile && read_pidfile(vm->ai.pidfile, pid) >= 0 && *pid != child)
 		return 0;
 	if (hu_scan_processes(ctx, &now) >= 0) {
@@ -179,14 +180,14 @@ static int daemonized_pid(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid
 	}
 	if (*pid != child)
 		return 0;
-	snprintf(err, errlen, "cannot find the pid of the daemonized QEMU");
-	return -ESRCH;
+	return hu_errorf(ret_error, -ESRCH, "cannot find the pid of the daemonized QEMU");
 }
 
-/* Wait for the new QEMU's QMP; notice when it dies first. */
-int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *pid,
-		     char *err, size_t errlen)
+/* Wait for the new QEMU's QMP; notice when it dies first. Between tries
+ * we sleep on the child's pidfd, so its death wakes us at once. */
+int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *pid, char **ret_error)
 {
+	_cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, child, 0);
 	int64_t deadline = hu_mono_ms() + 30000;
 	bool child_running = true;
 
@@ -197,37 +198,41 @@ int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *p
 			child_running = false;
 			if (vm->ai.daemonize && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
 				/* The foreground QEMU is done: the daemon runs on. */
-				r = daemonized_pid(ctx, vm, child, pid, err, errlen);
+				r = daemonized_pid(ctx, vm, child, pid, ret_error);
 				if (r < 0)
 					return r;
 			} else {
 				char line[256];
 
 				last_log_line(ctx, vm->name, line, sizeof(line));
-				snprintf(err, errlen, "QEMU exited (%s %d) before its QMP came up: %s (log: %s/%s.log)",
-					 WIFEXITED(status) ? "status" : "signal",
-					 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
-					 line[0] ? line : "no output", ctx->state_dir, vm->name);
 				*pid = 0;
-				return -ECHILD;
+				return hu_errorf(
+					ret_error, -ECHILD,
+					"QEMU exited (%s %d) before its QMP came up: %s (log: %s/%s.log)",
+					WIFEXITED(status) ? "status" : "signal",
+					WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
+					line[0] ? line : "no output", ctx->state_dir, vm->name);
 			}
 		}
 		r = hu_qmp_connect(vm->ai.qmp_path, ctx->qmp_timeout_ms, &vm->qmp);
 		if (r >= 0 && vm->ai.daemonize && child_running)
-			return daemonized_pid(ctx, vm, child, pid, err, errlen);
+			return daemonized_pid(ctx, vm, child, pid, ret_error);
 		if (r >= 0)
 			return 0;
 		if (r == -ECONNRESET && child_running)
 			continue; /* it may be dying: the next round says why */
-		if (r != -ENOENT && r != -ECONNREFUSED && r != -ECONNRESET) {
-			snprintf(err, errlen, "QMP %s: %s", vm->ai.qmp_path, hu_qmp_strerror(r));
-			return r;
+		if (r != -ENOENT && r != -ECONNREFUSED && r != -ECONNRESET)
+			return hu_errorf(ret_error, r, "QMP %s: %s", vm->ai.qmp_path, hu_qmp_strerror(r));
+		if (hu_mono_ms() > deadline)
+			return hu_errorf(ret_error, -ETIMEDOUT, "QMP %s did not come up in 30 s",
+					 vm->ai.qmp_path);
+		if (child_running && pidfd >= 0) {
+			struct pollfd p = { .fd = pidfd, .events = POLLIN };
+
+			poll(&p, 1, 1);
+		} else {
+			usleep(1000); /* the daemon's socket is not there yet */
 		}
-		if (hu_mono_ms() > deadline) {
-			snprintf(err, errlen, "QMP %s did not come up in 30 s", vm->ai.qmp_path);
-			return -ETIMEDOUT;
-		}
-		usleep(1000);
 	}
 }
 
@@ -236,17 +241,14 @@ int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *p
 int hu_spawn_kill(struct hu_ctx *ctx, pid_t pid, uint64_t starttime)
 {
 	uint64_t now;
+	int r;
 
 	if (pid <= 0 || hu_proc_starttime(ctx, pid, &now) < 0)
 		return 0;
 	if (starttime && now != starttime)
 		return 0;
 	kill(pid, SIGKILL);
-	for (int i = 0; i < 1000; i++) {
-		waitpid(pid, NULL, WNOHANG);
-		if (hu_proc_starttime(ctx, pid, &now) < 0 || (starttime && now != starttime))
-			return 0;
-		usleep(10000);
-	}
-	return -EBUSY;
+	r = hu_pid_wait_exit(ctx, pid, now, 10000);
+	waitpid(pid, NULL, WNOHANG); /* ours if we forked it */
+	return r < 0 ? -EBUSY : 0;
 }

@@ -52,8 +52,8 @@ static bool ram_param(const char *w, size_t wl, bool has_pmem)
 	return has_pmem && wl == 7 && memcmp(w, "nokaslr", 7) == 0;
 }
 
-int hu_cmdline_compose(const char *current, const char *requested, const char *marker,
-		       char **ret, char **ret_missing)
+int hu_cmdline_compose(const char *current, const char *requested, const char *marker, char **ret,
+		       char **ret_missing)
 {
 	const char *p, *end;
 	bool has_pmem = strstr(current, "memmap=") && strchr(current, '!');
@@ -92,9 +92,9 @@ int hu_cmdline_compose(const char *current, const char *requested, const char *m
 /* Modules that VMs and their RAM medium may depend on. Whatever of these the
  * running kernel uses must exist (as a module or built in) in the new one. */
 static const char *const relevant_modules[] = {
-	"kvm", "kvm_intel", "kvm_amd", "vhost", "vhost_net", "vhost_vsock", "tun",
-	"vfio", "vfio_pci", "vfio_iommu_type1", "libnvdimm", "nfit", "nd_pmem", "nd_e820",
-	"nd_btt", "dax", "dax_pmem", "device_dax", "kmem",
+	"kvm",	  "kvm_intel", "kvm_amd",	   "vhost",	 "vhost_net", "vhost_vsock", "tun",
+	"vfio",	  "vfio_pci",  "vfio_iommu_type1", "libnvdimm",	 "nfit",      "nd_pmem",     "nd_e820",
+	"nd_btt", "dax",       "dax_pmem",	   "device_dax", "kmem",
 };
 
 int hu_modules_needed(struct hu_ctx *ctx, const struct hu_vm_list *list, char ***ret, size_t *ret_n)
@@ -131,8 +131,8 @@ int hu_modules_needed(struct hu_ctx *ctx, const struct hu_vm_list *list, char **
 	return 0;
 }
 
-int hu_modules_missing(const char *moddir, char *const *needed, size_t n_needed,
-		       char ***ret_missing, size_t *ret_n)
+int hu_modules_missing(const char *moddir, char *const *needed, size_t n_needed, char ***ret_missing,
+		       size_t *ret_n)
 {
 	struct kmod_ctx *k;
 	char **missing = NULL;
@@ -185,36 +185,34 @@ static int find_initrd(const char *version, char **ret)
 int hu_stage(struct hu_ctx *ctx, const struct hu_stage_opts *o, const struct hu_vm_list *list,
 	     char **ret_version)
 {
-	_cleanup_free_ char *initrd = NULL, *current = NULL, *cmdline = NULL, *missing = NULL,
-			    *moddir = NULL;
+	_cleanup_free_ char *initrd = NULL, *current = NULL, *cmdline = NULL, *missing = NULL, *moddir = NULL,
+			    *absent_list = NULL;
 	char version[128], **needed = NULL, **absent = NULL;
-	size_t n_needed = 0, n_absent = 0;
+	size_t n_needed = 0, n_absent = 0, len = 0;
+	FILE *f;
 	int r;
 
+	hu_clear_error(ctx);
 	r = hu_bzimage_version(o->kernel, version, sizeof(version));
-	if (r < 0) {
-		hu_err(ctx, NULL, "%s: %s", o->kernel, r == -ENOEXEC ? "not a bzImage kernel" : strerror(-r));
-		return r;
-	}
+	if (r < 0)
+		return hu_fail(ctx, r, "%s: %s", o->kernel,
+			       r == -ENOEXEC ? "not a bzImage kernel" : strerror(-r));
 	if (o->initrd) {
 		initrd = strdup(o->initrd);
 	} else if (find_initrd(version, &initrd) < 0) {
-		hu_err(ctx, NULL, "no initrd for %s in /boot: pass --initrd (the restore needs one)", version);
-		return -ENOENT;
+		return hu_fail(ctx, -ENOENT,
+			       "no initrd for %s in /boot: pass --initrd (the restore needs one)", version);
 	}
 	if (!initrd)
 		return -ENOMEM;
 	r = hu_read_file("/proc/cmdline", 8192, &current, NULL);
-	if (r < 0) {
-		hu_err(ctx, NULL, "/proc/cmdline: %s", strerror(-r));
-		return r;
-	}
+	if (r < 0)
+		return hu_fail(ctx, r, "/proc/cmdline: %s", strerror(-r));
 	current[strcspn(current, "\n")] = '\0';
 	r = hu_cmdline_compose(current, o->append, HU_CMDLINE_MARKER, &cmdline, &missing);
-	if (r == -EINVAL) {
-		hu_err(ctx, NULL, "the new command line drops '%s', which the saved RAM depends on", missing);
-		return r;
-	}
+	if (r == -EINVAL)
+		return hu_fail(ctx, r, "the new command line drops '%s', which the saved RAM depends on",
+			       missing);
 	if (r < 0)
 		return r;
 
@@ -224,33 +222,30 @@ int hu_stage(struct hu_ctx *ctx, const struct hu_stage_opts *o, const struct hu_
 	if (r >= 0)
 		r = hu_modules_missing(moddir, needed, n_needed, &absent, &n_absent);
 	hu_strv_free(needed, n_needed);
-	if (r < 0) {
-		hu_err(ctx, NULL, "modules of %s in %s: %s", version, moddir, strerror(-r));
-		return r;
-	}
+	if (r < 0)
+		return hu_fail(ctx, r, "modules of %s in %s: %s", version, moddir, strerror(-r));
 	if (n_absent) {
-		for (size_t i = 0; i < n_absent; i++)
-			hu_err(ctx, NULL, "kernel %s has no module %s, which the VMs or their RAM need", version, absent[i]);
+		f = open_memstream(&absent_list, &len);
+		for (size_t i = 0; f && i < n_absent; i++)
+			fprintf(f, "%s%s", i ? ", " : "", absent[i]);
+		if (f)
+			fclose(f);
 		hu_strv_free(absent, n_absent);
-		return -ENOPKG;
+		return hu_fail(ctx, -ENOPKG, "kernel %s has no module %s, which the VMs or their RAM need",
+			       version, absent_list ?: "?");
 	}
 	r = hu_kexec_loaded(ctx);
-	if (r < 0) {
-		hu_err(ctx, NULL, "cannot stage a kernel: %s", hu_stage_strerror(r));
+	if (r < 0)
+		return hu_fail(ctx, r, "cannot stage a kernel: %s", hu_stage_strerror(r));
+	r = hu_kexec_check_no_replacer(ctx);
+	if (r < 0)
 		return r;
-	}
-	if (hu_kexec_load_script_active()) {
-		hu_err(ctx, NULL, "/etc/default/kexec has LOAD_KEXEC=true: Debian's kexec-load would replace the staged kernel at shutdown; set it to false");
-		return -EBUSY;
-	}
 	hu_info(ctx, NULL, "kernel %s, initrd %s", version, initrd);
 	hu_info(ctx, NULL, "command line: %s", cmdline);
 	if (!o->dry_run) {
 		r = hu_kexec_load(ctx, o->kernel, initrd, cmdline);
-		if (r < 0) {
-			hu_err(ctx, NULL, "loading %s: %s", o->kernel, hu_stage_strerror(r));
-			return r;
-		}
+		if (r < 0)
+			return hu_fail(ctx, r, "loading %s: %s", o->kernel, hu_stage_strerror(r));
 		hu_journal(ctx, NULL, "staged", version);
 	}
 	if (ret_version && !(*ret_version = strdup(version)))

@@ -18,8 +18,10 @@ static int64_t clock_ms(clockid_t id)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* clang-format off */
 int64_t hu_now_ms(void) { return clock_ms(CLOCK_REALTIME); }
 int64_t hu_mono_ms(void) { return clock_ms(CLOCK_MONOTONIC); }
+/* clang-format on */
 
 int64_t hu_mono_us(void)
 {
@@ -203,6 +205,22 @@ int hu_strv_pushf(char ***strv, size_t *n, const char *fmt, ...)
 	return hu_strv_push(strv, n, s);
 }
 
+int hu_errorf(char **ret_error, int r, const char *fmt, ...)
+{
+	char *s = NULL;
+	va_list ap;
+
+	if (!ret_error)
+		return r;
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		s = NULL;
+	va_end(ap);
+	free(*ret_error);
+	*ret_error = s;
+	return r;
+}
+
 void hu_strv_free(char **strv, size_t n)
 {
 	if (!strv)
@@ -225,6 +243,7 @@ int hu_parse_size(const char *s, uint64_t *ret)
 	v = strtoull(s, &end, 10);
 	if (errno || end == s)
 		return -EINVAL;
+	/* clang-format off */
 	switch (*end) {
 	case '\0': case 'B': case 'b': shift = 0; break;
 	case 'K': case 'k': shift = 10; break;
@@ -233,6 +252,7 @@ int hu_parse_size(const char *s, uint64_t *ret)
 	case 'T': case 't': shift = 40; break;
 	default: return -EINVAL;
 	}
+	/* clang-format on */
 	if (*end && end[1] != '\0')
 		return -EINVAL;
 	if (shift && v > (UINT64_MAX >> shift))
@@ -249,8 +269,8 @@ bool hu_name_is_safe(const char *name)
 	if (len == 0 || len > HU_MAX_NAME || name[0] == '.' || name[0] == '-')
 		return false;
 	for (const char *p = name; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-		      (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '-'))
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+		      *p == '.' || *p == '_' || *p == '-'))
 			return false;
 	return true;
 }
@@ -350,14 +370,17 @@ int hu_lock_state_dir(struct hu_ctx *ctx, int *ret_fd)
 
 	r = hu_mkdir_private(ctx->state_dir);
 	if (r < 0)
-		return r;
+		return hu_fail(ctx, r, "state dir %s: %s", ctx->state_dir, strerror(-r));
 	if (asprintf(&path, "%s/lock", ctx->state_dir) < 0)
 		return -ENOMEM;
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
-		return -errno;
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0)
-		return errno == EWOULDBLOCK ? -EBUSY : -errno;
+		return hu_fail(ctx, -errno, "state dir %s: %s", ctx->state_dir, strerror(errno));
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		return hu_fail(ctx, r, "state dir %s: %s", ctx->state_dir,
+			       r == -EBUSY ? "another host-upgrade is working on it" : strerror(-r));
+	}
 	*ret_fd = TAKE_FD(fd);
 	return 0;
 }

@@ -5,7 +5,9 @@
  * public getters, the state names of the manifest, and whether the process
  * it names is still that process (pid + start time).
  */
+#include <poll.h>
 #include <stdio.h>
+#include <sys/syscall.h>
 #include "hu-private.h"
 
 void hu_vm_free(struct hu_vm *vm)
@@ -67,11 +69,14 @@ void hu_vm_list_free(struct hu_vm_list *list)
 	free(list);
 }
 
+/* clang-format off */
 size_t hu_vm_list_count(const struct hu_vm_list *list) { return list ? list->n : 0; }
+/* clang-format on */
 struct hu_vm *hu_vm_list_get(const struct hu_vm_list *list, size_t i)
 {
 	return list && i < list->n ? list->vms[i] : NULL;
 }
+/* clang-format off */
 const char *hu_vm_get_name(const struct hu_vm *vm) { return vm->name; }
 pid_t hu_vm_get_pid(const struct hu_vm *vm) { return vm->pid; }
 uint64_t hu_vm_get_ram_bytes(const struct hu_vm *vm) { return vm->ram_bytes; }
@@ -83,6 +88,9 @@ const char *hu_vm_get_runstate(const struct hu_vm *vm) { return vm->runstate; }
 bool hu_vm_get_queried(const struct hu_vm *vm) { return vm->qmp_ok; }
 const char *hu_vm_get_qemu_version(const struct hu_vm *vm) { return vm->qemu_version; }
 size_t hu_vm_get_n_blockers(const struct hu_vm *vm) { return vm->n_blockers; }
+const char *hu_vm_get_error(const struct hu_vm *vm) { return vm->error; }
+const char *hu_vm_get_state(const struct hu_vm *vm) { return hu_vm_state_to_string(vm->state); }
+/* clang-format on */
 const char *hu_vm_get_blocker(const struct hu_vm *vm, size_t i)
 {
 	return i < vm->n_blockers ? vm->blockers[i] : NULL;
@@ -133,6 +141,32 @@ int hu_proc_starttime(struct hu_ctx *ctx, pid_t pid, uint64_t *ret)
 	return 0;
 }
 
+int hu_pid_wait_exit(struct hu_ctx *ctx, pid_t pid, uint64_t starttime, unsigned timeout_ms)
+{
+	_cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	int64_t deadline = hu_mono_ms() + timeout_ms;
+	uint64_t now;
+
+	for (;;) {
+		int64_t left;
+
+		/* Checked after the pidfd is open: it then refers to this process. */
+		if (hu_proc_starttime(ctx, pid, &now) < 0 || (starttime && now != starttime))
+			return 0;
+		left = deadline - hu_mono_ms();
+		if (left <= 0)
+			return -ETIMEDOUT;
+		if (pidfd >= 0) {
+			struct pollfd p = { .fd = pidfd, .events = POLLIN };
+
+			if (poll(&p, 1, (int)(left < INT32_MAX ? left : INT32_MAX)) > 0)
+				return 0; /* readable: it exited (PID 1 may reap it later) */
+		} else {
+			usleep(2000); /* no pidfd_open (kernel < 5.3) */
+		}
+	}
+}
+
 bool hu_vm_process_alive(struct hu_vm *vm)
 {
 	uint64_t st;
@@ -143,10 +177,9 @@ bool hu_vm_process_alive(struct hu_vm *vm)
 }
 
 static const char *const state_names[] = {
-	[HU_VM_RUNNING] = "running",       [HU_VM_STOPPING] = "stopping",
-	[HU_VM_SAVED] = "saved",           [HU_VM_CHECKPOINTED] = "checkpointed",
-	[HU_VM_RESTORING] = "restoring",   [HU_VM_RESTORED] = "restored",
-	[HU_VM_RESUMED] = "resumed",       [HU_VM_FAILED] = "failed",
+	[HU_VM_RUNNING] = "running",	       [HU_VM_STOPPING] = "stopping",	[HU_VM_SAVED] = "saved",
+	[HU_VM_CHECKPOINTED] = "checkpointed", [HU_VM_RESTORING] = "restoring", [HU_VM_RESTORED] = "restored",
+	[HU_VM_RESUMED] = "resumed",	       [HU_VM_FAILED] = "failed",
 };
 
 const char *hu_vm_state_to_string(enum hu_vm_state s)

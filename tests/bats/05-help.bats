@@ -7,10 +7,8 @@
 #   for v in $(ls tests/bats/golden/help-*.txt | sed 's|.*/help-||;s|\.txt$||'); do
 #     build/host-upgrade $v --help >tests/bats/golden/help-$v.txt; done
 
-bats_require_minimum_version 1.5.0
 load helpers
 
-HU_BIN=${HU_BIN:-$BATS_TEST_DIRNAME/../../build/host-upgrade}
 GOLDEN=$BATS_TEST_DIRNAME/golden
 
 setup() {

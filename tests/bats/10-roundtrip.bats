@@ -2,21 +2,12 @@
 # plan -> checkpoint -> restore of several VMs at once, each started with a different command
 # line shape, against real QEMU (TCG). Guests must continue where they stopped: the tick
 # counter goes on from its last value and the guest never boots again.
-# shellcheck disable=SC2016,SC2034,SC2046,SC2086,SC2154,SC2206,SC2207
-# $(qmp_arg X) etc. are meant to split; VM names are [A-Za-z0-9-]; HU_VM_MEM is read by the
-# helpers; $stderr is set by `run --separate-stderr`
+# shellcheck disable=SC2016 # sed's $ in single quotes
 
-bats_require_minimum_version 1.5.0
 load helpers
 
 HU_VM_MEM=128M # the JSON -object below says 134217728
 
-setup() {
-	hu_need_bin
-	S=$T/state
-}
-
-# hu VERB [ARGS...]: the CLI on this test's state dir
 # The guest's "tick N" lines are exactly 1..last: the counter never restarted.
 # One read of the serial log: the guest ticks on while we look (two reads, one
 # for the last tick and one for the lines, disagreed when a tick landed between).

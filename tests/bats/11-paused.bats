@@ -1,19 +1,10 @@
 #!/usr/bin/env bats
 # A VM the operator paused (QMP stop) before the checkpoint comes back paused: its guest does
 # not run until someone says `cont`, and then it continues without a cold boot.
-# shellcheck disable=SC2034,SC2046,SC2086,SC2154,SC2206,SC2207
-# $(qmp_arg X) etc. are meant to split; VM names are [A-Za-z0-9-]; HU_VM_MEM is read by the
-# helpers; $stderr is set by `run --separate-stderr`
 
-bats_require_minimum_version 1.5.0
 load helpers
 
 HU_VM_MEM=128M
-
-setup() {
-	hu_need_bin
-	S=$T/state
-}
 
 @test "a paused VM is restored paused, does not tick until cont, then continues; a running one runs" {
 	local P11=p11-$HU_RUN_ID R11=r11-$HU_RUN_ID

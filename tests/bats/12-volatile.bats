@@ -2,11 +2,7 @@
 # Guest RAM in a shared file on tmpfs (/dev/shm) survives a QEMU restart but not a reboot:
 # by default it is copied into the state file; with --no-reboot it stays in place; with
 # --volatile refuse the plan is blocked.
-# shellcheck disable=SC2034,SC2046,SC2086,SC2154,SC2206,SC2207
-# $(qmp_arg X) etc. are meant to split; VM names are [A-Za-z0-9-]; HU_VM_MEM is read by the
-# helpers; $stderr is set by `run --separate-stderr`
 
-bats_require_minimum_version 1.5.0
 load helpers
 
 HU_VM_MEM=128M

@@ -1,11 +1,7 @@
 #!/usr/bin/env bats
 # The state dir runs out of space in the middle of a checkpoint: all-or-nothing means every
 # VM is resumed where it was (same QEMU, running), nothing is quit, nothing is checkpointed.
-# shellcheck disable=SC2034,SC2046,SC2086,SC2154,SC2206,SC2207
-# $(qmp_arg X) etc. are meant to split; VM names are [A-Za-z0-9-]; HU_VM_MEM is read by the
-# helpers; $stderr is set by `run --separate-stderr`
 
-bats_require_minimum_version 1.5.0
 load helpers
 
 E13A=e13a-$HU_RUN_ID E13B=e13b-$HU_RUN_ID E13C=e13c-$HU_RUN_ID

@@ -2,18 +2,13 @@
 # kill -9 of `checkpoint` at several points, then `abort`: every VM comes back running
 # exactly once (its original QEMU resumed, or restored from a complete save), guests continue
 # without a cold boot, and a second `abort` changes nothing.
-# shellcheck disable=SC2034,SC2046,SC2086,SC2154,SC2206,SC2207
-# $(qmp_arg X) etc. are meant to split; VM names are [A-Za-z0-9-]; HU_VM_MEM is read by the
-# helpers; $stderr is set by `run --separate-stderr`
 
-bats_require_minimum_version 1.5.0
 load helpers
 
 HU_VM_MEM=128M
 
 setup() {
-	hu_need_bin
-	S=$T/state
+	hu_setup
 	K14A=k14a-$HU_RUN_ID K14B=k14b-$HU_RUN_ID K14C=k14c-$HU_RUN_ID
 	VMS=("$K14A" "$K14B" "$K14C")
 }

@@ -5,18 +5,12 @@
 # The fake is python3 copied to $T/qemu-system-x86_64 (discovery goes by the executable's
 # name), running $T/fake.py with a QEMU-like command line.
 
-# shellcheck disable=SC2034,SC2046,SC2086,SC2154,SC2206,SC2207
-# $(qmp_arg X) etc. are meant to split; VM names are [A-Za-z0-9-]; HU_VM_MEM is read by the
-# helpers; $stderr is set by `run --separate-stderr`
-
-bats_require_minimum_version 1.5.0
 load helpers
 
 HU_VM_MEM=128M
 
 setup() {
-	hu_need_bin
-	S=$T/state
+	hu_setup
 	cp /usr/bin/python3 "$T/qemu-system-x86_64"
 	cat >"$T/fake.py" <<'PY'
 import os, socket, sys, threading, time

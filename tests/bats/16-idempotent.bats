@@ -1,18 +1,13 @@
 #!/usr/bin/env bats
 # Never run a VM twice: restore is idempotent, and a VM that someone already started again
 # (same command line) is not started a second time by restore.
-# shellcheck disable=SC2034,SC2046,SC2086,SC2154,SC2206,SC2207
-# $(qmp_arg X) etc. are meant to split; VM names are [A-Za-z0-9-]; HU_VM_MEM is read by the
-# helpers; $stderr is set by `run --separate-stderr`
 
-bats_require_minimum_version 1.5.0
 load helpers
 
 HU_VM_MEM=128M
 
 setup() {
-	hu_need_bin
-	S=$T/state
+	hu_setup
 	A=a16-$HU_RUN_ID B=b16-$HU_RUN_ID
 }
 

@@ -1,19 +1,10 @@
 #!/usr/bin/env bats
 # Never resume on disks that changed since the checkpoint: restore refuses the VM whose
 # disk image grew or was touched, starts no QEMU for it, and restores the others.
-# shellcheck disable=SC2034,SC2046,SC2086,SC2154,SC2206,SC2207
-# $(qmp_arg X) etc. are meant to split; VM names are [A-Za-z0-9-]; HU_VM_MEM is read by the
-# helpers; $stderr is set by `run --separate-stderr`
 
-bats_require_minimum_version 1.5.0
 load helpers
 
 HU_VM_MEM=128M
-
-setup() {
-	hu_need_bin
-	S=$T/state
-}
 
 @test "a disk image that changed after the checkpoint (size or mtime) blocks that VM's restore only" {
 	local C=c17-$HU_RUN_ID D=d17-$HU_RUN_ID M=m17-$HU_RUN_ID v

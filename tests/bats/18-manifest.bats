@@ -2,18 +2,13 @@
 # The manifest is read back as untrusted input: a corrupt one is refused whole with a clear
 # message, left byte-identical, and nothing is started. A checkpoint that was not restored
 # yet is never overwritten by a new one.
-# shellcheck disable=SC2034,SC2046,SC2086,SC2154,SC2206,SC2207
-# $(qmp_arg X) etc. are meant to split; VM names are [A-Za-z0-9-]; HU_VM_MEM is read by the
-# helpers; $stderr is set by `run --separate-stderr`
 
-bats_require_minimum_version 1.5.0
 load helpers
 
 HU_VM_MEM=128M
 
 setup() {
-	hu_need_bin
-	S=$T/state
+	hu_setup
 	A=a18-$HU_RUN_ID B=b18-$HU_RUN_ID
 }
 

@@ -2,19 +2,7 @@
 # The CLI contract scripts depend on: exit 2 for usage errors, 1 for failures, 0 for
 # success; `status --json` when idle; `--vm` naming a VM that does not exist.
 
-# shellcheck disable=SC2034,SC2046,SC2086,SC2154,SC2206,SC2207
-# $(qmp_arg X) etc. are meant to split; VM names are [A-Za-z0-9-]; HU_VM_MEM is read by the
-# helpers; $stderr is set by `run --separate-stderr`
-
-bats_require_minimum_version 1.5.0
 load helpers
-
-HU_BIN=${HU_BIN:-$BATS_TEST_DIRNAME/../../build/host-upgrade}
-
-setup() {
-	[ -x "$HU_BIN" ] || skip "no $HU_BIN (run make)"
-	S=$T/state
-}
 
 @test "usage errors exit 2 and change nothing: no verb, unknown verb, bad options and values" {
 	run --separate-stderr "$HU_BIN"

@@ -3,20 +3,14 @@
 # LD_PRELOAD shim fakes only the kexec_file_load(2) syscall, /sys/kernel/kexec_loaded,
 # /proc/cmdline and systemd's StartUnit, and records what host-upgrade passed to them;
 # the VMs are real QEMUs (TCG) and everything else is the real product.
-# shellcheck disable=SC2046 # $(qmp_arg X) is meant to split
 
-bats_require_minimum_version 1.5.0
 load helpers
 
-HU_BIN=${HU_BIN:-$BATS_TEST_DIRNAME/../../build/host-upgrade}
-SHIM=${HU_BUILD_DIR:-$BATS_TEST_DIRNAME/../../build}/tests/libfake-kexec.so
 HU_VM_MEM=128M
 
 setup() {
-	[ -x "$HU_BIN" ] || skip "no $HU_BIN (run make)"
-	# Never let the real syscall run on this machine: no shim, no test.
-	[ -f "$SHIM" ] || skip "no $SHIM (run make check)"
-	S=$T/state
+	hu_setup
+	hu_need_shim # never the real kexec syscall on this machine
 	LOG=$T/fake.log
 	KERNEL=$(ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n1)
 	[ -n "$KERNEL" ] || skip "no /boot/vmlinuz-* (scripts/install-deps installs linux-image-amd64)"

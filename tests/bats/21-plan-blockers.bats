@@ -1,18 +1,10 @@
 #!/usr/bin/env bats
 # Plan refuses, before anything stops, VMs whose RAM would not survive in place or whose
 # command line could not be replayed by restore. Real QEMUs (TCG).
-# shellcheck disable=SC2046
 
-bats_require_minimum_version 1.5.0
 load helpers
 
-HU_BIN=${HU_BIN:-$BATS_TEST_DIRNAME/../../build/host-upgrade}
 HU_VM_MEM=128M
-
-setup() {
-	[ -x "$HU_BIN" ] || skip "no $HU_BIN (run make)"
-	S=$T/state
-}
 
 @test "a shared mem-path that is a directory is copied, never skipped" {
 	mkdir -p "$T/ramdir"

@@ -2,19 +2,11 @@
 # kill -9 of `restore` at several points, then `restore` again: every VM ends up running
 # exactly once (the QEMU a cut-short restore left behind is finished or ended, never
 # doubled), guests continue, none cold-boots. Real QEMUs (TCG).
-# shellcheck disable=SC2046
 
-bats_require_minimum_version 1.5.0
 load helpers
 
-HU_BIN=${HU_BIN:-$BATS_TEST_DIRNAME/../../build/host-upgrade}
 HU_VM_MEM=128M
 VMS=(c22a c22b)
-
-setup() {
-	[ -x "$HU_BIN" ] || skip "no $HU_BIN (run make)"
-	S=$T/state
-}
 
 @test "kill -9 of restore at several points, then restore again: each VM runs exactly once" {
 	local v w ck

@@ -1,17 +1,12 @@
 #!/usr/bin/env bats
 # may-start: what a VM's own unit asks (ExecCondition=) so it never cold-starts a VM next
 # to its restored or pending self. Real QEMU (TCG).
-# shellcheck disable=SC2046
 
-bats_require_minimum_version 1.5.0
 load helpers
 
-HU_BIN=${HU_BIN:-$BATS_TEST_DIRNAME/../../build/host-upgrade}
 HU_VM_MEM=128M
 
 @test "may-start: no while checkpointed or running restored; yes once it is gone or unknown" {
-	[ -x "$HU_BIN" ] || skip "no $HU_BIN"
-	S=$T/state
 	vm_start m23 $(qmp_arg m23) $(ram_file_args m23 "$T/m23.ram")
 	vm_wait_tick m23 2
 	run "$HU_BIN" may-start --vm m23 --state-dir "$S"
@@ -23,6 +18,7 @@ HU_VM_MEM=128M
 	[ "$status" -eq 1 ]
 	[[ "$output" == *"checkpointed"* ]]
 	run "$HU_BIN" restore --state-dir "$S"
+	echo "$output"
 	[ "$status" -eq 0 ]
 	run "$HU_BIN" may-start --vm m23 --state-dir "$S"
 	echo "$output"

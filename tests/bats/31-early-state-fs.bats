@@ -4,17 +4,14 @@
 # by the real libblkid and mounted by early-boot; the checkpoint in them is a real QEMU's.
 # Only /proc/cmdline is faked (the LD_PRELOAD shim), and early-boot writes its report,
 # wants-link and drop-in under $T instead of this machine's /run/systemd.
-# shellcheck disable=SC2046,SC2154 # $(qmp_arg X) is meant to split; $stderr is set by run
 
-bats_require_minimum_version 1.5.0
 load helpers
 
-SHIM=${HU_BUILD_DIR:-$BATS_TEST_DIRNAME/../../build}/tests/libfake-kexec.so
 HU_VM_MEM=128M
 
 setup() {
 	hu_need_bin
-	[ -f "$SHIM" ] || skip "no $SHIM (run make check)"
+	hu_need_shim
 	[ "$(id -u)" -eq 0 ] || skip "needs root (loop devices, mount)"
 	losetup -f >/dev/null 2>&1 || skip "no free loop device here"
 	R=$T/run

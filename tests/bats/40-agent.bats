@@ -2,18 +2,10 @@
 # Guest agent (#6): a Linux guest with qemu-ga (Debian's package in a small initramfs, S3 on
 # the QEMU side) goes suspend -> checkpoint -> restore -> wakeup under TCG; its clock is
 # right afterwards and its counter continued. Agents that do not answer block, nothing stops.
-# shellcheck disable=SC2046
 
-bats_require_minimum_version 1.5.0
 load helpers
 
-HU_BIN=${HU_BIN:-$BATS_TEST_DIRNAME/../../build/host-upgrade}
 HU_VM_MEM=256M
-
-setup() {
-	[ -x "$HU_BIN" ] || skip "no $HU_BIN (run make)"
-	S=$T/state
-}
 
 agent_args() { # NAME
 	echo "-chardev socket,id=qga0,path=$T/$1.qga,server=on,wait=off -device virtio-serial" \

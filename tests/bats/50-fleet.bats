@@ -7,11 +7,9 @@
 # each test starts from every VM running and leaves them so.
 # shellcheck disable=SC2030,SC2031 # T is set per test on purpose
 
-bats_require_minimum_version 1.5.0
 load helpers
 load ../fleet/fleet
 
-HU_BIN=${HU_BIN:-$BATS_TEST_DIRNAME/../../build/host-upgrade}
 HU_VM_MEM=128M
 export HU_BIN HU_VM_MEM
 # the system's python3 starts in a tenth of the time of a pyenv shim
@@ -278,12 +276,12 @@ all_running() {
 	# host-upgrade run --kernel for real, with only the kexec syscall and systemd's StartUnit
 	# faked (tests/fake/kexec-shim.c, as in 20-run.bats): it stages, checkpoints, asks for
 	# kexec.target and exits 0, but the host never reboots, so the boot id stays the same.
-	local shim=${HU_BUILD_DIR:-$BATS_TEST_DIRNAME/../../build}/tests/libfake-kexec.so kernel kver env rep=$F/r-kexec
-	[ -f "$shim" ] || skip "no $shim (run make check)"
+	local kernel kver env rep=$F/r-kexec
+	hu_need_shim
 	kernel=$(ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n1)
 	[ -n "$kernel" ] || skip "no /boot/vmlinuz-*"
 	kver=${kernel#/boot/vmlinuz-}
-	env="{\"LD_PRELOAD\": \"$shim\", \"HU_FAKE_LOG\": \"$F/fake-kexec.log\", \"HU_FAKE_DEFAULT_KEXEC\": \"LOAD_KEXEC=false\", \"HU_FAKE_CMDLINE\": \"root=/dev/vda rw memmap=256M!1G nokaslr console=ttyS0\"}"
+	env="{\"LD_PRELOAD\": \"$SHIM\", \"HU_FAKE_LOG\": \"$F/fake-kexec.log\", \"HU_FAKE_DEFAULT_KEXEC\": \"LOAD_KEXEC=false\", \"HU_FAKE_CMDLINE\": \"root=/dev/vda rw memmap=256M!1G nokaslr console=ttyS0\"}"
 	fleet_inventory "h1:hu_environment='$env'" "h2:hu_environment='$env'" \
 		"h1:hu_reboot_delay=1" "h1:hu_reboot_timeout=6"
 	local p1 p2 vm1

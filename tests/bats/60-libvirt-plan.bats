@@ -4,7 +4,6 @@
 # RAM class from the real mem-path — and says what to change when libvirt's setting cannot
 # stay in place. A real libvirtd, started by the test (tests/bats/libvirt.bash).
 
-bats_require_minimum_version 1.5.0
 load helpers
 load libvirt # setup_file, setup, teardown, teardown_file
 

@@ -4,7 +4,6 @@
 # persistent, autostart unchanged, virsh suspend/resume/destroy work, and it can be
 # checkpointed again. A real libvirtd, started by the test (tests/bats/libvirt.bash).
 
-bats_require_minimum_version 1.5.0
 load helpers
 load libvirt # setup_file, setup, teardown, teardown_file
 

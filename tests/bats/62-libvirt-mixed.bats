@@ -3,9 +3,7 @@
 # nothing: both restored; and when one fails mid-checkpoint, both run on as before, with no
 # pending marker left (libvirt may start the domain again). A real libvirtd, started by the
 # test (tests/bats/libvirt.bash).
-# shellcheck disable=SC2046 # $(qmp_arg X) is meant to split
 
-bats_require_minimum_version 1.5.0
 load helpers
 load libvirt # setup_file, setup, teardown, teardown_file
 

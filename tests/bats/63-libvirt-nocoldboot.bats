@@ -5,7 +5,6 @@
 # restore goes through and the guest continues; once restored, `virsh start` works again.
 # A real libvirtd, started by the test (tests/bats/libvirt.bash).
 
-bats_require_minimum_version 1.5.0
 load helpers
 load libvirt # setup_file, setup, teardown, teardown_file
 

@@ -3,9 +3,7 @@
 # postmigrate by libvirt's account) → `abort` resumes it through libvirt, same QEMU, guest
 # continuing, nothing pending; kill -9 after the stop (destroyed) → `abort` restores it.
 # A real libvirtd, started by the test (tests/bats/libvirt.bash).
-# shellcheck disable=SC2046 # $(qmp_arg X) is meant to split
 
-bats_require_minimum_version 1.5.0
 load helpers
 load libvirt # setup_file, setup, teardown, teardown_file
 

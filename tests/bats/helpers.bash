@@ -12,8 +12,9 @@
 #   $T/NAME.qmp      QMP socket (qmp_arg)    $T/NAME.sock     QMP socket (mon_args)
 #   $T/NAME.cmdline  the last argv vm_start used, shell-quoted
 #
-# This file defines teardown() { hu_teardown; }. A test file that needs its own teardown
-# defines it after `load helpers` and calls hu_teardown (or at least cleanup_vms) from it.
+# This file defines teardown() { hu_teardown; } and setup() { hu_setup; } (see "the preamble"
+# at the end). A test file that needs its own teardown defines it after `load helpers` and
+# calls hu_teardown (or at least cleanup_vms) from it; the same for setup and hu_setup.
 #
 # Functions (all return non-zero with a message on stderr when they fail):
 #   guest_build                         build $GUEST_DIR once (flock-protected)
@@ -40,7 +41,7 @@
 #   hu_teardown                         cleanup_vms + remove the short tmp dir if one was made
 #
 # Tunables (environment): HU_BUILD_DIR, GUEST_DIR, HU_VM_MEM (default 256M),
-# HU_VM_APPEND (default "console=ttyS0 quiet"), HU_VM_INITRD (default the busybox guest), QEMU (default qemu-system-x86_64), QMP_TIMEOUT.
+# HU_VM_APPEND (default "console=ttyS0 quiet no_timer_check"), HU_VM_INITRD (default the busybox guest), QEMU (default qemu-system-x86_64), QMP_TIMEOUT.
 # jq is not needed (not in the project's dependencies); python3 (full, with json) is.
 
 HU_TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -55,7 +56,9 @@ GUEST_DIR=$(realpath -m "$GUEST_DIR")
 export GUEST_DIR
 
 : "${HU_VM_MEM:=256M}"
-: "${HU_VM_APPEND:=console=ttyS0 quiet}"
+# no_timer_check: a TCG guest on a busy machine fails Linux's IO-APIC timer check and panics
+# ("IO-APIC + timer doesn't work!").
+: "${HU_VM_APPEND:=console=ttyS0 quiet no_timer_check}"
 : "${QEMU:=qemu-system-x86_64}"
 
 # --- per-test directory ---------------------------------------------------------------------
@@ -513,10 +516,33 @@ if [[ -z "${HU_RUN_ID:-}" ]]; then
 	[[ "$HU_RUN_ID" =~ ^[A-Za-z0-9]{1,12}$ ]] || HU_RUN_ID=p${BATS_ROOT_PID:-$$}
 fi
 
-# The binary under test, and host-upgrade VERB --state-dir "$S" ARGS... for the
-# tests that keep their state in $S.
+# --- the preamble every test file shares ----------------------------------------------------
+# A test file has its shebang, a comment on what it proves, the shellcheck directives of its
+# own (those all files share are in tests/bats/.shellcheckrc), `load helpers`, and then only
+# what is its own (HU_VM_MEM, its VM names, a setup/teardown that does more). From here:
+#   bats_require_minimum_version 1.5.0   (run --separate-stderr, run -N)
+#   HU_BIN        the binary under test (tests/run-tests sets it: BUILD/host-upgrade)
+#   SHIM          the LD_PRELOAD kexec shim of the same build (tests/fake/kexec-shim.c)
+#   hu_need_bin   skip the test if HU_BIN was not built
+#   hu_need_shim  skip the test if SHIM was not built: no shim, no test (the real kexec
+#                 syscall must never run on this machine)
+#   hu_setup      hu_need_bin; S=$T/state (the test's state dir, not created)
+#   setup()       { hu_setup; }. A file that needs more defines its own setup after
+#                 `load helpers` and calls hu_setup from it (as with teardown/hu_teardown).
+#   hu VERB ARGS  host-upgrade VERB --state-dir "$S" ARGS...
+bats_require_minimum_version 1.5.0
+
 HU_BIN=${HU_BIN:-$BATS_TEST_DIRNAME/../../build/host-upgrade}
+SHIM=${SHIM:-${HU_BUILD_DIR:-$BATS_TEST_DIRNAME/../../build}/tests/libfake-kexec.so}
 hu_need_bin() { [ -x "$HU_BIN" ] || skip "no $HU_BIN (run make)"; }
+hu_need_shim() { [ -f "$SHIM" ] || skip "no $SHIM (run make check)"; }
+hu_setup() {
+	hu_need_bin
+	S=$T/state
+}
+setup() {
+	hu_setup
+}
 hu() {
 	local verb=$1
 	shift

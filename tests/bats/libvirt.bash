@@ -149,6 +149,7 @@ lv_teardown_file() {
 }
 
 lv_setup() {
+	hu_need_bin
 	LVD=$(cat "$LV_STATE/dir")
 	SF=$LVD/state S=$LVD/state
 	export LVD SF S

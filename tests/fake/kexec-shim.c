@@ -57,10 +57,14 @@ static void fd_target(int fd, char *buf, size_t len)
 
 static int errno_named(const char *s)
 {
-	if (!strcmp(s, "EPERM")) return EPERM;
-	if (!strcmp(s, "EKEYREJECTED")) return EKEYREJECTED;
-	if (!strcmp(s, "ENOEXEC")) return ENOEXEC;
-	if (!strcmp(s, "ENOSYS")) return ENOSYS;
+	if (!strcmp(s, "EPERM"))
+		return EPERM;
+	if (!strcmp(s, "EKEYREJECTED"))
+		return EKEYREJECTED;
+	if (!strcmp(s, "ENOEXEC"))
+		return ENOEXEC;
+	if (!strcmp(s, "ENOSYS"))
+		return ENOSYS;
 	return EINVAL;
 }
 
@@ -187,7 +191,11 @@ int fdatasync(int fd)
 /* sd-bus: record StartUnit, never reach the real systemd. */
 typedef struct sd_bus sd_bus;
 typedef struct sd_bus_message sd_bus_message;
-typedef struct { const char *name; const char *message; int _need_free; } sd_bus_error;
+typedef struct {
+	const char *name;
+	const char *message;
+	int _need_free;
+} sd_bus_error;
 
 int sd_bus_open_system(sd_bus **ret)
 {
@@ -201,8 +209,8 @@ sd_bus *sd_bus_unref(sd_bus *bus)
 }
 
 int sd_bus_call_method(sd_bus *bus, const char *destination, const char *path, const char *interface,
-		       const char *member, sd_bus_error *error, sd_bus_message **reply,
-		       const char *types, ...)
+		       const char *member, sd_bus_error *error, sd_bus_message **reply, const char *types,
+		       ...)
 {
 	va_list ap;
 	const char *a = "", *b = "";

@@ -3,7 +3,7 @@
 #   OUTDIR/vmlinuz            copy of the newest /boot/vmlinuz-* (Debian linux-image-amd64)
 #   OUTDIR/initramfs.cpio.gz  busybox-static + an /init that prints one "BOOT <token>" line
 #                             on the console (ttyS0), then "tick N" every ~0.5 s forever.
-# Boot it with: -kernel OUTDIR/vmlinuz -initrd OUTDIR/initramfs.cpio.gz -append "console=ttyS0 quiet"
+# Boot it with: -kernel OUTDIR/vmlinuz -initrd OUTDIR/initramfs.cpio.gz -append "console=ttyS0 quiet no_timer_check"
 # Idempotent: does nothing when both outputs exist, are newer than this script and the
 # kernel copy is not older than the newest /boot/vmlinuz-*.
 # Needs: /bin/busybox (busybox-static), cpio, gzip. No root needed.

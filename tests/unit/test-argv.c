@@ -16,8 +16,10 @@ static void parse(char **argv, struct hu_argv_info *ai)
 
 static void test_qmp_unix(void **state)
 {
-	char *argv[] = { "qemu-system-x86_64", "-S", "-qmp", "unix:/run/vm/a.qmp,server=on,wait=off",
-			 "-name", "guest=web1,debug-threads=on", NULL };
+	char *argv[] = {
+		"qemu-system-x86_64",	       "-S", "-qmp", "unix:/run/vm/a.qmp,server=on,wait=off", "-name",
+		"guest=web1,debug-threads=on", NULL
+	};
 	struct hu_argv_info ai;
 
 	parse(argv, &ai);
@@ -50,10 +52,16 @@ static void test_qmp_legacy_flags_and_pretty(void **state)
 
 static void test_chardev_mon_control(void **state)
 {
-	char *argv[] = { "qemu", "-chardev", "socket,id=hmp,path=/tmp/hmp.sock,server=on",
-			 "-mon", "chardev=hmp,mode=readline",
-			 "-chardev", "socket,id=qmp0,path=/var/run/odd,,name.sock,server=on,wait=off",
-			 "-mon", "chardev=qmp0,mode=control,pretty=on", NULL };
+	char *argv[] = { "qemu",
+			 "-chardev",
+			 "socket,id=hmp,path=/tmp/hmp.sock,server=on",
+			 "-mon",
+			 "chardev=hmp,mode=readline",
+			 "-chardev",
+			 "socket,id=qmp0,path=/var/run/odd,,name.sock,server=on,wait=off",
+			 "-mon",
+			 "chardev=qmp0,mode=control,pretty=on",
+			 NULL };
 	struct hu_argv_info ai;
 
 	parse(argv, &ai);
@@ -65,8 +73,12 @@ static void test_chardev_mon_control(void **state)
 static void test_client_socket_and_fd_are_reported(void **state)
 {
 	char *client[] = { "qemu", "-qmp", "unix:/tmp/c.sock", NULL };
-	char *fd[] = { "qemu", "-chardev", "socket,id=charmonitor,fd=23,server=on,wait=off",
-		       "-mon", "chardev=charmonitor,id=monitor,mode=control", NULL };
+	char *fd[] = { "qemu",
+		       "-chardev",
+		       "socket,id=charmonitor,fd=23,server=on,wait=off",
+		       "-mon",
+		       "chardev=charmonitor,id=monitor,mode=control",
+		       NULL };
 	char *none[] = { "qemu", "-m", "1G", NULL };
 	char *tcp[] = { "qemu", "-qmp", "tcp:127.0.0.1:4444,server=on", NULL };
 	struct hu_argv_info ai;
@@ -92,8 +104,9 @@ static void test_client_socket_and_fd_are_reported(void **state)
 static void test_values_that_look_like_options(void **state)
 {
 	/* -append takes an argument: "-qmp" inside it must not be read as an option. */
-	char *argv[] = { "qemu", "-append", "-qmp", "-name", "guest=real", "-kernel", "/boot/k",
-			 "-daemonize", "-pidfile", "/run/q.pid", "-incoming", "defer", NULL };
+	char *argv[] = { "qemu",      "-append", "-qmp",       "-name",	   "guest=real",
+			 "-kernel",   "/boot/k", "-daemonize", "-pidfile", "/run/q.pid",
+			 "-incoming", "defer",	 NULL };
 	struct hu_argv_info ai;
 
 	parse(argv, &ai);
@@ -107,13 +120,22 @@ static void test_values_that_look_like_options(void **state)
 
 static void test_json_object_agent_vfio(void **state)
 {
-	char *argv[] = { "qemu",
-		"-object", "{\"qom-type\":\"memory-backend-file\",\"id\":\"ram0\",\"size\":1073741824,\"mem-path\":\"/dev/dax0.0\",\"share\":true}",
-		"-object", "memory-backend-file,id=ram1,size=1G,mem-path=/mnt/pmem/vm1,share=on",
-		"-chardev", "socket,id=qga0,path=/run/qga.sock,server=on,wait=off",
-		"-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
-		"-device", "{\"driver\":\"vfio-pci\",\"host\":\"0000:01:00.0\"}",
-		"-qmp", "unix:/q,server=on", NULL };
+	char *argv[] = {
+		"qemu",
+		"-object",
+		"{\"qom-type\":\"memory-backend-file\",\"id\":\"ram0\",\"size\":1073741824,\"mem-path\":\"/dev/dax0.0\",\"share\":true}",
+		"-object",
+		"memory-backend-file,id=ram1,size=1G,mem-path=/mnt/pmem/vm1,share=on",
+		"-chardev",
+		"socket,id=qga0,path=/run/qga.sock,server=on,wait=off",
+		"-device",
+		"virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+		"-device",
+		"{\"driver\":\"vfio-pci\",\"host\":\"0000:01:00.0\"}",
+		"-qmp",
+		"unix:/q,server=on",
+		NULL
+	};
 	struct hu_argv_info ai;
 
 	parse(argv, &ai);
@@ -174,12 +196,18 @@ static void test_replace_mem_path(void **state)
 {
 	char *argv[] = {
 		strdup("qemu-system-x86_64"),
-		strdup("-object"), strdup("memory-backend-file,id=a,mem-path=/dev/dax0.1,share=on,align=2M"),
-		strdup("-object"), strdup("memory-backend-file,id=b,mem-path=/dev/dax0.10,share=on"),
-		strdup("--object"), strdup("{\"qom-type\":\"memory-backend-file\",\"id\":\"c\",\"mem-path\":\"/dev/dax0.1\"}"),
-		strdup("-object"), strdup("memory-backend-file,id=d,x=y,,mem-path=/dev/dax0.1,share=on"),
-		strdup("-append"), strdup("mem-path=/dev/dax0.1"),
-		strdup("-object"), strdup("memory-backend-file,id=e,share=on,mem-path=/dev/dax0.1"),
+		strdup("-object"),
+		strdup("memory-backend-file,id=a,mem-path=/dev/dax0.1,share=on,align=2M"),
+		strdup("-object"),
+		strdup("memory-backend-file,id=b,mem-path=/dev/dax0.10,share=on"),
+		strdup("--object"),
+		strdup("{\"qom-type\":\"memory-backend-file\",\"id\":\"c\",\"mem-path\":\"/dev/dax0.1\"}"),
+		strdup("-object"),
+		strdup("memory-backend-file,id=d,x=y,,mem-path=/dev/dax0.1,share=on"),
+		strdup("-append"),
+		strdup("mem-path=/dev/dax0.1"),
+		strdup("-object"),
+		strdup("memory-backend-file,id=e,share=on,mem-path=/dev/dax0.1"),
 	};
 	size_t argc = ARRAY_SIZE(argv);
 
@@ -187,7 +215,8 @@ static void test_replace_mem_path(void **state)
 	assert_string_equal(argv[2], "memory-backend-file,id=a,mem-path=/dev/dax0.0,share=on,align=2M");
 	/* another device whose name starts the same: untouched */
 	assert_string_equal(argv[4], "memory-backend-file,id=b,mem-path=/dev/dax0.10,share=on");
-	assert_string_equal(argv[6], "{\"qom-type\":\"memory-backend-file\",\"id\":\"c\",\"mem-path\":\"/dev/dax0.0\"}");
+	assert_string_equal(
+		argv[6], "{\"qom-type\":\"memory-backend-file\",\"id\":\"c\",\"mem-path\":\"/dev/dax0.0\"}");
 	/* inside an escaped value (",,"), not an option of its own: untouched */
 	assert_string_equal(argv[8], "memory-backend-file,id=d,x=y,,mem-path=/dev/dax0.1,share=on");
 	/* not an -object */

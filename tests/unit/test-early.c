@@ -107,10 +107,14 @@ static int run_early(void)
 {
 	char run[128], wants[128], sysroot[128], dropin[160];
 	struct hu_early_opts o = {
-		.run_dir = run, .wants_dir = wants, .unit_path = "/usr/lib/systemd/system/host-upgrade-restore.service",
-		.root = sysroot, .wait_ms = 300, .no_modules = true, .dropin_dir = dropin,
+		.run_dir = run,
+		.wants_dir = wants,
+		.unit_path = "/usr/lib/systemd/system/host-upgrade-restore.service",
+		.root = sysroot,
+		.wait_ms = 300,
+		.no_modules = true,
+		.dropin_dir = dropin,
 	};
-
 
 	snprintf(run, sizeof(run), "%s/run/host-upgrade", root);
 	snprintf(wants, sizeof(wants), "%s/run/systemd/system/sysinit.target.wants", root);
@@ -134,7 +138,8 @@ static bool wants_link(void)
 	char path[256], target[256];
 	ssize_t n;
 
-	snprintf(path, sizeof(path), "%s/run/systemd/system/sysinit.target.wants/host-upgrade-restore.service", root);
+	snprintf(path, sizeof(path),
+		 "%s/run/systemd/system/sysinit.target.wants/host-upgrade-restore.service", root);
 	n = readlink(path, target, sizeof(target) - 1);
 	if (n <= 0)
 		return false;
@@ -167,10 +172,13 @@ static void test_marker_arranges_restore(void **state)
 	{
 		char path[256], *conf = NULL;
 
-		snprintf(path, sizeof(path), "%s/run/systemd/system/host-upgrade-restore.service.d/50-ram-mounts.conf", root);
+		snprintf(path, sizeof(path),
+			 "%s/run/systemd/system/host-upgrade-restore.service.d/50-ram-mounts.conf", root);
 		assert_int_equal(hu_read_file(path, 4096, &conf, NULL), 0);
 		/* Wanted, not required: a lost file system must not hold back the others. */
-		assert_non_null(strstr(conf, "\nWants=mnt.mount\nAfter=mnt.mount\nWants=mnt-pmem.mount\nAfter=mnt-pmem.mount\n"));
+		assert_non_null(strstr(
+			conf,
+			"\nWants=mnt.mount\nAfter=mnt.mount\nWants=mnt-pmem.mount\nAfter=mnt-pmem.mount\n"));
 		assert_null(strstr(conf, "Requires"));
 		free(conf);
 	}
@@ -210,8 +218,10 @@ static void test_devdax_needs_no_mount(void **state)
 		free(d->mem_path);
 		d->mem_path = strdup("/dev/dax0.0");
 		hu_medium_clear(&d->medium);
-		d->medium = (struct hu_medium){ .kind = HU_MEDIUM_DEVDAX, .device = strdup("dax0.0"),
-						.mode = strdup("devdax"), .size = 1ULL << 30 };
+		d->medium = (struct hu_medium){ .kind = HU_MEDIUM_DEVDAX,
+						.device = strdup("dax0.0"),
+						.mode = strdup("devdax"),
+						.size = 1ULL << 30 };
 	}
 	snprintf(path, sizeof(path), "%s/sysroot/var/lib/host-upgrade", root);
 	assert_int_equal(hu_set_state_dir(ctx, path), 0);
@@ -220,7 +230,8 @@ static void test_devdax_needs_no_mount(void **state)
 	assert_int_equal(hu_set_state_dir(ctx, "/var/lib/host-upgrade"), 0);
 	put("proc/cmdline", "hu.restore=1\n");
 	run_early();
-	snprintf(path, sizeof(path), "%s/run/systemd/system/host-upgrade-restore.service.d/50-ram-mounts.conf", root);
+	snprintf(path, sizeof(path),
+		 "%s/run/systemd/system/host-upgrade-restore.service.d/50-ram-mounts.conf", root);
 	assert_int_equal(hu_read_file(path, 4096, &conf, NULL), 0);
 	assert_null(strstr(conf, ".mount"));
 	free(conf);
@@ -229,34 +240,42 @@ static void test_devdax_needs_no_mount(void **state)
 static void test_medium_compare(void **state)
 {
 	struct hu_medium was = {
-		.kind = HU_MEDIUM_DEVDAX, .device = "dax0.1", .ns = "namespace0.1",
-		.uuid = "5f0a3c4e-2b1d-4c8e-9f6a-1e2d3c4b5a69", .size = 128ULL << 20, .mode = "devdax",
+		.kind = HU_MEDIUM_DEVDAX,
+		.device = "dax0.1",
+		.ns = "namespace0.1",
+		.uuid = "5f0a3c4e-2b1d-4c8e-9f6a-1e2d3c4b5a69",
+		.size = 128ULL << 20,
+		.mode = "devdax",
 	};
 	struct hu_medium now = was;
-	char why[256] = "";
+	char *why = NULL;
 
-	assert_int_equal(hu_medium_compare(&was, &now, why, sizeof(why)), 0);
+	assert_int_equal(hu_medium_compare(&was, &now, &why), 0);
 	/* Re-created with the same name and size: a new uuid. */
 	now.uuid = "0c8b1f0e-7a65-4d0e-8f36-2a5b2f6c9d11";
-	assert_int_equal(hu_medium_compare(&was, &now, why, sizeof(why)), -ESTALE);
-	assert_string_equal(why, "dax0.1 is namespace 0c8b1f0e-7a65-4d0e-8f36-2a5b2f6c9d11 now, "
-				 "was 5f0a3c4e-2b1d-4c8e-9f6a-1e2d3c4b5a69: not the pmem the RAM was left in");
+	assert_int_equal(hu_medium_compare(&was, &now, &why), -ESTALE);
+	assert_string_equal(why,
+			    "dax0.1 is namespace 0c8b1f0e-7a65-4d0e-8f36-2a5b2f6c9d11 now, "
+			    "was 5f0a3c4e-2b1d-4c8e-9f6a-1e2d3c4b5a69: not the pmem the RAM was left in");
 	now.uuid = NULL;
-	assert_int_equal(hu_medium_compare(&was, &now, why, sizeof(why)), -ESTALE);
+	assert_int_equal(hu_medium_compare(&was, &now, &why), -ESTALE);
 	assert_non_null(strstr(why, "is namespace (no uuid) now"));
 	now = was;
 	now.size = 64ULL << 20;
-	assert_int_equal(hu_medium_compare(&was, &now, why, sizeof(why)), -ESTALE);
+	assert_int_equal(hu_medium_compare(&was, &now, &why), -ESTALE);
 	assert_string_equal(why, "dax0.1 is 67108864 bytes, was 134217728: the RAM it held did not survive");
 	now = was;
 	now.mode = "fsdax";
-	assert_int_equal(hu_medium_compare(&was, &now, why, sizeof(why)), -ESTALE);
+	assert_int_equal(hu_medium_compare(&was, &now, &why), -ESTALE);
 	assert_string_equal(why, "dax0.1 is in mode fsdax, was devdax: the RAM it held did not survive");
 	/* Raw label-less pmem has no uuid: size and mode only. */
 	was.uuid = NULL;
 	now = was;
 	now.uuid = "0c8b1f0e-7a65-4d0e-8f36-2a5b2f6c9d11";
-	assert_int_equal(hu_medium_compare(&was, &now, why, sizeof(why)), 0);
+	free(why);
+	why = NULL;
+	assert_int_equal(hu_medium_compare(&was, &now, &why), 0);
+	assert_null(why); /* left alone on success */
 }
 
 static void test_marker_lookalikes(void **state)

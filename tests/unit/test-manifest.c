@@ -34,8 +34,13 @@ static int teardown(void **state)
 static struct hu_vm *make_vm(const char *name)
 {
 	struct hu_vm *vm = calloc(1, sizeof(*vm));
-	char *argv[] = { "/usr/bin/qemu-system-x86_64", "-name", (char *)name, "-qmp",
-			 "unix:/run/x,,y.sock,server=on,wait=off", "-append", "pw=\"sec ret\"\n" };
+	char *argv[] = { "/usr/bin/qemu-system-x86_64",
+			 "-name",
+			 (char *)name,
+			 "-qmp",
+			 "unix:/run/x,,y.sock,server=on,wait=off",
+			 "-append",
+			 "pw=\"sec ret\"\n" };
 
 	vm->ctx = ctx;
 	vm->name = strdup(name);
@@ -64,8 +69,12 @@ static struct hu_vm *make_vm(const char *name)
 	vm->memdevs[0].skipped = true;
 	vm->memdevs[0].digest = 0xfedcba9876543210ULL;
 	vm->memdevs[0].medium = (struct hu_medium){
-		.kind = HU_MEDIUM_DEVDAX, .device = strdup("dax0.0"), .ns = strdup("namespace0.0"),
-		.uuid = strdup("5f0a3c4e-2b1d-4c8e-9f6a-1e2d3c4b5a69"), .size = 1ULL << 34, .mode = strdup("devdax"),
+		.kind = HU_MEDIUM_DEVDAX,
+		.device = strdup("dax0.0"),
+		.ns = strdup("namespace0.0"),
+		.uuid = strdup("5f0a3c4e-2b1d-4c8e-9f6a-1e2d3c4b5a69"),
+		.size = 1ULL << 34,
+		.mode = strdup("devdax"),
 	};
 	vm->disks = calloc(1, sizeof(*vm->disks));
 	vm->n_disks = 1;
@@ -315,6 +324,107 @@ static void test_ram_digest_detects_change(void **state)
 	close(fd);
 }
 
+/* tests/fixtures/status/manifest.json: a format-3 manifest checked into the tree (a VM in
+ * each state; `status` of it is tests/bats/24-status-golden.bats). What a manifest written
+ * by an earlier build says must keep reading the same. */
+#ifndef HU_TEST_FIXTURES
+#error "the Makefile passes -DHU_TEST_FIXTURES=<tests/fixtures>"
+#endif
+static void test_fixture_v3(void **state)
+{
+	static const struct {
+		const char *name, *status;
+		enum hu_vm_state state;
+		pid_t pid;
+		int64_t downtime_ms;
+		const char *qmp_path;
+	} want[] = {
+		{ "web-01", "running", HU_VM_RUNNING, 2101, -1, "/run/vms/web-01.qmp" },
+		{ "web-02", "running", HU_VM_RESUMED, 2102, 187, "/run/vms/web-02.sock" },
+		{ "db-01", "checkpointed", HU_VM_CHECKPOINTED, 2103, -1, "/run/vms/db-01.qmp" },
+		{ "db-02", "checkpointed", HU_VM_SAVED, 2104, -1, "/run/vms/db-02.qmp" },
+		{ "app-01", "restored", HU_VM_RESTORED, 3101, 13411, "/run/vms/app-01.sock" },
+		{ "ci-runner-with-a-long-name", "failed", HU_VM_FAILED, 2106, -1,
+		  "/run/vms/ci-runner-with-a-long-name.qmp" },
+	};
+	struct hu_manifest *m = NULL;
+	struct hu_vm *vm;
+	char path[128];
+	int64_t step;
+
+	assert_int_equal(hu_manifest_load_path(ctx, HU_TEST_FIXTURES "/status/manifest.json", &m), 0);
+	assert_string_equal(hu_manifest_get_phase(m), "restore-failed");
+	assert_string_equal(hu_manifest_get_target_kernel(m), "/boot/vmlinuz-6.12.57+deb12-amd64");
+	assert_string_equal(m->boot_id, "6f1d2c3b-4a59-4e87-b6d5-c4b3a2918f7e");
+	assert_int_equal(m->created_ms, 1764583200000LL);
+	assert_int_equal(hu_manifest_count(m), ARRAY_SIZE(want));
+	for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
+		vm = m->list.vms[i];
+		assert_string_equal(hu_manifest_vm_name(m, i), want[i].name);
+		assert_string_equal(hu_manifest_vm_state(m, i), want[i].status);
+		assert_int_equal(vm->state, want[i].state);
+		assert_int_equal(hu_manifest_vm_pid(m, i), want[i].pid);
+		assert_int_equal(hu_manifest_vm_downtime_ms(m, i), want[i].downtime_ms);
+		assert_string_equal(vm->ai.qmp_path, want[i].qmp_path);
+		/* the name argv says is the record's name; the state file is derived from it */
+		assert_string_equal(vm->ai.name, want[i].name);
+		snprintf(path, sizeof(path), "%s/%s.state", dir, want[i].name);
+		assert_string_equal(vm->state_file, path);
+		assert_string_equal(vm->exe, "/usr/bin/qemu-system-x86_64");
+		assert_string_equal(vm->argv[0], vm->exe);
+		assert_true(vm->ai.daemonize);
+		assert_string_equal(vm->qemu_version, "10.0.2");
+		assert_false(vm->unflushed);
+		assert_int_equal(vm->ram_bytes, 4294967296ULL);
+		assert_int_equal(vm->n_memdevs, 1);
+		assert_int_equal(vm->n_disks, 1);
+		assert_int_equal(vm->disks[0].mtime_ns, 1764583100123456789LL);
+		assert_int_equal(vm->disks[0].size, 21474836480ULL);
+		assert_int_equal(vm->memdevs[0].digest, 0x0123456789abcdefULL ^ (uint64_t)want[i].pid);
+		assert_int_equal(hu_manifest_vm_clock_step_ms(m, i, &step), i == 4);
+		if (i != 5)
+			assert_null(hu_manifest_vm_error(m, i));
+	}
+	/* web-01: RAM in place on devdax */
+	vm = m->list.vms[0];
+	assert_true(vm->in_place);
+	assert_int_equal(vm->backing, HU_BACKING_PERSISTENT);
+	assert_true(vm->memdevs[0].skipped);
+	assert_int_equal(vm->memdevs[0].medium.kind, HU_MEDIUM_DEVDAX);
+	assert_string_equal(vm->memdevs[0].medium.device, "dax0.0");
+	assert_string_equal(vm->memdevs[0].medium.ns, "namespace0.0");
+	assert_string_equal(vm->memdevs[0].medium.uuid, "5f0a3c4e-2b1d-4c8e-9f6a-1e2d3c4b5a69");
+	assert_string_equal(vm->runstate, "running");
+	/* web-02: on an fsdax mount, QMP through -chardev socket + -mon */
+	vm = m->list.vms[1];
+	assert_int_equal(vm->memdevs[0].medium.kind, HU_MEDIUM_FSDAX);
+	assert_string_equal(vm->memdevs[0].mem_path, "/mnt/pmem/web-02.ram");
+	assert_int_equal(vm->memdevs[0].medium.size, 8589934592ULL);
+	assert_int_equal(vm->state_bytes, 931840);
+	/* db-01: paused by its operator before the checkpoint */
+	assert_string_equal(m->list.vms[2]->runstate, "paused");
+	/* db-02: volatile RAM, copied into its state file */
+	vm = m->list.vms[3];
+	assert_false(vm->in_place);
+	assert_int_equal(vm->backing, HU_BACKING_VOLATILE);
+	assert_false(vm->memdevs[0].skipped);
+	assert_int_equal(vm->memdevs[0].backing, HU_BACKING_VOLATILE);
+	assert_int_equal(vm->state_bytes, 4295913472ULL);
+	/* app-01: suspended through its agent, clock stepped back after the restore */
+	vm = m->list.vms[4];
+	assert_true(vm->suspend);
+	assert_true(vm->suspended_by_us);
+	assert_string_equal(vm->ai.qga_path, "/run/vms/app-01.qga");
+	assert_true(hu_manifest_vm_clock_step_ms(m, 4, &step));
+	assert_int_equal(step, -13);
+	assert_int_equal(vm->running_at_ms - vm->stopped_at_ms, 13411);
+	/* ci-runner-with-a-long-name: failed, and says why */
+	assert_string_equal(hu_manifest_vm_error(m, 5),
+			    "disk /var/lib/vms/ci-runner-with-a-long-name.qcow2 changed since the checkpoint "
+			    "(size 21474836480 -> 21475885056): not resumed");
+	hu_manifest_free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -324,6 +434,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_missing_is_enoent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_classify, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ram_digest_detects_change, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fixture_v3, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -19,8 +19,8 @@ static struct hu_vm *vm_new(const char *name)
 	return vm;
 }
 
-static void add_mem(struct hu_vm *vm, const char *type, const char *path, bool share,
-		    enum hu_backing b, uint64_t size)
+static void add_mem(struct hu_vm *vm, const char *type, const char *path, bool share, enum hu_backing b,
+		    uint64_t size)
 {
 	struct hu_memdev *d = &vm->memdevs[vm->n_memdevs++];
 
@@ -103,7 +103,7 @@ static void test_private_ram_beside_persistent_is_copied(void **state)
 	add_mem(vm, "memory-backend-file", "/dev/dax0.0", true, HU_BACKING_PERSISTENT, 1 << 30);
 	add_mem(vm, "memory-backend-ram", NULL, false, HU_BACKING_PRIVATE, 1 << 26);
 	assert_int_equal(plan1(vm, &reboot), 0);
-	assert_true(vm->in_place);          /* x-ignore-shared on */
+	assert_true(vm->in_place);	      /* x-ignore-shared on */
 	assert_false(hu_vm_get_in_place(vm)); /* but some RAM is copied */
 	assert_int_equal(vm->save_bytes, (1 << 20) + (1 << 26));
 	hu_vm_free(vm);
@@ -177,8 +177,10 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_persistent_file_stays_in_place, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_one_unsurviving_shared_file_means_copy_all, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_private_ram_beside_persistent_is_copied, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_one_unsurviving_shared_file_means_copy_all, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_private_ram_beside_persistent_is_copied, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_volatile_depends_on_reboot_and_policy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vfio_needs_agent_and_wakeup, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_space_and_runstate, setup, teardown),

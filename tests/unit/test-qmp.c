@@ -8,7 +8,8 @@
 #include <sys/wait.h>
 #include "hu-private.h"
 
-#define GREETING "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 2, \"minor\": 0, \"major\": 10}}, \"capabilities\": []}}\r\n"
+#define GREETING \
+	"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 2, \"minor\": 0, \"major\": 10}}, \"capabilities\": []}}\r\n"
 
 /* A peer process: writes each chunk after reading one line from us, when
  * the chunk starts with '<'; otherwise writes it at once. */
@@ -87,8 +88,14 @@ static void test_greeting_and_reply_with_events(void **state)
 static void test_message_split_in_bytes(void **state)
 {
 	const char *const chunks[] = {
-		"{\"QMP\": {\"vers", "ion\": {}, \"capabilities\": []}}", "\r", "\n",
-		"<{\"ret", "urn\": {}, \"id\"", ": \"hu-1\"}\r\n", NULL,
+		"{\"QMP\": {\"vers",
+		"ion\": {}, \"capabilities\": []}}",
+		"\r",
+		"\n",
+		"<{\"ret",
+		"urn\": {}, \"id\"",
+		": \"hu-1\"}\r\n",
+		NULL,
 	};
 	struct hu_qmp *q;
 	int fd;
@@ -196,10 +203,12 @@ static void test_agent_sync(void **state)
 {
 	const char *const good[] = {
 		"<{\"error\": {\"class\": \"GenericError\", \"desc\": \"stray\"}}\n"
-		"{\"return\": 17}\n\xff{\"return\": 4242}\n", NULL,
+		"{\"return\": 17}\n\xff{\"return\": 4242}\n",
+		NULL,
 	};
 	const char *const stale_then_good[] = {
-		"<\xff{\"return\": 1}\n\xff{\"return\": 4242}\n", NULL,
+		"<\xff{\"return\": 1}\n\xff{\"return\": 4242}\n",
+		NULL,
 	};
 	const char *const garbage[] = { "<\xff<html>not json</html>\n", NULL };
 	const char *const noise[] = { "<zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz", NULL };

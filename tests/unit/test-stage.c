@@ -55,16 +55,21 @@ static void test_cmdline_keeps_memmap(void **state)
 
 	/* Default: the current line plus the marker, once. */
 	assert_int_equal(hu_cmdline_compose(cur, NULL, "hu.restore=1", &out, NULL), 0);
-	assert_string_equal(out, "BOOT_IMAGE=/vmlinuz root=/dev/vda rw memmap=256M!1G nokaslr console=ttyS0 hu.restore=1");
+	assert_string_equal(
+		out,
+		"BOOT_IMAGE=/vmlinuz root=/dev/vda rw memmap=256M!1G nokaslr console=ttyS0 hu.restore=1");
 	free(out);
-	assert_int_equal(hu_cmdline_compose(cur, "root=/dev/vda memmap=256M!1G nokaslr hu.restore=1", "hu.restore=1", &out, NULL), 0);
+	assert_int_equal(hu_cmdline_compose(cur, "root=/dev/vda memmap=256M!1G nokaslr hu.restore=1",
+					    "hu.restore=1", &out, NULL),
+			 0);
 	assert_string_equal(out, "root=/dev/vda memmap=256M!1G nokaslr hu.restore=1");
 	free(out);
 	/* Dropping the pmem region, or nokaslr next to it, is refused by name. */
 	assert_int_equal(hu_cmdline_compose(cur, "root=/dev/vda nokaslr", "m", &out, &missing), -EINVAL);
 	assert_string_equal(missing, "memmap=256M!1G");
 	free(missing);
-	assert_int_equal(hu_cmdline_compose(cur, "root=/dev/vda memmap=256M!1G", "m", &out, &missing), -EINVAL);
+	assert_int_equal(hu_cmdline_compose(cur, "root=/dev/vda memmap=256M!1G", "m", &out, &missing),
+			 -EINVAL);
 	assert_string_equal(missing, "nokaslr");
 	free(missing);
 	/* A different region is not the same region. */
@@ -77,7 +82,9 @@ static void test_cmdline_without_pmem(void **state)
 	char *out = NULL;
 
 	/* nokaslr only matters with a legacy pmem region. */
-	assert_int_equal(hu_cmdline_compose("root=/dev/sda1 nokaslr quiet\n", "root=/dev/sda1", "hu.restore=1", &out, NULL), 0);
+	assert_int_equal(hu_cmdline_compose("root=/dev/sda1 nokaslr quiet\n", "root=/dev/sda1",
+					    "hu.restore=1", &out, NULL),
+			 0);
 	assert_string_equal(out, "root=/dev/sda1 hu.restore=1");
 	free(out);
 	/* memmap= without '!' (reserved, not pmem) is not a RAM parameter. */
@@ -85,7 +92,9 @@ static void test_cmdline_without_pmem(void **state)
 	assert_string_equal(out, "quiet");
 	free(out);
 	/* Quoted values stay one word. */
-	assert_int_equal(hu_cmdline_compose("a=\"x y\" memmap=1G!4G", "memmap=1G!4G b=\"q r\"", "hu.restore=1", &out, NULL), 0);
+	assert_int_equal(hu_cmdline_compose("a=\"x y\" memmap=1G!4G", "memmap=1G!4G b=\"q r\"",
+					    "hu.restore=1", &out, NULL),
+			 0);
 	assert_string_equal(out, "memmap=1G!4G b=\"q r\" hu.restore=1");
 	free(out);
 }
@@ -124,7 +133,8 @@ static void test_modules_missing_in_fake_tree(void **state)
 	snprintf(cmd, sizeof(cmd),
 		 "set -e; mkdir -p %s/kernel/arch/x86/kvm; cp %s %s/kernel/arch/x86/kvm/;"
 		 "echo kernel/drivers/nvdimm/libnvdimm.ko > %s/modules.builtin;"
-		 "touch %s/modules.order; depmod -b %s 9.9.9-test 2>/dev/null", moddir, src, moddir, moddir, moddir, root);
+		 "touch %s/modules.order; depmod -b %s 9.9.9-test 2>/dev/null",
+		 moddir, src, moddir, moddir, moddir, root);
 	assert_int_equal(system(cmd), 0);
 
 	assert_int_equal(hu_modules_missing(moddir, needed, 4, &missing, &n), 0);
@@ -149,7 +159,8 @@ static void test_modules_needed_from_fake_sysfs(void **state)
 	size_t n = 0;
 
 	assert_non_null(mkdtemp(root));
-	snprintf(cmd, sizeof(cmd), "mkdir -p %s/module/kvm %s/module/nd_pmem %s/module/ext4", root, root, root);
+	snprintf(cmd, sizeof(cmd), "mkdir -p %s/module/kvm %s/module/nd_pmem %s/module/ext4", root, root,
+		 root);
 	assert_int_equal(system(cmd), 0);
 	assert_int_equal(hu_new(&ctx), 0);
 	assert_int_equal(hu_set_sys_root(ctx, root), 0);
