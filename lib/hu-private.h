@@ -451,6 +451,9 @@ int hu_manifest_set_phase(struct hu_manifest *m, const char *phase);
 int hu_manifest_to_json(struct hu_manifest *m, json_object **ret);
 int hu_manifest_from_json(struct hu_ctx *ctx, json_object *o, struct hu_manifest *m);
 int hu_manifest_load_path(struct hu_ctx *ctx, const char *path, struct hu_manifest **ret);
+/* A string member of an untrusted record: a string of at most max bytes
+ * without NULs (or null/absent when nullable), else *r = -EBADMSG. */
+const char *hu_manifest_get_str(json_object *o, const char *key, size_t max, bool nullable, int *r);
 
 /* ---- status.c: the public getters of a loaded manifest (libhu.h) ---- */
 

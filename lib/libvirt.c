@@ -792,23 +792,6 @@ static json_object *lv_to_json(const struct hu_vm *vm)
 	return o;
 }
 
-static const char *jstr(json_object *o, const char *key, size_t max, bool nullable, int *r)
-{
-	json_object *v;
-
-	if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null)) {
-		if (!nullable)
-			*r = -EBADMSG;
-		return NULL;
-	}
-	if (!json_object_is_type(v, json_type_string) || (size_t)json_object_get_string_len(v) > max ||
-	    strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v)) {
-		*r = -EBADMSG;
-		return NULL;
-	}
-	return json_object_get_string(v);
-}
-
 static bool abs_path(const char *p)
 {
 	return p && p[0] == '/' && !strstr(p, "/../");
@@ -828,14 +811,14 @@ static int lv_from_json(struct hu_vm *vm, json_object *o)
 	if (!lv)
 		return -ENOMEM;
 	vm->lv = lv;
-	s = jstr(o, "uri", 64, false, &r);
+	s = hu_manifest_get_str(o, "uri", 64, false, &r);
 	if (r < 0 || !streq(s, LV_URI))
 		return -EBADMSG;
-	s = jstr(o, "uuid", 36, false, &r);
+	s = hu_manifest_get_str(o, "uuid", 36, false, &r);
 	if (r < 0 || strlen(s) != 36 || uuid_parse(s, u) < 0)
 		return -EBADMSG;
 	lv->uuid = strdup(s);
-	s = jstr(o, "name", HU_MAX_NAME, false, &r);
+	s = hu_manifest_get_str(o, "name", HU_MAX_NAME, false, &r);
 	if (r < 0 || !hu_name_is_safe(s))
 		return -EBADMSG;
 	lv->dname = strdup(s);
@@ -849,10 +832,10 @@ static int lv_from_json(struct hu_vm *vm, json_object *o)
 	if (!json_object_object_get_ex(o, "autostart", &v) || !json_object_is_type(v, json_type_boolean))
 		return -EBADMSG;
 	lv->autostart = json_object_get_boolean(v);
-	s = jstr(o, "token", 64, true, &r);
+	s = hu_manifest_get_str(o, "token", 64, true, &r);
 	if (s)
 		lv->token = strdup(s);
-	s = jstr(o, "xml", LV_MAX_XML, true, &r);
+	s = hu_manifest_get_str(o, "xml", LV_MAX_XML, true, &r);
 	if (s)
 		lv->xml = strdup(s);
 	if (r < 0 || !json_object_object_get_ex(o, "ram_links", &links) ||
@@ -867,11 +850,11 @@ static int lv_from_json(struct hu_vm *vm, json_object *o)
 
 		if (!json_object_is_type(l, json_type_object))
 			return -EBADMSG;
-		s = jstr(l, "memdev", 128, false, &r);
+		s = hu_manifest_get_str(l, "memdev", 128, false, &r);
 		k->memdev = s ? strdup(s) : NULL;
-		s = jstr(l, "was", PATH_MAX, false, &r);
+		s = hu_manifest_get_str(l, "was", PATH_MAX, false, &r);
 		k->was = abs_path(s) ? strdup(s) : NULL;
-		s = jstr(l, "link", PATH_MAX, false, &r);
+		s = hu_manifest_get_str(l, "link", PATH_MAX, false, &r);
 		k->link = abs_path(s) ? strdup(s) : NULL;
 		if (r < 0 || !k->memdev || !k->was || !k->link)
 			return -EBADMSG;

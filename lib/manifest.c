@@ -241,6 +241,12 @@ static const char *get_str(json_object *o, const char *key, size_t max, bool nul
 	return json_object_get_string(v);
 }
 
+/* The same, for a manager's object in a VM's record (libvirt.c). */
+const char *hu_manifest_get_str(json_object *o, const char *key, size_t max, bool nullable, int *r)
+{
+	return get_str(o, key, max, nullable, r);
+}
+
 static int64_t get_int(json_object *o, const char *key, int64_t min, int64_t max, int *r)
 {
 	json_object *v;
