@@ -72,3 +72,47 @@ load libvirt # setup_file, setup, teardown, teardown_file
 	[ "$(lv_pid "$d")" = "$pid" ]
 	[ "$(vm_boot_count "$d")" -eq 1 ]
 }
+
+@test "a restore cut short after libvirt started the domain for its load: ended, started again, once" {
+	local d=lv64d-$HU_RUN_ID t leftover
+	lv_define "$d"
+	lv_start "$d"
+	run "$HU_BIN" checkpoint --state-dir "$S" --vm "$d"
+	[ "$status" -eq 0 ]
+	t=$(vm_last_tick "$d")
+	# What a restore killed between virDomainCreateXML and migrate-incoming leaves: the
+	# domain started paused with -incoming defer and our token (so the hook lets it through
+	# and links the saved RAM), the manifest saying "restoring" with that QEMU's pid.
+	python3 - "$S/manifest.json" "$LVD/$d.restore.xml" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+lv = m["vms"][0]["libvirt"]
+extra = ("<metadata><hu:restore xmlns:hu='urn:x-host-upgrade:restore:1' token='%s'/></metadata>"
+         "<qemu:commandline xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>"
+         "<qemu:arg value='-incoming'/><qemu:arg value='defer'/></qemu:commandline>" % lv["token"])
+open(sys.argv[2], "w").write(lv["xml"].replace("</domain>", extra + "</domain>"))
+PY
+	virsh create --paused "$LVD/$d.restore.xml" >/dev/null
+	leftover=$(lv_pid "$d")
+	python3 - "$S/manifest.json" "$leftover" <<'PY'
+import json, sys
+p, pid = sys.argv[1], int(sys.argv[2])
+stat = open("/proc/%d/stat" % pid).read()
+start = int(stat[stat.rindex(")") + 2:].split()[19])
+m = json.load(open(p))
+m["vms"][0].update(state="restoring", pid=pid, starttime=start)
+m["phase"] = "restoring"
+json.dump(m, open(p, "w"))
+PY
+	run --separate-stderr "$HU_BIN" restore --state-dir "$S"
+	echo "$stderr"
+	[ "$status" -eq 0 ]
+	[[ "$stderr" == *"ending pid $leftover"* ]]
+	! _lv_pid_alive "$leftover" || false
+	[ "$(lv_state "$d")" = running ]
+	[ "$(lv_pid "$d")" != "$leftover" ]
+	vm_wait_tick "$d" $((t + 3)) 120
+	[ "$(vm_boot_count "$d")" -eq 1 ]
+	run "$HU_BIN" status --json --state-dir "$S"
+	[ "$(json_get "$output" 'j["vms"][0]["state"]')" = restored ]
+}
