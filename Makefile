@@ -5,6 +5,15 @@ DESTDIR ?=
 BUILD ?= build
 CC ?= gcc
 PKGS = json-c libkmod blkid libsystemd libndctl libdaxctl uuid
+# libvirt-managed VMs (lib/libvirt.c): WITH_LIBVIRT=auto uses libvirt when its
+# -dev packages are there; without, such VMs stay blocked ("built without libvirt").
+WITH_LIBVIRT ?= auto
+ifeq ($(WITH_LIBVIRT),auto)
+WITH_LIBVIRT := $(shell pkg-config --exists libvirt libvirt-qemu libxml-2.0 2>/dev/null && echo yes || echo no)
+endif
+ifeq ($(WITH_LIBVIRT),yes)
+PKGS += libvirt libvirt-qemu libxml-2.0
+endif
 # CFLAGS, CPPFLAGS, LDFLAGS and LDLIBS are the builder's (a distribution passes its own, e.g.
 # `make CFLAGS='-O2 -g -ffile-prefix-map=...'`); what the project needs to build at all is in
 # HU_CFLAGS/HU_LDLIBS, which a command-line CFLAGS cannot replace. The builder's flags come
@@ -13,6 +22,9 @@ CFLAGS ?= -O2 -g
 HU_CFLAGS := -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Werror=implicit-function-declaration \
 	-Werror=format -fno-strict-aliasing -pthread -Ilib $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 HU_LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread
+ifeq ($(WITH_LIBVIRT),yes)
+HU_CFLAGS += -DHU_WITH_LIBVIRT=1
+endif
 ALL_CFLAGS = $(HU_CFLAGS) $(CPPFLAGS) $(CFLAGS)
 
 LIB_SRC = $(wildcard lib/*.c)
@@ -78,7 +90,7 @@ lint:
 		bench/run-bench scripts/demo
 	@echo "  LINT    tests/bats (shared directives: tests/bats/.shellcheckrc)"
 	@shellcheck --severity=warning tests/bats/*.bats
-	@shellcheck --norc tests/bats/helpers.bash
+	@shellcheck --norc tests/bats/helpers.bash tests/bats/libvirt.bash
 	@echo "  LINT    scripts/ansible (ansible-playbook --syntax-check)"
 	@python3 -c 'import ast, sys; [ast.parse(open(f).read(), f) for f in sys.argv[1:]]' \
 		scripts/ansible/fleet-state.py scripts/ansible/roles/host_upgrade/action_plugins/host_upgrade_record.py
@@ -115,13 +127,17 @@ DOCDIR ?= $(PREFIX)/share/doc/host-upgrade
 MANDIR ?= $(PREFIX)/share/man
 UNITDIR ?= $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null || echo /usr/lib/systemd/system)
 DRACUTDIR ?= /usr/lib/dracut/modules.d
-SUBST = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g'
+# libvirt runs every executable in it (libvirt >= 6.5); an existing
+# /etc/libvirt/hooks/qemu is never touched.
+LIBVIRT_HOOKDIR ?= /etc/libvirt/hooks/qemu.d
+SUBST = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' -e 's|@HOOK_OPTIONS@||g'
 
 # The units name the installed binary: made at install time (or into
 # $(BUILD)/units for `make units SBINDIR=...`, which the tests verify).
 units:
 	@mkdir -p $(BUILD)/units
 	@$(SUBST) units/host-upgrade-restore.service.in > $(BUILD)/units/host-upgrade-restore.service
+	@$(SUBST) units/host-upgrade-restore-libvirt.service.in > $(BUILD)/units/host-upgrade-restore-libvirt.service
 	@$(SUBST) dracut/90host-upgrade/host-upgrade-early.service.in > $(BUILD)/units/host-upgrade-early.service
 
 install: all
@@ -130,10 +146,20 @@ install: all
 	install -m 0755 $(BUILD)/host-upgrade $(DESTDIR)$(SBINDIR)/host-upgrade
 	install -m 0644 $(BUILD)/host-upgrade.8 $(DESTDIR)$(MANDIR)/man8/host-upgrade.8
 	$(SUBST) units/host-upgrade-restore.service.in > $(DESTDIR)$(UNITDIR)/host-upgrade-restore.service
+	$(SUBST) units/host-upgrade-restore-libvirt.service.in > $(DESTDIR)$(UNITDIR)/host-upgrade-restore-libvirt.service
 	install -m 0755 dracut/90host-upgrade/module-setup.sh $(DESTDIR)$(DRACUTDIR)/90host-upgrade/
 	$(SUBST) dracut/90host-upgrade/host-upgrade-early.service.in > $(DESTDIR)$(DRACUTDIR)/90host-upgrade/host-upgrade-early.service
-	chmod 0644 $(DESTDIR)$(UNITDIR)/host-upgrade-restore.service $(DESTDIR)$(DRACUTDIR)/90host-upgrade/host-upgrade-early.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/host-upgrade-restore.service $(DESTDIR)$(UNITDIR)/host-upgrade-restore-libvirt.service \
+		$(DESTDIR)$(DRACUTDIR)/90host-upgrade/host-upgrade-early.service
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
+ifeq ($(WITH_LIBVIRT),yes)
+	install -d $(DESTDIR)$(LIBVIRT_HOOKDIR)
+	$(SUBST) libvirt/host-upgrade-hook.in > $(DESTDIR)$(LIBVIRT_HOOKDIR)/host-upgrade
+	chmod 0755 $(DESTDIR)$(LIBVIRT_HOOKDIR)/host-upgrade
+	@# libvirtd reads its hooks at start and SIGHUP only: tell a running one.
+	@if [ -z "$(DESTDIR)" ]; then for u in libvirtd.service virtqemud.service; do \
+		systemctl -q is-active $$u 2>/dev/null && systemctl reload $$u || true; done; fi
+endif
 
 clean:
 	rm -rf $(BUILD)/*.o $(BUILD)/lib $(BUILD)/cmd $(BUILD)/tests $(BUILD)/libhu.a $(BUILD)/host-upgrade $(BUILD)/host-upgrade.8

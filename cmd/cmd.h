@@ -35,6 +35,7 @@ struct cli {
 	bool dry_run;
 	bool yes;
 	struct hu_stage_opts stage;
+	const char *operand; /* the verb's one operand, when it takes one */
 };
 
 /*
@@ -74,6 +75,7 @@ struct cli_verb {
 	const char *usage;
 	const char *about;
 	const struct cli_option *const *options;
+	bool takes_operand; /* exactly one operand after the options (named in usage) */
 };
 /* A table's end, and a verb's list of tables. */
 #define CLI_END \
@@ -89,7 +91,8 @@ extern const struct cli_option cli_plan_options[];
 extern const struct cli_option cli_kernel_options[];
 
 extern const struct cli_verb cli_verb_plan, cli_verb_checkpoint, cli_verb_restore, cli_verb_abort,
-	cli_verb_status, cli_verb_stage, cli_verb_run, cli_verb_may_start, cli_verb_early_boot;
+	cli_verb_status, cli_verb_stage, cli_verb_run, cli_verb_may_start, cli_verb_early_boot,
+	cli_verb_libvirt_hook;
 
 /* help.c: --help, VERB --help, the usage after a usage error, the man page. */
 void cli_help(FILE *f);

@@ -13,8 +13,17 @@
 #include "cmd.h"
 
 const struct cli_verb *const cli_verbs[] = {
-	&cli_verb_plan,	 &cli_verb_checkpoint, &cli_verb_restore,   &cli_verb_abort,	  &cli_verb_status,
-	&cli_verb_stage, &cli_verb_run,	       &cli_verb_may_start, &cli_verb_early_boot, NULL,
+	&cli_verb_plan,
+	&cli_verb_checkpoint,
+	&cli_verb_restore,
+	&cli_verb_abort,
+	&cli_verb_status,
+	&cli_verb_stage,
+	&cli_verb_run,
+	&cli_verb_may_start,
+	&cli_verb_early_boot,
+	&cli_verb_libvirt_hook,
+	NULL,
 };
 
 static int parse_state_dir(struct cli *c, const char *arg)
@@ -258,6 +267,13 @@ static int parse_options(struct cli *c, const struct cli_verb *v, int argc, char
 			cli_verb_help(stdout, v);
 			return 0;
 		}
+	}
+	if (v->takes_operand && optind == argc - 1)
+		c->operand = argv[optind++];
+	else if (v->takes_operand) {
+		cli_error(c, v->name, "expects exactly one operand");
+		cli_verb_usage(stderr, v);
+		return EXIT_USAGE;
 	}
 	if (optind < argc) {
 		cli_error(c, argv[optind], "unexpected argument");

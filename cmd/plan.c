@@ -113,6 +113,7 @@ void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
 
 			json_object_object_add(v, "name", json_object_new_string(hu_vm_get_name(vm)));
 			json_object_object_add(v, "pid", json_object_new_int(hu_vm_get_pid(vm)));
+			json_object_object_add(v, "manager", json_object_new_string(hu_vm_get_manager(vm)));
 			json_object_object_add(v, "ram_bytes",
 					       json_object_new_uint64(hu_vm_get_ram_bytes(vm)));
 			json_object_object_add(v, "ram_backing",
@@ -155,12 +156,17 @@ void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
 		size_t nb = hu_vm_get_n_blockers(vm);
 
 		bool q = hu_vm_get_queried(vm);
+		/* The manager, when there is one: "ok (libvirt)". */
+		const char *mgr = hu_vm_get_manager(vm);
+		char st[32];
 
-		printf("%-20s %8d %8s %-11s %-9s %9s  %s%s\n", hu_vm_get_name(vm), (int)hu_vm_get_pid(vm),
+		snprintf(st, sizeof(st), "%s%s%s%s", nb ? "blocked" : "ok", strcmp(mgr, "none") ? " (" : "",
+			 strcmp(mgr, "none") ? mgr : "", strcmp(mgr, "none") ? ")" : "");
+		printf("%-20s %8d %8s %-11s %-9s %9s  %s%s%s\n", hu_vm_get_name(vm), (int)hu_vm_get_pid(vm),
 		       q ? human(hu_vm_get_ram_bytes(vm), ram, sizeof(ram)) : "-",
 		       q ? hu_backing_to_string(hu_vm_get_backing(vm)) : "-",
 		       q ? (hu_vm_get_in_place(vm) ? "in-place" : "copy") : "-",
-		       q ? human(hu_vm_get_save_bytes(vm), wr, sizeof(wr)) : "-", nb ? "blocked: " : "ok",
+		       q ? human(hu_vm_get_save_bytes(vm), wr, sizeof(wr)) : "-", st, nb ? ": " : "",
 		       nb ? hu_vm_get_blocker(vm, 0) : "");
 		for (size_t b = 1; b < nb; b++)
 			printf("%-20s %8s %8s %-11s %-9s %9s  blocked: %s\n", "", "", "", "", "", "",

@@ -45,9 +45,11 @@ static int save_one(struct hu_vm *vm)
 
 	/* Discovery's connection, when it is still open: no second greeting. */
 	if (!vm->qmp) {
-		r = hu_qmp_connect(vm->ai.qmp_path, ctx->qmp_timeout_ms, &vm->qmp);
+		_cleanup_free_ char *why = NULL;
+
+		r = hu_manager_monitor(vm, ctx->qmp_timeout_ms, &vm->qmp, &why);
 		if (r < 0)
-			return hu_vm_set_error(vm, r, "QMP %s: %s", vm->ai.qmp_path, hu_qmp_strerror(r));
+			return hu_vm_set_error(vm, r, "%s", why ?: hu_qmp_strerror(r));
 	}
 	free(vm->runstate);
 	vm->runstate = NULL;
@@ -55,6 +57,11 @@ static int save_one(struct hu_vm *vm)
 	if (r < 0)
 		return hu_vm_set_error(vm, r, "query-status: %s", hu_qmp_strerror(r));
 	vm->touched = true; /* from here on, a rollback has something to undo */
+	if (vm->mgr && vm->mgr->prepare) {
+		r = vm->mgr->prepare(vm);
+		if (r < 0)
+			return r;
+	}
 	if (vm->suspend && streq(vm->runstate, "running")) {
 		_cleanup_free_ char *err = NULL;
 
@@ -94,8 +101,9 @@ static int save_one(struct hu_vm *vm)
 	}
 	if (unlink(vm->state_file) < 0 && errno != ENOENT)
 		return hu_vm_set_error(vm, -errno, "cannot replace %s: %m", vm->state_file);
-	if (asprintf(&uri, "file:%s", vm->state_file) < 0)
-		return -ENOMEM;
+	r = hu_manager_state_uri(vm, true, &uri);
+	if (r < 0)
+		return r;
 	hu_qmp_clear_events(vm->qmp);
 	args = json_object_new_object();
 	json_object_object_add(args, "uri", json_object_new_string(uri));
@@ -116,6 +124,11 @@ static int save_one(struct hu_vm *vm)
 		return hu_vm_set_error(vm, r, "query-status: %s", hu_qmp_strerror(r));
 	if (!streq(status, "postmigrate"))
 		return hu_vm_set_error(vm, -EPROTO, "runstate after save is '%s', not postmigrate", status);
+	if (vm->mgr && vm->mgr->saved) {
+		r = vm->mgr->saved(vm);
+		if (r < 0)
+			return r;
+	}
 
 	if (stat(vm->state_file, &st) < 0)
 		return hu_vm_set_error(vm, -errno, "state file %s: %m", vm->state_file);
@@ -171,9 +184,13 @@ static int quit_one(struct hu_vm *vm)
 {
 	int r;
 
-	r = hu_qmp_execute(vm->qmp, "quit", NULL, NULL, NULL);
+	if (vm->mgr && vm->mgr->stop)
+		r = vm->mgr->stop(vm);
+	else
+		r = hu_qmp_execute(vm->qmp, "quit", NULL, NULL, NULL);
 	if (r < 0 && r != -ECONNRESET)
-		hu_info(vm->ctx, vm->name, "quit: %s; waiting for exit anyway", hu_qmp_strerror(r));
+		hu_info(vm->ctx, vm->name, "%s: %s; waiting for exit anyway", vm->mgr ? "stop" : "quit",
+			vm->error ?: hu_qmp_strerror(r));
 	hu_qmp_close(vm->qmp);
 	vm->qmp = NULL;
 	r = wait_exit(vm, 10000);

@@ -35,6 +35,7 @@ struct hu_ctx *hu_unref(struct hu_ctx *ctx)
 {
 	if (!ctx || __atomic_sub_fetch(&ctx->refcount, 1, __ATOMIC_SEQ_CST) > 0)
 		return NULL;
+	hu_manager_ctx_close(ctx);
 	free(ctx->state_dir);
 	free(ctx->proc_root);
 	free(ctx->sys_root);

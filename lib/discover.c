@@ -306,7 +306,8 @@ static int check_replayable(struct hu_vm *vm, struct hu_qmp *q)
 	_cleanup_json_ json_object *periph = NULL;
 	int r;
 
-	if (vm->ai.passes_fd)
+	/* A manager passes its descriptors again when it starts the VM. */
+	if (vm->ai.passes_fd && !vm->mgr)
 		hu_strv_pushf(&vm->blockers, &vm->n_blockers,
 			      "argv passes a file descriptor (%s): restore cannot pass it again",
 			      vm->ai.passes_fd);
@@ -417,21 +418,34 @@ static void discover_one(size_t i, void *data)
 	struct hu_qmp *q = NULL;
 	int r;
 
-	if (!vm->ai.qmp_path) {
+	hu_manager_claim(vm);
+	if (vm->mgr) {
+		_cleanup_free_ char *why = NULL;
+
+		r = hu_manager_monitor(vm, job->ctx->qmp_timeout_ms, &q, &why);
+		if (r < 0) {
+			hu_strv_pushf(&vm->blockers, &vm->n_blockers, "%s domain %s: %s", hu_manager_name(vm),
+				      vm->ai.name, why ?: hu_qmp_strerror(r));
+			return;
+		}
+	} else if (vm->n_blockers) {
+		return; /* a manager runs it, and we cannot drive that one */
+	} else if (!vm->ai.qmp_path) {
 		hu_strv_pushf(&vm->blockers, &vm->n_blockers, "QMP unreachable: %s", vm->ai.qmp_error);
 		return;
-	}
-	r = hu_qmp_connect(vm->ai.qmp_path, job->ctx->qmp_timeout_ms, &q);
-	if (r < 0) {
-		hu_strv_pushf(&vm->blockers, &vm->n_blockers, "QMP unreachable at %s: %s%s", vm->ai.qmp_path,
-			      hu_qmp_strerror(r),
-			      r == -ETIMEDOUT ? " (monitor busy with another client?)" : "");
-		return;
+	} else {
+		r = hu_qmp_connect(vm->ai.qmp_path, job->ctx->qmp_timeout_ms, &q);
+		if (r < 0) {
+			hu_strv_pushf(&vm->blockers, &vm->n_blockers, "QMP unreachable at %s: %s%s",
+				      vm->ai.qmp_path, hu_qmp_strerror(r),
+				      r == -ETIMEDOUT ? " (monitor busy with another client?)" : "");
+			return;
+		}
 	}
 	r = hu_vm_query(vm, q);
 	if (r < 0) {
-		hu_strv_pushf(&vm->blockers, &vm->n_blockers, "QMP query failed at %s: %s", vm->ai.qmp_path,
-			      hu_qmp_strerror(r));
+		hu_strv_pushf(&vm->blockers, &vm->n_blockers, "QMP query failed at %s: %s",
+			      vm->ai.qmp_path ?: hu_manager_name(vm), hu_qmp_strerror(r));
 		hu_qmp_close(q);
 		return;
 	}

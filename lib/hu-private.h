@@ -57,7 +57,8 @@ static inline int take_fd(int *fd) { int v = *fd; *fd = -1; return v; }
 #define HU_MAX_DISKS	       64
 /* How long restore waits, after a reboot, for a pmem device not there yet. */
 #define HU_MEDIA_WAIT_MS       30000
-#define HU_MANIFEST_VERSION    3 /* 2: XXH3 RAM digest, medium uuid; 3: per-VM "flushed" */
+#define HU_MANIFEST_VERSION    4 /* 2: XXH3 RAM digest, medium uuid; 3: per-VM "flushed"; 4: "manager" */
+#define HU_MANIFEST_OLDEST     3 /* still read */
 /* Device state, ROMs and VGA RAM that always land in the state file. */
 #define HU_DEVICE_STATE_MARGIN (64ULL << 20)
 
@@ -74,7 +75,8 @@ struct hu_ctx {
 	unsigned qmp_timeout_ms;
 	unsigned suspend_timeout_s;
 	pthread_mutex_t log_lock;
-	char *error; /* why the last call that failed failed (hu_fail) */
+	char *error;   /* why the last call that failed failed (hu_fail) */
+	void *libvirt; /* libvirt.c: the connection, opened on first use */
 };
 
 _printf_(4, 5) void hu_log(struct hu_ctx *ctx, int prio, const char *vm, const char *fmt, ...);
@@ -193,6 +195,19 @@ const char *hu_qmp_greeting_version(struct hu_qmp *q);
 /* What a negative return of the QMP layer means, for error messages. */
 const char *hu_qmp_strerror(int r);
 int hu_qmp_query_status(struct hu_qmp *q, char **ret_status);
+/* Another transport behind the same API (libvirt.c): command() gets a
+ * whole request and hands back the whole reply text (malloc'ed), or a
+ * negative errno and why. Events are not delivered: waiters poll. */
+struct hu_qmp_ext {
+	int (*command)(void *data, const char *request, int fd, unsigned timeout_ms, char **ret_reply,
+		       char **ret_error);
+	void (*close)(void *data);
+};
+int hu_qmp_open_ext(const struct hu_qmp_ext *ext, void *data, unsigned timeout_ms, struct hu_qmp **ret);
+/* A command with one file descriptor for QEMU (add-fd); -EOPNOTSUPP where
+ * the transport cannot pass one. Takes ownership of args. */
+int hu_qmp_execute_fd(struct hu_qmp *q, const char *cmd, json_object *args, int fd, json_object **ret,
+		      char **ret_error);
 
 /* ---- ram.c: the RAM medium ---- */
 enum hu_medium_kind {
@@ -333,6 +348,11 @@ struct hu_vm {
 	enum hu_vm_state state;
 	char *error;
 	struct hu_qmp *qmp; /* open: discover's kept for checkpoint, or the new QEMU's */
+
+	/* discover (claim) or the manifest: who runs this QEMU (NULL: nobody,
+	 * host-upgrade starts and stops it itself) and what that one needs */
+	const struct hu_manager_ops *mgr;
+	struct hu_libvirt_vm *lv;
 };
 
 struct hu_vm_list {
@@ -346,6 +366,72 @@ int hu_vm_set_error(struct hu_vm *vm, int r, const char *fmt, ...) _printf_(3, 4
 int hu_proc_starttime(struct hu_ctx *ctx, pid_t pid, uint64_t *ret);
 /* Is this exact process (pid + start time) still alive? */
 bool hu_vm_process_alive(struct hu_vm *vm);
+
+/* ---- manager.c: who runs a QEMU — nobody (we start it from its argv), or
+ * a VM manager (libvirt.c) that must keep it. Each phase calls out here;
+ * an op left NULL means the phase's own code for a QEMU nobody manages. */
+struct hu_manager_ops {
+	const char *name; /* "libvirt" */
+	/* discover: the QMP transport to this QEMU */
+	int (*monitor)(struct hu_vm *vm, struct hu_qmp **ret, char **ret_why);
+	/* plan: what this manager cannot do for this VM (blockers) */
+	void (*plan)(struct hu_vm *vm, const struct hu_options *opts);
+	/* checkpoint, before the first change to the VM */
+	int (*prepare)(struct hu_vm *vm);
+	/* the migration URI of vm->state_file, for the save (out) or the load */
+	int (*state_uri)(struct hu_vm *vm, bool out, char **ret_uri);
+	/* checkpoint, right after the save completed (QEMU still there) */
+	int (*saved)(struct hu_vm *vm);
+	/* stop a saved QEMU; the caller waits for the process to exit */
+	int (*stop)(struct hu_vm *vm);
+	/* run a stopped guest again */
+	int (*cont)(struct hu_vm *vm, char **ret_err);
+	/* restore: start the QEMU paused, waiting for the load (vm->qmp open) */
+	int (*start_incoming)(struct hu_vm *vm, pid_t *ret_pid, uint64_t *ret_starttime, char **ret_error);
+	/* a QEMU of this VM found running (leftover of a restore): its monitor */
+	int (*attach)(struct hu_vm *vm, pid_t pid, struct hu_qmp **ret);
+	/* end a QEMU restore started that never ran the guest */
+	int (*kill)(struct hu_vm *vm, pid_t pid, uint64_t starttime);
+	/* the guest runs again (resumed or restored): drop what a pending
+	 * checkpoint needed */
+	void (*done)(struct hu_vm *vm);
+	/* restore: the file holding memdev i's RAM now, for its digest */
+	const char *(*ram_path)(struct hu_vm *vm, size_t i);
+	/* manifest: its own object in the VM's record */
+	json_object *(*to_json)(const struct hu_vm *vm);
+	int (*from_json)(struct hu_vm *vm, json_object *o);
+	void (*free)(struct hu_vm *vm);
+};
+#ifdef HU_WITH_LIBVIRT
+extern const struct hu_manager_ops hu_manager_libvirt;
+#endif
+/* discover: does a manager run this QEMU? Sets vm->mgr; a VM a manager
+ * runs but we cannot drive gets a blocker. */
+void hu_manager_claim(struct hu_vm *vm);
+const char *hu_manager_name(const struct hu_vm *vm); /* "none" | "libvirt" */
+int hu_manager_by_name(const char *name, const struct hu_manager_ops **ret);
+/* The QMP transport: the VM's socket, or its manager's. */
+int hu_manager_monitor(struct hu_vm *vm, unsigned timeout_ms, struct hu_qmp **ret, char **ret_why);
+int hu_manager_state_uri(struct hu_vm *vm, bool out, char **ret_uri);
+int hu_manager_cont(struct hu_vm *vm, char **ret_err);
+const char *hu_manager_ram_path(struct hu_vm *vm, size_t i);
+void hu_manager_done(struct hu_vm *vm);
+/* ctx.c: the manager connections a context opened */
+void hu_manager_ctx_close(struct hu_ctx *ctx);
+
+/* ---- libvirt-hook.c: the hook (public: hu_libvirt_hook) and the pending
+ * markers it reads, STATE_DIR/libvirt/UUID.pending (libvirt.c writes them) */
+struct hu_lv_link {
+	char *memdev;
+	char *was;  /* the RAM file in libvirt's per-start folder, at the checkpoint */
+	char *link; /* our hard link of it, which outlives that folder */
+};
+int hu_libvirt_marker_path(struct hu_ctx *ctx, const char *uuid, char **ret);
+int hu_libvirt_marker_write(struct hu_ctx *ctx, const char *uuid, const char *token,
+			    const struct hu_lv_link *links, size_t n_links);
+/* Untrusted domain XML (bounded, no network, no DTD: no entities) into a
+ * libxml2 document (xmlDocPtr) whose root is <domain>. */
+int hu_libvirt_parse_domain(const char *xml, size_t len, void **ret_doc);
 
 /* ---- discover.c: /proc and QMP ---- */
 /* Every qemu-system-* process, from /proc only (no QMP). */
@@ -372,6 +458,9 @@ int hu_manifest_set_phase(struct hu_manifest *m, const char *phase);
 int hu_manifest_to_json(struct hu_manifest *m, json_object **ret);
 int hu_manifest_from_json(struct hu_ctx *ctx, json_object *o, struct hu_manifest *m);
 int hu_manifest_load_path(struct hu_ctx *ctx, const char *path, struct hu_manifest **ret);
+/* A string member of an untrusted record: a string of at most max bytes
+ * without NULs (or null/absent when nullable), else *r = -EBADMSG. */
+const char *hu_manifest_get_str(json_object *o, const char *key, size_t max, bool nullable, int *r);
 
 /* ---- status.c: the public getters of a loaded manifest (libhu.h) ---- */
 
@@ -416,6 +505,9 @@ int hu_spawn_kill(struct hu_ctx *ctx, pid_t pid, uint64_t starttime);
 
 /* ---- restore.c (restore, abort, and checkpoint when restore follows) ---- */
 int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot, const char *const *only_vms);
+/* The same, only for the VMs of one manager ("none", "libvirt"; NULL: all). */
+int hu_restore_vms_of(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot, const char *const *only_vms,
+		      const char *only_manager);
 
 /* ---- kexec.c: load a kernel for the next boot ---- */
 /* The kernel release from a bzImage's header ("6.12.9+bpo-amd64"). */

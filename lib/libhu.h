@@ -63,7 +63,10 @@ enum hu_volatile_policy {
 struct hu_options {
 	bool no_reboot; /* restore follows without a kernel reboot */
 	enum hu_volatile_policy volatile_policy;
-	const char *const *only_vms;	/* NULL-terminated names, or NULL for all */
+	const char *const *only_vms; /* NULL-terminated names, or NULL for all */
+	/* restore: only VMs this manager runs ("none", "libvirt"), or NULL for
+	 * all (the restore units split them: libvirt's need libvirtd up). */
+	const char *only_manager;
 	uint64_t space_margin;		/* device state allowance per VM; 0 = 64 MiB */
 	const char *target_kernel;	/* recorded for restore to verify; NULL = none */
 	bool suspend_all;		/* suspend every guest through its agent first */
@@ -100,6 +103,8 @@ const char *hu_vm_get_runstate(const struct hu_vm *vm);
 /* Did QEMU answer? If not, RAM size, backing and save are unknown. */
 bool hu_vm_get_queried(const struct hu_vm *vm);
 const char *hu_vm_get_qemu_version(const struct hu_vm *vm);
+/* Who runs it: "none" (host-upgrade restarts it from its argv) or "libvirt". */
+const char *hu_vm_get_manager(const struct hu_vm *vm);
 size_t hu_vm_get_n_blockers(const struct hu_vm *vm);
 const char *hu_vm_get_blocker(const struct hu_vm *vm, size_t i);
 /* After a checkpoint or restore: where the VM got to (running, saved,
@@ -122,6 +127,14 @@ int hu_restore(struct hu_ctx *ctx, const struct hu_options *opts);
 /* After a crash: resume VMs a checkpoint left stopped, restore the ones it
  * already saved and quit. Returns failed VM count or a negative errno. */
 int hu_abort(struct hu_ctx *ctx);
+
+/* libvirt's qemu hook at "prepare begin" for domain `name`, its XML on
+ * stdin (at most `len` bytes given): 0 = let libvirt start it (for our own
+ * restore, after linking its saved RAM into place); -EPERM = the domain is
+ * checkpointed and this is not our restore (*ret_msg says so, for libvirt
+ * to show); another negative errno = refused, cannot tell (*ret_msg may
+ * say why). Fast when nothing is pending; never calls libvirt. */
+int hu_libvirt_hook(struct hu_ctx *ctx, const char *name, const char *xml, size_t len, char **ret_msg);
 
 /* --- stage / reboot (kexec) ---------------------------------------------- */
 

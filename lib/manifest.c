@@ -153,6 +153,9 @@ static json_object *vm_to_json(const struct hu_vm *vm)
 	json_object_object_add(o, "stopped_at_ms", json_object_new_int64(vm->stopped_at_ms));
 	json_object_object_add(o, "running_at_ms", json_object_new_int64(vm->running_at_ms));
 	json_object_object_add(o, "error", str_or_null(vm->error));
+	json_object_object_add(o, "manager", json_object_new_string(hu_manager_name(vm)));
+	if (vm->mgr && vm->mgr->to_json && vm->lv)
+		json_object_object_add(o, vm->mgr->name, vm->mgr->to_json(vm));
 	return o;
 }
 
@@ -236,6 +239,12 @@ static const char *get_str(json_object *o, const char *key, size_t max, bool nul
 		return NULL;
 	}
 	return json_object_get_string(v);
+}
+
+/* The same, for a manager's object in a VM's record (libvirt.c). */
+const char *hu_manifest_get_str(json_object *o, const char *key, size_t max, bool nullable, int *r)
+{
+	return get_str(o, key, max, nullable, r);
 }
 
 static int64_t get_int(json_object *o, const char *key, int64_t min, int64_t max, int *r)
@@ -492,6 +501,16 @@ static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 	vm->stopped_at_ms = get_int(o, "stopped_at_ms", 0, INT64_MAX, &r);
 	vm->running_at_ms = get_int(o, "running_at_ms", 0, INT64_MAX, &r);
 	vm->error = dup_or_null(get_str(o, "error", 4096, true, &r));
+	/* Version 3 has no manager: nobody's. */
+	s = get_str(o, "manager", 32, true, &r);
+	if (r >= 0 && s && hu_manager_by_name(s, &vm->mgr) < 0)
+		r = -EBADMSG;
+	if (r >= 0 && vm->mgr) {
+		json_object *mo = NULL;
+
+		json_object_object_get_ex(o, vm->mgr->name, &mo);
+		r = vm->mgr->from_json ? vm->mgr->from_json(vm, mo) : 0;
+	}
 	if (r >= 0) {
 		s = get_str(o, "qmp_path", PATH_MAX, true, &r);
 		if (s)
@@ -510,7 +529,8 @@ static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 				vm->ai.qmp_path = keep;
 				keep = NULL;
 			}
-			if (!vm->ai.qmp_path && vm->state != HU_VM_RESTORED && vm->state != HU_VM_RESUMED)
+			if (!vm->ai.qmp_path && !vm->mgr && vm->state != HU_VM_RESTORED &&
+			    vm->state != HU_VM_RESUMED)
 				r = -EBADMSG; /* nothing to talk to */
 		}
 		free(keep);
@@ -530,11 +550,13 @@ int hu_manifest_from_json(struct hu_ctx *ctx, json_object *o, struct hu_manifest
 {
 	json_object *vms;
 	const char *s;
+	int64_t v;
 	int r = 0;
 
 	if (!json_object_is_type(o, json_type_object))
 		return -EBADMSG;
-	if (get_int(o, "version", 1, 1000, &r) != HU_MANIFEST_VERSION)
+	v = get_int(o, "version", 1, 1000, &r);
+	if (v < HU_MANIFEST_OLDEST || v > HU_MANIFEST_VERSION)
 		return -EPROTONOSUPPORT;
 	s = get_str(o, "phase", 32, false, &r);
 	if (r < 0)

@@ -120,6 +120,8 @@ int hu_plan(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_options
 					why);
 		}
 		plan_ram(vm, opts, margin);
+		if (vm->mgr && vm->mgr->plan)
+			vm->mgr->plan(vm, opts);
 		need += vm->save_bytes;
 	}
 	avail = free_bytes(ctx->state_dir);

@@ -22,6 +22,7 @@ struct restore_job {
 	struct hu_vm_list *running; /* QEMUs on the host now (from /proc) */
 	bool same_boot;
 	const char *const *only_vms; /* NULL: all */
+	const char *only_manager;    /* NULL: all */
 	int64_t media_deadline;	     /* hu_mono_ms: how long a pmem device may take to appear */
 };
 
@@ -175,9 +176,11 @@ static int check_ram(struct restore_job *job, struct hu_vm *vm, char **ret_error
 			r = 0;
 		if (r < 0)
 			return r;
-		r = hu_ram_digest(d->mem_path, d->size, &digest);
+		/* Where the RAM is now: a manager may have kept it elsewhere. */
+		r = hu_ram_digest(hu_manager_ram_path(vm, i), d->size, &digest);
 		if (r < 0)
-			return hu_errorf(ret_error, r, "RAM in %s: %s", d->mem_path, hu_ram_strerror(r));
+			return hu_errorf(ret_error, r, "RAM in %s: %s", hu_manager_ram_path(vm, i),
+					 hu_ram_strerror(r));
 		if (digest != d->digest)
 			return hu_errorf(
 				ret_error, -ESTALE,
@@ -198,8 +201,9 @@ static int start_load(struct hu_vm *vm, char **ret_error)
 	if (r < 0)
 		return hu_errorf(ret_error, r, "cannot set the checkpoint's migration settings: %s",
 				 qerr ?: hu_qmp_strerror(r));
-	if (asprintf(&uri, "file:%s", vm->state_file) < 0)
-		return -ENOMEM;
+	r = hu_manager_state_uri(vm, false, &uri);
+	if (r < 0)
+		return hu_errorf(ret_error, r, "state file: %s", vm->error ?: strerror(-r));
 	args = json_object_new_object();
 	json_object_object_add(args, "uri", json_object_new_string(uri));
 	/* Stay alive on a bad stream so we can say why. */
@@ -232,7 +236,7 @@ static int finish_load(struct hu_vm *vm, char **ret_error)
 		status = strdup("running");
 	}
 	if (vm->runstate && streq(vm->runstate, "running") && !streq(status, "running")) {
-		r = hu_qmp_execute(vm->qmp, "cont", NULL, NULL, &qerr);
+		r = hu_manager_cont(vm, &qerr);
 		if (r < 0)
 			return hu_errorf(ret_error, r, "cont: %s", qerr ?: hu_qmp_strerror(r));
 		free(status);
@@ -242,6 +246,7 @@ static int finish_load(struct hu_vm *vm, char **ret_error)
 		return hu_errorf(ret_error, -EPROTO, "runstate after restore is '%s', expected '%s'", status,
 				 vm->runstate);
 	hu_migration_reset(vm);
+	hu_manager_done(vm);
 	return 0;
 }
 
@@ -268,6 +273,20 @@ static void fix_clock(struct restore_job *job, struct hu_vm *vm)
 	hu_info(job->ctx, vm->name, "guest clock set (it was %lld ms behind)", (long long)step);
 }
 
+/* A VM its manager starts (libvirt): paused, waiting for the load, which is
+ * ours as for any VM. Recorded before the load starts: a re-run finds it. */
+static int start_managed(struct restore_job *job, struct hu_vm *vm, pid_t *pid, uint64_t *starttime,
+			 char **ret_error)
+{
+	int r;
+
+	hu_info(job->ctx, vm->name, "starting it through %s with -incoming defer", vm->mgr->name);
+	r = vm->mgr->start_incoming(vm, pid, starttime, ret_error);
+	if (r >= 0)
+		record_restoring(job, vm, *pid, *starttime);
+	return r;
+}
+
 static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 {
 	_cleanup_free_ char *err = NULL;
@@ -283,9 +302,12 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		 * load, or end it if the load never began, never both. */
 		_cleanup_free_ char *mstatus = NULL;
 
-		r = other->ai.qmp_path
-			    ? hu_qmp_connect(other->ai.qmp_path, job->ctx->qmp_timeout_ms, &vm->qmp)
-			    : -ENOENT;
+		if (vm->mgr && vm->mgr->attach)
+			r = vm->mgr->attach(vm, other->pid, &vm->qmp);
+		else
+			r = other->ai.qmp_path
+				    ? hu_qmp_connect(other->ai.qmp_path, job->ctx->qmp_timeout_ms, &vm->qmp)
+				    : -ENOENT;
 		if (r >= 0)
 			r = hu_migration_query(vm->qmp, &mstatus, NULL);
 		if (r < 0) {
@@ -318,7 +340,8 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		vm->qmp = NULL;
 		hu_info(job->ctx, vm->name, "ending pid %d, left before its load began by an earlier run",
 			(int)other->pid);
-		if (hu_spawn_kill(job->ctx, other->pid, other->starttime) < 0) {
+		if ((vm->mgr && vm->mgr->kill ? vm->mgr->kill(vm, other->pid, other->starttime)
+					      : hu_spawn_kill(job->ctx, other->pid, other->starttime)) < 0) {
 			hu_errorf(&err, 0, "pid %d, left by an earlier restore, does not exit",
 				  (int)other->pid);
 			finish_vm(job, vm, HU_VM_FAILED, err);
@@ -346,6 +369,10 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		finish_vm(job, vm, HU_VM_FAILED, err);
 		return;
 	}
+	if (vm->mgr && vm->mgr->start_incoming) {
+		r = start_managed(job, vm, &pid, &starttime, &err);
+		goto started;
+	}
 	hu_info(job->ctx, vm->name, "starting %s with -incoming defer", vm->exe);
 	r = hu_spawn_qemu(job->ctx, vm, &child, &err);
 	if (r < 0) {
@@ -370,6 +397,7 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		r = -ESRCH; /* gone before it could be recorded */
 	if (r >= 0)
 		hu_spawn_move_to_scope(job->ctx, vm, pid);
+started:
 	if (r >= 0) {
 		r = start_load(vm, &err);
 		if (r >= 0)
@@ -379,8 +407,13 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 	vm->qmp = NULL;
 	if (r < 0) {
 		/* It never ran the guest: safe to end, and to retry later. */
-		hu_spawn_kill(job->ctx, pid, starttime);
-		waitpid(child, NULL, WNOHANG);
+		if (vm->mgr && vm->mgr->kill) {
+			if (pid > 0)
+				vm->mgr->kill(vm, pid, starttime);
+		} else {
+			hu_spawn_kill(job->ctx, pid, starttime);
+			waitpid(child, NULL, WNOHANG);
+		}
 		if (!err)
 			hu_errorf(&err, r, "%s", strerror(-r));
 		finish_vm(job, vm, HU_VM_FAILED, err);
@@ -408,6 +441,8 @@ static void converge_worker(size_t i, void *data)
 		if (!selected)
 			return; /* not ours this time: left as recorded */
 	}
+	if (job->only_manager && !streq(job->only_manager, hu_manager_name(vm)))
+		return; /* another unit's */
 	if (vm->state == HU_VM_RESTORED || vm->state == HU_VM_RESUMED)
 		return; /* done: never started again */
 	/* Its recorded QEMU still runs (the original, before quit): resume it.
@@ -438,12 +473,19 @@ static void converge_worker(size_t i, void *data)
 
 int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot, const char *const *only_vms)
 {
+	return hu_restore_vms_of(ctx, m, same_boot, only_vms, NULL);
+}
+
+int hu_restore_vms_of(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot, const char *const *only_vms,
+		      const char *only_manager)
+{
 	struct restore_job job = { .ctx = ctx,
 				   .m = m,
 				   .same_boot = same_boot,
 				   .only_vms = only_vms,
+				   .only_manager = only_manager,
 				   .media_deadline = hu_mono_ms() + HU_MEDIA_WAIT_MS };
-	int failed = 0, r;
+	int failed = 0, pending = 0, r;
 
 	r = hu_scan_processes(ctx, &job.running);
 	if (r < 0)
@@ -453,9 +495,13 @@ int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot, co
 	hu_manifest_note_phase(m, "restoring");
 	hu_parallel_for(m->list.n, ctx->jobs, converge_worker, &job);
 	hu_vm_list_free(job.running);
-	for (size_t i = 0; i < m->list.n; i++)
+	for (size_t i = 0; i < m->list.n; i++) {
 		failed += m->list.vms[i]->state == HU_VM_FAILED;
-	hu_manifest_set_phase(m, failed ? "restore-failed" : "restored");
+		/* Left for another manager's restore: not over yet. */
+		pending += job.only_manager && m->list.vms[i]->state != HU_VM_RESTORED &&
+			   m->list.vms[i]->state != HU_VM_RESUMED && m->list.vms[i]->state != HU_VM_FAILED;
+	}
+	hu_manifest_set_phase(m, failed ? "restore-failed" : pending ? "restoring" : "restored");
 	return failed;
 }
 
@@ -486,7 +532,8 @@ static int converge(struct hu_ctx *ctx, const struct hu_options *opts, const cha
 			m->target_kernel);
 		hu_journal(ctx, NULL, "unexpected-kernel", un.release);
 	}
-	r = hu_restore_vms(ctx, m, streq(boot, m->boot_id), opts ? opts->only_vms : NULL);
+	r = hu_restore_vms_of(ctx, m, streq(boot, m->boot_id), opts ? opts->only_vms : NULL,
+			      opts ? opts->only_manager : NULL);
 	hu_manifest_free(m);
 	return r;
 }

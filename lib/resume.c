@@ -44,11 +44,11 @@ int hu_vm_resume_original(struct hu_vm *vm, char **ret_error)
 	int r;
 
 	if (!vm->qmp) {
-		r = vm->ai.qmp_path ? hu_qmp_connect(vm->ai.qmp_path, ctx->qmp_timeout_ms, &vm->qmp)
-				    : -ENOENT;
+		_cleanup_free_ char *why = NULL;
+
+		r = hu_manager_monitor(vm, ctx->qmp_timeout_ms, &vm->qmp, &why);
 		if (r < 0)
-			return hu_errorf(ret_error, r, "cannot resume: QMP %s: %s",
-					 vm->ai.qmp_path ?: "(none)", hu_qmp_strerror(r));
+			return hu_errorf(ret_error, r, "cannot resume: %s", why ?: hu_qmp_strerror(r));
 	}
 	r = hu_migration_query(vm->qmp, &mstatus, NULL);
 	if (r < 0)
@@ -69,7 +69,7 @@ int hu_vm_resume_original(struct hu_vm *vm, char **ret_error)
 				 strerror(-r));
 	if (was_running && !streq(status, "running") && !streq(status, "suspended")) {
 		/* From postmigrate, cont brings a suspended guest back suspended. */
-		r = hu_qmp_execute(vm->qmp, "cont", NULL, NULL, &qerr);
+		r = hu_manager_cont(vm, &qerr);
 		if (r < 0) {
 			if (r == -EREMOTEIO && aside)
 				rename(aside, vm->state_file); /* it did not run: still valid */
@@ -93,6 +93,7 @@ int hu_vm_resume_original(struct hu_vm *vm, char **ret_error)
 	hu_migration_reset(vm);
 	if (aside)
 		unlink(aside);
+	hu_manager_done(vm);
 	hu_info(ctx, vm->name, "resumed (%s)", vm->runstate ?: "?");
 	return 0;
 }

@@ -40,6 +40,8 @@ void hu_vm_free(struct hu_vm *vm)
 	json_object_put(vm->caps_before);
 	json_object_put(vm->caps);
 	hu_qmp_close(vm->qmp);
+	if (vm->mgr && vm->mgr->free)
+		vm->mgr->free(vm);
 	free(vm);
 }
 

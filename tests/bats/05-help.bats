@@ -55,7 +55,7 @@ options_of() {
 		[ "$status" -eq 0 ]
 		diff -u "$GOLDEN/help-$v.txt" - <<<"$output"
 	done
-	[ "$n" -eq 9 ]
+	[ "$n" -eq 10 ]
 	# and no golden file for a verb that is gone
 	[ "$(ls "$GOLDEN"/help-*.txt | wc -l)" -eq "$n" ]
 }

@@ -70,4 +70,13 @@ has() { grep -qE "$1" "$BATS_FILE_TMPDIR/list" || { echo "not in the initramfs: 
 	run systemd-analyze verify "$BATS_TEST_TMPDIR/b/units/host-upgrade-early.service"
 	echo "$output"
 	[ "$status" -eq 0 ]
+	# libvirt's domains: their own unit, after libvirtd, pulled in by the first one.
+	run systemd-analyze verify "$BATS_TEST_TMPDIR/b/units/host-upgrade-restore-libvirt.service"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ -z "$output" ]
+	grep -q '^ExecStart=.* restore .*--manager none$' "$BATS_TEST_TMPDIR/b/units/host-upgrade-restore.service"
+	grep -q '^Wants=host-upgrade-restore-libvirt.service$' "$BATS_TEST_TMPDIR/b/units/host-upgrade-restore.service"
+	grep -q '^ExecStart=.* restore .*--manager libvirt$' "$BATS_TEST_TMPDIR/b/units/host-upgrade-restore-libvirt.service"
+	grep -q '^After=libvirtd.service.* host-upgrade-restore.service$' "$BATS_TEST_TMPDIR/b/units/host-upgrade-restore-libvirt.service"
 }

@@ -148,12 +148,12 @@ static void test_round_trip(void **state)
 	hu_manifest_free(m);
 }
 
-/* Write the valid manifest, let `mutate` damage the JSON text, and expect
- * the load to fail without touching the file. */
-static void expect_refused(const char *from, const char *to, int err)
+/* Save the valid manifest, replace `from` in its text by `to` (the text
+ * written into *ret_text), and load it. */
+static int load_edited_text(const char *from, const char *to, struct hu_manifest **ret, char **ret_text)
 {
-	struct hu_manifest *m, *back = NULL;
-	char path[128], *text = NULL, *bad, *after = NULL;
+	struct hu_manifest *m;
+	char path[128], *text = NULL, *bad;
 	size_t len;
 	FILE *f;
 
@@ -171,10 +171,27 @@ static void expect_refused(const char *from, const char *to, int err)
 	fputs(bad + strlen(from), f);
 	fclose(f);
 	free(text);
-	assert_int_equal(hu_read_file(path, 1 << 20, &text, &len), 0);
+	if (ret_text)
+		assert_int_equal(hu_read_file(path, 1 << 20, ret_text, &len), 0);
+	*ret = NULL;
+	return hu_manifest_load(ctx, ret);
+}
 
-	assert_int_equal(hu_manifest_load(ctx, &back), err);
+static int load_edited(const char *from, const char *to, struct hu_manifest **ret)
+{
+	return load_edited_text(from, to, ret, NULL);
+}
+
+/* Damage the valid manifest's JSON text and expect the load to fail
+ * without touching the file. */
+static void expect_refused(const char *from, const char *to, int err)
+{
+	struct hu_manifest *back = NULL;
+	char path[128], *text = NULL, *after = NULL;
+
+	assert_int_equal(load_edited_text(from, to, &back, &text), err);
 	assert_null(back);
+	snprintf(path, sizeof(path), "%s/manifest.json", dir);
 	assert_int_equal(hu_read_file(path, 1 << 20, &after, NULL), 0);
 	assert_string_equal(after, text);
 	free(text);
@@ -183,9 +200,11 @@ static void expect_refused(const char *from, const char *to, int err)
 
 static void test_corrupt_manifests(void **state)
 {
-	expect_refused("\"version\":3", "\"version\":99", -EPROTONOSUPPORT);
-	expect_refused("\"version\":3", "\"version\":1", -EPROTONOSUPPORT); /* before the XXH3 digest */
-	expect_refused("\"version\":3", "\"version\":2", -EPROTONOSUPPORT); /* before "flushed" */
+	expect_refused("\"version\":4", "\"version\":99", -EPROTONOSUPPORT);
+	expect_refused("\"version\":4", "\"version\":1", -EPROTONOSUPPORT); /* before the XXH3 digest */
+	expect_refused("\"version\":4", "\"version\":2", -EPROTONOSUPPORT); /* before "flushed" */
+	expect_refused("\"manager\":\"none\"", "\"manager\":\"proxmox\"", -EBADMSG);
+	expect_refused("\"manager\":\"none\"", "\"manager\":7", -EBADMSG);
 	expect_refused("\"flushed\":true", "\"flushed\":1", -EBADMSG);
 	expect_refused("\"name\":\"web1\"", "\"name\":\"..\\/..\\/etc\"", -EBADMSG);
 	expect_refused("\"name\":\"web1\"", "\"name\":42", -EBADMSG);
@@ -203,6 +222,40 @@ static void test_corrupt_manifests(void **state)
 	expect_refused("\"kind\":\"devdax\"", "\"kind\":\"teleported\"", -EBADMSG);
 	expect_refused("\"phase\"", "\"phase\":\"x\",\"trunc", -EBADMSG);
 	expect_refused("\"name\":\"web1\"", "\"name\":\"web1\\u0000x\"", -EBADMSG);
+}
+
+#define LV_OBJ(uuid, link) "\"manager\":\"libvirt\",\"libvirt\":{\"uri\":\"qemu:///system\",\"uuid\":\"" uuid \
+	"\",\"name\":\"web1\",\"id\":3,\"persistent\":true,\"autostart\":false,\"token\":\"00ff\"," \
+	"\"xml\":\"<domain/>\",\"fdset\":1213595648,\"ram_links\":[{\"memdev\":\"ram0\",\"was\":" \
+	"\"/var/lib/libvirt/qemu/ram/3-web1/pc.ram\",\"link\":\"" link "\"}]}"
+
+/* Version 3 (no manager) still loads; version 4's libvirt object is checked. */
+static void test_manager_versions(void **state)
+{
+	struct hu_manifest *m = NULL;
+
+	assert_int_equal(load_edited("\"version\":4", "\"version\":3", &m), 0);
+	assert_string_equal(hu_manager_name(m->list.vms[0]), "none");
+	hu_manifest_free(m);
+#ifdef HU_WITH_LIBVIRT
+	assert_int_equal(load_edited("\"manager\":\"none\"",
+				     LV_OBJ("4f9660bc-1111-4222-8333-444455556666", "/var/lib/libvirt/qemu/ram/.host-upgrade/x/pc.ram"),
+				     &m), 0);
+	assert_string_equal(hu_manager_name(m->list.vms[0]), "libvirt");
+	assert_string_equal(hu_manager_ram_path(m->list.vms[0], 0), "/var/lib/libvirt/qemu/ram/.host-upgrade/x/pc.ram");
+	hu_manifest_free(m);
+	assert_int_equal(load_edited("\"manager\":\"none\"",
+				     LV_OBJ("4f9660bc-1111-4222-8333-44445555666z", "/x/pc.ram"), &m), -EBADMSG);
+	assert_int_equal(load_edited("\"manager\":\"none\"",
+				     LV_OBJ("4f9660bc-1111-4222-8333-444455556666", "pc.ram"), &m), -EBADMSG);
+	assert_int_equal(load_edited("\"manager\":\"none\"",
+				     LV_OBJ("4f9660bc-1111-4222-8333-444455556666", "/a/../../etc/pc.ram"), &m), -EBADMSG);
+	/* A checkpointed libvirt VM without its XML cannot be restored: refused. */
+	assert_int_equal(load_edited("\"manager\":\"none\"",
+				     "\"manager\":\"libvirt\",\"libvirt\":{\"uri\":\"qemu:///system\",\"uuid\":"
+				     "\"4f9660bc-1111-4222-8333-444455556666\",\"name\":\"web1\",\"id\":3,\"persistent\":true,"
+				     "\"autostart\":false,\"token\":null,\"xml\":null,\"ram_links\":[]}", &m), -EBADMSG);
+#endif
 }
 
 static void test_missing_is_enoent(void **state)
@@ -440,6 +493,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_manifests, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_manager_versions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing_is_enoent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_classify, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ram_digest_detects_change, setup, teardown),

@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * manager: who runs a QEMU. Nobody ("none"): host-upgrade talks to its QMP
+ * socket, quits it and starts its recorded argv again. A VM manager
+ * (libvirt.c): it owns the monitor and the process, and must keep managing
+ * the VM afterwards, so the phases go through it. Each phase calls out
+ * here; what "none" does is the phase's own code or the defaults below.
+ */
+#include <stdio.h>
+#include "hu-private.h"
+
+static const struct hu_manager_ops *const managers[] = {
+#ifdef HU_WITH_LIBVIRT
+	&hu_manager_libvirt,
+#endif
+	NULL
+};
+
+const char *hu_manager_name(const struct hu_vm *vm)
+{
+	return vm->mgr ? vm->mgr->name : "none";
+}
+
+const char *hu_vm_get_manager(const struct hu_vm *vm)
+{
+	return hu_manager_name(vm);
+}
+
+int hu_manager_by_name(const char *name, const struct hu_manager_ops **ret)
+{
+	if (streq(name, "none")) {
+		*ret = NULL;
+		return 0;
+	}
+	for (size_t i = 0; managers[i]; i++)
+		if (streq(managers[i]->name, name)) {
+			*ret = managers[i];
+			return 0;
+		}
+	return -EPROTONOSUPPORT;
+}
+
+/* libvirt's QEMU: -uuid, -name guest=NAME, and libvirt's pid file for NAME
+ * names this very process. */
+static bool libvirt_runs(const struct hu_vm *vm)
+{
+	_cleanup_free_ char *path = NULL, *text = NULL;
+	bool uuid = false;
+	long pid;
+	char *end;
+
+	for (size_t i = 1; i + 1 < vm->argc; i++)
+		uuid = uuid || streq(vm->argv[i], "-uuid");
+	if (!uuid || !vm->ai.name || !hu_name_is_safe(vm->ai.name))
+		return false;
+	if (asprintf(&path, "/run/libvirt/qemu/%s.pid", vm->ai.name) < 0 ||
+	    hu_read_file(path, 64, &text, NULL) < 0)
+		return false;
+	pid = strtol(text, &end, 10);
+	return end != text && pid == vm->pid;
+}
+
+void hu_manager_claim(struct hu_vm *vm)
+{
+	if (!libvirt_runs(vm))
+		return;
+#ifdef HU_WITH_LIBVIRT
+	vm->mgr = &hu_manager_libvirt;
+#else
+	hu_strv_pushf(&vm->blockers, &vm->n_blockers,
+		      "libvirt domain %s: host-upgrade was built without libvirt support", vm->ai.name);
+#endif
+}
+
+int hu_manager_monitor(struct hu_vm *vm, unsigned timeout_ms, struct hu_qmp **ret, char **ret_why)
+{
+	int r;
+
+	if (vm->mgr)
+		return vm->mgr->monitor(vm, ret, ret_why);
+	if (!vm->ai.qmp_path) {
+		*ret_why = strdup(vm->ai.qmp_error ?: "no QMP socket");
+		return -ENOENT;
+	}
+	r = hu_qmp_connect(vm->ai.qmp_path, timeout_ms, ret);
+	if (r < 0 && asprintf(ret_why, "QMP %s: %s", vm->ai.qmp_path, hu_qmp_strerror(r)) < 0)
+		*ret_why = NULL;
+	return r;
+}
+
+int hu_manager_state_uri(struct hu_vm *vm, bool out, char **ret_uri)
+{
+	if (vm->mgr && vm->mgr->state_uri)
+		return vm->mgr->state_uri(vm, out, ret_uri);
+	return asprintf(ret_uri, "file:%s", vm->state_file) < 0 ? -ENOMEM : 0;
+}
+
+int hu_manager_cont(struct hu_vm *vm, char **ret_err)
+{
+	if (vm->mgr && vm->mgr->cont)
+		return vm->mgr->cont(vm, ret_err);
+	return hu_qmp_execute(vm->qmp, "cont", NULL, NULL, ret_err);
+}
+
+const char *hu_manager_ram_path(struct hu_vm *vm, size_t i)
+{
+	const char *p = vm->mgr && vm->mgr->ram_path ? vm->mgr->ram_path(vm, i) : NULL;
+
+	return p ?: vm->memdevs[i].mem_path;
+}
+
+void hu_manager_done(struct hu_vm *vm)
+{
+	if (vm->mgr && vm->mgr->done)
+		vm->mgr->done(vm);
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bats
+# libvirt-managed VMs (#14): discovery finds libvirt's QEMU (monitor passed as a descriptor),
+# drives it through libvirt's API, and plan judges it like any other VM — manager "libvirt",
+# RAM class from the real mem-path — and says what to change when libvirt's setting cannot
+# stay in place. A real libvirtd, started by the test (tests/bats/libvirt.bash).
+
+load helpers
+load libvirt # setup_file, setup, teardown, teardown_file
+
+@test "plan: a libvirt domain with file-backed shared RAM is manager libvirt, in place, ok" {
+	local d=lv60a-$HU_RUN_ID
+	lv_define "$d"
+	lv_start "$d"
+	run --separate-stderr "$HU_BIN" plan --json --state-dir "$S" --vm "$d"
+	echo "$output"
+	echo "$stderr"
+	[ "$status" -eq 0 ]
+	[ "$(plan_vm "$output" "$d" manager)" = libvirt ]
+	[ "$(plan_vm "$output" "$d" pid)" = "$(lv_pid "$d")" ]
+	[ "$(plan_vm "$output" "$d" save)" = in-place ]
+	[ "$(plan_vm "$output" "$d" ram_bytes)" -eq $((128 << 20)) ]
+	[ "$(plan_vm "$output" "$d" blockers)" = '[]' ]
+	# The table says it too.
+	run "$HU_BIN" plan --state-dir "$S" --vm "$d"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"$d "*"in-place"*"ok (libvirt)"* ]]
+	# Planning changed nothing: the guest runs on, libvirt sees it running.
+	[ "$(lv_state "$d")" = running ]
+	vm_wait_ticking "$d"
+}
+
+@test "plan: a libvirt domain with private RAM is blocked, saying what to change in the XML" {
+	local d=lv60b-$HU_RUN_ID
+	lv_define "$d" "" ""
+	lv_start "$d"
+	run --separate-stderr "$HU_BIN" plan --json --state-dir "$S" --vm "$d"
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[ "$(plan_vm "$output" "$d" manager)" = libvirt ]
+	[ "$(plan_vm "$output" "$d" ram_backing)" = private ]
+	[[ "$(plan_vm "$output" "$d" blockers)" == *"<source type='file'/>"*"memory_backing_dir"* ]]
+}
+
+@test "plan: a plain QEMU next to libvirt's is manager none" {
+	local v=lv60c-$HU_RUN_ID
+	HU_VM_MEM=128M vm_start "$v" $(qmp_arg "$v") $(HU_VM_MEM=128M ram_file_args "$v" "$T/$v.ram")
+	run --separate-stderr "$HU_BIN" plan --json --state-dir "$S" --vm "$v"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(plan_vm "$output" "$v" manager)" = none ]
+}
