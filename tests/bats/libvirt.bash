@@ -66,7 +66,7 @@ _lv_running() {
 # The pid of the daemon just started (its pid file, and that process is that daemon).
 _lv_record_pid() {
 	local i pid comm
-	for ((i = 0; i < 100; i++)); do
+	for ((i = 0; i < 300; i++)); do
 		pid=$(cat "/run/$1.pid" 2>/dev/null) || pid=
 		if [[ "$pid" =~ ^[0-9]+$ ]] && comm=$(cat "/proc/$pid/comm" 2>/dev/null) && [ "$comm" = "$1" ]; then
 			echo "$pid" >"$LV_STATE/$1.pid"
@@ -74,7 +74,7 @@ _lv_record_pid() {
 		fi
 		sleep 0.1
 	done
-	echo "$1 did not write /run/$1.pid" >&2
+	echo "$1 did not write /run/$1.pid within 30 s" >&2
 	return 1
 }
 
@@ -109,13 +109,15 @@ lv_setup_file() {
 		"$BATS_TEST_DIRNAME/../../libvirt/host-upgrade-hook.in" >"$LV_HOOK"
 	chmod 0755 "$LV_HOOK"
 	touch "$LV_STATE/installed-hook"
+	# No daemon runs (checked above): a pid file left by a crashed run names some
+	# other process now, and teardown would kill it. Record only a pid that is the
+	# daemon we started.
+	rm -f /run/virtlogd.pid /run/libvirtd.pid
 	/usr/sbin/virtlogd -d 8>&- || return 1
-	local i
-	for ((i = 0; i < 100; i++)); do [ -s /run/virtlogd.pid ] && break; sleep 0.1; done
-	cp /run/virtlogd.pid "$LV_STATE/virtlogd.pid"
+	_lv_record_pid virtlogd || return 1
 	/usr/sbin/libvirtd -d 8>&- || return 1
-	for ((i = 0; i < 100; i++)); do [ -s /run/libvirtd.pid ] && break; sleep 0.1; done
-	cp /run/libvirtd.pid "$LV_STATE/libvirtd.pid"
+	_lv_record_pid libvirtd || return 1
+	local i
 	for ((i = 0; i < 120; i++)); do
 		virsh version >/dev/null 2>&1 && return 0
 		sleep 0.5
