@@ -23,12 +23,15 @@ static const char *const early_modules[] = {
 	"dax_pmem",  "device_dax", "kvm",     "kvm_intel", "kvm_amd",
 };
 
-/* Is `word` (or "key=" prefix when it ends in '=') on the kernel command line? */
+/* Is `key` (alone or as key=value) a word of the kernel command line? Read
+ * as the kernel reads it (the same split as stage's, so that early boot
+ * finds the marker stage wrote), to the end of the line: a marker after
+ * "--" counts too. */
 int hu_cmdline_get(struct hu_ctx *ctx, const char *key, char **ret_value)
 {
 	_cleanup_free_ char *path = NULL, *cl = NULL;
 	size_t kl = strlen(key);
-	char *save = NULL;
+	const char *end;
 	int r;
 
 	if (asprintf(&path, "%s/cmdline", ctx->proc_root) < 0)
@@ -36,12 +39,17 @@ int hu_cmdline_get(struct hu_ctx *ctx, const char *key, char **ret_value)
 	r = hu_read_file(path, 8192, &cl, NULL);
 	if (r < 0)
 		return r;
-	for (char *w = strtok_r(cl, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save))
-		if (strncmp(w, key, kl) == 0 && (w[kl] == '=' || w[kl] == '\0')) {
-			if (ret_value)
-				*ret_value = strdup(w[kl] == '=' ? w + kl + 1 : "");
+	for (const char *w = cl; (w = hu_cmdline_word(w, &end)); w = end) {
+		_cleanup_free_ char *m = hu_cmdline_word_meaning(w, end - w);
+
+		if (!m)
+			return -ENOMEM;
+		if (strncmp(m, key, kl) == 0 && (m[kl] == '=' || m[kl] == '\0')) {
+			if (ret_value && !(*ret_value = strdup(m[kl] == '=' ? m + kl + 1 : "")))
+				return -ENOMEM;
 			return 1;
 		}
+	}
 	return 0;
 }
 
