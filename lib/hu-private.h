@@ -544,4 +544,8 @@ int hu_modules_missing(const char *moddir, char *const *needed, size_t n_needed,
 /* ---- early-boot.c: the initrd side ---- */
 /* 1 and the value (after '=') when `key` is on the kernel command line. */
 int hu_cmdline_get(struct hu_ctx *ctx, const char *key, char **ret_value);
+/* hu.state=UUID=<uuid>:/<dir>: the state file system's UUID and the dir on it (-EINVAL). */
+int hu_state_spec_parse(const char *spec, char **ret_uuid, char **ret_dir);
 int hu_early_check_media(struct hu_ctx *ctx, struct hu_manifest *m, unsigned wait_ms, json_object *media);
+/* The restore unit's drop-in ordering it after the mounts of in-place RAM (the fuzz harness calls it). */
+int hu_early_write_mounts_dropin(struct hu_ctx *ctx, struct hu_manifest *m, const char *dropin_dir);
