@@ -158,10 +158,11 @@ fuzz: fuzz-build
 		corpus=$(FUZZ_BUILD)/corpus/$$n; mkdir -p $$corpus $(FUZZ_BUILD)/artifacts && \
 		cp -r tests/fuzz/corpus/$$n/. $$corpus/ && \
 		echo "  FUZZ    $$n ($(FUZZ_SECONDS) s)" && \
-		$(FUZZ_BUILD)/fuzz-$$n -max_total_time=$(FUZZ_SECONDS) -timeout=$(FUZZ_TIMEOUT) \
-			-rss_limit_mb=$(FUZZ_RSS_MB) -print_final_stats=1 \
+		scratch=$$(mktemp -d /dev/shm/hu-fuzz-run.XXXXXX) && \
+		HU_FUZZ_TMPDIR=$$scratch $(FUZZ_BUILD)/fuzz-$$n -max_total_time=$(FUZZ_SECONDS) \
+			-timeout=$(FUZZ_TIMEOUT) -rss_limit_mb=$(FUZZ_RSS_MB) -print_final_stats=1 \
 			-artifact_prefix=$(FUZZ_BUILD)/artifacts/$$n- $(FUZZ_ARGS) $$corpus \
-			> $(FUZZ_BUILD)/fuzz-$$n.log 2>&1; rc=$$?; \
+			> $(FUZZ_BUILD)/fuzz-$$n.log 2>&1; rc=$$?; rm -rf $$scratch; \
 		grep -E '^#[0-9]+.*DONE|^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' \
 			$(FUZZ_BUILD)/fuzz-$$n.log | sed 's/^/          /'; \
 		if [ $$rc -ne 0 ]; then \

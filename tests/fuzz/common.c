@@ -22,7 +22,12 @@ static void remove_scratch(void)
 const char *fuzz_dir(void)
 {
 	if (!scratch[0]) {
-		snprintf(scratch, sizeof(scratch), "/dev/shm/hu-fuzz-%d.XXXXXX", (int)getpid());
+		const char *base = getenv("HU_FUZZ_TMPDIR");
+
+		/* make fuzz names a directory of its own and removes it after the
+		 * run: a finding ends the process without atexit. */
+		snprintf(scratch, sizeof(scratch), "%s/hu-fuzz-%d.XXXXXX",
+			 base && base[0] ? base : "/dev/shm", (int)getpid());
 		if (!mkdtemp(scratch)) {
 			perror("fuzz: mkdtemp");
 			abort();

@@ -8,8 +8,8 @@
 #include <stdio.h>
 #include "hu-private.h"
 
-/* The process's scratch directory (/dev/shm/hu-fuzz-NAME.XXXXXX, removed at
- * exit); created on first use. Aborts when it cannot be made: a harness
+/* The process's scratch directory ($HU_FUZZ_TMPDIR or /dev/shm, then
+ * hu-fuzz-PID.XXXXXX; removed at exit); created on first use. Aborts when it cannot be made: a harness
  * without it would test nothing. */
 const char *fuzz_dir(void);
 /* DIR/NAME, malloc'ed (aborts on ENOMEM). */
