@@ -122,6 +122,59 @@ check-sanitize:
 	fi; \
 	echo "check-sanitize: no sanitizer reports"; exit $$rc
 
+# libFuzzer harnesses (tests/fuzz/README.md) for the parsers of outside input: clang's libFuzzer
+# with ASan + UBSan (+ LeakSanitizer), the library rebuilt with coverage in $(FUZZ_BUILD). `make fuzz`
+# runs each harness FUZZ_SECONDS (CI: 20 s each) on a copy of its seed corpus (the tree is not
+# written to) and fails on the first finding: the input lands in $(FUZZ_BUILD)/artifacts/.
+# `make fuzz-long` is the same for half an hour per harness, by hand.
+FUZZ_BUILD ?= build/fuzz
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 20
+FUZZ_TIMEOUT ?= 10
+FUZZ_RSS_MB ?= 2048
+FUZZ_ARGS ?=
+FUZZ_SAN = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_NAMES = $(patsubst tests/fuzz/fuzz-%.c,%,$(wildcard tests/fuzz/fuzz-*.c))
+FUZZ_BIN = $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz-%)
+FUZZ_LIB_OBJ = $(LIB_SRC:%.c=$(FUZZ_BUILD)/%.o) $(FUZZ_BUILD)/tests/fuzz/common.o
+FUZZ_CFLAGS = $(HU_CFLAGS) -O1 -g $(FUZZ_SAN) -Itests/fuzz
+
+$(FUZZ_BUILD)/%.o: %.c $(wildcard lib/*.h tests/fuzz/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $< (fuzz)"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_BUILD)/fuzz-%: tests/fuzz/fuzz-%.c $(FUZZ_LIB_OBJ)
+	@echo "  LD      $@"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(HU_LDLIBS)
+
+# The objects are shared by every harness: not intermediates make may delete.
+.SECONDARY: $(FUZZ_LIB_OBJ)
+
+fuzz-build: $(FUZZ_BIN)
+
+fuzz: fuzz-build
+	@for n in $(FUZZ_NAMES); do \
+		corpus=$(FUZZ_BUILD)/corpus/$$n; mkdir -p $$corpus $(FUZZ_BUILD)/artifacts && \
+		cp -r tests/fuzz/corpus/$$n/. $$corpus/ && \
+		echo "  FUZZ    $$n ($(FUZZ_SECONDS) s)" && \
+		scratch=$$(mktemp -d /dev/shm/hu-fuzz-run.XXXXXX) && \
+		HU_FUZZ_TMPDIR=$$scratch $(FUZZ_BUILD)/fuzz-$$n -max_total_time=$(FUZZ_SECONDS) \
+			-timeout=$(FUZZ_TIMEOUT) -rss_limit_mb=$(FUZZ_RSS_MB) -print_final_stats=1 \
+			-artifact_prefix=$(FUZZ_BUILD)/artifacts/$$n- $(FUZZ_ARGS) $$corpus \
+			> $(FUZZ_BUILD)/fuzz-$$n.log 2>&1; rc=$$?; rm -rf $$scratch; \
+		grep -E '^#[0-9]+.*DONE|^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' \
+			$(FUZZ_BUILD)/fuzz-$$n.log | sed 's/^/          /'; \
+		if [ $$rc -ne 0 ]; then \
+			tail -n 60 $(FUZZ_BUILD)/fuzz-$$n.log; \
+			echo "fuzz: $$n found a problem (exit $$rc); log $(FUZZ_BUILD)/fuzz-$$n.log, input in $(FUZZ_BUILD)/artifacts/"; \
+			exit 1; \
+		fi; \
+	done; echo "fuzz: no findings"
+
+fuzz-long:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=1800
+
 SBINDIR ?= $(PREFIX)/sbin
 DOCDIR ?= $(PREFIX)/share/doc/host-upgrade
 MANDIR ?= $(PREFIX)/share/man
@@ -164,4 +217,4 @@ endif
 clean:
 	rm -rf $(BUILD)/*.o $(BUILD)/lib $(BUILD)/cmd $(BUILD)/tests $(BUILD)/libhu.a $(BUILD)/host-upgrade $(BUILD)/host-upgrade.8
 
-.PHONY: all check check-sanitize install clean demo bench units system-test lint
+.PHONY: all check check-sanitize install clean demo bench units system-test lint fuzz fuzz-build fuzz-long

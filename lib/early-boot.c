@@ -23,12 +23,15 @@ static const char *const early_modules[] = {
 	"dax_pmem",  "device_dax", "kvm",     "kvm_intel", "kvm_amd",
 };
 
-/* Is `word` (or "key=" prefix when it ends in '=') on the kernel command line? */
+/* Is `key` (alone or as key=value) a word of the kernel command line? Read
+ * as the kernel reads it (the same split as stage's, so that early boot
+ * finds the marker stage wrote), to the end of the line: a marker after
+ * "--" counts too. */
 int hu_cmdline_get(struct hu_ctx *ctx, const char *key, char **ret_value)
 {
 	_cleanup_free_ char *path = NULL, *cl = NULL;
 	size_t kl = strlen(key);
-	char *save = NULL;
+	const char *end;
 	int r;
 
 	if (asprintf(&path, "%s/cmdline", ctx->proc_root) < 0)
@@ -36,12 +39,17 @@ int hu_cmdline_get(struct hu_ctx *ctx, const char *key, char **ret_value)
 	r = hu_read_file(path, 8192, &cl, NULL);
 	if (r < 0)
 		return r;
-	for (char *w = strtok_r(cl, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save))
-		if (strncmp(w, key, kl) == 0 && (w[kl] == '=' || w[kl] == '\0')) {
-			if (ret_value)
-				*ret_value = strdup(w[kl] == '=' ? w + kl + 1 : "");
+	for (const char *w = cl; (w = hu_cmdline_word(w, &end)); w = end) {
+		_cleanup_free_ char *m = hu_cmdline_word_meaning(w, end - w);
+
+		if (!m)
+			return -ENOMEM;
+		if (strncmp(m, key, kl) == 0 && (m[kl] == '=' || m[kl] == '\0')) {
+			if (ret_value && !(*ret_value = strdup(m[kl] == '=' ? m + kl + 1 : "")))
+				return -ENOMEM;
 			return 1;
 		}
+	}
 	return 0;
 }
 
@@ -78,25 +86,43 @@ static void load_modules(struct hu_ctx *ctx, json_object *report)
 	json_object_object_add(report, "modules_not_loadable", failed);
 }
 
+/* hu.state=UUID=<uuid>:/<dir> (untrusted: the kernel command line). */
+int hu_state_spec_parse(const char *spec, char **ret_uuid, char **ret_dir)
+{
+	const char *colon = strchr(spec, ':');
+	char *uuid, *dir;
+
+	if (!colon || strncmp(spec, "UUID=", 5) != 0 || colon == spec + 5 || colon[1] != '/' ||
+	    strlen(colon + 1) >= PATH_MAX)
+		return -EINVAL;
+	uuid = strndup(spec + 5, colon - (spec + 5));
+	dir = strdup(colon + 1);
+	if (!uuid || !dir) {
+		free(uuid);
+		free(dir);
+		return -ENOMEM;
+	}
+	*ret_uuid = uuid;
+	*ret_dir = dir;
+	return 0;
+}
+
 /* The state dir on a file system of its own: hu.state=UUID=<uuid>:<dir>
  * names it. libblkid finds the device and its type; it is mounted
  * read-only under the run dir only while the manifest is read (the real
  * root mounts it for the restore). *ret_mnt is that mount, or NULL. */
 static int find_state_dir(struct hu_ctx *ctx, const struct hu_early_opts *o, char **ret_dir, char **ret_mnt)
 {
-	_cleanup_free_ char *spec = NULL, *dev = NULL, *type = NULL, *mnt = NULL;
-	char *colon;
+	_cleanup_free_ char *spec = NULL, *uuid = NULL, *sdir = NULL, *dev = NULL, *type = NULL, *mnt = NULL;
 	int r = hu_cmdline_get(ctx, "hu.state", &spec);
 
 	*ret_mnt = NULL;
 	if (r <= 0)
 		return asprintf(ret_dir, "%s%s", o->root ?: "", ctx->state_dir) < 0 ? -ENOMEM : 0;
-	colon = spec ? strchr(spec, ':') : NULL;
-	if (!colon || strncmp(spec, "UUID=", 5) != 0 || colon == spec + 5 || colon[1] != '/' ||
-	    strlen(colon) > PATH_MAX)
-		return -EINVAL;
-	*colon = '\0';
-	dev = blkid_evaluate_tag("UUID", spec + 5, NULL);
+	r = spec ? hu_state_spec_parse(spec, &uuid, &sdir) : -EINVAL;
+	if (r < 0)
+		return r;
+	dev = blkid_evaluate_tag("UUID", uuid, NULL);
 	if (!dev)
 		return -ENODEV;
 	type = blkid_get_tag_value(NULL, "TYPE", dev);
@@ -109,7 +135,7 @@ static int find_state_dir(struct hu_ctx *ctx, const struct hu_early_opts *o, cha
 		return r;
 	if (mount(dev, mnt, type, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
 		return -errno;
-	if (asprintf(ret_dir, "%s%s", mnt, colon + 1) < 0) {
+	if (asprintf(ret_dir, "%s%s", mnt, sdir) < 0) {
 		umount2(mnt, MNT_DETACH);
 		return -ENOMEM;
 	}
@@ -197,7 +223,7 @@ static int cmp_name_ptr(const void *a, const void *b)
  * one such mount fails; restore refuses that VM by itself). Each unit
  * once, in the order first named; duplicates are found by sorting, not by
  * searching the text written so far. */
-static int write_mounts_dropin(struct hu_ctx *ctx, struct hu_manifest *m, const char *dropin_dir)
+int hu_early_write_mounts_dropin(struct hu_ctx *ctx, struct hu_manifest *m, const char *dropin_dir)
 {
 	static const char head[] = "# written by host-upgrade early-boot\n[Unit]\n";
 	_cleanup_free_ char *text = NULL, *path = NULL;
@@ -345,7 +371,7 @@ int hu_early_boot(struct hu_ctx *ctx, const struct hu_early_opts *o)
 		json_object_object_add(report, "media", media);
 		/* Not fatal: without the order the restore may only start before a
 		 * slow RAM mount and refuse that VM, which it says. */
-		if (o->dropin_dir && (r = write_mounts_dropin(ctx, m, o->dropin_dir)) < 0)
+		if (o->dropin_dir && (r = hu_early_write_mounts_dropin(ctx, m, o->dropin_dir)) < 0)
 			hu_info(ctx, NULL, "cannot order the restore after the RAM mounts: %s", strerror(-r));
 		hu_manifest_free(m);
 	}

@@ -521,11 +521,18 @@ int hu_kexec_check_no_replacer(struct hu_ctx *ctx);
 
 /* ---- stage.c: what to load (the rest is public: hu_stage, hu_unstage) ---- */
 /* The new kernel's command line: `requested` (NULL = the current one) must
- * keep every memmap=…!… region (and nokaslr with them) of `current`;
- * otherwise -EINVAL and *ret_missing names the dropped parameter. The
- * marker is appended once. */
+ * keep every memmap=…!… region (and nokaslr with them) of `current`, as the
+ * kernel reads both lines; otherwise -EINVAL and *ret_missing names the
+ * dropped parameter. The marker is added once, before init's arguments
+ * ("--"); -EBADMSG when the line ends inside a quote, which would swallow it. */
 int hu_cmdline_compose(const char *current, const char *requested, const char *marker, char **ret,
 		       char **ret_missing);
+/* A kernel command line word by word, split as the kernel splits it (its
+ * isspace(), '"' toggling quotes), quotes kept: NULL at the end. */
+const char *hu_cmdline_word(const char *p, const char **ret_end);
+/* What the kernel makes of a word: "param" or "param=value", its quotes
+ * stripped (malloc'ed; NULL on ENOMEM). */
+char *hu_cmdline_word_meaning(const char *w, size_t wl);
 /* Modules the running kernel uses for VMs and RAM (plus vfio_pci if a VM
  * has VFIO), and which of them a module tree (/lib/modules/VER) lacks. */
 int hu_modules_needed(struct hu_ctx *ctx, const struct hu_vm_list *list, char ***ret, size_t *ret_n);
@@ -537,4 +544,8 @@ int hu_modules_missing(const char *moddir, char *const *needed, size_t n_needed,
 /* ---- early-boot.c: the initrd side ---- */
 /* 1 and the value (after '=') when `key` is on the kernel command line. */
 int hu_cmdline_get(struct hu_ctx *ctx, const char *key, char **ret_value);
+/* hu.state=UUID=<uuid>:/<dir>: the state file system's UUID and the dir on it (-EINVAL). */
+int hu_state_spec_parse(const char *spec, char **ret_uuid, char **ret_dir);
 int hu_early_check_media(struct hu_ctx *ctx, struct hu_manifest *m, unsigned wait_ms, json_object *media);
+/* The restore unit's drop-in ordering it after the mounts of in-place RAM (the fuzz harness calls it). */
+int hu_early_write_mounts_dropin(struct hu_ctx *ctx, struct hu_manifest *m, const char *dropin_dir);

@@ -450,13 +450,21 @@ static char *keyval_escape(const char *v)
 	return out;
 }
 
+/* Every option "mem-path=old": QEMU's keyval takes the last of a repeated
+ * key, so replacing only the first would leave the old file in use. */
 static char *replace_keyval_mem_path(const char *val, const char *old, const char *new)
 {
-	_cleanup_free_ char *eold = keyval_escape(old), *enew = keyval_escape(new), *needle = NULL;
-	const char *p = val;
-	char *out = NULL;
+	_cleanup_free_ char *eold = keyval_escape(old), *enew = keyval_escape(new), *needle = NULL,
+			    *out = NULL;
+	const char *p = val, *copied = val;
+	size_t len = 0;
+	bool found = false;
+	FILE *f;
 
 	if (!eold || !enew || asprintf(&needle, "mem-path=%s", eold) < 0)
+		return NULL;
+	f = open_memstream(&out, &len);
+	if (!f)
 		return NULL;
 	/* At the start of an option (after an unescaped ','), ending one. */
 	while ((p = strstr(p, needle))) {
@@ -466,13 +474,17 @@ static char *replace_keyval_mem_path(const char *val, const char *old, const cha
 			commas++;
 		if ((p == val || commas % 2 == 1) &&
 		    (val[end] == '\0' || (val[end] == ',' && val[end + 1] != ','))) {
-			if (asprintf(&out, "%.*smem-path=%s%s", (int)(p - val), val, enew, val + end) < 0)
-				return NULL;
-			return out;
+			fprintf(f, "%.*smem-path=%s", (int)(p - copied), copied, enew);
+			copied = p = val + end;
+			found = true;
+			continue;
 		}
 		p++;
 	}
-	return NULL;
+	fputs(copied, f);
+	if (fclose(f) != 0 || !found)
+		return NULL;
+	return TAKE_PTR(out);
 }
 
 static char *replace_json_mem_path(const char *val, const char *old, const char *new)

@@ -433,7 +433,6 @@ int hu_qmp_send(struct hu_qmp *q, const char *cmd, json_object *args)
  * before it is dropped. */
 int hu_qmp_sync_delimited(struct hu_qmp *q, int64_t id)
 {
-	_cleanup_json_ json_object *args = json_object_new_object();
 	int64_t deadline = hu_mono_ms() + q->timeout_ms;
 	char req[128];
 	int r;

@@ -13,17 +13,27 @@
 
 /* --- the new kernel's command line ----------------------------------- */
 
-/* Next whitespace-separated word of a kernel command line, quotes kept. */
-static const char *next_word(const char *p, const char **ret_end)
+/* The kernel's isspace(): its lib/ctype.c counts 0xa0 (Latin-1 NBSP) too. */
+static bool cmdline_space(char c)
+{
+	unsigned char u = c;
+
+	return u == ' ' || (u >= '\t' && u <= '\r') || u == 0xa0;
+}
+
+/* The next parameter of a kernel command line, split where the kernel
+ * splits it (lib/cmdline.c next_arg(): a '"' anywhere toggles quoting), its
+ * quotes kept. NULL at the end. */
+const char *hu_cmdline_word(const char *p, const char **ret_end)
 {
 	bool quoted = false;
 
-	while (*p == ' ' || *p == '\t' || *p == '\n')
+	while (cmdline_space(*p))
 		p++;
 	if (!*p)
 		return NULL;
 	*ret_end = p;
-	while (**ret_end && (quoted || (**ret_end != ' ' && **ret_end != '\t' && **ret_end != '\n'))) {
+	while (**ret_end && (quoted || !cmdline_space(**ret_end))) {
 		if (**ret_end == '"')
 			quoted = !quoted;
 		(*ret_end)++;
@@ -31,54 +41,134 @@ static const char *next_word(const char *p, const char **ret_end)
 	return p;
 }
 
-static bool has_word(const char *cmdline, const char *w, size_t wl)
+/* What the kernel makes of a word: "param" or "param=value", without the
+ * quotes next_arg() strips, so that memmap="1G!4G" and memmap=1G!4G are the
+ * same region. */
+char *hu_cmdline_word_meaning(const char *w, size_t wl)
+{
+	_cleanup_free_ char *s = strndup(w, wl);
+	char *param, *val = NULL, *out;
+	size_t n, equals = 0;
+	bool quoted = false;
+
+	if (!s)
+		return NULL;
+	param = s;
+	if (*param == '"') {
+		param++;
+		quoted = true;
+	}
+	n = strlen(param);
+	for (size_t i = 0; i < n && !equals; i++)
+		if (param[i] == '=')
+			equals = i; /* as the kernel: a leading '=' is no separator */
+	if (equals) {
+		param[equals] = '\0';
+		val = param + equals + 1;
+		if (*val == '"') {
+			val++;
+			if (n > 0 && param[n - 1] == '"')
+				param[n - 1] = '\0';
+		}
+	}
+	if (quoted && n > 0 && param[n - 1] == '"')
+		param[n - 1] = '\0';
+	if (asprintf(&out, "%s%s%s", param, val ? "=" : "", val ?: "") < 0)
+		return NULL;
+	return out;
+}
+
+/* Is there a kernel parameter (a word before "--": what follows goes to
+ * init) meaning `m`? 1 or 0; with m NULL, 0. *ret_params_end (optional):
+ * where "--" or the end of the line is. */
+static int has_word(const char *cmdline, const char *m, size_t *ret_params_end)
 {
 	const char *end, *p = cmdline;
 
-	while ((p = next_word(p, &end))) {
-		if ((size_t)(end - p) == wl && memcmp(p, w, wl) == 0)
-			return true;
+	while ((p = hu_cmdline_word(p, &end))) {
+		_cleanup_free_ char *w = hu_cmdline_word_meaning(p, end - p);
+
+		if (!w)
+			return -ENOMEM;
+		if (streq(w, "--"))
+			break;
+		if (m && streq(w, m))
+			return 1;
 		p = end;
 	}
-	return false;
+	if (ret_params_end)
+		*ret_params_end = p ? (size_t)(p - cmdline) : strlen(cmdline);
+	return 0;
 }
 
-/* Parameters the saved RAM depends on: memmap=…!… (legacy pmem) and,
- * when present with them, nokaslr. */
-static bool ram_param(const char *w, size_t wl, bool has_pmem)
+/* A legacy pmem region: memmap=…!… */
+static bool pmem_param(const char *m)
 {
-	if (wl > 7 && memcmp(w, "memmap=", 7) == 0 && memchr(w, '!', wl))
-		return true;
-	return has_pmem && wl == 7 && memcmp(w, "nokaslr", 7) == 0;
+	return strncmp(m, "memmap=", 7) == 0 && strchr(m + 7, '!');
 }
 
 int hu_cmdline_compose(const char *current, const char *requested, const char *marker, char **ret,
 		       char **ret_missing)
 {
 	const char *p, *end;
-	bool has_pmem = strstr(current, "memmap=") && strchr(current, '!');
+	bool has_pmem = false;
 	_cleanup_free_ char *out = NULL;
-	size_t len;
+	size_t len, at = 0, quotes = 0;
+	int r;
 
 	if (strlen(current) > 4096 || (requested && strlen(requested) > 4096))
 		return -E2BIG;
-	/* Every RAM parameter of the running kernel must be in the new line. */
-	for (p = current; requested && (p = next_word(p, &end)); p = end)
-		if (ram_param(p, end - p, has_pmem) && !has_word(requested, p, end - p)) {
-			if (ret_missing)
-				*ret_missing = strndup(p, end - p);
-			return -EINVAL;
+	/* Parameters the saved RAM depends on: memmap=…!… (legacy pmem) and,
+	 * with them, nokaslr. Each must be in the new line as the kernel
+	 * reads it: a kernel parameter, before any "--". */
+	for (int pass = 0; pass < 2 && requested; pass++)
+		for (p = current; (p = hu_cmdline_word(p, &end)); p = end) {
+			_cleanup_free_ char *m = hu_cmdline_word_meaning(p, end - p);
+
+			if (!m)
+				return -ENOMEM;
+			if (streq(m, "--"))
+				break;
+			if (pass == 0) {
+				has_pmem = has_pmem || pmem_param(m);
+				continue;
+			}
+			if (!pmem_param(m) && !(has_pmem && streq(m, "nokaslr")))
+				continue;
+			r = has_word(requested, m, NULL);
+			if (r < 0)
+				return r;
+			if (r == 0) {
+				if (ret_missing)
+					*ret_missing = strndup(p, end - p);
+				return -EINVAL;
+			}
 		}
 	out = strdup(requested ? requested : current);
 	if (!out)
 		return -ENOMEM;
 	len = strlen(out);
-	while (len > 0 && (out[len - 1] == '\n' || out[len - 1] == ' '))
+	for (size_t i = 0; i < len; i++)
+		quotes += out[i] == '"';
+	/* Trailing blanks go, unless an unterminated quote makes them part of a value. */
+	while (quotes % 2 == 0 && len > 0 && cmdline_space(out[len - 1]))
 		out[--len] = '\0';
-	if (marker && !has_word(out, marker, strlen(marker))) {
+	r = marker ? has_word(out, marker, &at) : 1;
+	if (r < 0)
+		return r;
+	if (r == 0) {
+		size_t before;
 		char *n;
 
-		if (asprintf(&n, "%s%s%s", out, len ? " " : "", marker) < 0)
+		/* After an unterminated quote the marker would be part of the
+		 * last parameter's value. */
+		if (quotes % 2)
+			return -EBADMSG;
+		/* A kernel parameter: before init's arguments, if any. */
+		for (before = at; before > 0 && cmdline_space(out[before - 1]);)
+			before--;
+		if (asprintf(&n, "%.*s%s%s%s%s", (int)before, out, before ? " " : "", marker,
+			     out[at] ? " " : "", out + at) < 0)
 			return -ENOMEM;
 		free(out);
 		out = n;
@@ -213,6 +303,11 @@ int hu_stage(struct hu_ctx *ctx, const struct hu_stage_opts *o, const struct hu_
 	if (r == -EINVAL)
 		return hu_fail(ctx, r, "the new command line drops '%s', which the saved RAM depends on",
 			       missing);
+	if (r == -EBADMSG)
+		return hu_fail(
+			ctx, r,
+			"the new command line ends inside a quote: %s would not be a parameter of its own",
+			HU_CMDLINE_MARKER);
 	if (r < 0)
 		return r;
 

@@ -227,6 +227,30 @@ static void test_replace_mem_path(void **state)
 		free(argv[i]);
 }
 
+/* QEMU's keyval takes the last of a repeated key: every mem-path= of the
+ * old file moves, or the QEMU restore starts maps the old device, which may
+ * hold another VM's RAM after the renumbering (found by tests/fuzz). */
+static void test_replace_repeated_mem_path(void **state)
+{
+	char *argv[] = {
+		strdup("qemu-system-x86_64"),
+		strdup("-object"),
+		strdup("memory-backend-file,id=a,mem-path=/dev/dax0.1,size=1G,mem-path=/dev/dax0.1,share=on"),
+	};
+	struct hu_argv_info ai = {};
+
+	assert_int_equal(hu_argv_replace_mem_path(argv, ARRAY_SIZE(argv), "/dev/dax0.1", "/dev/dax0.0"), 1);
+	assert_string_equal(
+		argv[2],
+		"memory-backend-file,id=a,mem-path=/dev/dax0.0,size=1G,mem-path=/dev/dax0.0,share=on");
+	assert_int_equal(hu_argv_parse(argv, ARRAY_SIZE(argv), &ai), 0);
+	assert_int_equal(ai.n_mem_paths, 1);
+	assert_string_equal(ai.mem_paths[0], "/dev/dax0.0");
+	hu_argv_info_clear(&ai);
+	for (size_t i = 0; i < ARRAY_SIZE(argv); i++)
+		free(argv[i]);
+}
+
 static void test_sizes_and_names(void **state)
 {
 	uint64_t v;
@@ -283,6 +307,7 @@ int main(void)
 		cmocka_unit_test(test_opts_parse),
 		cmocka_unit_test(test_sizes_and_names),
 		cmocka_unit_test(test_replace_mem_path),
+		cmocka_unit_test(test_replace_repeated_mem_path),
 		cmocka_unit_test(test_newer_flags),
 	};
 

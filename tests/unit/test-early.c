@@ -289,6 +289,22 @@ static void test_marker_lookalikes(void **state)
 	free(v);
 }
 
+/* Early boot reads the line as the kernel (and stage) do: a marker after a
+ * \r or a Latin-1 no-break space is a word of its own, quotes are not part
+ * of a value (found by tests/fuzz). */
+static void test_marker_as_the_kernel_reads_it(void **state)
+{
+	char *v = NULL;
+
+	put("proc/cmdline", "quiet\rhu.restore=1\xa0hu.state=\"UUID=abc:/var/lib/x\"\n");
+	assert_int_equal(hu_cmdline_get(ctx, "hu.restore", &v), 1);
+	assert_string_equal(v, "1");
+	free(v);
+	assert_int_equal(hu_cmdline_get(ctx, "hu.state", &v), 1);
+	assert_string_equal(v, "UUID=abc:/var/lib/x");
+	free(v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -298,6 +314,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_medium_compare, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_devdax_needs_no_mount, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_marker_lookalikes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_marker_as_the_kernel_reads_it, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -99,6 +99,46 @@ static void test_cmdline_without_pmem(void **state)
 	free(out);
 }
 
+/* The kernel's reading of a command line, not ours (found by tests/fuzz): a
+ * region it applies is kept, a region it does not apply does not count as
+ * kept, and the marker is a kernel parameter of its own. */
+static void test_cmdline_as_the_kernel_reads_it(void **state)
+{
+	char *out = NULL, *missing = NULL;
+
+	/* The kernel splits at \r (and \v, \f, 0xa0) too: the region is a word of its own. */
+	assert_int_equal(hu_cmdline_compose("quiet\rmemmap=256M!1G", "quiet", "m", &out, &missing), -EINVAL);
+	assert_string_equal(missing, "memmap=256M!1G");
+	free(missing);
+	/* A quoted region is the same region to the kernel, written either way. */
+	assert_int_equal(
+		hu_cmdline_compose("root=/dev/vda \"memmap=256M!1G\"", "root=/dev/vda", "m", &out, &missing),
+		-EINVAL);
+	assert_string_equal(missing, "\"memmap=256M!1G\"");
+	free(missing);
+	assert_int_equal(
+		hu_cmdline_compose("memmap=256M!1G nokaslr", "memmap=\"256M!1G\" nokaslr", "m", &out, NULL),
+		0);
+	assert_string_equal(out, "memmap=\"256M!1G\" nokaslr m");
+	free(out);
+	/* After "--" it is init's argument, not the kernel's region. */
+	assert_int_equal(hu_cmdline_compose("memmap=256M!1G nokaslr", "nokaslr -- memmap=256M!1G", "m", &out,
+					    &missing),
+			 -EINVAL);
+	assert_string_equal(missing, "memmap=256M!1G");
+	free(missing);
+	/* The marker goes before init's arguments. */
+	assert_int_equal(hu_cmdline_compose("root=/dev/vda memmap=256M!1G nokaslr -- single", NULL,
+					    "hu.restore=1", &out, NULL),
+			 0);
+	assert_string_equal(out, "root=/dev/vda memmap=256M!1G nokaslr hu.restore=1 -- single");
+	free(out);
+	/* Appended after an unterminated quote it would be part of dyndbg's value: refused. */
+	assert_int_equal(hu_cmdline_compose("memmap=256M!1G nokaslr dyndbg=\"file x +p", NULL, "hu.restore=1",
+					    &out, NULL),
+			 -EBADMSG);
+}
+
 /* A module tree made here: one real module file, one built-in, depmod'ed. */
 static void test_modules_missing_in_fake_tree(void **state)
 {
@@ -184,6 +224,7 @@ int main(void)
 		cmocka_unit_test(test_bzimage_rejects_other_files),
 		cmocka_unit_test(test_cmdline_keeps_memmap),
 		cmocka_unit_test(test_cmdline_without_pmem),
+		cmocka_unit_test(test_cmdline_as_the_kernel_reads_it),
 		cmocka_unit_test(test_modules_missing_in_fake_tree),
 		cmocka_unit_test(test_modules_needed_from_fake_sysfs),
 	};
