@@ -340,7 +340,8 @@ struct hu_vm {
 
 	/* restore (spawn.c, for the new QEMU's cgroup) */
 	int64_t running_at_ms;
-	bool rejoined_cgroup; /* back in its own cgroup: no scope needed */
+	bool rejoined_cgroup;  /* back in its own cgroup: no scope needed */
+	char *pidfile_refused; /* restore: why its -pidfile was not believed, or NULL */
 	bool has_clock_step;
 	int64_t clock_step_ms; /* how far behind the guest clock was, fixed */
 
@@ -364,6 +365,17 @@ void hu_vm_free(struct hu_vm *vm);
 int hu_vm_list_add(struct hu_vm_list *list, struct hu_vm *vm);
 int hu_vm_set_error(struct hu_vm *vm, int r, const char *fmt, ...) _printf_(3, 4);
 int hu_proc_starttime(struct hu_ctx *ctx, pid_t pid, uint64_t *ret);
+/* The one way to act on a pid that came from outside (a pidfile, /proc, a
+ * manifest): a pidfd of it, only if it is still the process started at
+ * `starttime` (0: any) and, with `session` > 0, one we started: in the
+ * session of our child `session`, or below this process. -ESRCH: gone or
+ * not that process; -EPERM: not proven ours. Signal it only through the
+ * pidfd, which cannot name a later process with the same pid. */
+int hu_pid_open(struct hu_ctx *ctx, pid_t pid, uint64_t starttime, pid_t session, int *ret_pidfd);
+/* SIGKILL through a pidfd and wait until it has exited. */
+int hu_pidfd_kill(int pidfd, unsigned timeout_ms);
+/* hu_pid_open (no session) + hu_pidfd_kill: 0 once gone, -EBUSY if it stays. */
+int hu_pid_kill(struct hu_ctx *ctx, pid_t pid, uint64_t starttime);
 /* Is this exact process (pid + start time) still alive? */
 bool hu_vm_process_alive(struct hu_vm *vm);
 
@@ -496,12 +508,12 @@ int hu_vm_resume_original(struct hu_vm *vm, char **ret_error);
 /* ---- spawn.c: start a QEMU for restore and see it up ---- */
 /* Fork and execve the recorded argv + "-incoming defer"; *ret_pid: the child. */
 int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid, char **ret_error);
-/* Wait for its QMP (into vm->qmp); *pid becomes the daemon's with -daemonize. */
-int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *pid, char **ret_error);
+/* Wait for its QMP (into vm->qmp); *pid becomes the daemon's with -daemonize,
+ * *ret_pidfd the QEMU's pidfd (proven ours, hu_pid_open) on success. */
+int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *pid, int *ret_pidfd,
+		     char **ret_error);
 /* Under systemd, a scope of its own if it could not rejoin its cgroup. */
 void hu_spawn_move_to_scope(struct hu_ctx *ctx, struct hu_vm *vm, pid_t pid);
-/* End a QEMU we started that never ran the guest, if it is still that one. */
-int hu_spawn_kill(struct hu_ctx *ctx, pid_t pid, uint64_t starttime);
 
 /* ---- restore.c (restore, abort, and checkpoint when restore follows) ---- */
 int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot, const char *const *only_vms);
