@@ -69,6 +69,8 @@ struct hu_ctx {
 	void *log_data;
 	int log_priority;
 	char *state_dir;
+	int state_fd;	  /* util.c hu_state_dir_fd: the state dir, checked; -1 until then */
+	bool state_fd_rw; /* ... and made 0700 */
 	char *proc_root;
 	char *sys_root;
 	unsigned jobs;
@@ -96,14 +98,20 @@ int64_t hu_mono_ms(void); /* CLOCK_MONOTONIC */
 int64_t hu_mono_us(void);
 struct timespec;
 int64_t hu_timespec_ns(const struct timespec *ts); /* saturating */
-int hu_open_regular(const char *path, int flags, mode_t mode);
-/* Regular files only (-EBADFD otherwise), never blocking on a FIFO. */
+/* Regular files only (-EBADFD otherwise), never blocking on a FIFO; path
+ * relative to dirfd (or AT_FDCWD). */
+int hu_openat_regular(int dirfd, const char *path, int flags, mode_t mode);
 int hu_read_file(const char *path, size_t max, char **ret, size_t *ret_len);
 /* The same, not following a symlink (-ELOOP): for files in the state dir. */
-int hu_read_state_file(const char *path, size_t max, char **ret, size_t *ret_len);
+int hu_read_state_file(int dirfd, const char *name, size_t max, char **ret, size_t *ret_len);
+/* Crash-safe replace of dirfd/name (O_EXCL temp file, rename, fsync). */
+int hu_write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode);
 int hu_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode);
 int hu_fsync_path(const char *path);
 void hu_fsync_paths(const char *const *paths, size_t n, int *results);
+/* A directory only we can write (owner = our euid, no group/other write),
+ * checked on its fd (O_NOFOLLOW), made and set 0700 when `tighten`; its fd. */
+int hu_open_private_dir(const char *dir, bool tighten, char **ret_error);
 int hu_mkdir_private(const char *dir);
 int hu_mkdir_p(const char *path, mode_t mode);
 int hu_strdup_replace(char **dst, const char *src);
@@ -116,6 +124,10 @@ int hu_read_boot_id(char *buf, size_t len);
 void hu_parallel_for(size_t n, unsigned jobs, void (*fn)(size_t i, void *data), void *data);
 /* Add a formatted string to a list, for blockers and errors. */
 _printf_(3, 4) int hu_strv_pushf(char ***strv, size_t *n, const char *fmt, ...);
+/* The state dir's fd, checked (hu_open_private_dir), kept by the context. */
+int hu_state_dir_fd(struct hu_ctx *ctx, bool create, char **ret_error);
+/* A regular file in the state dir, O_NOFOLLOW, created 0600 with O_CREAT. */
+int hu_state_open(struct hu_ctx *ctx, const char *name, int flags);
 int hu_lock_state_dir(struct hu_ctx *ctx, int *ret_fd);
 /* Wait until process `pid` (started at `starttime`, 0 = whichever has the
  * pid now) has exited, on its pidfd. 0 once gone, -ETIMEDOUT. */
@@ -461,7 +473,8 @@ struct hu_manifest {
 	int64_t created_ms;
 	struct hu_vm_list list;
 	pthread_mutex_t lock;
-	bool borrowed; /* list entries belong to the caller */
+	bool borrowed;	   /* list entries belong to the caller */
+	bool in_state_dir; /* saved through the context's state dir fd; else to path */
 };
 int hu_manifest_new(struct hu_ctx *ctx, struct hu_manifest **ret);
 int hu_manifest_save(struct hu_manifest *m);
@@ -469,7 +482,8 @@ int hu_manifest_note_phase(struct hu_manifest *m, const char *phase);
 int hu_manifest_set_phase(struct hu_manifest *m, const char *phase);
 int hu_manifest_to_json(struct hu_manifest *m, json_object **ret);
 int hu_manifest_from_json(struct hu_ctx *ctx, json_object *o, struct hu_manifest *m);
-int hu_manifest_load_path(struct hu_ctx *ctx, const char *path, struct hu_manifest **ret);
+/* DIR/manifest.json, DIR checked like the state dir (hu_open_private_dir). */
+int hu_manifest_load_dir(struct hu_ctx *ctx, const char *dir, struct hu_manifest **ret, char **ret_error);
 /* A string member of an untrusted record: a string of at most max bytes
  * without NULs (or null/absent when nullable), else *r = -EBADMSG. */
 const char *hu_manifest_get_str(json_object *o, const char *key, size_t max, bool nullable, int *r);

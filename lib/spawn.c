@@ -31,13 +31,13 @@ int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid, char **r
 	pid_t pid;
 	int r;
 
-	if (asprintf(&log, "%s/%s.log", ctx->state_dir, vm->name) < 0)
+	if (asprintf(&log, "%s.log", vm->name) < 0)
 		return -ENOMEM;
 	/* Opened here, as root, for a QEMU that may run as its owner: never
 	 * through a symlink, never anything but a regular file. */
-	out = hu_open_regular(log, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0600);
+	out = hu_state_open(ctx, log, O_WRONLY | O_CREAT | O_APPEND);
 	if (out < 0)
-		return hu_errorf(ret_error, out, "cannot open its log %s: %s", log,
+		return hu_errorf(ret_error, out, "cannot open its log %s/%s: %s", ctx->state_dir, log,
 				 out == -ELOOP	  ? "a symbolic link, refused"
 				 : out == -EBADFD ? "not a regular file, refused"
 						  : strerror(-out));
@@ -169,11 +169,12 @@ void hu_spawn_move_to_scope(struct hu_ctx *ctx, struct hu_vm *vm, pid_t pid)
 static void last_log_line(struct hu_ctx *ctx, const char *name, char *buf, size_t len)
 {
 	_cleanup_free_ char *path = NULL, *text = NULL;
+	int dirfd = hu_state_dir_fd(ctx, false, NULL);
 	char *end, *start;
 
 	buf[0] = '\0';
-	if (asprintf(&path, "%s/%s.log", ctx->state_dir, name) < 0 ||
-	    hu_read_state_file(path, 1 << 20, &text, NULL) < 0)
+	if (dirfd < 0 || asprintf(&path, "%s.log", name) < 0 ||
+	    hu_read_state_file(dirfd, path, 1 << 20, &text, NULL) < 0)
 		return;
 	end = text + strlen(text);
 	while (end > text && (end[-1] == '\n' || end[-1] == '\r'))

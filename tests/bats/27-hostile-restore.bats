@@ -106,3 +106,88 @@ a[a.index("-pidfile") + 1] = sys.argv[4]
 	run --separate-stderr hu status --json
 	[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" = '["failed"]' ]
 }
+
+# refused_restore DIR WHY [STATUS_TOO]: restore on state dir DIR is refused with WHY on
+# stderr, and nothing the manifest names ran; with STATUS_TOO, status says WHY as well.
+refused_restore() {
+	local dir=$1 why=$2 verb
+	for verb in restore ${3:+status}; do
+		run --separate-stderr "$HU_BIN" $verb --state-dir "$dir"
+		echo "$verb --state-dir $dir: $status [$stderr]"
+		[ "$status" -eq 1 ]
+		[[ "$stderr" == *"host-upgrade: $verb: "*"$why"* ]]
+		[[ "$stderr" != *"starting "* ]]
+		[ ! -e "$MARK" ]
+	done
+}
+
+# Case 2. The state dir is root's: an existing one owned by another user or writable by
+# others, a symlink in its place, a FIFO or a symlink as its lock file or manifest, are
+# refused, and nothing its manifest names is executed. Before, restore chmod'ed such a dir
+# and ran the manifest's argv as its uid (root included); a FIFO lock was taken as a lock.
+@test "case 2: a state dir of another user's, writable by others, a symlink, or a FIFO/symlink lock or manifest: refused, nothing executed" {
+	local N=h27c2-$HU_RUN_ID D
+	MARK=$U/executed
+	vm_start $N $(qmp_arg $N) $(ram_file_args $N "$T/$N.ram")
+	vm_wait_tick $N 2 60
+	run --separate-stderr hu checkpoint --vm $N
+	echo "checkpoint: $status [$stderr]"
+	[ "$status" -eq 0 ]
+	[ "$(stat -c '%u %a' "$S")" = "0 700" ]
+	# What the manifest names runs as root: a program that leaves a mark.
+	cat >"$T/mark" <<-EOF
+		#!/bin/sh
+		echo "\$(id -u)" >"$MARK"
+		exit 1
+	EOF
+	chmod 0755 "$T/mark"
+	edit_manifest 'j["vms"][0]["exe"] = sys.argv[3]' "$T/mark"
+	# copy_state DIR: a copy of the checkpoint in DIR (made, root's, 0700)
+	copy_state() {
+		mkdir -m 0700 "$1"
+		cp -a "$S/manifest.json" "$S/$N.state" "$1/"
+	}
+
+	# owned by nobody (made by nobody, in nobody's directory)
+	as_user mkdir -m 0700 "$U/st-owned"
+	cp -a "$S/manifest.json" "$S/$N.state" "$U/st-owned/"
+	refused_restore "$U/st-owned" "state dir $U/st-owned is owned by uid $(id -u nobody) (mode 0700), not by uid 0" status
+
+	# root's, but writable by others (and left so: refused, not "fixed")
+	copy_state "$T/st-0777"
+	chmod 0777 "$T/st-0777"
+	refused_restore "$T/st-0777" "state dir $T/st-0777 is writable by others (owner uid 0, mode 0777)"
+	[ "$(stat -c %a "$T/st-0777")" = 777 ]
+
+	# a symlink (in nobody's directory) in place of the dir, to a good copy
+	copy_state "$T/st-good"
+	as_user ln -s "$T/st-good" "$U/st-link"
+	refused_restore "$U/st-link" "state dir $U/st-link: a symbolic link, refused" status
+
+	# a FIFO, or a symlink, as the lock file
+	copy_state "$T/st-fifolock"
+	mkfifo -m 0600 "$T/st-fifolock/lock"
+	refused_restore "$T/st-fifolock" "state dir $T/st-fifolock: lock: not a regular file, refused"
+	copy_state "$T/st-linklock"
+	ln -s "$T/st-good/lock-target" "$T/st-linklock/lock"
+	refused_restore "$T/st-linklock" "state dir $T/st-linklock: lock: a symbolic link, refused"
+	[ ! -e "$T/st-good/lock-target" ]
+
+	# a FIFO, or a symlink, as the manifest
+	D=$T/st-fifoman
+	mkdir -m 0700 "$D"
+	cp -a "$S/$N.state" "$D/"
+	mkfifo -m 0600 "$D/manifest.json"
+	refused_restore "$D" "$D/manifest.json: not a regular file"
+	D=$T/st-linkman
+	mkdir -m 0700 "$D"
+	cp -a "$S/$N.state" "$D/"
+	ln -s "$S/manifest.json" "$D/manifest.json"
+	refused_restore "$D" "$D/manifest.json: a symbolic link"
+
+	# The control: the same checkpoint in a dir that is root's alone does run what it names.
+	run --separate-stderr "$HU_BIN" restore --state-dir "$T/st-good"
+	echo "restore (good dir): $status [$stderr]"
+	[[ "$stderr" == *"starting $T/mark"* ]]
+	[ "$(cat "$MARK")" = 0 ]
+}
