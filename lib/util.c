@@ -146,8 +146,11 @@ int hu_write_file_atomic_at(int dirfd, const char *name, const void *data, size_
 	for (int tries = 0; fd < 0; tries++) {
 		uint64_t rnd;
 
-		if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
-			return -errno;
+		/* Never blocks (early boot may have no entropy yet): O_EXCL,
+		 * not the name, is what keeps others' files out. */
+		if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
+			rnd = (uint64_t)hu_mono_us() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid() << 32 ^
+			      tries;
 		free(tmp);
 		if (asprintf(&tmp, "%s.tmp.%016llx", name, (unsigned long long)rnd) < 0) {
 			tmp = NULL;
