@@ -21,8 +21,13 @@ static int cmd_status(struct cli *c)
 	if (r < 0) {
 		char what[256];
 
-		snprintf(what, sizeof(what), "%s/manifest.json", hu_get_state_dir(c->ctx));
-		cli_error(c, what, hu_manifest_strerror(r));
+		/* The library says which file or dir, and why. */
+		if (hu_get_error(c->ctx)) {
+			cli_error(c, NULL, hu_get_error(c->ctx));
+		} else {
+			snprintf(what, sizeof(what), "%s/manifest.json", hu_get_state_dir(c->ctx));
+			cli_error(c, what, hu_manifest_strerror(r));
+		}
 		r = EXIT_BLOCKED;
 		goto out;
 	}

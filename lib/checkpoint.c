@@ -198,8 +198,7 @@ static int quit_one(struct hu_vm *vm)
 		/* Saved and stopped: a QEMU that will not quit must still not
 		 * outlive its checkpoint, or restore would run the VM twice. */
 		hu_info(vm->ctx, vm->name, "QEMU pid %d did not quit; killing it", (int)vm->pid);
-		if (hu_vm_process_alive(vm))
-			kill(vm->pid, SIGKILL);
+		hu_pid_kill(vm->ctx, vm->pid, vm->starttime);
 		r = wait_exit(vm, 10000);
 		if (r < 0)
 			return hu_vm_set_error(vm, r, "QEMU pid %d does not exit", (int)vm->pid);

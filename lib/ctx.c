@@ -13,6 +13,7 @@ int hu_new(struct hu_ctx **ret)
 	ctx->log_priority = LOG_INFO;
 	ctx->qmp_timeout_ms = 10000;
 	ctx->state_dir = strdup("/var/lib/host-upgrade");
+	ctx->state_fd = -1;
 	ctx->proc_root = strdup("/proc");
 	ctx->sys_root = strdup("/sys");
 	pthread_mutex_init(&ctx->log_lock, NULL);
@@ -37,6 +38,8 @@ struct hu_ctx *hu_unref(struct hu_ctx *ctx)
 		return NULL;
 	hu_manager_ctx_close(ctx);
 	free(ctx->state_dir);
+	if (ctx->state_fd >= 0)
+		close(ctx->state_fd);
 	free(ctx->proc_root);
 	free(ctx->sys_root);
 	pthread_mutex_destroy(&ctx->log_lock);
@@ -58,9 +61,18 @@ void hu_set_log_priority(struct hu_ctx *ctx, int priority)
 
 int hu_set_state_dir(struct hu_ctx *ctx, const char *dir)
 {
+	int r;
+
 	if (!dir || dir[0] == '\0' || strlen(dir) > 200)
 		return -EINVAL;
-	return hu_strdup_replace(&ctx->state_dir, dir);
+	r = hu_strdup_replace(&ctx->state_dir, dir);
+	if (r >= 0 && ctx->state_fd >= 0) {
+		/* Another dir: opened and checked anew on first use. */
+		close(ctx->state_fd);
+		ctx->state_fd = -1;
+		ctx->state_fd_rw = false;
+	}
+	return r;
 }
 
 const char *hu_get_state_dir(const struct hu_ctx *ctx)

@@ -329,7 +329,7 @@ int hu_early_check_media(struct hu_ctx *ctx, struct hu_manifest *m, unsigned wai
 int hu_early_boot(struct hu_ctx *ctx, const struct hu_early_opts *o)
 {
 	_cleanup_json_ json_object *report = json_object_new_object();
-	_cleanup_free_ char *dir = NULL, *mpath = NULL, *unit_link = NULL, *state_mnt = NULL;
+	_cleanup_free_ char *dir = NULL, *unit_link = NULL, *state_mnt = NULL;
 	struct hu_manifest *m = NULL;
 	json_object *media = json_object_new_array();
 	const char *text;
@@ -352,13 +352,14 @@ int hu_early_boot(struct hu_ctx *ctx, const struct hu_early_opts *o)
 			: r == -ENODEV	    ? "no file system with that UUID"
 			: r == -EMEDIUMTYPE ? "its file system type is unknown"
 					    : strerror(-r));
-	} else if (asprintf(&mpath, "%s/manifest.json", dir) < 0) {
-		r = -ENOMEM;
 	} else {
-		r = hu_manifest_load_path(ctx, mpath, &m);
+		_cleanup_free_ char *why = NULL;
+
+		r = hu_manifest_load_dir(ctx, dir, &m, &why);
 		if (r < 0)
-			hu_fail(ctx, r, "restore pending but its manifest %s cannot be read: %s", mpath,
-				hu_manifest_strerror(r));
+			hu_fail(ctx, r,
+				"restore pending but its manifest %s/manifest.json cannot be read: %s", dir,
+				why ?: hu_manifest_strerror(r));
 	}
 	if (state_mnt && umount2(state_mnt, 0) == 0)
 		rmdir(state_mnt);

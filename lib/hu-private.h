@@ -69,6 +69,8 @@ struct hu_ctx {
 	void *log_data;
 	int log_priority;
 	char *state_dir;
+	int state_fd;	  /* util.c hu_state_dir_fd: the state dir, checked; -1 until then */
+	bool state_fd_rw; /* ... and made 0700 */
 	char *proc_root;
 	char *sys_root;
 	unsigned jobs;
@@ -96,14 +98,20 @@ int64_t hu_mono_ms(void); /* CLOCK_MONOTONIC */
 int64_t hu_mono_us(void);
 struct timespec;
 int64_t hu_timespec_ns(const struct timespec *ts); /* saturating */
-int hu_open_regular(const char *path, int flags, mode_t mode);
-/* Regular files only (-EBADFD otherwise), never blocking on a FIFO. */
+/* Regular files only (-EBADFD otherwise), never blocking on a FIFO; path
+ * relative to dirfd (or AT_FDCWD). */
+int hu_openat_regular(int dirfd, const char *path, int flags, mode_t mode);
 int hu_read_file(const char *path, size_t max, char **ret, size_t *ret_len);
 /* The same, not following a symlink (-ELOOP): for files in the state dir. */
-int hu_read_state_file(const char *path, size_t max, char **ret, size_t *ret_len);
+int hu_read_state_file(int dirfd, const char *name, size_t max, char **ret, size_t *ret_len);
+/* Crash-safe replace of dirfd/name (O_EXCL temp file, rename, fsync). */
+int hu_write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode);
 int hu_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode);
 int hu_fsync_path(const char *path);
 void hu_fsync_paths(const char *const *paths, size_t n, int *results);
+/* A directory only we can write (owner = our euid, no group/other write),
+ * checked on its fd (O_NOFOLLOW), made and set 0700 when `tighten`; its fd. */
+int hu_open_private_dir(const char *dir, bool tighten, char **ret_error);
 int hu_mkdir_private(const char *dir);
 int hu_mkdir_p(const char *path, mode_t mode);
 int hu_strdup_replace(char **dst, const char *src);
@@ -116,6 +124,10 @@ int hu_read_boot_id(char *buf, size_t len);
 void hu_parallel_for(size_t n, unsigned jobs, void (*fn)(size_t i, void *data), void *data);
 /* Add a formatted string to a list, for blockers and errors. */
 _printf_(3, 4) int hu_strv_pushf(char ***strv, size_t *n, const char *fmt, ...);
+/* The state dir's fd, checked (hu_open_private_dir), kept by the context. */
+int hu_state_dir_fd(struct hu_ctx *ctx, bool create, char **ret_error);
+/* A regular file in the state dir, O_NOFOLLOW, created 0600 with O_CREAT. */
+int hu_state_open(struct hu_ctx *ctx, const char *name, int flags);
 int hu_lock_state_dir(struct hu_ctx *ctx, int *ret_fd);
 /* Wait until process `pid` (started at `starttime`, 0 = whichever has the
  * pid now) has exited, on its pidfd. 0 once gone, -ETIMEDOUT. */
@@ -340,7 +352,8 @@ struct hu_vm {
 
 	/* restore (spawn.c, for the new QEMU's cgroup) */
 	int64_t running_at_ms;
-	bool rejoined_cgroup; /* back in its own cgroup: no scope needed */
+	bool rejoined_cgroup;  /* back in its own cgroup: no scope needed */
+	char *pidfile_refused; /* restore: why its -pidfile was not believed, or NULL */
 	bool has_clock_step;
 	int64_t clock_step_ms; /* how far behind the guest clock was, fixed */
 
@@ -364,6 +377,17 @@ void hu_vm_free(struct hu_vm *vm);
 int hu_vm_list_add(struct hu_vm_list *list, struct hu_vm *vm);
 int hu_vm_set_error(struct hu_vm *vm, int r, const char *fmt, ...) _printf_(3, 4);
 int hu_proc_starttime(struct hu_ctx *ctx, pid_t pid, uint64_t *ret);
+/* The one way to act on a pid that came from outside (a pidfile, /proc, a
+ * manifest): a pidfd of it, only if it is still the process started at
+ * `starttime` (0: any) and, with `session` > 0, one we started: in the
+ * session of our child `session`, or below this process. -ESRCH: gone or
+ * not that process; -EPERM: not proven ours. Signal it only through the
+ * pidfd, which cannot name a later process with the same pid. */
+int hu_pid_open(struct hu_ctx *ctx, pid_t pid, uint64_t starttime, pid_t session, int *ret_pidfd);
+/* SIGKILL through a pidfd and wait until it has exited. */
+int hu_pidfd_kill(int pidfd, unsigned timeout_ms);
+/* hu_pid_open (no session) + hu_pidfd_kill: 0 once gone, -EBUSY if it stays. */
+int hu_pid_kill(struct hu_ctx *ctx, pid_t pid, uint64_t starttime);
 /* Is this exact process (pid + start time) still alive? */
 bool hu_vm_process_alive(struct hu_vm *vm);
 
@@ -449,7 +473,8 @@ struct hu_manifest {
 	int64_t created_ms;
 	struct hu_vm_list list;
 	pthread_mutex_t lock;
-	bool borrowed; /* list entries belong to the caller */
+	bool borrowed;	   /* list entries belong to the caller */
+	bool in_state_dir; /* saved through the context's state dir fd; else to path */
 };
 int hu_manifest_new(struct hu_ctx *ctx, struct hu_manifest **ret);
 int hu_manifest_save(struct hu_manifest *m);
@@ -457,7 +482,8 @@ int hu_manifest_note_phase(struct hu_manifest *m, const char *phase);
 int hu_manifest_set_phase(struct hu_manifest *m, const char *phase);
 int hu_manifest_to_json(struct hu_manifest *m, json_object **ret);
 int hu_manifest_from_json(struct hu_ctx *ctx, json_object *o, struct hu_manifest *m);
-int hu_manifest_load_path(struct hu_ctx *ctx, const char *path, struct hu_manifest **ret);
+/* DIR/manifest.json, DIR checked like the state dir (hu_open_private_dir). */
+int hu_manifest_load_dir(struct hu_ctx *ctx, const char *dir, struct hu_manifest **ret, char **ret_error);
 /* A string member of an untrusted record: a string of at most max bytes
  * without NULs (or null/absent when nullable), else *r = -EBADMSG. */
 const char *hu_manifest_get_str(json_object *o, const char *key, size_t max, bool nullable, int *r);
@@ -496,12 +522,12 @@ int hu_vm_resume_original(struct hu_vm *vm, char **ret_error);
 /* ---- spawn.c: start a QEMU for restore and see it up ---- */
 /* Fork and execve the recorded argv + "-incoming defer"; *ret_pid: the child. */
 int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid, char **ret_error);
-/* Wait for its QMP (into vm->qmp); *pid becomes the daemon's with -daemonize. */
-int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *pid, char **ret_error);
+/* Wait for its QMP (into vm->qmp); *pid becomes the daemon's with -daemonize,
+ * *ret_pidfd the QEMU's pidfd (proven ours, hu_pid_open) on success. */
+int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *pid, int *ret_pidfd,
+		     char **ret_error);
 /* Under systemd, a scope of its own if it could not rejoin its cgroup. */
 void hu_spawn_move_to_scope(struct hu_ctx *ctx, struct hu_vm *vm, pid_t pid);
-/* End a QEMU we started that never ran the guest, if it is still that one. */
-int hu_spawn_kill(struct hu_ctx *ctx, pid_t pid, uint64_t starttime);
 
 /* ---- restore.c (restore, abort, and checkpoint when restore follows) ---- */
 int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot, const char *const *only_vms);

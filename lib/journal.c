@@ -11,12 +11,11 @@
 /* One JSON line per event, fsync'ed: the history survives a crash. */
 void hu_journal(struct hu_ctx *ctx, const char *vm, const char *event, const char *detail)
 {
-	_cleanup_free_ char *path = NULL;
 	_cleanup_close_ int fd = -1;
 	_cleanup_json_ json_object *o = json_object_new_object();
 	const char *s;
 
-	if (!o || asprintf(&path, "%s/journal.jsonl", ctx->state_dir) < 0)
+	if (!o)
 		return;
 	json_object_object_add(o, "ts_ms", json_object_new_int64(hu_now_ms()));
 	if (vm)
@@ -25,7 +24,7 @@ void hu_journal(struct hu_ctx *ctx, const char *vm, const char *event, const cha
 	if (detail)
 		json_object_object_add(o, "detail", json_object_new_string(detail));
 	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-	fd = hu_open_regular(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW, 0600);
+	fd = hu_state_open(ctx, "journal.jsonl", O_WRONLY | O_APPEND | O_CREAT);
 	if (fd < 0)
 		return;
 	/* No fdatasync of its own: the journal is the audit trail, the manifest

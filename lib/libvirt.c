@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <uuid/uuid.h>
 #include <libvirt/libvirt.h>
 #include <libvirt/libvirt-qemu.h>
@@ -363,6 +364,7 @@ static void ensure_hook_loaded(struct hu_ctx *ctx)
 	for (size_t i = 0; !done && i < ARRAY_SIZE(daemons); i++) {
 		_cleanup_free_ char *pidfile = NULL, *text = NULL, *comm = NULL, *commpath = NULL,
 				    *dir = NULL, *record = NULL, *mine = NULL, *seen = NULL;
+		_cleanup_close_ int pidfd = -1;
 		struct stat st;
 		uint64_t starttime;
 		int64_t started;
@@ -391,7 +393,9 @@ static void ensure_hook_loaded(struct hu_ctx *ctx)
 			continue; /* read at its start */
 		if (hu_read_file(record, 128, &seen, NULL) >= 0 && streq(seen, mine))
 			continue; /* reloaded it since the hook changed */
-		if (kill((pid_t)pid, SIGHUP) == 0) {
+		/* Through a pidfd of the process whose start time was read. */
+		if (hu_pid_open(ctx, (pid_t)pid, starttime, 0, &pidfd) >= 0 &&
+		    syscall(SYS_pidfd_send_signal, pidfd, SIGHUP, NULL, 0) == 0) {
 			hu_info(ctx, NULL,
 				"%s started before its hook %s was installed: reloaded it (SIGHUP)",
 				daemons[i], LV_HOOK);

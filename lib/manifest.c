@@ -28,6 +28,7 @@ int hu_manifest_new(struct hu_ctx *ctx, struct hu_manifest **ret)
 	m->created_ms = hu_now_ms();
 	if (asprintf(&m->path, "%s/manifest.json", ctx->state_dir) < 0)
 		m->path = NULL;
+	m->in_state_dir = true;
 	if (!m->boot_id || !m->phase || !m->path) {
 		hu_manifest_free(m);
 		return -ENOMEM;
@@ -192,7 +193,11 @@ int hu_manifest_save(struct hu_manifest *m)
 	if (r >= 0) {
 		s = json_object_to_json_string_ext(o,
 						   JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
-		r = hu_write_file_atomic(m->path, s, strlen(s), 0600);
+		int dirfd = m->in_state_dir ? hu_state_dir_fd(m->ctx, false, NULL) : -1;
+
+		r = !m->in_state_dir ? hu_write_file_atomic(m->path, s, strlen(s), 0600)
+		    : dirfd < 0	     ? dirfd
+				     : hu_write_file_atomic_at(dirfd, "manifest.json", s, strlen(s), 0600);
 	}
 	/* Freed under the lock too: nothing json-c owns is touched unlocked. */
 	json_object_put(o);
@@ -596,7 +601,9 @@ int hu_manifest_from_json(struct hu_ctx *ctx, json_object *o, struct hu_manifest
 	return 0;
 }
 
-int hu_manifest_load_path(struct hu_ctx *ctx, const char *path, struct hu_manifest **ret)
+/* manifest.json in the directory `dirfd` (named `dir`), already checked
+ * to be ours alone (hu_open_private_dir). */
+static int manifest_load_at(struct hu_ctx *ctx, int dirfd, const char *dir, struct hu_manifest **ret)
 {
 	_cleanup_free_ char *text = NULL;
 	_cleanup_json_ json_object *o = NULL;
@@ -605,7 +612,7 @@ int hu_manifest_load_path(struct hu_ctx *ctx, const char *path, struct hu_manife
 	size_t len;
 	int r;
 
-	r = hu_read_state_file(path, HU_MAX_MANIFEST, &text, &len);
+	r = hu_read_state_file(dirfd, "manifest.json", HU_MAX_MANIFEST, &text, &len);
 	if (r < 0)
 		return r;
 	tok = json_tokener_new_ex(32);
@@ -620,7 +627,9 @@ int hu_manifest_load_path(struct hu_ctx *ctx, const char *path, struct hu_manife
 	if (r < 0)
 		return r;
 	free(m->path);
-	m->path = strdup(path);
+	if (asprintf(&m->path, "%s/manifest.json", dir) < 0)
+		m->path = NULL;
+	m->in_state_dir = dirfd == ctx->state_fd;
 	r = m->path ? hu_manifest_from_json(ctx, o, m) : -ENOMEM;
 	if (r < 0) {
 		hu_manifest_free(m);
@@ -630,13 +639,30 @@ int hu_manifest_load_path(struct hu_ctx *ctx, const char *path, struct hu_manife
 	return 0;
 }
 
+int hu_manifest_load_dir(struct hu_ctx *ctx, const char *dir, struct hu_manifest **ret, char **ret_error)
+{
+	_cleanup_close_ int dirfd = hu_open_private_dir(dir, false, ret_error);
+
+	if (dirfd < 0)
+		return dirfd;
+	return manifest_load_at(ctx, dirfd, dir, ret);
+}
+
 int hu_manifest_load(struct hu_ctx *ctx, struct hu_manifest **ret)
 {
-	_cleanup_free_ char *path = NULL;
+	_cleanup_free_ char *why = NULL;
+	int dirfd, r;
 
-	if (asprintf(&path, "%s/manifest.json", ctx->state_dir) < 0)
-		return -ENOMEM;
-	return hu_manifest_load_path(ctx, path, ret);
+	hu_clear_error(ctx);
+	dirfd = hu_state_dir_fd(ctx, false, &why);
+	if (dirfd == -ENOENT)
+		return -ENOENT; /* no state dir: no manifest */
+	if (dirfd < 0)
+		return hu_fail(ctx, dirfd, "state dir %s", why ?: strerror(-dirfd));
+	r = manifest_load_at(ctx, dirfd, ctx->state_dir, ret);
+	if (r < 0 && r != -ENOENT)
+		return hu_fail(ctx, r, "%s/manifest.json: %s", ctx->state_dir, hu_manifest_strerror(r));
+	return r;
 }
 
 const char *hu_manifest_strerror(int r)

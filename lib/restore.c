@@ -290,6 +290,7 @@ static int start_managed(struct restore_job *job, struct hu_vm *vm, pid_t *pid, 
 static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 {
 	_cleanup_free_ char *err = NULL;
+	_cleanup_close_ int qemu_fd = -1;
 	struct hu_vm *other;
 	struct stat st;
 	pid_t child = 0, pid = 0;
@@ -341,7 +342,7 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		hu_info(job->ctx, vm->name, "ending pid %d, left before its load began by an earlier run",
 			(int)other->pid);
 		if ((vm->mgr && vm->mgr->kill ? vm->mgr->kill(vm, other->pid, other->starttime)
-					      : hu_spawn_kill(job->ctx, other->pid, other->starttime)) < 0) {
+					      : hu_pid_kill(job->ctx, other->pid, other->starttime)) < 0) {
 			hu_errorf(&err, 0, "pid %d, left by an earlier restore, does not exit",
 				  (int)other->pid);
 			finish_vm(job, vm, HU_VM_FAILED, err);
@@ -386,7 +387,7 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 	 * -daemonize the pid is known now: the save overlaps QEMU's start-up. */
 	if (!vm->ai.daemonize && hu_proc_starttime(job->ctx, pid, &starttime) >= 0)
 		record_restoring(job, vm, pid, starttime);
-	r = hu_spawn_connect(job->ctx, vm, child, &pid, &err);
+	r = hu_spawn_connect(job->ctx, vm, child, &pid, &qemu_fd, &err);
 	if (r >= 0 && vm->ai.daemonize) {
 		if (hu_proc_starttime(job->ctx, pid, &starttime) < 0)
 			r = -ESRCH;
@@ -411,11 +412,18 @@ started:
 			if (pid > 0)
 				vm->mgr->kill(vm, pid, starttime);
 		} else {
-			hu_spawn_kill(job->ctx, pid, starttime);
+			/* Only the QEMU proven ours (its pidfd), never a pid a
+			 * pidfile or /proc merely named. */
+			if (qemu_fd >= 0)
+				hu_pidfd_kill(qemu_fd, 10000);
+			if (pid > 0)
+				waitpid(pid, NULL, WNOHANG); /* our child, or reparented to us */
 			waitpid(child, NULL, WNOHANG);
 		}
 		if (!err)
 			hu_errorf(&err, r, "%s", strerror(-r));
+		if (vm->pidfile_refused)
+			hu_errorf(&err, r, "%s; %s", err ?: "?", vm->pidfile_refused);
 		finish_vm(job, vm, HU_VM_FAILED, err);
 		return;
 	}

@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -30,16 +31,22 @@ int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid, char **r
 	pid_t pid;
 	int r;
 
-	if (asprintf(&log, "%s/%s.log", ctx->state_dir, vm->name) < 0)
+	if (asprintf(&log, "%s.log", vm->name) < 0)
 		return -ENOMEM;
 	/* Opened here, as root, for a QEMU that may run as its owner: never
 	 * through a symlink, never anything but a regular file. */
-	out = hu_open_regular(log, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0600);
+	out = hu_state_open(ctx, log, O_WRONLY | O_CREAT | O_APPEND);
 	if (out < 0)
-		return hu_errorf(ret_error, out, "cannot open its log %s: %s", log,
+		return hu_errorf(ret_error, out, "cannot open its log %s/%s: %s", ctx->state_dir, log,
 				 out == -ELOOP	  ? "a symbolic link, refused"
 				 : out == -EBADFD ? "not a regular file, refused"
 						  : strerror(-out));
+	/* A QEMU that daemonizes leaves our child's session and would be
+	 * reparented to PID 1: as its subreaper we keep it below us, which is
+	 * how its pid is proven ours (hu_pid_open). */
+	if (vm->ai.daemonize && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+		return hu_errorf(ret_error, -errno, "cannot become the subreaper of a daemonizing QEMU: %s",
+				 strerror(errno));
 	r = hu_argv_strip_incoming(vm->argv, vm->argc, &argv, &argc);
 	if (r < 0)
 		return r;
@@ -162,11 +169,12 @@ void hu_spawn_move_to_scope(struct hu_ctx *ctx, struct hu_vm *vm, pid_t pid)
 static void last_log_line(struct hu_ctx *ctx, const char *name, char *buf, size_t len)
 {
 	_cleanup_free_ char *path = NULL, *text = NULL;
+	int dirfd = hu_state_dir_fd(ctx, false, NULL);
 	char *end, *start;
 
 	buf[0] = '\0';
-	if (asprintf(&path, "%s/%s.log", ctx->state_dir, name) < 0 ||
-	    hu_read_state_file(path, 1 << 20, &text, NULL) < 0)
+	if (dirfd < 0 || asprintf(&path, "%s.log", name) < 0 ||
+	    hu_read_state_file(dirfd, path, 1 << 20, &text, NULL) < 0)
 		return;
 	end = text + strlen(text);
 	while (end > text && (end[-1] == '\n' || end[-1] == '\r'))
@@ -176,35 +184,69 @@ static void last_log_line(struct hu_ctx *ctx, const char *name, char *buf, size_
 }
 
 /* With -daemonize the QEMU we forked exits once the real one is up: its
- * pid comes from -pidfile, or from /proc by its QMP socket. */
-static int daemonized_pid(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *pid, char **ret_error)
+ * pid comes from -pidfile, or from /proc by its QMP socket. Either is
+ * taken only when proven to be the QEMU we started (hu_pid_open): a
+ * pidfile in a directory another user can write, or a QEMU that runs as
+ * another user, could name any process. */
+static int daemonized_pid(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *pid, int *ret_pidfd,
+			  char **ret_error)
 {
+	_cleanup_free_ char *refused = NULL;
 	struct hu_vm_list *now = NULL;
-	int status = 0;
+	pid_t named = 0;
+	int status = 0, r = -ESRCH;
 
 	hu_pid_wait_exit(ctx, child, 0, 10000);
 	waitpid(child, &status, WNOHANG);
-	if (vm->ai.pidfile && read_pidfile(vm->ai.pidfile, pid) >= 0 && *pid != child)
-		return 0;
+	if (vm->ai.pidfile && read_pidfile(vm->ai.pidfile, &named) >= 0 && named != child) {
+		r = hu_pid_open(ctx, named, 0, child, ret_pidfd);
+		if (r >= 0) {
+			*pid = named;
+			return 0;
+		}
+		if (r == -EPERM)
+			hu_errorf(&refused, 0,
+				  "its pidfile %s names pid %d, which is not a process this restore started: "
+				  "left alone",
+				  vm->ai.pidfile, (int)named);
+		if (refused)
+			hu_info(ctx, vm->name, "%s", refused);
+	}
 	if (hu_scan_processes(ctx, &now) >= 0) {
-		for (size_t i = 0; i < now->n; i++)
+		for (size_t i = 0; i < now->n && r < 0; i++)
 			if (now->vms[i]->ai.qmp_path && streq(now->vms[i]->ai.qmp_path, vm->ai.qmp_path) &&
-			    hu_argv_has_incoming_defer(now->vms[i]->argv, now->vms[i]->argc))
-				*pid = now->vms[i]->pid;
+			    hu_argv_has_incoming_defer(now->vms[i]->argv, now->vms[i]->argc) &&
+			    now->vms[i]->pid != child) {
+				r = hu_pid_open(ctx, now->vms[i]->pid, now->vms[i]->starttime, child,
+						ret_pidfd);
+				if (r >= 0)
+					*pid = now->vms[i]->pid;
+			}
 		hu_vm_list_free(now);
 	}
-	if (*pid != child)
+	if (r >= 0) {
+		/* Said again if the load fails: the pidfile was not believed. */
+		if (refused)
+			vm->pidfile_refused = TAKE_PTR(refused);
 		return 0;
+	}
+	if (refused)
+		return hu_errorf(ret_error, -ESRCH, "%s; no QEMU this restore started answers on %s", refused,
+				 vm->ai.qmp_path);
 	return hu_errorf(ret_error, -ESRCH, "cannot find the pid of the daemonized QEMU");
 }
 
 /* Wait for the new QEMU's QMP; notice when it dies first. Between tries
  * we sleep on the child's pidfd, so its death wakes us at once. */
-int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *pid, char **ret_error)
+int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *pid, int *ret_pidfd,
+		     char **ret_error)
 {
-	_cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, child, 0);
+	_cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, child, 0), daemon_fd = -1;
 	int64_t deadline = hu_mono_ms() + 30000;
 	bool child_running = true;
+
+	if (pidfd < 0)
+		return hu_errorf(ret_error, -errno, "pidfd of QEMU pid %d: %s", (int)child, strerror(errno));
 
 	for (;;) {
 		int status, r;
@@ -213,7 +255,7 @@ int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *p
 			child_running = false;
 			if (vm->ai.daemonize && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
 				/* The foreground QEMU is done: the daemon runs on. */
-				r = daemonized_pid(ctx, vm, child, pid, ret_error);
+				r = daemonized_pid(ctx, vm, child, pid, &daemon_fd, ret_error);
 				if (r < 0)
 					return r;
 			} else {
@@ -230,10 +272,17 @@ int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *p
 			}
 		}
 		r = hu_qmp_connect(vm->ai.qmp_path, ctx->qmp_timeout_ms, &vm->qmp);
-		if (r >= 0 && vm->ai.daemonize && child_running)
-			return daemonized_pid(ctx, vm, child, pid, ret_error);
-		if (r >= 0)
+		if (r >= 0 && vm->ai.daemonize && daemon_fd < 0) {
+			/* Up before its foreground process returned. */
+			r = daemonized_pid(ctx, vm, child, pid, &daemon_fd, ret_error);
+			if (r < 0)
+				return r;
+		}
+		if (r >= 0) {
+			/* Without -daemonize, our child not yet reaped: its pidfd is that QEMU's. */
+			*ret_pidfd = vm->ai.daemonize ? TAKE_FD(daemon_fd) : TAKE_FD(pidfd);
 			return 0;
+		}
 		if (r == -ECONNRESET && child_running)
 			continue; /* it may be dying: the next round says why */
 		if (r != -ENOENT && r != -ECONNREFUSED && r != -ECONNRESET)
@@ -249,21 +298,4 @@ int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *p
 			usleep(1000); /* the daemon's socket is not there yet */
 		}
 	}
-}
-
-/* End a QEMU we started that never ran the guest — only if it is still
- * that process (start time), and wait until it is gone. */
-int hu_spawn_kill(struct hu_ctx *ctx, pid_t pid, uint64_t starttime)
-{
-	uint64_t now;
-	int r;
-
-	if (pid <= 0 || hu_proc_starttime(ctx, pid, &now) < 0)
-		return 0;
-	if (starttime && now != starttime)
-		return 0;
-	kill(pid, SIGKILL);
-	r = hu_pid_wait_exit(ctx, pid, now, 10000);
-	waitpid(pid, NULL, WNOHANG); /* ours if we forked it */
-	return r < 0 ? -EBUSY : 0;
 }

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include "hu-private.h"
@@ -44,12 +45,13 @@ int64_t hu_mono_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* Open a file that must be a regular one. O_NONBLOCK, so that a FIFO or a
- * device put in its place cannot block us, then checked: -EBADFD when it is
- * something else. `flags`: the access mode and e.g. O_NOFOLLOW, O_CREAT. */
-int hu_open_regular(const char *path, int flags, mode_t mode)
+/* Open a file that must be a regular one, relative to `dirfd` (AT_FDCWD or
+ * a directory's fd). O_NONBLOCK, so that a FIFO or a device put in its place
+ * cannot block us, then checked: -EBADFD when it is something else.
+ * `flags`: the access mode and e.g. O_NOFOLLOW, O_CREAT, O_EXCL. */
+int hu_openat_regular(int dirfd, const char *path, int flags, mode_t mode)
 {
-	_cleanup_close_ int fd = open(path, flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, mode);
+	_cleanup_close_ int fd = openat(dirfd, path, flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, mode);
 	struct stat st;
 	int fl;
 
@@ -65,9 +67,9 @@ int hu_open_regular(const char *path, int flags, mode_t mode)
 	return TAKE_FD(fd);
 }
 
-static int read_file(const char *path, int flags, size_t max, char **ret, size_t *ret_len)
+static int read_file(int dirfd, const char *path, int flags, size_t max, char **ret, size_t *ret_len)
 {
-	_cleanup_close_ int fd = hu_open_regular(path, O_RDONLY | flags, 0);
+	_cleanup_close_ int fd = hu_openat_regular(dirfd, path, O_RDONLY | flags, 0);
 	_cleanup_free_ char *buf = NULL;
 	size_t len = 0, cap = 0;
 
@@ -111,13 +113,13 @@ static int read_file(const char *path, int flags, size_t max, char **ret, size_t
 
 int hu_read_file(const char *path, size_t max, char **ret, size_t *ret_len)
 {
-	return read_file(path, 0, max, ret, ret_len);
+	return read_file(AT_FDCWD, path, 0, max, ret, ret_len);
 }
 
 /* The state dir holds only what we wrote there: a symlink is not followed. */
-int hu_read_state_file(const char *path, size_t max, char **ret, size_t *ret_len)
+int hu_read_state_file(int dirfd, const char *name, size_t max, char **ret, size_t *ret_len)
 {
-	return read_file(path, O_NOFOLLOW, max, ret, ret_len);
+	return read_file(dirfd, name, O_NOFOLLOW, max, ret, ret_len);
 }
 
 int hu_fsync_path(const char *path)
@@ -129,22 +131,37 @@ int hu_fsync_path(const char *path)
 	return fsync(fd) < 0 ? -errno : 0;
 }
 
-/* tmp + fsync + rename + fsync(dir): a reader sees the old or the new file,
- * never a torn one, also after a crash or kill -9 at any point. */
-int hu_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode)
+/* tmp + fsync + rename + fsync(dir), in the directory `dirfd`: a reader
+ * sees the old or the new file, never a torn one, also after a crash or
+ * kill -9 at any point. */
+int hu_write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode)
 {
-	_cleanup_free_ char *tmp = NULL, *dircopy = NULL;
+	_cleanup_free_ char *tmp = NULL;
 	_cleanup_close_ int fd = -1;
 	const char *p = data;
 	int r;
 
-	if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0)
-		return -ENOMEM;
 	/* A new file of an unguessable name (O_EXCL): nothing put there before,
 	 * a FIFO, a link or a file of someone else's, is opened or written. */
-	fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
+	for (int tries = 0; fd < 0; tries++) {
+		uint64_t rnd;
+
+		/* Never blocks (early boot may have no entropy yet): O_EXCL,
+		 * not the name, is what keeps others' files out. */
+		if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
+			rnd = (uint64_t)hu_mono_us() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid() << 32 ^
+			      tries;
+		free(tmp);
+		if (asprintf(&tmp, "%s.tmp.%016llx", name, (unsigned long long)rnd) < 0) {
+			tmp = NULL;
+			return -ENOMEM;
+		}
+		fd = hu_openat_regular(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
+		if (fd == -EEXIST && tries < 16)
+			fd = -1;
+		else if (fd < 0)
+			return fd;
+	}
 	while (len > 0) {
 		ssize_t n = write(fd, p, len);
 
@@ -161,33 +178,113 @@ int hu_write_file_atomic(const char *path, const void *data, size_t len, mode_t 
 		r = -errno;
 		goto fail;
 	}
-	if (rename(tmp, path) < 0) {
+	if (renameat(dirfd, tmp, dirfd, name) < 0) {
 		r = -errno;
 		goto fail;
 	}
-	dircopy = strdup(path);
-	if (!dircopy)
-		return -ENOMEM;
-	return hu_fsync_path(dirname(dircopy));
+	return fsync(dirfd) < 0 ? -errno : 0;
 fail:
-	unlink(tmp);
+	unlinkat(dirfd, tmp, 0);
 	return r;
 }
 
-/* State files hold argv, which may carry secrets: root-only. */
-int hu_mkdir_private(const char *dir)
+int hu_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode)
 {
+	_cleanup_free_ char *dircopy = strdup(path), *namecopy = strdup(path);
+	_cleanup_close_ int dirfd = -1;
+
+	if (!dircopy || !namecopy)
+		return -ENOMEM;
+	dirfd = open(dirname(dircopy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0)
+		return -errno;
+	return hu_write_file_atomic_at(dirfd, basename(namecopy), data, len, mode);
+}
+
+/* A directory whose files we trust and act on (the state dir: a manifest
+ * names programs restore executes as their users, root included) must be
+ * ours alone: owned by the uid we run as, writable by nobody else. Checked on
+ * the opened directory (O_NOFOLLOW: not through a symlink swapped in), and
+ * made 0700 through that fd when `tighten` (state files hold argv, which may
+ * carry secrets). Returns the directory's fd. */
+int hu_open_private_dir(const char *dir, bool tighten, char **ret_error)
+{
+	_cleanup_close_ int fd = -1;
 	struct stat st;
 
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-		return -errno;
-	if (lstat(dir, &st) < 0)
-		return -errno;
-	if (!S_ISDIR(st.st_mode))
-		return -ENOTDIR;
-	if ((st.st_mode & 07777) != 0700 && chmod(dir, 0700) < 0)
-		return -errno;
-	return 0;
+	if (tighten && mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return hu_errorf(ret_error, -errno, "%s: cannot create it: %s", dir, strerror(errno));
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		int r = -errno;
+
+		/* O_DIRECTORY fails first on a symlink: lstat only to say so. */
+		if ((r == -ENOTDIR || r == -ELOOP) && lstat(dir, &st) == 0 && S_ISLNK(st.st_mode))
+			return hu_errorf(ret_error, -ELOOP, "%s: a symbolic link, refused", dir);
+		return hu_errorf(ret_error, r, "%s: %s", dir,
+				 r == -ENOTDIR ? "not a directory, refused" : strerror(-r));
+	}
+	if (fstat(fd, &st) < 0)
+		return hu_errorf(ret_error, -errno, "%s: %s", dir, strerror(errno));
+	if (st.st_uid != geteuid())
+		return hu_errorf(ret_error, -EPERM,
+				 "%s is owned by uid %u (mode %04o), not by uid %u that runs this: refused, "
+				 "what is in it may not be ours",
+				 dir, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777),
+				 (unsigned)geteuid());
+	if (st.st_mode & (S_IWGRP | S_IWOTH))
+		return hu_errorf(
+			ret_error, -EPERM,
+			"%s is writable by others (owner uid %u, mode %04o): refused, anyone could have "
+			"put files in it",
+			dir, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+	if (tighten && (st.st_mode & 07777) != 0700 && fchmod(fd, 0700) < 0)
+		return hu_errorf(ret_error, -errno, "%s: chmod 0700: %s", dir, strerror(errno));
+	return TAKE_FD(fd);
+}
+
+int hu_mkdir_private(const char *dir)
+{
+	_cleanup_close_ int fd = hu_open_private_dir(dir, true, NULL);
+
+	return fd < 0 ? fd : 0;
+}
+
+/* The state dir, opened and checked once per context (hu_set_state_dir
+ * forgets it); `create`: made if missing, and 0700. The fd stays the
+ * context's. */
+int hu_state_dir_fd(struct hu_ctx *ctx, bool create, char **ret_error)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	int fd;
+
+	pthread_mutex_lock(&lock);
+	fd = ctx->state_fd;
+	if (fd < 0 || (create && !ctx->state_fd_rw)) {
+		int nfd = hu_open_private_dir(ctx->state_dir, create, ret_error);
+
+		if (nfd < 0) {
+			fd = nfd;
+		} else {
+			if (ctx->state_fd >= 0)
+				close(ctx->state_fd);
+			ctx->state_fd = fd = nfd;
+			ctx->state_fd_rw = create;
+		}
+	}
+	pthread_mutex_unlock(&lock);
+	return fd;
+}
+
+/* A file in the state dir: never through a symlink, never a FIFO or a
+ * device; with O_CREAT, mode 0600 unless said otherwise. */
+int hu_state_open(struct hu_ctx *ctx, const char *name, int flags)
+{
+	int dirfd = hu_state_dir_fd(ctx, false, NULL);
+
+	if (dirfd < 0)
+		return dirfd;
+	return hu_openat_regular(dirfd, name, flags | O_NOFOLLOW, 0600);
 }
 
 /* Replace *dst with a copy of src; *dst is untouched on failure. */
@@ -411,18 +508,19 @@ void hu_fsync_paths(const char *const *paths, size_t n, int *results)
  * when we die, so kill -9 never leaves it stale. */
 int hu_lock_state_dir(struct hu_ctx *ctx, int *ret_fd)
 {
-	_cleanup_free_ char *path = NULL;
+	_cleanup_free_ char *why = NULL;
 	_cleanup_close_ int fd = -1;
 	int r;
 
-	r = hu_mkdir_private(ctx->state_dir);
+	r = hu_state_dir_fd(ctx, true, &why);
 	if (r < 0)
-		return hu_fail(ctx, r, "state dir %s: %s", ctx->state_dir, strerror(-r));
-	if (asprintf(&path, "%s/lock", ctx->state_dir) < 0)
-		return -ENOMEM;
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		return hu_fail(ctx, r, "state dir %s", why ?: strerror(-r));
+	fd = hu_state_open(ctx, "lock", O_RDWR | O_CREAT);
 	if (fd < 0)
-		return hu_fail(ctx, -errno, "state dir %s: %s", ctx->state_dir, strerror(errno));
+		return hu_fail(ctx, fd, "state dir %s: lock: %s", ctx->state_dir,
+			       fd == -ELOOP    ? "a symbolic link, refused"
+			       : fd == -EBADFD ? "not a regular file, refused"
+					       : strerror(-fd));
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		r = errno == EWOULDBLOCK ? -EBUSY : -errno;
 		return hu_fail(ctx, r, "state dir %s: %s", ctx->state_dir,

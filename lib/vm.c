@@ -6,8 +6,10 @@
  * it names is still that process (pid + start time).
  */
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include "hu-private.h"
 
 void hu_vm_free(struct hu_vm *vm)
@@ -20,6 +22,7 @@ void hu_vm_free(struct hu_vm *vm)
 	free(vm->cwd);
 	free(vm->groups);
 	free(vm->cgroup);
+	free(vm->pidfile_refused);
 	hu_argv_info_clear(&vm->ai);
 	free(vm->qemu_version);
 	free(vm->runstate);
@@ -110,13 +113,19 @@ int hu_vm_set_error(struct hu_vm *vm, int r, const char *fmt, ...)
 	return r < 0 ? r : -EIO;
 }
 
-/* Start time of a live process; a zombie (or dead) one is -ESRCH. */
-int hu_proc_starttime(struct hu_ctx *ctx, pid_t pid, uint64_t *ret)
+struct proc_stat {
+	pid_t ppid, session;
+	uint64_t starttime;
+};
+
+/* What /proc/PID/stat says of a live process; a zombie (or dead) one is -ESRCH. */
+static int proc_stat(struct hu_ctx *ctx, pid_t pid, struct proc_stat *ret)
 {
 	_cleanup_free_ char *path = NULL, *stat = NULL;
 	const char *p;
 	unsigned long long v;
-	int r;
+	int ppid, pgrp, session, r;
+	char state;
 
 	if (asprintf(&path, "%s/%d/stat", ctx->proc_root, (int)pid) < 0)
 		return -ENOMEM;
@@ -128,7 +137,9 @@ int hu_proc_starttime(struct hu_ctx *ctx, pid_t pid, uint64_t *ret)
 	if (!p)
 		return -EBADMSG;
 	p++;
-	if (p[0] == ' ' && (p[1] == 'Z' || p[1] == 'X'))
+	if (sscanf(p, " %c %d %d %d", &state, &ppid, &pgrp, &session) != 4)
+		return -EBADMSG;
+	if (state == 'Z' || state == 'X')
 		return -ESRCH;
 	for (int field = 3; field < 22; field++) { /* p: the space before field 3 */
 		p = strchr(p + 1, ' ');
@@ -137,8 +148,89 @@ int hu_proc_starttime(struct hu_ctx *ctx, pid_t pid, uint64_t *ret)
 	}
 	if (sscanf(p, " %llu", &v) != 1)
 		return -EBADMSG;
-	*ret = v;
+	*ret = (struct proc_stat){ .ppid = ppid, .session = session, .starttime = v };
 	return 0;
+}
+
+int hu_proc_starttime(struct hu_ctx *ctx, pid_t pid, uint64_t *ret)
+{
+	struct proc_stat ps;
+	int r = proc_stat(ctx, pid, &ps);
+
+	if (r < 0)
+		return r;
+	*ret = ps.starttime;
+	return 0;
+}
+
+/* Started by us: in the session of `session` (the child we forked calls
+ * setsid()), or below this process (a QEMU that daemonizes leaves that
+ * session, and is reparented to us, its subreaper). */
+static bool descends_from_us(struct hu_ctx *ctx, const struct proc_stat *ps, pid_t session)
+{
+	struct proc_stat up = *ps;
+
+	for (int depth = 0; depth < 16; depth++) {
+		if (up.session == session || up.ppid == getpid() || up.ppid == session)
+			return true;
+		if (up.ppid <= 1 || proc_stat(ctx, up.ppid, &up) < 0)
+			return false;
+	}
+	return false;
+}
+
+int hu_pid_open(struct hu_ctx *ctx, pid_t pid, uint64_t starttime, pid_t session, int *ret_pidfd)
+{
+	_cleanup_close_ int pidfd = -1;
+	struct proc_stat ps;
+	int r;
+
+	if (pid <= 1)
+		return -EPERM;
+	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (pidfd < 0)
+		return -errno;
+	/* Read after the pidfd is taken, and it still alive afterwards: what
+	 * /proc said is about the process the pidfd holds, not a later one
+	 * that got the same pid. */
+	r = proc_stat(ctx, pid, &ps);
+	if (r < 0)
+		return r;
+	if (syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0)
+		return -ESRCH;
+	if (starttime && ps.starttime != starttime)
+		return -ESRCH;
+	if (session > 0 && !descends_from_us(ctx, &ps, session))
+		return -EPERM;
+	*ret_pidfd = TAKE_FD(pidfd);
+	return 0;
+}
+
+int hu_pidfd_kill(int pidfd, unsigned timeout_ms)
+{
+	struct pollfd p = { .fd = pidfd, .events = POLLIN };
+	int r;
+
+	if (syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0) < 0 && errno != ESRCH)
+		return -errno;
+	do
+		r = poll(&p, 1, (int)timeout_ms);
+	while (r < 0 && errno == EINTR);
+	return r > 0 ? 0 : r == 0 ? -ETIMEDOUT : -errno;
+}
+
+int hu_pid_kill(struct hu_ctx *ctx, pid_t pid, uint64_t starttime)
+{
+	_cleanup_close_ int pidfd = -1;
+	int r = hu_pid_open(ctx, pid, starttime, 0, &pidfd);
+
+	if (r == -ESRCH || r == -ENOENT)
+		return 0; /* gone already, or no longer that process */
+	if (r < 0)
+		return r;
+	r = hu_pidfd_kill(pidfd, 10000);
+	waitpid(pid, NULL, WNOHANG); /* ours if we forked it */
+	return r < 0 ? -EBUSY : 0;
 }
 
 int hu_pid_wait_exit(struct hu_ctx *ctx, pid_t pid, uint64_t starttime, unsigned timeout_ms)

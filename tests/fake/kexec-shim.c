@@ -155,6 +155,27 @@ int open(const char *path, int flags, ...)
 }
 int open64(const char *path, int flags, ...) __attribute__((alias("open")));
 
+/* host-upgrade opens files relative to a directory's fd too (openat with
+ * AT_FDCWD, or an absolute path): the same fakes. */
+int openat(int dirfd, const char *path, int flags, ...)
+{
+	static int (*real)(int, const char *, int, ...);
+	mode_t mode = 0;
+	va_list ap;
+	int fd = dirfd == AT_FDCWD || path[0] == '/' ? fake_open(path) : -2;
+
+	if (fd != -2)
+		return fd;
+	va_start(ap, flags);
+	if (flags & (O_CREAT | O_TMPFILE))
+		mode = va_arg(ap, mode_t);
+	va_end(ap);
+	if (!real)
+		real = (int (*)(int, const char *, int, ...))dlsym(RTLD_NEXT, "openat");
+	return real(dirfd, path, flags, mode);
+}
+int openat64(int dirfd, const char *path, int flags, ...) __attribute__((alias("openat")));
+
 /* Which files host-upgrade makes durable: a test cannot see that any other
  * way. Not inherited by the QEMUs it starts (they get a fixed environment). */
 static int record_flush(const char *call, int fd)

@@ -209,8 +209,8 @@ static void test_devdax_needs_no_mount(void **state)
 
 	/* The fsdax VM of setup, plus one on device DAX. */
 	assert_int_equal(hu_set_state_dir(ctx, "/var/lib/host-upgrade"), 0);
-	snprintf(path, sizeof(path), "%s/sysroot/var/lib/host-upgrade/manifest.json", root);
-	assert_int_equal(hu_manifest_load_path(ctx, path, &m), 0);
+	snprintf(path, sizeof(path), "%s/sysroot/var/lib/host-upgrade", root);
+	assert_int_equal(hu_manifest_load_dir(ctx, path, &m, NULL), 0);
 	{
 		struct hu_vm *vm = m->list.vms[0];
 		struct hu_memdev *d = &vm->memdevs[0];

@@ -224,9 +224,10 @@ static void test_corrupt_manifests(void **state)
 	expect_refused("\"name\":\"web1\"", "\"name\":\"web1\\u0000x\"", -EBADMSG);
 }
 
-#define LV_OBJ(uuid, link) "\"manager\":\"libvirt\",\"libvirt\":{\"uri\":\"qemu:///system\",\"uuid\":\"" uuid \
+#define LV_OBJ(uuid, link)                                                                          \
+	"\"manager\":\"libvirt\",\"libvirt\":{\"uri\":\"qemu:///system\",\"uuid\":\"" uuid          \
 	"\",\"name\":\"web1\",\"id\":3,\"persistent\":true,\"autostart\":false,\"token\":\"00ff\"," \
-	"\"xml\":\"<domain/>\",\"fdset\":1213595648,\"ram_links\":[{\"memdev\":\"ram0\",\"was\":" \
+	"\"xml\":\"<domain/>\",\"fdset\":1213595648,\"ram_links\":[{\"memdev\":\"ram0\",\"was\":"   \
 	"\"/var/lib/libvirt/qemu/ram/3-web1/pc.ram\",\"link\":\"" link "\"}]}"
 
 /* Version 3 (no manager) still loads; version 4's libvirt object is checked. */
@@ -239,22 +240,33 @@ static void test_manager_versions(void **state)
 	hu_manifest_free(m);
 #ifdef HU_WITH_LIBVIRT
 	assert_int_equal(load_edited("\"manager\":\"none\"",
-				     LV_OBJ("4f9660bc-1111-4222-8333-444455556666", "/var/lib/libvirt/qemu/ram/.host-upgrade/x/pc.ram"),
-				     &m), 0);
+				     LV_OBJ("4f9660bc-1111-4222-8333-444455556666",
+					    "/var/lib/libvirt/qemu/ram/.host-upgrade/x/pc.ram"),
+				     &m),
+			 0);
 	assert_string_equal(hu_manager_name(m->list.vms[0]), "libvirt");
-	assert_string_equal(hu_manager_ram_path(m->list.vms[0], 0), "/var/lib/libvirt/qemu/ram/.host-upgrade/x/pc.ram");
+	assert_string_equal(hu_manager_ram_path(m->list.vms[0], 0),
+			    "/var/lib/libvirt/qemu/ram/.host-upgrade/x/pc.ram");
 	hu_manifest_free(m);
 	assert_int_equal(load_edited("\"manager\":\"none\"",
-				     LV_OBJ("4f9660bc-1111-4222-8333-44445555666z", "/x/pc.ram"), &m), -EBADMSG);
+				     LV_OBJ("4f9660bc-1111-4222-8333-44445555666z", "/x/pc.ram"), &m),
+			 -EBADMSG);
 	assert_int_equal(load_edited("\"manager\":\"none\"",
-				     LV_OBJ("4f9660bc-1111-4222-8333-444455556666", "pc.ram"), &m), -EBADMSG);
+				     LV_OBJ("4f9660bc-1111-4222-8333-444455556666", "pc.ram"), &m),
+			 -EBADMSG);
 	assert_int_equal(load_edited("\"manager\":\"none\"",
-				     LV_OBJ("4f9660bc-1111-4222-8333-444455556666", "/a/../../etc/pc.ram"), &m), -EBADMSG);
+				     LV_OBJ("4f9660bc-1111-4222-8333-444455556666", "/a/../../etc/pc.ram"),
+				     &m),
+			 -EBADMSG);
 	/* A checkpointed libvirt VM without its XML cannot be restored: refused. */
-	assert_int_equal(load_edited("\"manager\":\"none\"",
-				     "\"manager\":\"libvirt\",\"libvirt\":{\"uri\":\"qemu:///system\",\"uuid\":"
-				     "\"4f9660bc-1111-4222-8333-444455556666\",\"name\":\"web1\",\"id\":3,\"persistent\":true,"
-				     "\"autostart\":false,\"token\":null,\"xml\":null,\"ram_links\":[]}", &m), -EBADMSG);
+	assert_int_equal(
+		load_edited(
+			"\"manager\":\"none\"",
+			"\"manager\":\"libvirt\",\"libvirt\":{\"uri\":\"qemu:///system\",\"uuid\":"
+			"\"4f9660bc-1111-4222-8333-444455556666\",\"name\":\"web1\",\"id\":3,\"persistent\":true,"
+			"\"autostart\":false,\"token\":null,\"xml\":null,\"ram_links\":[]}",
+			&m),
+		-EBADMSG);
 #endif
 }
 
@@ -345,7 +357,7 @@ static void test_no_fifo_no_symlink(void **state)
 	assert_int_equal(mkfifo(fifo, 0600), 0);
 	alarm(60); /* a hang guard: a FIFO without a writer blocks a plain open */
 	assert_int_equal(hu_read_file(fifo, 4096, &text, NULL), -EBADFD);
-	assert_int_equal(hu_read_state_file(fifo, 4096, &text, NULL), -EBADFD);
+	assert_int_equal(hu_read_state_file(AT_FDCWD, fifo, 4096, &text, NULL), -EBADFD);
 	assert_int_equal(hu_ram_digest(fifo, 8 << 20, &d), -EBADFD);
 	alarm(0);
 	assert_null(text);
@@ -357,7 +369,7 @@ static void test_no_fifo_no_symlink(void **state)
 	close(fd);
 	snprintf(link, sizeof(link), "%s/link", dir);
 	assert_int_equal(symlink(file, link), 0);
-	assert_int_equal(hu_read_state_file(link, 4096, &text, NULL), -ELOOP);
+	assert_int_equal(hu_read_state_file(AT_FDCWD, link, 4096, &text, NULL), -ELOOP);
 	assert_null(text);
 	assert_int_equal(hu_read_file(link, 4096, &text, NULL), 0);
 	assert_string_equal(text, "x");
@@ -415,7 +427,7 @@ static void test_fixture_v3(void **state)
 	char path[128];
 	int64_t step;
 
-	assert_int_equal(hu_manifest_load_path(ctx, HU_TEST_FIXTURES "/status/manifest.json", &m), 0);
+	assert_int_equal(hu_manifest_load_dir(ctx, HU_TEST_FIXTURES "/status", &m, NULL), 0);
 	assert_string_equal(hu_manifest_get_phase(m), "restore-failed");
 	assert_string_equal(hu_manifest_get_target_kernel(m), "/boot/vmlinuz-6.12.57+deb12-amd64");
 	assert_string_equal(m->boot_id, "6f1d2c3b-4a59-4e87-b6d5-c4b3a2918f7e");
