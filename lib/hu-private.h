@@ -262,6 +262,8 @@ struct hu_memdev {
 	struct hu_medium medium;
 };
 
+void hu_memdev_clear(struct hu_memdev *d);
+
 struct hu_disk {
 	/* discover (query-named-block-nodes) */
 	char *path;
