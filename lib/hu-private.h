@@ -495,6 +495,11 @@ int hu_vm_resume_original(struct hu_vm *vm, char **ret_error);
 
 /* ---- checkpoint.c: public only (hu_checkpoint) ---- */
 
+/* ---- systemd.c: PID 1 over sd-bus ---- */
+/* The system bus, or as root PID 1's private socket when there is no bus. */
+typedef struct sd_bus sd_bus;
+int hu_systemd_bus(sd_bus **ret, char **ret_why);
+
 /* ---- spawn.c: start a QEMU for restore and see it up ---- */
 /* Fork and execve the recorded argv + "-incoming defer"; *ret_pid: the child. */
 int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid, char **ret_error);
