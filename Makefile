@@ -11,9 +11,9 @@ WITH_LIBVIRT ?= auto
 ifeq ($(WITH_LIBVIRT),auto)
 WITH_LIBVIRT := $(shell pkg-config --exists libvirt libvirt-qemu libxml-2.0 2>/dev/null && echo yes || echo no)
 endif
-ifeq ($(WITH_LIBVIRT),yes)
-PKGS += libvirt libvirt-qemu libxml-2.0
-endif
+# Their headers only: lib/libvirt-dl.c loads the libraries at first use (dlopen), so
+# the binary runs on hosts without libvirt and the initrd does not carry it.
+LV_PKGS = libvirt libvirt-qemu libxml-2.0
 # CFLAGS, CPPFLAGS, LDFLAGS and LDLIBS are the builder's (a distribution passes its own, e.g.
 # `make CFLAGS='-O2 -g -ffile-prefix-map=...'`); what the project needs to build at all is in
 # HU_CFLAGS/HU_LDLIBS, which a command-line CFLAGS cannot replace. The builder's flags come
@@ -23,7 +23,7 @@ HU_CFLAGS := -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Werro
 	-Werror=format -fno-strict-aliasing -pthread -Ilib $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 HU_LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread
 ifeq ($(WITH_LIBVIRT),yes)
-HU_CFLAGS += -DHU_WITH_LIBVIRT=1
+HU_CFLAGS += -DHU_WITH_LIBVIRT=1 $(shell pkg-config --cflags $(LV_PKGS) 2>/dev/null)
 endif
 ALL_CFLAGS = $(HU_CFLAGS) $(CPPFLAGS) $(CFLAGS)
 

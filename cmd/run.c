@@ -78,6 +78,13 @@ static int cmd_run(struct cli *c)
 		}
 		c->stage.dry_run = false;
 		c->opts.target_kernel = version;
+		r = hu_reboot_preflight(c->ctx);
+		if (r < 0) {
+			cli_fail(c, r, "preflight",
+				 "the host could not be rebooted into it; nothing was stopped");
+			r = EXIT_BLOCKED;
+			goto out;
+		}
 	}
 	print_steps(c, version);
 	if (c->dry_run) {

@@ -253,6 +253,80 @@ static int query_memdevs(struct hu_vm *vm, struct hu_qmp *q)
 	return 0;
 }
 
+/* Does argv hand backend ID to a device or NUMA node (memdev=ID, or JSON
+ * "memdev":"ID")? Loose on purpose: a false yes only keeps a backend. */
+static bool argv_names_memdev(const struct hu_vm *vm, const char *id)
+{
+	size_t n = strlen(id);
+
+	for (size_t i = 1; i < vm->argc; i++) {
+		const char *a = vm->argv[i], *p;
+
+		if (!strstr(a, "memdev"))
+			continue;
+		for (p = strstr(a, id); p; p = strstr(p + 1, id)) {
+			char before = p > a ? p[-1] : ',', after = p[n];
+
+			if ((before == '=' || before == '"' || before == ',') &&
+			    (after == ',' || after == '"' || after == '\0'))
+				return true;
+		}
+	}
+	return false;
+}
+
+/* A backend the guest does not use holds no guest RAM and is not part of
+ * the migration (QEMU registers a backend's RAM when a machine, NUMA node or
+ * device takes it): libvirt's own pc.ram, say, when <qemu:commandline> gives
+ * the machine a file-backed one with -machine memory-backend=. Only a
+ * backend proven unused is left out: the machine names another one, no
+ * memory device has it and argv hands it to nothing. */
+static int drop_unused_memdevs(struct hu_vm *vm, struct hu_qmp *q)
+{
+	_cleanup_json_ json_object *mb = NULL, *mdevs = NULL;
+	const char *machine_backend;
+	size_t kept = 0;
+
+	if (hu_qmp_execute(q, "qom-get",
+			   json_tokener_parse("{\"path\":\"/machine\",\"property\":\"memory-backend\"}"), &mb,
+			   NULL) < 0 ||
+	    !json_object_is_type(mb, json_type_string))
+		return 0; /* cannot tell: keep them all */
+	machine_backend = json_object_get_string(mb);
+	if (strncmp(machine_backend, "/objects/", 9) != 0)
+		return 0; /* NUMA nodes or no backend: keep them all */
+	machine_backend += 9;
+	if (hu_qmp_execute(q, "query-memory-devices", NULL, &mdevs, NULL) < 0 ||
+	    !json_object_is_type(mdevs, json_type_array))
+		return 0;
+	for (size_t i = 0; i < vm->n_memdevs; i++) {
+		struct hu_memdev *d = &vm->memdevs[i];
+		bool used = streq(d->id, machine_backend) || argv_names_memdev(vm, d->id);
+
+		for (size_t j = 0; !used && j < json_object_array_length(mdevs); j++) {
+			json_object *data = get_key(json_object_array_get_idx(mdevs, j), "data",
+						    json_type_object);
+			json_object *md = get_key(data, "memdev", json_type_string);
+			const char *p = md ? json_object_get_string(md) : NULL;
+
+			/* one we cannot read: keep everything */
+			used = !p || (strncmp(p, "/objects/", 9) == 0 && streq(p + 9, d->id));
+		}
+		if (used) {
+			if (kept != i) {
+				vm->memdevs[kept] = *d;
+				*d = (struct hu_memdev){};
+			}
+			kept++;
+			continue;
+		}
+		hu_dbg(vm->ctx, vm->name, "memory backend %s is not used by the guest: left out", d->id);
+		hu_memdev_clear(d);
+	}
+	vm->n_memdevs = kept;
+	return 0;
+}
+
 static int query_disks(struct hu_vm *vm, struct hu_qmp *q)
 {
 	_cleanup_json_ json_object *nodes = NULL;
@@ -389,6 +463,9 @@ int hu_vm_query(struct hu_vm *vm, struct hu_qmp *q)
 	v = get_key(params, "max-bandwidth", json_type_int);
 	vm->max_bandwidth_before = v ? json_object_get_int64(v) : 0;
 	r = query_memdevs(vm, q);
+	if (r < 0)
+		return r;
+	r = drop_unused_memdevs(vm, q);
 	if (r < 0)
 		return r;
 	r = check_replayable(vm, q);

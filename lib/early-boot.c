@@ -237,7 +237,9 @@ int hu_early_write_mounts_dropin(struct hu_ctx *ctx, struct hu_manifest *m, cons
 		struct hu_vm *vm = m->list.vms[i];
 
 		for (size_t j = 0; r >= 0 && j < vm->n_memdevs; j++) {
-			const char *p = vm->memdevs[j].mem_path;
+			/* Where the bytes are now: a manager may keep them elsewhere
+			 * (libvirt: a hard link; the per-start folder is gone). */
+			const char *p = hu_manager_ram_path(vm, j);
 
 			/* A device node (device DAX) is no mount to wait for. */
 			if (!vm->memdevs[j].skipped || !p || p[0] != '/' ||

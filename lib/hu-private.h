@@ -274,6 +274,8 @@ struct hu_memdev {
 	struct hu_medium medium;
 };
 
+void hu_memdev_clear(struct hu_memdev *d);
+
 struct hu_disk {
 	/* discover (query-named-block-nodes) */
 	char *path;
@@ -518,6 +520,11 @@ int64_t hu_clock_step_ms(int64_t host_ns, int64_t guest_ns);
 int hu_vm_resume_original(struct hu_vm *vm, char **ret_error);
 
 /* ---- checkpoint.c: public only (hu_checkpoint) ---- */
+
+/* ---- systemd.c: PID 1 over sd-bus ---- */
+/* The system bus, or as root PID 1's private socket when there is no bus. */
+typedef struct sd_bus sd_bus;
+int hu_systemd_bus(sd_bus **ret, char **ret_why);
 
 /* ---- spawn.c: start a QEMU for restore and see it up ---- */
 /* Fork and execve the recorded argv + "-incoming defer"; *ret_pid: the child. */

@@ -158,6 +158,9 @@ int hu_stage(struct hu_ctx *ctx, const struct hu_stage_opts *o, const struct hu_
 int hu_unstage(struct hu_ctx *ctx);
 /* Right before the reboot: a kernel is still staged, nothing will replace it. */
 int hu_reboot_guard(struct hu_ctx *ctx);
+/* Before anything stops: systemd can be reached (the system bus, or as root
+ * its private socket) and has a kexec.target. Changes nothing. */
+int hu_reboot_preflight(struct hu_ctx *ctx);
 /* Start kexec.target through systemd (sd-bus), after hu_reboot_guard(). */
 int hu_reboot_kexec(struct hu_ctx *ctx);
 /* The marker on the new kernel's command line: a restore is pending. */

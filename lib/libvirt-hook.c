@@ -18,10 +18,7 @@
 #include <uuid/uuid.h>
 #include "hu-private.h"
 
-#ifdef HU_WITH_LIBVIRT
-#include <libxml/parser.h>
-#include <libxml/tree.h>
-#endif
+#include "libvirt-dl.h"
 
 #define HU_MAX_DOMAIN_XML (4 * 1024 * 1024)
 #define HU_MAX_MARKER	  (64 * 1024)
@@ -109,16 +106,20 @@ int hu_libvirt_parse_domain(const char *xml, size_t len, void **ret_doc)
 {
 	xmlDocPtr doc;
 	xmlNodePtr root;
+	int r;
 
 	if (len > HU_MAX_DOMAIN_XML)
 		return -EFBIG;
-	doc = xmlReadMemory(xml, (int)len, "domain.xml", NULL,
-			    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+	r = hu_xml_dlopen(NULL);
+	if (r < 0)
+		return r;
+	doc = sym_xmlReadMemory(xml, (int)len, "domain.xml", NULL,
+				XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
 	if (!doc)
 		return -EBADMSG;
-	root = xmlDocGetRootElement(doc);
-	if (!root || doc->intSubset || !xmlStrEqual(root->name, BAD_CAST "domain")) {
-		xmlFreeDoc(doc);
+	root = sym_xmlDocGetRootElement(doc);
+	if (!root || doc->intSubset || !sym_xmlStrEqual(root->name, BAD_CAST "domain")) {
+		sym_xmlFreeDoc(doc);
 		return -EBADMSG;
 	}
 	*ret_doc = doc;
@@ -135,43 +136,43 @@ static int read_domain(const char *xml, size_t len, char **ret_uuid, long *ret_i
 
 	if (r < 0)
 		return r;
-	root = xmlDocGetRootElement(doc);
+	root = sym_xmlDocGetRootElement(doc);
 	*ret_id = -1;
-	id = xmlGetProp(root, BAD_CAST "id");
+	id = sym_xmlGetProp(root, BAD_CAST "id");
 	if (id) {
 		char *end;
 
 		*ret_id = strtol((const char *)id, &end, 10);
 		if (*end || *ret_id <= 0 || *ret_id > INT_MAX)
 			*ret_id = -1;
-		xmlFree(id);
+		hu_xml_free(id);
 	}
 	for (xmlNodePtr n = root->children; n && r >= 0; n = n->next) {
 		if (n->type != XML_ELEMENT_NODE || n->ns)
 			continue;
-		if (xmlStrEqual(n->name, BAD_CAST "uuid") && !*ret_uuid) {
-			xmlChar *t = xmlNodeGetContent(n);
+		if (sym_xmlStrEqual(n->name, BAD_CAST "uuid") && !*ret_uuid) {
+			xmlChar *t = sym_xmlNodeGetContent(n);
 			uuid_t u;
 
-			if (t && xmlStrlen(t) == 36 && uuid_parse((const char *)t, u) == 0)
+			if (t && sym_xmlStrlen(t) == 36 && uuid_parse((const char *)t, u) == 0)
 				*ret_uuid = strdup((const char *)t);
-			xmlFree(t);
-		} else if (xmlStrEqual(n->name, BAD_CAST "metadata")) {
+			hu_xml_free(t);
+		} else if (sym_xmlStrEqual(n->name, BAD_CAST "metadata")) {
 			for (xmlNodePtr m = n->children; m; m = m->next) {
 				xmlChar *tok;
 
 				if (m->type != XML_ELEMENT_NODE || !m->ns || !m->ns->href ||
-				    !xmlStrEqual(m->ns->href, BAD_CAST HU_XMLNS) ||
-				    !xmlStrEqual(m->name, BAD_CAST "restore"))
+				    !sym_xmlStrEqual(m->ns->href, BAD_CAST HU_XMLNS) ||
+				    !sym_xmlStrEqual(m->name, BAD_CAST "restore"))
 					continue;
-				tok = xmlGetProp(m, BAD_CAST "token");
-				if (tok && xmlStrlen(tok) <= 64 && !*ret_token)
+				tok = sym_xmlGetProp(m, BAD_CAST "token");
+				if (tok && sym_xmlStrlen(tok) <= 64 && !*ret_token)
 					*ret_token = strdup((const char *)tok);
-				xmlFree(tok);
+				hu_xml_free(tok);
 			}
 		}
 	}
-	xmlFreeDoc(doc);
+	sym_xmlFreeDoc(doc);
 	return *ret_uuid ? 0 : -EBADMSG;
 }
 

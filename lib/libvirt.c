@@ -25,12 +25,8 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <uuid/uuid.h>
-#include <libvirt/libvirt.h>
-#include <libvirt/libvirt-qemu.h>
-#include <libvirt/virterror.h>
-#include <libxml/parser.h>
-#include <libxml/tree.h>
 #include "hu-private.h"
+#include "libvirt-dl.h"
 
 #define LV_URI		   "qemu:///system"
 #define LV_FDSET	   0x48550000LL /* <= INT_MAX: QEMU parses /dev/fdset/N as an int */
@@ -61,14 +57,14 @@ static void quiet(void *data, virErrorPtr e)
 
 static char *lv_error(void)
 {
-	virErrorPtr e = virGetLastError();
+	virErrorPtr e = sym_virGetLastError();
 
 	return strndup(e && e->message ? e->message : "unknown libvirt error", 512);
 }
 
 static int lv_errno(void)
 {
-	virErrorPtr e = virGetLastError();
+	virErrorPtr e = sym_virGetLastError();
 
 	if (!e)
 		return -EIO;
@@ -91,24 +87,27 @@ static int lv_conn(struct hu_ctx *ctx, unsigned wait_ms, virConnectPtr *ret, cha
 {
 	int64_t deadline = hu_mono_ms() + wait_ms;
 	virConnectPtr c;
+	int r = hu_libvirt_dlopen(ret_why);
 
+	if (r < 0)
+		return r;
 	pthread_mutex_lock(&conn_lock);
-	if (ctx->libvirt && virConnectIsAlive(ctx->libvirt) == 1) {
+	if (ctx->libvirt && sym_virConnectIsAlive(ctx->libvirt) == 1) {
 		*ret = ctx->libvirt;
 		pthread_mutex_unlock(&conn_lock);
 		return 0;
 	}
 	if (ctx->libvirt) {
-		virConnectClose(ctx->libvirt);
+		sym_virConnectClose(ctx->libvirt);
 		ctx->libvirt = NULL;
 	}
 	/* The library does not print: libvirt's default handler would. */
-	virSetErrorFunc(NULL, quiet);
-	xmlInitParser();
-	while (!(c = virConnectOpen(LV_URI)) && hu_mono_ms() < deadline)
+	sym_virSetErrorFunc(NULL, quiet);
+	sym_xmlInitParser();
+	while (!(c = sym_virConnectOpen(LV_URI)) && hu_mono_ms() < deadline)
 		usleep(500 * 1000);
 	if (!c) {
-		int r = lv_errno();
+		r = lv_errno();
 
 		if (ret_why) {
 			_cleanup_free_ char *e = lv_error();
@@ -128,7 +127,7 @@ static int lv_conn(struct hu_ctx *ctx, unsigned wait_ms, virConnectPtr *ret, cha
 void hu_manager_ctx_close(struct hu_ctx *ctx)
 {
 	if (ctx->libvirt)
-		virConnectClose(ctx->libvirt);
+		sym_virConnectClose(ctx->libvirt);
 	ctx->libvirt = NULL;
 }
 
@@ -152,12 +151,12 @@ static int lv_command(void *data, const char *req, int fd, unsigned timeout_ms, 
 		unsigned int nout = 0;
 		int *outf = NULL;
 
-		r = virDomainQemuMonitorCommandWithFiles(dom, req, 1, &fd, &nout, &outf, &res, 0);
+		r = sym_virDomainQemuMonitorCommandWithFiles(dom, req, 1, &fd, &nout, &outf, &res, 0);
 		for (unsigned i = 0; outf && i < nout; i++)
 			close(outf[i]);
 		free(outf);
 	} else {
-		r = virDomainQemuMonitorCommand(dom, req, &res, 0);
+		r = sym_virDomainQemuMonitorCommand(dom, req, &res, 0);
 	}
 	if (r < 0) {
 		*ret_error = lv_error();
@@ -169,14 +168,14 @@ static int lv_command(void *data, const char *req, int fd, unsigned timeout_ms, 
 
 static void lv_close(void *data)
 {
-	virDomainFree(data);
+	sym_virDomainFree(data);
 }
 
 static const struct hu_qmp_ext lv_ext = { .command = lv_command, .close = lv_close };
 
 static int open_monitor(struct hu_vm *vm, struct hu_qmp **ret)
 {
-	if (virDomainRef(vm->lv->dom) < 0)
+	if (sym_virDomainRef(vm->lv->dom) < 0)
 		return -ENOMEM;
 	return hu_qmp_open_ext(&lv_ext, vm->lv->dom, vm->ctx->qmp_timeout_ms, ret);
 }
@@ -227,20 +226,20 @@ static int bind_domain(struct hu_vm *vm, char **ret_why)
 	lv->dname = strdup(vm->ai.name);
 	if (!lv->uuid || !lv->dname)
 		return -ENOMEM;
-	lv->dom = virDomainLookupByUUIDString(c, uuid);
+	lv->dom = sym_virDomainLookupByUUIDString(c, uuid);
 	if (!lv->dom) {
 		_cleanup_free_ char *e = lv_error();
 
 		set_why(ret_why, "libvirt has no domain with uuid %s: %s", uuid, e);
 		return -ENOENT;
 	}
-	if (!virDomainGetName(lv->dom) || !streq(virDomainGetName(lv->dom), lv->dname) ||
-	    virDomainIsActive(lv->dom) != 1 || read_pidfile(lv->dname, &pid) < 0 || pid != vm->pid)
+	if (!sym_virDomainGetName(lv->dom) || !streq(sym_virDomainGetName(lv->dom), lv->dname) ||
+	    sym_virDomainIsActive(lv->dom) != 1 || read_pidfile(lv->dname, &pid) < 0 || pid != vm->pid)
 		return set_why(ret_why, "libvirt domain %s (uuid %s) is not this QEMU", lv->dname, uuid),
 		       -ESRCH;
-	lv->id = virDomainGetID(lv->dom);
-	lv->persistent = virDomainIsPersistent(lv->dom) == 1;
-	if (virDomainGetAutostart(lv->dom, &a) == 0)
+	lv->id = sym_virDomainGetID(lv->dom);
+	lv->persistent = sym_virDomainIsPersistent(lv->dom) == 1;
+	if (sym_virDomainGetAutostart(lv->dom, &a) == 0)
 		lv->autostart = a;
 	return 0;
 }
@@ -256,7 +255,7 @@ static int lookup_domain(struct hu_vm *vm, unsigned wait_ms, char **ret_why)
 	r = lv_conn(vm->ctx, wait_ms, &c, ret_why);
 	if (r < 0)
 		return r;
-	vm->lv->dom = virDomainLookupByUUIDString(c, vm->lv->uuid);
+	vm->lv->dom = sym_virDomainLookupByUUIDString(c, vm->lv->uuid);
 	if (!vm->lv->dom) {
 		_cleanup_free_ char *e = lv_error();
 
@@ -315,7 +314,7 @@ static void lv_plan(struct hu_vm *vm, const struct hu_options *opts)
 		hu_strv_pushf(
 			&vm->blockers, &vm->n_blockers,
 			"libvirt domain: suspending the guest through libvirt's agent channel is not supported yet");
-	if (vm->lv && vm->lv->dom && virDomainGetJobInfo(vm->lv->dom, &job) == 0 &&
+	if (vm->lv && vm->lv->dom && sym_virDomainGetJobInfo(vm->lv->dom, &job) == 0 &&
 	    job.type != VIR_DOMAIN_JOB_NONE)
 		hu_strv_pushf(&vm->blockers, &vm->n_blockers, "libvirt job in progress on domain %s",
 			      vm->lv->dname);
@@ -422,7 +421,7 @@ static int lv_prepare(struct hu_vm *vm)
 	int r;
 
 	ensure_hook_loaded(vm->ctx);
-	xml = virDomainGetXMLDesc(lv->dom, VIR_DOMAIN_XML_SECURE | VIR_DOMAIN_XML_MIGRATABLE);
+	xml = sym_virDomainGetXMLDesc(lv->dom, VIR_DOMAIN_XML_SECURE | VIR_DOMAIN_XML_MIGRATABLE);
 	if (!xml) {
 		_cleanup_free_ char *e = lv_error();
 
@@ -546,7 +545,7 @@ static int lv_saved(struct hu_vm *vm)
 static int lv_stop(struct hu_vm *vm)
 {
 	/* The caller waits for the process, and kills it if it must. */
-	return virDomainDestroyFlags(vm->lv->dom, 0) < 0 ? lv_errno() : 0;
+	return sym_virDomainDestroyFlags(vm->lv->dom, 0) < 0 ? lv_errno() : 0;
 }
 
 static int lv_cont(struct hu_vm *vm, char **ret_err)
@@ -555,7 +554,7 @@ static int lv_cont(struct hu_vm *vm, char **ret_err)
 
 	if (r < 0)
 		return r;
-	if (virDomainResume(vm->lv->dom) < 0) {
+	if (sym_virDomainResume(vm->lv->dom) < 0) {
 		*ret_err = lv_error();
 		return lv_errno();
 	}
@@ -567,8 +566,8 @@ static int lv_cont(struct hu_vm *vm, char **ret_err)
 static xmlNodePtr child(xmlNodePtr parent, const char *name, const char *ns)
 {
 	for (xmlNodePtr n = parent->children; n; n = n->next)
-		if (n->type == XML_ELEMENT_NODE && xmlStrEqual(n->name, BAD_CAST name) &&
-		    (ns ? n->ns && xmlStrEqual(n->ns->href, BAD_CAST ns) : !n->ns))
+		if (n->type == XML_ELEMENT_NODE && sym_xmlStrEqual(n->name, BAD_CAST name) &&
+		    (ns ? n->ns && sym_xmlStrEqual(n->ns->href, BAD_CAST ns) : !n->ns))
 			return n;
 	return NULL;
 }
@@ -578,11 +577,11 @@ static bool arg_is(xmlNodePtr n, const char *value)
 	xmlChar *v;
 	bool eq;
 
-	if (!n || n->type != XML_ELEMENT_NODE || !xmlStrEqual(n->name, BAD_CAST "arg"))
+	if (!n || n->type != XML_ELEMENT_NODE || !sym_xmlStrEqual(n->name, BAD_CAST "arg"))
 		return false;
-	v = xmlGetProp(n, BAD_CAST "value");
-	eq = v && xmlStrEqual(v, BAD_CAST value);
-	xmlFree(v);
+	v = sym_xmlGetProp(n, BAD_CAST "value");
+	eq = v && sym_xmlStrEqual(v, BAD_CAST value);
+	hu_xml_free(v);
 	return eq;
 }
 
@@ -606,29 +605,29 @@ static int restore_xml(const char *xml, const char *token, char **ret)
 	r = hu_libvirt_parse_domain(xml, strlen(xml), (void **)&doc);
 	if (r < 0)
 		return r;
-	root = xmlDocGetRootElement(doc);
+	root = sym_xmlDocGetRootElement(doc);
 	meta = child(root, "metadata", NULL);
 	if (!meta)
-		meta = xmlNewChild(root, NULL, BAD_CAST "metadata", NULL);
+		meta = sym_xmlNewChild(root, NULL, BAD_CAST "metadata", NULL);
 	while ((hu = child(meta, "restore", LV_HU_NS))) {
-		xmlUnlinkNode(hu);
-		xmlFreeNode(hu);
+		sym_xmlUnlinkNode(hu);
+		sym_xmlFreeNode(hu);
 	}
-	hu = xmlNewChild(meta, NULL, BAD_CAST "restore", NULL);
-	hns = hu ? xmlNewNs(hu, BAD_CAST LV_HU_NS, BAD_CAST "hu") : NULL;
-	if (!hns || !xmlNewProp(hu, BAD_CAST "token", BAD_CAST token)) {
-		xmlFreeDoc(doc);
+	hu = sym_xmlNewChild(meta, NULL, BAD_CAST "restore", NULL);
+	hns = hu ? sym_xmlNewNs(hu, BAD_CAST LV_HU_NS, BAD_CAST "hu") : NULL;
+	if (!hns || !sym_xmlNewProp(hu, BAD_CAST "token", BAD_CAST token)) {
+		sym_xmlFreeDoc(doc);
 		return -ENOMEM;
 	}
-	xmlSetNs(hu, hns);
-	qns = xmlSearchNsByHref(doc, root, BAD_CAST LV_QEMU_NS);
+	sym_xmlSetNs(hu, hns);
+	qns = sym_xmlSearchNsByHref(doc, root, BAD_CAST LV_QEMU_NS);
 	if (!qns)
-		qns = xmlNewNs(root, BAD_CAST LV_QEMU_NS, BAD_CAST "qemu");
+		qns = sym_xmlNewNs(root, BAD_CAST LV_QEMU_NS, BAD_CAST "qemu");
 	cl = child(root, "commandline", LV_QEMU_NS);
 	if (!cl)
-		cl = xmlNewChild(root, qns, BAD_CAST "commandline", NULL);
+		cl = sym_xmlNewChild(root, qns, BAD_CAST "commandline", NULL);
 	if (!cl) {
-		xmlFreeDoc(doc);
+		sym_xmlFreeDoc(doc);
 		return -ENOMEM;
 	}
 	for (xmlNodePtr n = cl->children, nx; n; n = nx) {
@@ -637,25 +636,25 @@ static int restore_xml(const char *xml, const char *token, char **ret)
 		nx = n->next;
 		if (arg_is(n, "-incoming") && arg_is(v, "defer")) {
 			nx = v->next;
-			xmlUnlinkNode(v);
-			xmlFreeNode(v);
-			xmlUnlinkNode(n);
-			xmlFreeNode(n);
+			sym_xmlUnlinkNode(v);
+			sym_xmlFreeNode(v);
+			sym_xmlUnlinkNode(n);
+			sym_xmlFreeNode(n);
 		}
 	}
-	a = xmlNewChild(cl, qns, BAD_CAST "arg", NULL);
+	a = sym_xmlNewChild(cl, qns, BAD_CAST "arg", NULL);
 	if (a)
-		xmlNewProp(a, BAD_CAST "value", BAD_CAST "-incoming");
-	a = a ? xmlNewChild(cl, qns, BAD_CAST "arg", NULL) : NULL;
+		sym_xmlNewProp(a, BAD_CAST "value", BAD_CAST "-incoming");
+	a = a ? sym_xmlNewChild(cl, qns, BAD_CAST "arg", NULL) : NULL;
 	if (a)
-		xmlNewProp(a, BAD_CAST "value", BAD_CAST "defer");
+		sym_xmlNewProp(a, BAD_CAST "value", BAD_CAST "defer");
 	if (a)
-		xmlDocDumpMemory(doc, &buf, &size);
-	xmlFreeDoc(doc);
+		sym_xmlDocDumpMemory(doc, &buf, &size);
+	sym_xmlFreeDoc(doc);
 	if (!buf)
 		return -ENOMEM;
 	*ret = strndup((const char *)buf, size);
-	xmlFree(buf);
+	hu_xml_free(buf);
 	return *ret ? 0 : -ENOMEM;
 }
 
@@ -672,13 +671,13 @@ static int lv_start_incoming(struct hu_vm *vm, pid_t *ret_pid, uint64_t *ret_sta
 	if (r < 0)
 		return hu_errorf(ret_error, r, "%s", why ?: "libvirtd not reachable");
 	r = lookup_domain(vm, 0, &why);
-	if (r >= 0 && virDomainIsActive(lv->dom) == 1)
+	if (r >= 0 && sym_virDomainIsActive(lv->dom) == 1)
 		return hu_errorf(ret_error, -EEXIST,
 				 "libvirt domain %s is running already; not started twice", lv->dname);
 	r = restore_xml(lv->xml, lv->token, &xml);
 	if (r < 0)
 		return hu_errorf(ret_error, r, "recorded domain XML: %s", strerror(-r));
-	dom = virDomainCreateXML(c, xml, VIR_DOMAIN_START_PAUSED);
+	dom = sym_virDomainCreateXML(c, xml, VIR_DOMAIN_START_PAUSED);
 	if (!dom) {
 		_cleanup_free_ char *e = lv_error();
 
@@ -686,16 +685,16 @@ static int lv_start_incoming(struct hu_vm *vm, pid_t *ret_pid, uint64_t *ret_sta
 				 lv->dname, e ?: "?");
 	}
 	if (lv->dom)
-		virDomainFree(lv->dom);
+		sym_virDomainFree(lv->dom);
 	lv->dom = dom;
-	lv->id = virDomainGetID(dom);
+	lv->id = sym_virDomainGetID(dom);
 	r = read_pidfile(lv->dname, &pid);
 	if (r >= 0)
 		r = hu_proc_starttime(vm->ctx, pid, ret_starttime);
 	if (r >= 0)
 		r = open_monitor(vm, &vm->qmp);
 	if (r < 0) {
-		virDomainDestroyFlags(dom, 0);
+		sym_virDomainDestroyFlags(dom, 0);
 		return hu_errorf(ret_error, r,
 				 "libvirt domain %s started, but its QEMU cannot be reached: %s", lv->dname,
 				 hu_qmp_strerror(r));
@@ -712,7 +711,7 @@ static int lv_attach(struct hu_vm *vm, pid_t pid, struct hu_qmp **ret)
 
 	if (r < 0)
 		return r;
-	if (virDomainIsActive(vm->lv->dom) != 1 || read_pidfile(vm->lv->dname, &lpid) < 0 || lpid != pid)
+	if (sym_virDomainIsActive(vm->lv->dom) != 1 || read_pidfile(vm->lv->dname, &lpid) < 0 || lpid != pid)
 		return -ESRCH;
 	return open_monitor(vm, ret);
 }
@@ -725,8 +724,8 @@ static int lv_kill(struct hu_vm *vm, pid_t pid, uint64_t starttime)
 
 	if (lookup_domain(vm, LV_CONNECT_WAIT_MS, NULL) < 0)
 		return -ENOENT;
-	if (virDomainIsActive(vm->lv->dom) == 1 && read_pidfile(vm->lv->dname, &lpid) >= 0 && lpid == pid &&
-	    virDomainDestroyFlags(vm->lv->dom, 0) < 0)
+	if (sym_virDomainIsActive(vm->lv->dom) == 1 && read_pidfile(vm->lv->dname, &lpid) >= 0 &&
+	    lpid == pid && sym_virDomainDestroyFlags(vm->lv->dom, 0) < 0)
 		return lv_errno();
 	while (hu_proc_starttime(vm->ctx, pid, &st) >= 0 && st == starttime) {
 		if (hu_mono_ms() > deadline)
@@ -887,7 +886,7 @@ static void lv_free(struct hu_vm *vm)
 	}
 	free(lv->links);
 	if (lv->dom)
-		virDomainFree(lv->dom);
+		sym_virDomainFree(lv->dom);
 	free(lv);
 	vm->lv = NULL;
 }

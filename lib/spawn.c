@@ -145,7 +145,7 @@ void hu_spawn_move_to_scope(struct hu_ctx *ctx, struct hu_vm *vm, pid_t pid)
 	if (asprintf(&unit, "host-upgrade-vm-%s-%d.scope", vm->name, (int)pid) < 0 ||
 	    asprintf(&desc, "VM %s restored by host-upgrade", vm->name) < 0)
 		return;
-	r = sd_bus_open_system(&bus);
+	r = hu_systemd_bus(&bus, NULL);
 	if (r >= 0)
 		r = sd_bus_message_new_method_call(bus, &m, "org.freedesktop.systemd1",
 						   "/org/freedesktop/systemd1",

@@ -12,6 +12,16 @@
 #include <sys/wait.h>
 #include "hu-private.h"
 
+void hu_memdev_clear(struct hu_memdev *d)
+{
+	free(d->id);
+	free(d->type);
+	free(d->mem_path);
+	free(d->why);
+	hu_medium_clear(&d->medium);
+	*d = (struct hu_memdev){};
+}
+
 void hu_vm_free(struct hu_vm *vm)
 {
 	if (!vm)
@@ -26,13 +36,8 @@ void hu_vm_free(struct hu_vm *vm)
 	hu_argv_info_clear(&vm->ai);
 	free(vm->qemu_version);
 	free(vm->runstate);
-	for (size_t i = 0; i < vm->n_memdevs; i++) {
-		free(vm->memdevs[i].id);
-		free(vm->memdevs[i].type);
-		free(vm->memdevs[i].mem_path);
-		free(vm->memdevs[i].why);
-		hu_medium_clear(&vm->memdevs[i].medium);
-	}
+	for (size_t i = 0; i < vm->n_memdevs; i++)
+		hu_memdev_clear(&vm->memdevs[i]);
 	free(vm->memdevs);
 	for (size_t i = 0; i < vm->n_disks; i++)
 		free(vm->disks[i].path);

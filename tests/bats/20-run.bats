@@ -161,7 +161,7 @@ json.dump(j, open(p, "w"))' "$S/manifest.json" "$1"
 
 @test "run: systemd refusing kexec.target unloads the kernel and brings every VM back" {
 	start_vms r20e r20f
-	HU_FAKE_SYSTEMD_FAIL=1 run hu_fake run --kernel "$KERNEL" --yes --vm r20e --vm r20f
+	HU_FAKE_SYSTEMD_FAIL=StartUnit run hu_fake run --kernel "$KERNEL" --yes --vm r20e --vm r20f
 	echo "$output"
 	[ "$status" -eq 1 ]
 	grep -q '^kexec_file_load unload$' "$LOG"
@@ -171,6 +171,22 @@ json.dump(j, open(p, "w"))' "$S/manifest.json" "$1"
 	vm_wait_ticking r20f
 	[ "$(vm_boot_count r20e)" -eq 1 ]
 	[ "$(qemu_count_with "$T/r20e.ram")" -eq 1 ]
+}
+
+@test "run: systemd that cannot be asked for kexec.target is found before anything stops" {
+	start_vms r20i
+	local p
+	p=$(vm_pid r20i)
+	HU_FAKE_SYSTEMD_FAIL=LoadUnit run hu_fake run --kernel "$KERNEL" --yes --vm r20i
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"preflight: systemd cannot load kexec.target"*"nothing was stopped"* ]]
+	grep -q '^sd_bus org.freedesktop.systemd1.Manager.LoadUnit' "$LOG"
+	! grep -q "^kexec_file_load kernel" "$LOG" || false
+	! grep -q StartUnit "$LOG" || false
+	[ "$(qemu_pids_with "$T/r20i.ram")" = "$p" ]
+	vm_wait_ticking r20i
+	[ ! -e "$S/manifest.json" ]
 }
 
 @test "run: a staged kernel that vanished before the reboot is caught (no firmware reboot)" {

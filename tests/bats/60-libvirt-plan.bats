@@ -49,3 +49,29 @@ load libvirt # setup_file, setup, teardown, teardown_file
 	[ "$status" -eq 0 ]
 	[ "$(plan_vm "$output" "$v" manager)" = none ]
 }
+
+@test "libvirt is loaded at first use: without its library a libvirt domain is blocked, saying what to install" {
+	local d=lv60d-$HU_RUN_ID lib
+	# Not linked: the binary runs on hosts without libvirt, and the initrd that
+	# carries it does not pull libvirt's libraries in.
+	run ldd "$HU_BIN"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" != *libvirt* && "$output" != *libxml2* ]]
+	lv_define "$d"
+	lv_start "$d"
+	lib=$(ldconfig -p | awk '$1 == "libvirt.so.0" && /x86-64/ { print $NF; exit }')
+	[ -n "$lib" ]
+	# In a mount namespace of its own, libvirt.so.0 is an empty file.
+	run --separate-stderr unshare -m sh -c 'mount --bind /dev/null "$1" && exec "$2" plan --json --state-dir "$3" --vm "$4"' \
+		sh "$lib" "$HU_BIN" "$S" "$d"
+	echo "$output"
+	echo "$stderr"
+	[ "$status" -eq 1 ]
+	[ "$(plan_vm "$output" "$d" manager)" = libvirt ]
+	[[ "$(plan_vm "$output" "$d" blockers)" == *"cannot load libvirt.so.0 (Debian package libvirt0)"* ]]
+	# With it, the same domain is fine.
+	run --separate-stderr "$HU_BIN" plan --json --state-dir "$S" --vm "$d"
+	[ "$status" -eq 0 ]
+	[ "$(plan_vm "$output" "$d" blockers)" = '[]' ]
+}

@@ -76,3 +76,37 @@ load libvirt # setup_file, setup, teardown, teardown_file
 	lv_wait_boots "$d" 2
 	vm_wait_ticking "$d" 3 120
 }
+
+@test "a fixed RAM path from <qemu:commandline>: libvirt's unused pc.ram left out, round trip, no RAM link" {
+	local d=lv61c-$HU_RUN_ID t ram
+	# The second RAM setup of docs/design/libvirt.md: libvirt's own (private) pc.ram stays
+	# unused; the machine's RAM is a file of ours that libvirt never touches.
+	install -d -m 0750 -o libvirt-qemu -g root "$LVD/fixed"
+	ram=$LVD/fixed/$d.ram
+	LV_QEMU_COMMANDLINE="<qemu:commandline>
+	  <qemu:arg value='-object'/>
+	  <qemu:arg value='memory-backend-file,id=hu.ram,size=128M,mem-path=$ram,share=on'/>
+	  <qemu:arg value='-machine'/>
+	  <qemu:arg value='memory-backend=hu.ram'/>
+	</qemu:commandline>" lv_define "$d" "" ""
+	lv_start "$d"
+	run --separate-stderr "$HU_BIN" plan --json --state-dir "$S" --vm "$d"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(plan_vm "$output" "$d" manager)" = libvirt ]
+	[ "$(plan_vm "$output" "$d" save)" = in-place ]
+	[ "$(plan_vm "$output" "$d" blockers)" = '[]' ]
+	# Only the backend the guest uses counts (with libvirt's anonymous pc.ram: 256 MiB, private).
+	[ "$(plan_vm "$output" "$d" ram_bytes)" -eq $((128 << 20)) ]
+	[ "$(plan_vm "$output" "$d" ram_backing)" != private ]
+	t=$(vm_last_tick "$d")
+	run "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm "$d"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	vm_wait_tick "$d" $((t + 3)) 120
+	[ "$(vm_boot_count "$d")" -eq 1 ]
+	[ "$(lv_state "$d")" = running ]
+	# libvirt never touches that file: nothing to link.
+	[ "$(json_get "$(cat "$S/manifest.json")" 'len(j["vms"][0]["libvirt"]["ram_links"])')" = 0 ]
+	[ -s "$ram" ]
+}

@@ -78,6 +78,7 @@ load libvirt # setup_file, setup, teardown, teardown_file
 	lv_define "$d"
 	lv_start "$d"
 	run "$HU_BIN" checkpoint --state-dir "$S" --vm "$d"
+	echo "$output"
 	[ "$status" -eq 0 ]
 	t=$(vm_last_tick "$d")
 	# What a restore killed between virDomainCreateXML and migrate-incoming leaves: the

@@ -245,7 +245,10 @@ int sd_bus_call_method(sd_bus *bus, const char *destination, const char *path, c
 	record("sd_bus %s.%s %s %s", interface, member, a, b);
 	if (reply)
 		*reply = NULL;
-	if (getenv("HU_FAKE_SYSTEMD_FAIL")) {
+	/* HU_FAKE_SYSTEMD_FAIL=MEMBER fails that call only (StartUnit, LoadUnit), =1 every call. */
+	const char *fail = getenv("HU_FAKE_SYSTEMD_FAIL");
+
+	if (fail && (!strcmp(fail, "1") || !strcmp(fail, member))) {
 		if (error)
 			error->message = "Transaction is destructive (fake)";
 		return -EIO;

@@ -12,7 +12,7 @@
 #   host.env                 shell variables describing the above (for run-host.sh)
 #
 # The image is Debian 12 (debootstrap --variant=minbase) with systemd, kexec-tools,
-# ndctl/daxctl, dracut, python3, QEMU 10 from bookworm-backports, two kernels with
+# ndctl/daxctl, dracut, python3, QEMU 10 and libvirt 11 from bookworm-backports, two kernels with
 # their modules (6.1 from this machine's /boot, the newest 6.12 from
 # bookworm-backports) and one dracut initrd per kernel, this project installed by
 # `make install DESTDIR=... PREFIX=/usr`, and the scenario runner (tests/system/image/).
@@ -130,7 +130,10 @@ copy_into_rootfs() {
 # ---------------------------------------------------------------- layer: base
 base_pkgs="systemd,systemd-sysv,udev,kmod,dbus,kexec-tools,ndctl,daxctl,e2fsprogs,dracut-core,cpio,gzip,zstd,\
 python3,libjson-c5,libkmod2,libblkid1,libsystemd0,busybox-static,procps,psmisc,strace,less,ca-certificates"
-bpo_pkgs="qemu-system-x86 qemu-utils"
+# libvirt as an operator's host has it (libvirt-daemon-system: libvirtd enabled, the
+# libvirt-qemu user), the one from backports that goes with QEMU 10: scenario-run
+# keeps one libvirt domain among its VMs.
+bpo_pkgs="qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients"
 
 layer_base() {
 	safe_rm_rootfs
@@ -156,6 +159,9 @@ layer_base() {
 	run_logged apt in_chroot sh -c "apt-get update -q &&
 		apt-get install -y -q --no-install-recommends -t bookworm-backports $bpo_pkgs"
 	in_chroot qemu-system-x86_64 --version | head -n1 | sed 's/^/[build-host]   /' >&2
+	in_chroot libvirtd --version | sed 's/^/[build-host]   /' >&2
+	# No NAT network at boot (it wants dnsmasq and iptables; the test's domains have no NIC).
+	rm -f "$rootfs/etc/libvirt/qemu/networks/autostart/default.xml"
 	chroot_umount
 	rm -f "$rootfs/usr/sbin/policy-rc.d"
 
@@ -212,10 +218,9 @@ layer_kernels() {
 project_src=${HU_SYSTEM_PROJECT_SRC:-$repo}
 project_dest=$cache/work/project-dest
 project_build=$project_src/build/system-obj
-# The image has no libvirt (its scenarios run plain QEMUs): a binary linked
-# with libvirt would not start there. The libvirt scenario will add libvirt
-# to the base layer and drop this.
-project_make=(make -C "$project_src" BUILD="$project_build" WITH_LIBVIRT=no)
+# With libvirt (the image has it, and scenario-run a libvirt domain): a build
+# without libvirt-dev here fails instead of testing less.
+project_make=(make -C "$project_src" BUILD="$project_build" WITH_LIBVIRT=yes)
 build_project() {
 	rm -rf "$project_dest"
 	mkdir -p "$project_dest"

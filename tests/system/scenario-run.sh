@@ -4,8 +4,9 @@
 #
 # The real thing: `host-upgrade run` upgrades the test host's kernel with live VMs.
 # boot 1 (6.1): legacy pmem -> fsdax namespace -> ext4 in /etc/fstab, mounted -o dax;
-#   three inner VMs (tick.elf) with RAM files on it, in different argv shapes; they
-#   tick; the harness's RAM-digest units are put in place (in-host/vms.sh);
+#   three inner VMs (tick.elf) with RAM files on it, in different argv shapes, and
+#   a fourth, vm4, as a libvirt domain (libvirtd of the test host, stock file-backed
+#   RAM with memory_backing_dir on the DAX mount, autostart on); they tick; the harness's RAM-digest units are put in place (in-host/vms.sh);
 #   `host-upgrade run --kernel /boot/vmlinuz-NEW --initrd /boot/initrd.img-NEW --yes`
 #   (plan, preflight, kexec_file_load, checkpoint, kexec.target through systemd).
 # boot 2 (6.12, after the kexec; nothing here starts the restore): the initrd's
@@ -14,7 +15,10 @@
 #   RAM's filesystem was mounted; status --json has every VM restored with a
 #   downtime; every guest counter continued with no second BOOT line; the RAM
 #   digests taken at the shutdown after the checkpoint and before the restore
-#   match; /run/host-upgrade/early-boot.json has every medium ok.
+#   match; /run/host-upgrade/early-boot.json has every medium ok; vm4 came back
+#   through host-upgrade-restore-libvirt.service after libvirtd (whose autostart did
+#   not cold-boot it), running under libvirt, persistent and autostart as before,
+#   virsh suspend/resume work.
 # run-host.sh's report.py turns the stamped logs into the timings.
 # Sourced by /hu/boot.sh (set -e, ERR trap, helpers from lib.sh).
 
@@ -22,6 +26,8 @@ if [ -z "${HU_BOOT:-}" ] || [ ! -x /usr/local/lib/hu-test/runner ] || [ ! -f /hu
 	echo "scenario-run.sh runs inside the test host only: tests/system/run-host.sh $0" >&2
 	exit 2
 fi
+# vm4: a libvirt domain (libvirt's stock file-backed RAM on the DAX mount) among the VMs
+VMS_LIBVIRT=1
 # shellcheck source-path=SCRIPTDIR source=in-host/vms.sh
 . /hu/vms.sh
 
@@ -48,6 +54,7 @@ case "$HU_BOOT" in
 	vms_check_kexec_boot
 	hu_check "the kexec kept memmap=256M!1G" grep -q 'memmap=256M!1G' /proc/cmdline
 	vms_verify_restored
+	vms_libvirt_verify
 
 	# The ordering of the restore unit.
 	mount_at=$(unit_mono "$VMS_MOUNT_UNIT" ActiveEnterTimestampMonotonic)

@@ -7,6 +7,8 @@
 # harness has taken its RAM digests (in-host/vms.sh, ram-hook "tamper"):
 #   vm2's RAM file is zeroed in place on the pmem (its RAM "did not survive"),
 #   vm1's disk image is written to (512 bytes; size kept, mtime changes).
+# The test host has no D-Bus system bus in either boot (dbus masked before run):
+# run and the restore reach systemd over its private socket.
 # boot 2 (after the kexec; the restore unit ran by itself): vm1 and vm2 are
 # refused with a reason (disk changed; RAM differs), have no QEMU, print nothing
 # more; vm3 is restored and ticks on; status --json says so; a second
@@ -28,6 +30,13 @@ case "$HU_BOOT" in
 	hu_phase ticking
 	vms_wait_ticking 4
 	vms_install_ram_hooks tamper
+	# The host as a minimal install has it: no D-Bus system bus (no dbus package). run
+	# must reach systemd over PID 1's private socket, as systemctl does, and so must the
+	# restore (the restored QEMUs' scopes) in the next boot, where dbus stays masked.
+	hu_phase no-dbus
+	systemctl mask --now dbus.socket dbus.service > /dev/null 2>&1 || true
+	rm -f /run/dbus/system_bus_socket
+	hu_check "no D-Bus system bus (dbus stopped and masked)" test ! -S /run/dbus/system_bus_socket
 	hu_phase run
 	vms_run_upgrade
 	;;
@@ -54,6 +63,10 @@ case "$HU_BOOT" in
 	hu_check "vm3: counter continued (tick ${ck:-?} at the checkpoint, now $(vm_tick vm3))" vm_ticks_at_least vm3 $((${ck:-0} + 4))
 	hu_check "vm3: no cold boot (one BOOT line)" test "$(vm_boots vm3)" = 1
 	hu_check "vm3: ticks consecutive" vm_ticks_consecutive vm3
+	hu_check "no D-Bus system bus in this boot either" test ! -S /run/dbus/system_bus_socket
+	pid=$(vm_pid_by_name vm3)
+	hu_check "vm3: its QEMU (pid ${pid:-none}) got its scope from systemd over the private socket" \
+		test "$(cut -d: -f3 "/proc/${pid:-0}/cgroup" 2>/dev/null)" = "/machine.slice/host-upgrade-vm-vm3-$pid.scope"
 	for vm in vm1 vm2; do
 		hu_check "$vm: no QEMU runs it and its guest printed nothing since the checkpoint" vm_stayed_down "$vm"
 	done
