@@ -181,6 +181,40 @@ static int send_all(struct hu_qmp *q, const char *s, size_t len, int64_t deadlin
 	return 0;
 }
 
+/* The first bytes of a request with a descriptor for QEMU (SCM_RIGHTS, as
+ * QEMU's add-fd and getfd take it), the rest as usual. */
+static int send_with_fd(struct hu_qmp *q, const char *s, size_t len, int fd, int64_t deadline)
+{
+	char cbuf[CMSG_SPACE(sizeof(int))] = {};
+	struct iovec iov = { .iov_base = (void *)s, .iov_len = len };
+	struct msghdr mh = {
+		.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)
+	};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+	ssize_t n;
+
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	for (;;) {
+		n = sendmsg(q->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n >= 0)
+			break;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN) {
+			int r = wait_fd(q->fd, POLLOUT, deadline);
+
+			if (r < 0)
+				return r;
+			continue;
+		}
+		return errno == EPIPE ? -ECONNRESET : -errno;
+	}
+	return send_all(q, s + n, len - (size_t)n, deadline);
+}
+
 static char *error_text(json_object *err)
 {
 	json_object *cls = NULL, *desc = NULL;
@@ -254,14 +288,19 @@ static int execute_ext(struct hu_qmp *q, const char *cmd, json_object *args, int
 	return reply_result(msg, ret, ret_error);
 }
 
+static int execute_sock(struct hu_qmp *q, const char *cmd, json_object *args, int fd, json_object **ret,
+			char **ret_error);
+
 int hu_qmp_execute_fd(struct hu_qmp *q, const char *cmd, json_object *args, int fd, json_object **ret,
 		      char **ret_error)
 {
-	if (!q->ext || fd < 0) {
+	if (fd < 0) {
 		json_object_put(args);
 		return -EOPNOTSUPP;
 	}
-	return execute_ext(q, cmd, args, fd, ret, ret_error);
+	if (q->ext)
+		return execute_ext(q, cmd, args, fd, ret, ret_error);
+	return execute_sock(q, cmd, args, fd, ret, ret_error);
 }
 
 int hu_qmp_open_ext(const struct hu_qmp_ext *ext, void *data, unsigned timeout_ms, struct hu_qmp **ret)
@@ -297,14 +336,20 @@ int hu_qmp_open_ext(const struct hu_qmp_ext *ext, void *data, unsigned timeout_m
 
 int hu_qmp_execute(struct hu_qmp *q, const char *cmd, json_object *args, json_object **ret, char **ret_error)
 {
+	if (q->ext)
+		return execute_ext(q, cmd, args, -1, ret, ret_error);
+	return execute_sock(q, cmd, args, -1, ret, ret_error);
+}
+
+static int execute_sock(struct hu_qmp *q, const char *cmd, json_object *args, int fd, json_object **ret,
+			char **ret_error)
+{
 	_cleanup_json_ json_object *req = json_object_new_object();
 	char id[32];
 	const char *s;
 	int64_t deadline = hu_mono_ms() + q->timeout_ms;
 	int r;
 
-	if (q->ext)
-		return execute_ext(q, cmd, args, -1, ret, ret_error);
 	if (!req) {
 		json_object_put(args);
 		return -ENOMEM;
@@ -315,7 +360,7 @@ int hu_qmp_execute(struct hu_qmp *q, const char *cmd, json_object *args, json_ob
 		json_object_object_add(req, "arguments", args);
 	json_object_object_add(req, "id", json_object_new_string(id));
 	s = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
-	r = send_all(q, s, strlen(s), deadline);
+	r = fd >= 0 ? send_with_fd(q, s, strlen(s), fd, deadline) : send_all(q, s, strlen(s), deadline);
 	if (r >= 0)
 		r = send_all(q, "\n", 1, deadline);
 	if (r < 0)
