@@ -208,6 +208,9 @@ const struct cli_verb cli_verb_plan = {
 	.summary = "preflight every VM; table or --json; exit 1 if blocked",
 	.about = "Preflight every QEMU on the host, stopping nothing: its RAM backing (persistent,\n"
 		 "volatile or private), how it is saved (in place, or copied into the state file),\n"
-		 "how much is written, and what blocks it. Exit 1 when anything blocks.",
+		 "how much is written, the user its QEMU runs as, and what blocks it. A\n"
+		 "qemu-system-* process it does not examine (a command line larger than it reads,\n"
+		 "or past 1024 of them) is listed as skipped, and blocks. Exit 1 when anything\n"
+		 "blocks.",
 	.options = CLI_TABLES(cli_plan_options),
 };
