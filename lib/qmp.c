@@ -159,11 +159,29 @@ static void queue_event(struct hu_qmp *q, json_object *msg)
 	q->events[q->n_events++] = msg;
 }
 
-static int send_all(struct hu_qmp *q, const char *s, size_t len, int64_t deadline)
+/* Send all of s; with fd >= 0, the descriptor goes along with the first
+ * bytes (SCM_RIGHTS, as QEMU's add-fd and getfd take it). */
+static int send_all_fd(struct hu_qmp *q, const char *s, size_t len, int fd, int64_t deadline)
 {
-	while (len > 0) {
-		ssize_t n = send(q->fd, s, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	char cbuf[CMSG_SPACE(sizeof(int))] = {};
 
+	while (len > 0) {
+		struct iovec iov = { .iov_base = (void *)s, .iov_len = len };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+		ssize_t n;
+
+		if (fd >= 0) {
+			struct cmsghdr *c;
+
+			mh.msg_control = cbuf;
+			mh.msg_controllen = sizeof(cbuf);
+			c = CMSG_FIRSTHDR(&mh);
+			c->cmsg_level = SOL_SOCKET;
+			c->cmsg_type = SCM_RIGHTS;
+			c->cmsg_len = CMSG_LEN(sizeof(int));
+			memcpy(CMSG_DATA(c), &fd, sizeof(int));
+		}
+		n = sendmsg(q->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -175,44 +193,16 @@ static int send_all(struct hu_qmp *q, const char *s, size_t len, int64_t deadlin
 			}
 			return errno == EPIPE ? -ECONNRESET : -errno;
 		}
+		fd = -1; /* sent */
 		s += n;
 		len -= n;
 	}
 	return 0;
 }
 
-/* The first bytes of a request with a descriptor for QEMU (SCM_RIGHTS, as
- * QEMU's add-fd and getfd take it), the rest as usual. */
-static int send_with_fd(struct hu_qmp *q, const char *s, size_t len, int fd, int64_t deadline)
+static int send_all(struct hu_qmp *q, const char *s, size_t len, int64_t deadline)
 {
-	char cbuf[CMSG_SPACE(sizeof(int))] = {};
-	struct iovec iov = { .iov_base = (void *)s, .iov_len = len };
-	struct msghdr mh = {
-		.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)
-	};
-	struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-	ssize_t n;
-
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	for (;;) {
-		n = sendmsg(q->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n >= 0)
-			break;
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN) {
-			int r = wait_fd(q->fd, POLLOUT, deadline);
-
-			if (r < 0)
-				return r;
-			continue;
-		}
-		return errno == EPIPE ? -ECONNRESET : -errno;
-	}
-	return send_all(q, s + n, len - (size_t)n, deadline);
+	return send_all_fd(q, s, len, -1, deadline);
 }
 
 static char *error_text(json_object *err)
@@ -360,7 +350,7 @@ static int execute_sock(struct hu_qmp *q, const char *cmd, json_object *args, in
 		json_object_object_add(req, "arguments", args);
 	json_object_object_add(req, "id", json_object_new_string(id));
 	s = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
-	r = fd >= 0 ? send_with_fd(q, s, strlen(s), fd, deadline) : send_all(q, s, strlen(s), deadline);
+	r = send_all_fd(q, s, strlen(s), fd, deadline);
 	if (r >= 0)
 		r = send_all(q, "\n", 1, deadline);
 	if (r < 0)

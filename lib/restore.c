@@ -30,7 +30,11 @@ struct restore_job {
  * Workers never write vm->error themselves: another worker's save reads it. */
 static void finish_vm(struct restore_job *job, struct hu_vm *vm, enum hu_vm_state state, const char *error)
 {
-	char *copy = error ? strdup(error) : NULL; /* error may be vm->error */
+	/* error may be vm->error. A VM that failed is never left without a why:
+	 * the CLI reports failed VMs by their error. */
+	char *copy = error		     ? strdup(error)
+		     : state == HU_VM_FAILED ? strdup("restore failed, and no step said why")
+					     : NULL;
 
 	pthread_mutex_lock(&job->m->lock);
 	vm->state = state;
