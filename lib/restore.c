@@ -80,7 +80,12 @@ static struct hu_vm *find_running(struct restore_job *job, const struct hu_vm *v
 	for (size_t i = 0; i < job->running->n; i++) {
 		struct hu_vm *p = job->running->vms[i];
 
-		if (p->uid != vm->uid || !streq(p->exe, vm->exe))
+		/* The QEMU restore itself started (its pid recorded) is it; one
+		 * started as root to drop to the VM's user may not have yet. */
+		bool ours = p->pid == vm->pid && p->starttime == vm->starttime;
+
+		if (!ours &&
+		    (!streq(p->exe, vm->exe) || (p->uid != vm->uid && !(vm->ai.runas && p->uid == 0))))
 			continue;
 		if (p->skipped) {
 			*ret_unsure = p->skipped;
