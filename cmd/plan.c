@@ -110,10 +110,21 @@ void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
 		for (size_t i = 0; i < n; i++) {
 			struct hu_vm *vm = hu_vm_list_get(list, i);
 			json_object *v = json_object_new_object(), *bl = json_object_new_array();
+			char user[64];
+
+			hu_user_name(hu_vm_get_uid(vm), user, sizeof(user));
 
 			json_object_object_add(v, "name", json_object_new_string(hu_vm_get_name(vm)));
 			json_object_object_add(v, "pid", json_object_new_int(hu_vm_get_pid(vm)));
 			json_object_object_add(v, "manager", json_object_new_string(hu_vm_get_manager(vm)));
+			json_object_object_add(v, "user", json_object_new_string(user));
+			json_object_object_add(v, "uid", json_object_new_int64(hu_vm_get_uid(vm)));
+			json_object_object_add(
+				v, "runas",
+				hu_vm_get_runas(vm) ? json_object_new_string(hu_vm_get_runas(vm)) : NULL);
+			json_object_object_add(
+				v, "skipped",
+				hu_vm_get_skipped(vm) ? json_object_new_string(hu_vm_get_skipped(vm)) : NULL);
 			json_object_object_add(v, "ram_bytes",
 					       json_object_new_uint64(hu_vm_get_ram_bytes(vm)));
 			json_object_object_add(v, "ram_backing",
@@ -148,8 +159,8 @@ void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
 		json_object_put(o);
 		return;
 	}
-	printf("%-20s %8s %8s %-11s %-9s %9s  %s\n", "NAME", "PID", "RAM", "BACKING", "SAVE", "WRITES",
-	       "STATUS");
+	printf("%-20s %8s %8s %-11s %-9s %9s  %-10s %s\n", "NAME", "PID", "RAM", "BACKING", "SAVE", "WRITES",
+	       "USER", "STATUS");
 	for (size_t i = 0; i < n; i++) {
 		struct hu_vm *vm = hu_vm_list_get(list, i);
 		char ram[16], wr[16];
@@ -160,17 +171,20 @@ void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
 		const char *mgr = hu_vm_get_manager(vm);
 		char st[32];
 
+		char user[64];
+
 		snprintf(st, sizeof(st), "%s%s%s%s", nb ? "blocked" : "ok", strcmp(mgr, "none") ? " (" : "",
 			 strcmp(mgr, "none") ? mgr : "", strcmp(mgr, "none") ? ")" : "");
-		printf("%-20s %8d %8s %-11s %-9s %9s  %s%s%s\n", hu_vm_get_name(vm), (int)hu_vm_get_pid(vm),
-		       q ? human(hu_vm_get_ram_bytes(vm), ram, sizeof(ram)) : "-",
+		hu_user_name(hu_vm_get_uid(vm), user, sizeof(user));
+		printf("%-20s %8d %8s %-11s %-9s %9s  %-10s %s%s%s\n", hu_vm_get_name(vm),
+		       (int)hu_vm_get_pid(vm), q ? human(hu_vm_get_ram_bytes(vm), ram, sizeof(ram)) : "-",
 		       q ? hu_backing_to_string(hu_vm_get_backing(vm)) : "-",
 		       q ? (hu_vm_get_in_place(vm) ? "in-place" : "copy") : "-",
-		       q ? human(hu_vm_get_save_bytes(vm), wr, sizeof(wr)) : "-", st, nb ? ": " : "",
+		       q ? human(hu_vm_get_save_bytes(vm), wr, sizeof(wr)) : "-", user, st, nb ? ": " : "",
 		       nb ? hu_vm_get_blocker(vm, 0) : "");
 		for (size_t b = 1; b < nb; b++)
-			printf("%-20s %8s %8s %-11s %-9s %9s  blocked: %s\n", "", "", "", "", "", "",
-			       hu_vm_get_blocker(vm, b));
+			printf("%-20s %8s %8s %-11s %-9s %9s  %-10s blocked: %s\n", "", "", "", "", "", "",
+			       "", hu_vm_get_blocker(vm, b));
 	}
 	printf("%zu VM%s, %s\n", n, n == 1 ? "" : "s", ok ? "ready" : "BLOCKED");
 }
@@ -194,6 +208,9 @@ const struct cli_verb cli_verb_plan = {
 	.summary = "preflight every VM; table or --json; exit 1 if blocked",
 	.about = "Preflight every QEMU on the host, stopping nothing: its RAM backing (persistent,\n"
 		 "volatile or private), how it is saved (in place, or copied into the state file),\n"
-		 "how much is written, and what blocks it. Exit 1 when anything blocks.",
+		 "how much is written, the user its QEMU runs as, and what blocks it. A\n"
+		 "qemu-system-* process it does not examine (a command line larger than it reads,\n"
+		 "or past 1024 of them) is listed as skipped, and blocks. Exit 1 when anything\n"
+		 "blocks.",
 	.options = CLI_TABLES(cli_plan_options),
 };

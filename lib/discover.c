@@ -60,24 +60,50 @@ static int read_ids(const char *base, struct hu_vm *vm)
 	return 0;
 }
 
-/* Read one process; -ENOENT/-ESRCH when it is not a QEMU (or vanished). */
-static int read_process(struct hu_ctx *ctx, pid_t pid, struct hu_vm **ret)
+/* The record of a QEMU that discovery does not examine: who runs it, and
+ * why it is left alone (vm->skipped, also its blocker: it may be a real VM
+ * that a reboot would lose). Never a reason to fail the scan. */
+static int skipped_record(struct hu_ctx *ctx, pid_t pid, char *exe, const char *base, const char *why,
+			  struct hu_vm **ret)
 {
-	_cleanup_free_ char *base = NULL, *exe = NULL, *cmdline = NULL, *p = NULL, *cg = NULL;
-	struct hu_vm *vm;
+	struct hu_vm *vm = calloc(1, sizeof(*vm));
+	struct stat st;
+
+	if (!vm)
+		return -ENOMEM;
+	vm->ctx = ctx;
+	vm->pid = pid;
+	vm->exe = exe;
+	if (stat(base, &st) == 0) {
+		vm->uid = st.st_uid;
+		vm->gid = st.st_gid;
+	}
+	read_ids(base, vm);
+	hu_proc_starttime(ctx, pid, &vm->starttime);
+	if (asprintf(&vm->name, "pid-%d", (int)pid) < 0)
+		vm->name = NULL;
+	vm->skipped = strdup(why);
+	if (!vm->name || !vm->skipped ||
+	    hu_strv_pushf(&vm->blockers, &vm->n_blockers, "not examined: %s", why) < 0) {
+		hu_vm_free(vm);
+		return -ENOMEM;
+	}
+	*ret = vm;
+	return 0;
+}
+
+/* The executable of a process, " (deleted)" dropped (a QEMU whose binary
+ * was upgraded on disk); -ENOENT when it is not a qemu-system-*. */
+static int read_qemu_exe(const char *base, char **ret)
+{
+	_cleanup_free_ char *p = NULL, *exe = NULL;
 	const char *bn;
 	size_t len;
-	struct stat st;
-	int r;
 
-	if (asprintf(&base, "%s/%d", ctx->proc_root, (int)pid) < 0)
-		return -ENOMEM;
 	if (asprintf(&p, "%s/exe", base) < 0)
 		return -ENOMEM;
-	r = readlink_malloc(p, &exe);
-	if (r < 0)
+	if (readlink_malloc(p, &exe) < 0)
 		return -ENOENT;
-	/* A QEMU whose binary was upgraded on disk shows " (deleted)". */
 	len = strlen(exe);
 	if (len > 10 && streq(exe + len - 10, " (deleted)"))
 		exe[len - 10] = '\0';
@@ -85,11 +111,42 @@ static int read_process(struct hu_ctx *ctx, pid_t pid, struct hu_vm **ret)
 	bn = bn ? bn + 1 : exe;
 	if (strncmp(bn, "qemu-system-", 12) != 0)
 		return -ENOENT;
+	*ret = TAKE_PTR(exe);
+	return 0;
+}
 
-	free(p);
+/* What in a command line makes discovery leave a QEMU alone, in words. */
+static const char *unreadable_why(int r)
+{
+	switch (r) {
+	case -EFBIG: return "its command line is longer than 256 KiB";
+	case -E2BIG:
+		return "its command line has more than 4096 arguments, or an option with more than 256 keys";
+	default: return "its command line cannot be parsed";
+	}
+}
+
+/* Read one process; -ENOENT/-ESRCH when it is not a QEMU (or vanished).
+ * A QEMU whose command line is more than we take is a skipped record. */
+static int read_process(struct hu_ctx *ctx, pid_t pid, struct hu_vm **ret)
+{
+	_cleanup_free_ char *base = NULL, *exe = NULL, *cmdline = NULL, *p = NULL, *cg = NULL;
+	struct hu_vm *vm;
+	size_t len;
+	struct stat st;
+	int r, unreadable = 0;
+
+	if (asprintf(&base, "%s/%d", ctx->proc_root, (int)pid) < 0)
+		return -ENOMEM;
+	r = read_qemu_exe(base, &exe);
+	if (r < 0)
+		return r;
+
 	if (asprintf(&p, "%s/cmdline", base) < 0)
 		return -ENOMEM;
 	r = hu_read_file(p, HU_MAX_CMDLINE, &cmdline, &len);
+	if (r == -EFBIG)
+		return skipped_record(ctx, pid, TAKE_PTR(exe), base, unreadable_why(r), ret);
 	if (r < 0)
 		return r;
 	if (len == 0)
@@ -103,15 +160,15 @@ static int read_process(struct hu_ctx *ctx, pid_t pid, struct hu_vm **ret)
 	vm->exe = TAKE_PTR(exe);
 	for (size_t off = 0; off < len && r >= 0;) {
 		if (vm->argc >= HU_MAX_ARGS) {
-			r = -E2BIG;
+			unreadable = -E2BIG;
 			break;
 		}
 		r = hu_strv_push(&vm->argv, &vm->argc, cmdline + off);
 		off += strlen(cmdline + off) + 1;
 	}
-	if (r >= 0)
+	if (r >= 0 && !unreadable)
 		r = hu_proc_starttime(ctx, pid, &vm->starttime);
-	if (r >= 0) {
+	if (r >= 0 && !unreadable) {
 		free(p);
 		p = NULL;
 		if (asprintf(&p, "%s/cwd", base) < 0 || readlink_malloc(p, &vm->cwd) < 0)
@@ -131,14 +188,24 @@ static int read_process(struct hu_ctx *ctx, pid_t pid, struct hu_vm **ret)
 			vm->cgroup = strdup(strncmp(cg, "0::", 3) == 0 ? cg + 3 : cg);
 		}
 		r = hu_argv_parse(vm->argv, vm->argc, &vm->ai);
+		if (r < 0 && r != -ENOMEM) {
+			unreadable = r;
+			r = 0;
+		}
 	}
-	if (r >= 0) {
+	if (r >= 0 && !unreadable) {
 		if (vm->ai.name && hu_name_is_safe(vm->ai.name))
 			vm->name = strdup(vm->ai.name);
 		else if (asprintf(&vm->name, "pid-%d", (int)pid) < 0)
 			vm->name = NULL;
 		if (!vm->name)
 			r = -ENOMEM;
+	}
+	if (r >= 0 && unreadable) {
+		/* More than we take from one process: judged on its own. */
+		exe = TAKE_PTR(vm->exe);
+		hu_vm_free(vm);
+		return skipped_record(ctx, pid, TAKE_PTR(exe), base, unreadable_why(unreadable), ret);
 	}
 	if (r < 0) {
 		hu_vm_free(vm);
@@ -539,46 +606,147 @@ static int cmp_vm(const void *a, const void *b)
 	return c ? c : (x->pid > y->pid) - (x->pid < y->pid);
 }
 
-/* Every qemu-system-* process, from /proc only (no QMP). */
-int hu_scan_processes(struct hu_ctx *ctx, struct hu_vm_list **ret)
+struct seen {
+	pid_t pid;
+	uid_t uid;
+	size_t of_uid; /* how many qemu-system-* processes this uid runs */
+	char *exe;
+};
+
+static int cmp_seen_uid(const void *a, const void *b)
 {
-	struct hu_vm_list *list = calloc(1, sizeof(*list));
-	DIR *d;
+	const struct seen *x = a, *y = b;
+
+	return x->uid != y->uid ? (x->uid > y->uid) - (x->uid < y->uid)
+				: (x->pid > y->pid) - (x->pid < y->pid);
+}
+
+/* Users with fewer QEMUs first: however many processes one user starts,
+ * they cannot keep another user's QEMUs from being examined. */
+static int cmp_seen_share(const void *a, const void *b)
+{
+	const struct seen *x = a, *y = b;
+
+	if (x->of_uid != y->of_uid)
+		return (x->of_uid > y->of_uid) - (x->of_uid < y->of_uid);
+	return cmp_seen_uid(a, b);
+}
+
+/* Every qemu-system-* process (pid, exe, uid), at most HU_MAX_SCANNED. */
+static int list_qemus(struct hu_ctx *ctx, struct seen **ret, size_t *ret_n, size_t *ret_unlisted)
+{
+	struct seen *all = NULL;
+	size_t n = 0, unlisted = 0;
+	DIR *d = opendir(ctx->proc_root);
 	struct dirent *de;
 	int r = 0;
 
-	if (!list)
-		return -ENOMEM;
-	d = opendir(ctx->proc_root);
-	if (!d) {
-		free(list);
+	if (!d)
 		return -errno;
-	}
 	while ((de = readdir(d)) && r >= 0) {
-		struct hu_vm *vm = NULL;
-		char *end;
+		_cleanup_free_ char *base = NULL;
+		char *end, *exe = NULL;
 		long pid = strtol(de->d_name, &end, 10);
+		struct stat st;
+		struct seen *na;
 
 		if (*end || pid <= 0 || pid == getpid())
 			continue;
-		r = read_process(ctx, (pid_t)pid, &vm);
-		if (r < 0) {
-			/* Gone or not a QEMU: not ours to judge. */
-			r = (r == -ENOMEM || r == -E2BIG) ? r : 0;
+		if (asprintf(&base, "%s/%ld", ctx->proc_root, pid) < 0) {
+			r = -ENOMEM;
+			break;
+		}
+		if (read_qemu_exe(base, &exe) < 0 || stat(base, &st) < 0) {
+			free(exe);
+			continue; /* gone, or not a QEMU: not ours to judge */
+		}
+		if (n >= HU_MAX_SCANNED) {
+			free(exe);
+			unlisted++;
 			continue;
 		}
-		r = hu_vm_list_add(list, vm);
-		if (r < 0)
-			hu_vm_free(vm);
+		na = realloc(all, (n + 1) * sizeof(*all));
+		if (!na) {
+			free(exe);
+			r = -ENOMEM;
+			break;
+		}
+		all = na;
+		all[n++] = (struct seen){ .pid = (pid_t)pid, .uid = st.st_uid, .exe = exe };
 	}
 	closedir(d);
 	if (r < 0) {
-		hu_vm_list_free(list);
+		for (size_t i = 0; i < n; i++)
+			free(all[i].exe);
+		free(all);
 		return r;
 	}
+	*ret = all;
+	*ret_n = n;
+	*ret_unlisted = unlisted;
+	return 0;
+}
+
+/* Every qemu-system-* process, from /proc only (no QMP). Each is judged on
+ * its own: one we do not examine (too large, or past HU_MAX_VMS of them,
+ * the users with the most taking the cut) is a skipped record, past
+ * HU_MAX_SCANNED only counted; none of that fails the scan. */
+int hu_scan_processes(struct hu_ctx *ctx, struct hu_vm_list **ret)
+{
+	_cleanup_vm_list_ struct hu_vm_list *list = calloc(1, sizeof(*list));
+	struct seen *all = NULL;
+	size_t n = 0, examined = 0;
+	int r;
+
+	if (!list)
+		return -ENOMEM;
+	r = list_qemus(ctx, &all, &n, &list->n_unlisted);
+	if (r < 0)
+		return r;
+	if (n > 1) {
+		qsort(all, n, sizeof(*all), cmp_seen_uid);
+		for (size_t i = 0, j; i < n; i = j) {
+			for (j = i; j < n && all[j].uid == all[i].uid; j++)
+				;
+			for (size_t k = i; k < j; k++)
+				all[k].of_uid = j - i;
+		}
+		qsort(all, n, sizeof(*all), cmp_seen_share);
+	}
+	for (size_t i = 0; i < n; i++) {
+		_cleanup_free_ char *base = NULL;
+		struct hu_vm *vm = NULL;
+
+		if (r >= 0 && asprintf(&base, "%s/%d", ctx->proc_root, (int)all[i].pid) < 0)
+			r = -ENOMEM;
+		if (r >= 0 && examined < HU_MAX_VMS) {
+			r = read_process(ctx, all[i].pid, &vm);
+			examined += r >= 0;
+		} else if (r >= 0) {
+			r = skipped_record(
+				ctx, all[i].pid, TAKE_PTR(all[i].exe), base,
+				"more than " HU_STR(HU_MAX_VMS) " qemu-system-* processes on the host", &vm);
+		}
+		free(all[i].exe);
+		if (r < 0 && r != -ENOMEM) {
+			r = 0; /* gone, or no QEMU any more */
+			continue;
+		}
+		if (r >= 0) {
+			r = hu_vm_list_add(list, vm);
+			if (r < 0)
+				hu_vm_free(vm);
+		}
+	}
+	free(all);
+	if (r >= 0 && list->n_unlisted && list->n)
+		r = hu_strv_pushf(&list->vms[list->n - 1]->blockers, &list->vms[list->n - 1]->n_blockers,
+				  "and %zu more qemu-system-* processes, not even listed", list->n_unlisted);
+	if (r < 0)
+		return r;
 	if (list->n > 1) /* with no QEMU, vms is NULL: qsort's argument must not be */
 		qsort(list->vms, list->n, sizeof(*list->vms), cmp_vm);
-	*ret = list;
+	*ret = TAKE_PTR(list);
 	return 0;
 }
 

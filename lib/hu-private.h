@@ -15,6 +15,8 @@
 #define _cleanup_(f)   __attribute__((cleanup(f)))
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 #define ARRAY_SIZE(a)  (sizeof(a) / sizeof((a)[0]))
+#define HU_STR_(x)     #x
+#define HU_STR(x)      HU_STR_(x)
 
 /* clang-format off */
 static inline void freep(void *p) { free(*(void **)p); }
@@ -52,7 +54,8 @@ static inline int take_fd(int *fd) { int v = *fd; *fd = -1; return v; }
 #define HU_MAX_QMP_EVENTS      64
 #define HU_MAX_MANIFEST	       (16 * 1024 * 1024)
 #define HU_MAX_NAME	       64
-#define HU_MAX_VMS	       1024
+#define HU_MAX_VMS	       1024  /* QEMUs examined, and in a manifest */
+#define HU_MAX_SCANNED	       65536 /* QEMUs listed (past HU_MAX_VMS: pid, exe, uid only) */
 #define HU_MAX_MEMDEVS	       64
 #define HU_MAX_DISKS	       64
 /* How long restore waits, after a reboot, for a pmem device not there yet. */
@@ -168,8 +171,9 @@ struct hu_argv_info {
 	size_t n_object_ids;
 	char **device_ids; /* -device id= */
 	size_t n_device_ids;
-	char *passes_fd;       /* an option that hands QEMU a file descriptor */
-	bool drops_privileges; /* -runas / -run-with user=: start it as root */
+	char *passes_fd; /* an option that hands QEMU a file descriptor */
+	char *runas;	 /* -runas USER / -run-with user=USER: QEMU drops to USER itself */
+	char *chroot;	 /* -chroot DIR / -run-with chroot=DIR */
 };
 int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret);
 void hu_argv_info_clear(struct hu_argv_info *info);
@@ -316,6 +320,7 @@ struct hu_vm {
 	size_t n_groups;
 	char *cgroup;
 	struct hu_argv_info ai; /* what argv says */
+	char *skipped;		/* why discover did not examine it (no argv then) */
 
 	/* discover, from QMP */
 	bool qmp_ok; /* QEMU answered: what follows is known */
@@ -373,6 +378,7 @@ struct hu_vm {
 struct hu_vm_list {
 	struct hu_vm **vms;
 	size_t n;
+	size_t n_unlisted; /* discover: qemu-system-* processes past HU_MAX_SCANNED */
 };
 
 void hu_vm_free(struct hu_vm *vm);
@@ -392,6 +398,14 @@ int hu_pidfd_kill(int pidfd, unsigned timeout_ms);
 int hu_pid_kill(struct hu_ctx *ctx, pid_t pid, uint64_t starttime);
 /* Is this exact process (pid + start time) still alive? */
 bool hu_vm_process_alive(struct hu_vm *vm);
+/* How restore starts this VM's QEMU: as root when its argv has QEMU drop to
+ * the user it ran as (-runas, -run-with user=), else as that user; refused
+ * (with why) when the argv names another user or the binary is not safe to
+ * run so (hu_exe_check). */
+int hu_vm_start_as(const struct hu_vm *vm, bool *ret_as_root, char **ret_error);
+/* A binary only root (or uid, when not 0) can replace: it and every
+ * directory above it, no symbolic links. */
+int hu_exe_check(const char *path, uid_t uid, char **ret_error);
 
 /* ---- manager.c: who runs a QEMU — nobody (we start it from its argv), or
  * a VM manager (libvirt.c) that must keep it. Each phase calls out here;
@@ -439,6 +453,11 @@ int hu_manager_by_name(const char *name, const struct hu_manager_ops **ret);
 /* The QMP transport: the VM's socket, or its manager's. */
 int hu_manager_monitor(struct hu_vm *vm, unsigned timeout_ms, struct hu_qmp **ret, char **ret_why);
 int hu_manager_state_uri(struct hu_vm *vm, bool out, char **ret_uri);
+/* The state file as a descriptor in this fdset (add-fd), for a QEMU that
+ * cannot open it itself; removed again with hu_state_fdset_remove. */
+#define HU_STATE_FDSET 0x48550000LL /* <= INT_MAX: QEMU parses /dev/fdset/N as an int */
+int hu_state_fd_uri(struct hu_vm *vm, bool out, char **ret_uri);
+void hu_state_fdset_remove(struct hu_vm *vm);
 int hu_manager_cont(struct hu_vm *vm, char **ret_err);
 const char *hu_manager_ram_path(struct hu_vm *vm, size_t i);
 void hu_manager_done(struct hu_vm *vm);

@@ -107,6 +107,16 @@ const char *hu_vm_get_qemu_version(const struct hu_vm *vm);
 const char *hu_vm_get_manager(const struct hu_vm *vm);
 size_t hu_vm_get_n_blockers(const struct hu_vm *vm);
 const char *hu_vm_get_blocker(const struct hu_vm *vm, size_t i);
+/* The user its QEMU runs as (from /proc: its real uid), and the user its
+ * argv has QEMU drop to after starting as root (-runas, -run-with user=) or
+ * NULL. */
+uid_t hu_vm_get_uid(const struct hu_vm *vm);
+const char *hu_vm_get_runas(const struct hu_vm *vm);
+/* Why discovery left this qemu-system-* process alone (its command line is
+ * more than we read, or there are too many), or NULL. */
+const char *hu_vm_get_skipped(const struct hu_vm *vm);
+/* The name of a uid ("#UID" when it has none). */
+int hu_user_name(uid_t uid, char *buf, size_t len);
 /* After a checkpoint or restore: where the VM got to (running, saved,
  * checkpointed, restored, resumed: rolled back, failed) and, when it did not
  * get where it was going, why. */

@@ -29,7 +29,6 @@
 #include "libvirt-dl.h"
 
 #define LV_URI		   "qemu:///system"
-#define LV_FDSET	   0x48550000LL /* <= INT_MAX: QEMU parses /dev/fdset/N as an int */
 #define LV_MAX_XML	   (4 * 1024 * 1024)
 #define LV_CONNECT_WAIT_MS 60000 /* restore after a boot: libvirtd may come up late */
 #define LV_QEMU_NS	   "http://libvirt.org/schemas/domain/qemu/1.0"
@@ -449,37 +448,11 @@ static int lv_prepare(struct hu_vm *vm)
 	return 0;
 }
 
-static void remove_fdset(struct hu_vm *vm)
-{
-	json_object *args = json_object_new_object();
-
-	json_object_object_add(args, "fdset-id", json_object_new_int64(LV_FDSET));
-	hu_qmp_execute(vm->qmp, "remove-fd", args, NULL, NULL);
-}
-
 /* QEMU runs as libvirt-qemu and cannot open our 0600 file: we do, and hand
  * the descriptor over (one per command: libvirt's limit). */
 static int lv_state_uri(struct hu_vm *vm, bool out, char **ret_uri)
 {
-	_cleanup_close_ int fd = -1;
-	_cleanup_free_ char *qerr = NULL;
-	json_object *args;
-	int r;
-
-	fd = out ? open(vm->state_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600)
-		 : open(vm->state_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return hu_vm_set_error(vm, -errno, "state file %s: %m", vm->state_file);
-	remove_fdset(vm); /* one left by an interrupted run */
-	args = json_object_new_object();
-	json_object_object_add(args, "fdset-id", json_object_new_int64(LV_FDSET));
-	json_object_object_add(args, "opaque", json_object_new_string("host-upgrade state"));
-	r = hu_qmp_execute_fd(vm->qmp, "add-fd", args, fd, NULL, &qerr);
-	if (r < 0)
-		return hu_vm_set_error(vm, r, "add-fd of the state file: %s", qerr ?: hu_qmp_strerror(r));
-	if (asprintf(ret_uri, "file:/dev/fdset/%lld", LV_FDSET) < 0)
-		return -ENOMEM;
-	return 0;
+	return hu_state_fd_uri(vm, out, ret_uri);
 }
 
 /* The RAM file is in libvirt's per-start folder <base>/<id>-<name>/, which
@@ -532,7 +505,7 @@ static int lv_saved(struct hu_vm *vm)
 {
 	int r;
 
-	remove_fdset(vm);
+	hu_state_fdset_remove(vm);
 	r = link_ram(vm);
 	if (r < 0)
 		return r;
@@ -782,7 +755,7 @@ static json_object *lv_to_json(const struct hu_vm *vm)
 	json_object_object_add(o, "autostart", json_object_new_boolean(lv->autostart));
 	json_object_object_add(o, "token", lv->token ? json_object_new_string(lv->token) : NULL);
 	json_object_object_add(o, "xml", lv->xml ? json_object_new_string(lv->xml) : NULL);
-	json_object_object_add(o, "fdset", json_object_new_int64(LV_FDSET));
+	json_object_object_add(o, "fdset", json_object_new_int64(HU_STATE_FDSET));
 	for (size_t i = 0; i < lv->n_links; i++) {
 		json_object *l = json_object_new_object();
 

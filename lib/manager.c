@@ -6,6 +6,7 @@
  * the VM afterwards, so the phases go through it. Each phase calls out
  * here; what "none" does is the phase's own code or the defaults below.
  */
+#include <fcntl.h>
 #include <stdio.h>
 #include "hu-private.h"
 
@@ -88,10 +89,53 @@ int hu_manager_monitor(struct hu_vm *vm, unsigned timeout_ms, struct hu_qmp **re
 	return r;
 }
 
+void hu_state_fdset_remove(struct hu_vm *vm)
+{
+	json_object *args = json_object_new_object();
+
+	json_object_object_add(args, "fdset-id", json_object_new_int64(HU_STATE_FDSET));
+	hu_qmp_execute(vm->qmp, "remove-fd", args, NULL, NULL);
+}
+
+/* A QEMU that does not run as root (its owner's, or one that dropped
+ * privileges with -runas) cannot open our 0600 file in our 0700 dir, and
+ * one in a -chroot would not find it: we open it, and hand the descriptor
+ * over (add-fd). */
+int hu_state_fd_uri(struct hu_vm *vm, bool out, char **ret_uri)
+{
+	_cleanup_close_ int fd = -1;
+	_cleanup_free_ char *qerr = NULL;
+	json_object *args;
+	int r;
+
+	fd = out ? open(vm->state_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600)
+		 : open(vm->state_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return hu_vm_set_error(vm, -errno, "state file %s: %m", vm->state_file);
+	hu_state_fdset_remove(vm); /* one left by an interrupted run */
+	args = json_object_new_object();
+	json_object_object_add(args, "fdset-id", json_object_new_int64(HU_STATE_FDSET));
+	json_object_object_add(args, "opaque", json_object_new_string("host-upgrade state"));
+	r = hu_qmp_execute_fd(vm->qmp, "add-fd", args, fd, NULL, &qerr);
+	if (r < 0)
+		return hu_vm_set_error(vm, r, "add-fd of the state file: %s", qerr ?: hu_qmp_strerror(r));
+	if (asprintf(ret_uri, "file:/dev/fdset/%lld", HU_STATE_FDSET) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+/* Does this QEMU get its state file as a descriptor? */
+static bool state_by_fd(const struct hu_vm *vm)
+{
+	return vm->uid != 0 || vm->ai.chroot;
+}
+
 int hu_manager_state_uri(struct hu_vm *vm, bool out, char **ret_uri)
 {
 	if (vm->mgr && vm->mgr->state_uri)
 		return vm->mgr->state_uri(vm, out, ret_uri);
+	if (state_by_fd(vm))
+		return hu_state_fd_uri(vm, out, ret_uri);
 	return asprintf(ret_uri, "file:%s", vm->state_file) < 0 ? -ENOMEM : 0;
 }
 
@@ -113,4 +157,6 @@ void hu_manager_done(struct hu_vm *vm)
 {
 	if (vm->mgr && vm->mgr->done)
 		vm->mgr->done(vm);
+	else if (!vm->mgr && state_by_fd(vm) && vm->qmp)
+		hu_state_fdset_remove(vm); /* QEMU would keep our state file open */
 }

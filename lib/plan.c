@@ -84,11 +84,23 @@ int hu_plan(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_options
 
 		for (size_t j = 0; j < list->n; j++)
 			if (j != i && streq(list->vms[j]->name, vm->name)) {
+				char user[64];
+
+				hu_user_name(list->vms[j]->uid, user, sizeof(user));
 				hu_strv_pushf(&vm->blockers, &vm->n_blockers,
-					      "another QEMU (pid %d) has the same name",
-					      (int)list->vms[j]->pid);
+					      "another QEMU (pid %d, user %s, %s) has the same name",
+					      (int)list->vms[j]->pid, user, list->vms[j]->exe);
 				break;
 			}
+		if (!vm->mgr && !vm->skipped) {
+			_cleanup_free_ char *why = NULL;
+			bool as_root;
+
+			/* What restore would refuse, said before anything stops. */
+			if (hu_vm_start_as(vm, &as_root, &why) < 0)
+				hu_strv_pushf(&vm->blockers, &vm->n_blockers,
+					      "restore would not start it: %s", why ?: "out of memory");
+		}
 		if (!vm->qmp_ok)
 			continue;
 		for (size_t k = 0; k < ARRAY_SIZE(ok_runstates); k++)

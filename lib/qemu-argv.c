@@ -247,6 +247,8 @@ void hu_argv_info_clear(struct hu_argv_info *info)
 	free(info->qga_path);
 	free(info->pidfile);
 	free(info->passes_fd);
+	free(info->runas);
+	free(info->chroot);
 	hu_strv_free(info->mem_paths, info->n_mem_paths);
 	hu_strv_free(info->object_ids, info->n_object_ids);
 	hu_strv_free(info->device_ids, info->n_device_ids);
@@ -359,8 +361,16 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
 				r = hu_strv_push(&info.mem_paths, &info.n_mem_paths, mp);
 			if (r >= 0 && id && info.n_object_ids < 256)
 				r = hu_strv_push(&info.object_ids, &info.n_object_ids, id);
-		} else if (streq(opt, "runas") || (streq(opt, "run-with") && strstr(val, "user="))) {
-			info.drops_privileges = true;
+		} else if (streq(opt, "runas")) {
+			r = hu_strdup_replace(&info.runas, val);
+		} else if (streq(opt, "chroot")) {
+			r = hu_strdup_replace(&info.chroot, val);
+		} else if (streq(opt, "run-with")) {
+			r = hu_opts_parse(val, NULL, &o);
+			if (r >= 0 && hu_opts_get(&o, "user"))
+				r = hu_strdup_replace(&info.runas, hu_opts_get(&o, "user"));
+			if (r >= 0 && hu_opts_get(&o, "chroot"))
+				r = hu_strdup_replace(&info.chroot, hu_opts_get(&o, "chroot"));
 		} else if (streq(opt, "pidfile")) {
 			r = hu_strdup_replace(&info.pidfile, val);
 		} else if (streq(opt, "incoming")) {

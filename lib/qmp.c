@@ -159,11 +159,29 @@ static void queue_event(struct hu_qmp *q, json_object *msg)
 	q->events[q->n_events++] = msg;
 }
 
-static int send_all(struct hu_qmp *q, const char *s, size_t len, int64_t deadline)
+/* Send all of s; with fd >= 0, the descriptor goes along with the first
+ * bytes (SCM_RIGHTS, as QEMU's add-fd and getfd take it). */
+static int send_all_fd(struct hu_qmp *q, const char *s, size_t len, int fd, int64_t deadline)
 {
-	while (len > 0) {
-		ssize_t n = send(q->fd, s, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	char cbuf[CMSG_SPACE(sizeof(int))] = {};
 
+	while (len > 0) {
+		struct iovec iov = { .iov_base = (void *)s, .iov_len = len };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+		ssize_t n;
+
+		if (fd >= 0) {
+			struct cmsghdr *c;
+
+			mh.msg_control = cbuf;
+			mh.msg_controllen = sizeof(cbuf);
+			c = CMSG_FIRSTHDR(&mh);
+			c->cmsg_level = SOL_SOCKET;
+			c->cmsg_type = SCM_RIGHTS;
+			c->cmsg_len = CMSG_LEN(sizeof(int));
+			memcpy(CMSG_DATA(c), &fd, sizeof(int));
+		}
+		n = sendmsg(q->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -175,10 +193,16 @@ static int send_all(struct hu_qmp *q, const char *s, size_t len, int64_t deadlin
 			}
 			return errno == EPIPE ? -ECONNRESET : -errno;
 		}
+		fd = -1; /* sent */
 		s += n;
 		len -= n;
 	}
 	return 0;
+}
+
+static int send_all(struct hu_qmp *q, const char *s, size_t len, int64_t deadline)
+{
+	return send_all_fd(q, s, len, -1, deadline);
 }
 
 static char *error_text(json_object *err)
@@ -254,14 +278,19 @@ static int execute_ext(struct hu_qmp *q, const char *cmd, json_object *args, int
 	return reply_result(msg, ret, ret_error);
 }
 
+static int execute_sock(struct hu_qmp *q, const char *cmd, json_object *args, int fd, json_object **ret,
+			char **ret_error);
+
 int hu_qmp_execute_fd(struct hu_qmp *q, const char *cmd, json_object *args, int fd, json_object **ret,
 		      char **ret_error)
 {
-	if (!q->ext || fd < 0) {
+	if (fd < 0) {
 		json_object_put(args);
 		return -EOPNOTSUPP;
 	}
-	return execute_ext(q, cmd, args, fd, ret, ret_error);
+	if (q->ext)
+		return execute_ext(q, cmd, args, fd, ret, ret_error);
+	return execute_sock(q, cmd, args, fd, ret, ret_error);
 }
 
 int hu_qmp_open_ext(const struct hu_qmp_ext *ext, void *data, unsigned timeout_ms, struct hu_qmp **ret)
@@ -297,14 +326,20 @@ int hu_qmp_open_ext(const struct hu_qmp_ext *ext, void *data, unsigned timeout_m
 
 int hu_qmp_execute(struct hu_qmp *q, const char *cmd, json_object *args, json_object **ret, char **ret_error)
 {
+	if (q->ext)
+		return execute_ext(q, cmd, args, -1, ret, ret_error);
+	return execute_sock(q, cmd, args, -1, ret, ret_error);
+}
+
+static int execute_sock(struct hu_qmp *q, const char *cmd, json_object *args, int fd, json_object **ret,
+			char **ret_error)
+{
 	_cleanup_json_ json_object *req = json_object_new_object();
 	char id[32];
 	const char *s;
 	int64_t deadline = hu_mono_ms() + q->timeout_ms;
 	int r;
 
-	if (q->ext)
-		return execute_ext(q, cmd, args, -1, ret, ret_error);
 	if (!req) {
 		json_object_put(args);
 		return -ENOMEM;
@@ -315,7 +350,7 @@ int hu_qmp_execute(struct hu_qmp *q, const char *cmd, json_object *args, json_ob
 		json_object_object_add(req, "arguments", args);
 	json_object_object_add(req, "id", json_object_new_string(id));
 	s = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
-	r = send_all(q, s, strlen(s), deadline);
+	r = send_all_fd(q, s, strlen(s), fd, deadline);
 	if (r >= 0)
 		r = send_all(q, "\n", 1, deadline);
 	if (r < 0)

@@ -30,7 +30,11 @@ struct restore_job {
  * Workers never write vm->error themselves: another worker's save reads it. */
 static void finish_vm(struct restore_job *job, struct hu_vm *vm, enum hu_vm_state state, const char *error)
 {
-	char *copy = error ? strdup(error) : NULL; /* error may be vm->error */
+	/* error may be vm->error. A VM that failed is never left without a why:
+	 * the CLI reports failed VMs by their error. */
+	char *copy = error		     ? strdup(error)
+		     : state == HU_VM_FAILED ? strdup("restore failed, and no step said why")
+					     : NULL;
 
 	pthread_mutex_lock(&job->m->lock);
 	vm->state = state;
@@ -60,12 +64,33 @@ static bool shares_ram(const struct hu_vm *vm, const struct hu_vm *p)
 	return false;
 }
 
-/* A QEMU on the host now that is this VM: same name, QMP socket or RAM. */
-static struct hu_vm *find_running(struct restore_job *job, const struct hu_vm *vm)
+/* A QEMU on the host now that is this VM: the same user running the same
+ * binary (as recorded from /proc at the checkpoint) with the same name, QMP
+ * socket or RAM. Another user's process, or another binary, is never it,
+ * whatever its argv says: anyone can name a process after a VM. One of the
+ * same user and binary that discovery did not examine may be it: *ret_unsure
+ * says why, and the caller must not start the VM. */
+static struct hu_vm *find_running(struct restore_job *job, const struct hu_vm *vm, const char **ret_unsure)
 {
+	*ret_unsure = NULL;
+	if (job->running->n_unlisted) {
+		*ret_unsure = "more qemu-system-* processes run than discovery lists";
+		return NULL;
+	}
 	for (size_t i = 0; i < job->running->n; i++) {
 		struct hu_vm *p = job->running->vms[i];
 
+		/* The QEMU restore itself started (its pid recorded) is it; one
+		 * started as root to drop to the VM's user may not have yet. */
+		bool ours = p->pid == vm->pid && p->starttime == vm->starttime;
+
+		if (!ours &&
+		    (!streq(p->exe, vm->exe) || (p->uid != vm->uid && !(vm->ai.runas && p->uid == 0))))
+			continue;
+		if (p->skipped) {
+			*ret_unsure = p->skipped;
+			return p;
+		}
 		if (streq(p->name, vm->name) || shares_ram(vm, p) ||
 		    (vm->ai.qmp_path && p->ai.qmp_path && streq(vm->ai.qmp_path, p->ai.qmp_path)))
 			return p;
@@ -292,12 +317,25 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 	_cleanup_free_ char *err = NULL;
 	_cleanup_close_ int qemu_fd = -1;
 	struct hu_vm *other;
+	const char *unsure;
 	struct stat st;
 	pid_t child = 0, pid = 0;
 	uint64_t starttime = 0;
 	int r;
 
-	other = find_running(job, vm);
+	other = find_running(job, vm, &unsure);
+	if (unsure) {
+		/* Never run a VM twice: what we cannot rule out, we do not start. */
+		if (other)
+			hu_errorf(&err, 0,
+				  "pid %d runs %s as the same user and was not examined (%s): "
+				  "not started, in case it is this VM",
+				  (int)other->pid, vm->exe, unsure);
+		else
+			hu_errorf(&err, 0, "cannot tell whether it runs already (%s): not started", unsure);
+		finish_vm(job, vm, HU_VM_FAILED, err);
+		return;
+	}
 	if (other && hu_argv_has_incoming_defer(other->argv, other->argc) && streq(other->name, vm->name)) {
 		/* Started by an earlier restore that was cut short: finish its
 		 * load, or end it if the load never began, never both. */
@@ -497,7 +535,8 @@ int hu_restore_vms_of(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot,
 
 	r = hu_scan_processes(ctx, &job.running);
 	if (r < 0)
-		return r;
+		return hu_fail(ctx, r, "cannot list the QEMU processes in %s: %s; no VM was started",
+			       ctx->proc_root, strerror(-r));
 	/* Persisted with the first VM's record: one flush less before any
 	 * guest runs, and until then nothing has changed on disk. */
 	hu_manifest_note_phase(m, "restoring");

@@ -29,6 +29,7 @@ int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid, char **r
 	static char *const envp[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 				      NULL };
 	pid_t pid;
+	bool as_root; /* checked: with -runas, QEMU drops to the user it ran as */
 	int r;
 
 	if (asprintf(&log, "%s.log", vm->name) < 0)
@@ -41,6 +42,11 @@ int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid, char **r
 				 out == -ELOOP	  ? "a symbolic link, refused"
 				 : out == -EBADFD ? "not a regular file, refused"
 						  : strerror(-out));
+	/* Who runs it, from what /proc said at the checkpoint, and whether its
+	 * binary is one only root (or that user) could have put there. */
+	r = hu_vm_start_as(vm, &as_root, ret_error);
+	if (r < 0)
+		return r;
 	/* A QEMU that daemonizes leaves our child's session and would be
 	 * reparented to PID 1: as its subreaper we keep it below us, which is
 	 * how its pid is proven ours (hu_pid_open). */
@@ -101,7 +107,7 @@ int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid, char **r
 		if (chdir(vm->cwd ?: "/") < 0 && chdir("/") < 0)
 			_exit(126);
 		/* -runas: QEMU drops privileges itself and must start as root. */
-		if (!vm->ai.drops_privileges &&
+		if (!vm->ai.runas &&
 		    (setgroups(vm->n_groups, vm->groups) < 0 || setgid(vm->gid) < 0 || setuid(vm->uid) < 0))
 			_exit(126);
 		signal(SIGPIPE, SIG_DFL);

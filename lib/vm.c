@@ -3,11 +3,13 @@
  * The VM record: one QEMU as discover finds it, plan decides about it and
  * checkpoint and restore record it. Its lifecycle, the list of them, the
  * public getters, the state names of the manifest, and whether the process
- * it names is still that process (pid + start time).
+ * it names is still that process (pid + start time), and who it runs as.
  */
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include "hu-private.h"
@@ -33,6 +35,7 @@ void hu_vm_free(struct hu_vm *vm)
 	free(vm->groups);
 	free(vm->cgroup);
 	free(vm->pidfile_refused);
+	free(vm->skipped);
 	hu_argv_info_clear(&vm->ai);
 	free(vm->qemu_version);
 	free(vm->runstate);
@@ -57,7 +60,7 @@ int hu_vm_list_add(struct hu_vm_list *list, struct hu_vm *vm)
 {
 	struct hu_vm **n;
 
-	if (list->n >= HU_MAX_VMS)
+	if (list->n >= HU_MAX_SCANNED)
 		return -E2BIG;
 	n = realloc(list->vms, (list->n + 1) * sizeof(*n));
 	if (!n)
@@ -96,6 +99,9 @@ const char *hu_vm_get_runstate(const struct hu_vm *vm) { return vm->runstate; }
 bool hu_vm_get_queried(const struct hu_vm *vm) { return vm->qmp_ok; }
 const char *hu_vm_get_qemu_version(const struct hu_vm *vm) { return vm->qemu_version; }
 size_t hu_vm_get_n_blockers(const struct hu_vm *vm) { return vm->n_blockers; }
+uid_t hu_vm_get_uid(const struct hu_vm *vm) { return vm->uid; }
+const char *hu_vm_get_runas(const struct hu_vm *vm) { return vm->ai.runas; }
+const char *hu_vm_get_skipped(const struct hu_vm *vm) { return vm->skipped; }
 const char *hu_vm_get_error(const struct hu_vm *vm) { return vm->error; }
 const char *hu_vm_get_state(const struct hu_vm *vm) { return hu_vm_state_to_string(vm->state); }
 /* clang-format on */
@@ -292,4 +298,112 @@ int hu_vm_state_from_string(const char *s, enum hu_vm_state *ret)
 			return 0;
 		}
 	return -EINVAL;
+}
+
+/* The uid QEMU itself takes for -runas / -run-with user=: a user name, or
+ * "UID:GID" (os-posix.c). */
+static int runas_uid(const char *user, uid_t *ret)
+{
+	struct passwd pw, *res = NULL;
+	char buf[4096];
+	unsigned long v;
+	char *end;
+
+	if (getpwnam_r(user, &pw, buf, sizeof(buf), &res) == 0 && res) {
+		*ret = res->pw_uid;
+		return 0;
+	}
+	errno = 0;
+	v = strtoul(user, &end, 0);
+	if (errno || end == user || *end != ':' || v >= (uid_t)-1)
+		return -ENOENT;
+	*ret = (uid_t)v;
+	return 0;
+}
+
+int hu_user_name(uid_t uid, char *buf, size_t len)
+{
+	struct passwd pw, *res = NULL;
+	char pwbuf[4096];
+
+	if (getpwuid_r(uid, &pw, pwbuf, sizeof(pwbuf), &res) == 0 && res)
+		return snprintf(buf, len, "%s", res->pw_name) < (int)len ? 0 : -ENAMETOOLONG;
+	snprintf(buf, len, "#%u", (unsigned)uid);
+	return 0;
+}
+
+int hu_vm_start_as(const struct hu_vm *vm, bool *ret_as_root, char **ret_error)
+{
+	uid_t uid;
+
+	if (vm->ai.runas) {
+		/* QEMU starts as root and drops to this user itself: only when the
+		 * QEMU we saw (its uid from /proc, not its argv) ran as that user. */
+		if (runas_uid(vm->ai.runas, &uid) < 0)
+			return hu_errorf(
+				ret_error, -ENOENT,
+				"its command line asks QEMU to run as '%.64s', which is no user here",
+				vm->ai.runas);
+		if (uid != vm->uid)
+			return hu_errorf(
+				ret_error, -EPERM,
+				"its command line asks QEMU to run as '%.64s' (uid %u), but it ran as uid %u: "
+				"it would be started as root",
+				vm->ai.runas, (unsigned)uid, (unsigned)vm->uid);
+	}
+	*ret_as_root = vm->ai.runas || vm->uid == 0;
+	return hu_exe_check(vm->exe, *ret_as_root ? 0 : vm->uid, ret_error);
+}
+
+int hu_exe_check(const char *path, uid_t uid, char **ret_error)
+{
+	_cleanup_free_ char *p = NULL;
+	struct stat st = {};
+	size_t len;
+
+	if (!path || path[0] != '/')
+		return hu_errorf(ret_error, -EINVAL, "QEMU binary %s: not an absolute path",
+				 path ?: "(none)");
+	p = strdup(path);
+	if (!p)
+		return -ENOMEM;
+	len = strlen(p);
+	/* "/", then each directory below it, then the file itself */
+	for (size_t i = 0; i <= len; i++) {
+		char c = p[i];
+		const char *what;
+
+		if (i > 0 && c != '/' && c != '\0')
+			continue;
+		if (i > 0 && p[i - 1] == '/')
+			continue; /* "//" */
+		p[i] = '\0';
+		if (lstat(i ? p : "/", &st) < 0) {
+			int r = -errno;
+
+			return hu_errorf(ret_error, r, "QEMU binary %s: %s: %s", path, i ? p : "/",
+					 strerror(-r));
+		}
+		if (S_ISLNK(st.st_mode))
+			what = "is a symbolic link";
+		else if (st.st_uid != 0 && st.st_uid != uid)
+			what = "is owned by another user";
+		else if ((st.st_mode & S_IWOTH) && !(S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX)))
+			what = "is writable by others";
+		else if ((st.st_mode & S_IWGRP) && st.st_gid != 0 &&
+			 !(S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX)))
+			what = "is writable by its group";
+		else
+			what = NULL;
+		if (what)
+			return hu_errorf(
+				ret_error, -EPERM,
+				"QEMU binary %s: %s %s (uid %u, mode %04o): refusing to run it as %s%u", path,
+				i ? p : "/", what, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777),
+				uid ? "uid " : "root, uid ", (unsigned)uid);
+		p[i] = c;
+	}
+	if (!S_ISREG(st.st_mode) || !(st.st_mode & 0111))
+		return hu_errorf(ret_error, -EACCES, "QEMU binary %s: not an executable regular file", path);
+	return 0;
 }

@@ -7,42 +7,16 @@
 # its pid in teardown, also when the test fails.
 
 load helpers
+load hostile
 
 HU_VM_MEM=128M
 
 setup() {
-	hu_setup
-	getent passwd nobody >/dev/null && getent group nogroup >/dev/null || skip "no user nobody / group nogroup"
-	command -v setpriv >/dev/null || skip "no setpriv (util-linux)"
-	U=$(mktemp -d /tmp/hu-h26.XXXXXX)
-	chmod 0755 "$U"
-	chown nobody:nogroup "$U"
-	PIDS=$BATS_TEST_TMPDIR/hostile.pids
+	hostile_setup h26
 }
 
 teardown() {
-	local pid
-	if [[ -s "$PIDS" ]]; then
-		while read -r pid; do
-			[[ "$pid" =~ ^[0-9]+$ ]] && kill -KILL "$pid" 2>/dev/null
-		done <"$PIDS"
-		while read -r pid; do
-			[[ "$pid" =~ ^[0-9]+$ ]] || continue
-			for _ in $(seq 100); do
-				_hu_pid_alive "$pid" || break
-				sleep 0.05
-			done
-		done <"$PIDS"
-	fi
-	hu_teardown
-	if [[ -n "${U:-}" && "$U" == /tmp/hu-h26.* ]]; then
-		rm -rf "$U"
-	fi
-}
-
-# as_user CMD...: CMD as nobody:nogroup, no supplementary groups
-as_user() {
-	setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$@"
+	hostile_teardown
 }
 
 # fixture_manifest PYCODE [ARG...]: the version-3 fixture manifest (tests/fixtures/status)
@@ -95,23 +69,11 @@ v["memdevs"][0]["medium"]["device"] = None
 # name), with argv "-name guest=NAME -qmp unix:$U/NAME.qmp,server=on,wait=off". SCRIPT
 # creates $U/NAME.qmp.ready when it is set up. Its pid goes to $PIDS.
 start_hostile_qemu() {
-	local name=$1 i pid
+	local name=$1
 	[ -x "$U/qemu-system-x86_64" ] || install -o nobody -g nogroup -m 0755 /usr/bin/python3 "$U/qemu-system-x86_64"
 	install -o nobody -g nogroup -m 0644 /dev/stdin "$U/$name.py"
-	# setpriv itself, not as_user: a function in the background is a subshell, not the pid
-	setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$U/qemu-system-x86_64" "$U/$name.py" -name "guest=$name" \
-		-qmp "unix:$U/$name.qmp,server=on,wait=off" </dev/null >"$T/$name.out" 2>&1 3>&- 4>&- &
-	pid=$!
-	echo "$pid" >>"$PIDS"
-	disown "$pid" 2>/dev/null || true
-	for ((i = 0; i < 400; i++)); do
-		[[ -e "$U/$name.qmp.ready" ]] && return 0
-		_hu_pid_alive "$pid" || break
-		sleep 0.05
-	done
-	echo "hostile QEMU $name did not come up" >&2
-	cat "$T/$name.out" >&2
-	return 1
+	hostile_python "$name" "$U/$name.qmp.ready" "$U/$name.py" -name "guest=$name" \
+		-qmp "unix:$U/$name.qmp,server=on,wait=off"
 }
 
 # Case 3. A listener that never accepts, its backlog full: connect() to it used to block

@@ -292,6 +292,49 @@ static void test_newer_flags(void **state)
 	}
 }
 
+/* Who QEMU drops to, and where it chroots, in every spelling (#15 case 8). */
+static void test_runas_and_chroot(void **state)
+{
+	char *a1[] = { "qemu", "-run-with", "async-teardown=on,user=nobody,chroot=/srv/jail", NULL };
+	char *a2[] = { "qemu", "-runas", "qemu", "-chroot", "/var/empty", NULL };
+	char *a3[] = { "qemu", "-run-with", "user=65534:65534", "-run-with", "async-teardown=on", NULL };
+	char *a4[] = { "qemu", "-name", "x", NULL };
+	struct hu_argv_info ai;
+
+	parse(a1, &ai);
+	assert_string_equal(ai.runas, "nobody");
+	assert_string_equal(ai.chroot, "/srv/jail");
+	hu_argv_info_clear(&ai);
+	parse(a2, &ai);
+	assert_string_equal(ai.runas, "qemu");
+	assert_string_equal(ai.chroot, "/var/empty");
+	hu_argv_info_clear(&ai);
+	parse(a3, &ai);
+	assert_string_equal(ai.runas, "65534:65534");
+	assert_null(ai.chroot);
+	hu_argv_info_clear(&ai);
+	parse(a4, &ai);
+	assert_null(ai.runas);
+	assert_null(ai.chroot);
+	hu_argv_info_clear(&ai);
+}
+
+/* The binary restore runs as root: only root can have put it there. */
+static void test_exe_check(void **state)
+{
+	char *why = NULL;
+
+	assert_int_equal(hu_exe_check("/usr/bin/env", 0, NULL), 0);
+	assert_int_equal(hu_exe_check("sh", 0, &why), -EINVAL);
+	assert_non_null(strstr(why, "not an absolute path"));
+	assert_int_equal(hu_exe_check("/etc/passwd", 0, &why), -EACCES);
+	assert_non_null(strstr(why, "not an executable regular file"));
+	/* /tmp is writable by all, but sticky: its entries are their owners' */
+	assert_int_equal(hu_exe_check("/tmp", 0, &why), -EACCES);
+	assert_int_equal(hu_exe_check("/nonexistent/qemu", 0, &why), -ENOENT);
+	free(why);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -309,6 +352,8 @@ int main(void)
 		cmocka_unit_test(test_replace_mem_path),
 		cmocka_unit_test(test_replace_repeated_mem_path),
 		cmocka_unit_test(test_newer_flags),
+		cmocka_unit_test(test_runas_and_chroot),
+		cmocka_unit_test(test_exe_check),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,6 +13,7 @@ static struct hu_vm *vm_new(const char *name)
 
 	vm->ctx = ctx;
 	vm->name = strdup(name);
+	vm->exe = strdup("/usr/bin/env"); /* root's, as a QEMU's must be for root to run it */
 	vm->qmp_ok = true;
 	vm->runstate = strdup("running");
 	vm->memdevs = calloc(4, sizeof(*vm->memdevs));
@@ -173,6 +174,31 @@ static void test_space_and_runstate(void **state)
 	hu_vm_free(vm);
 }
 
+/* What restore would refuse to start blocks at plan time (#15 case 8). */
+static void test_runas_another_user_blocks(void **state)
+{
+	struct hu_vm *vm = vm_new("r");
+
+	add_mem(vm, "memory-backend-file", "/mnt/pmem/r", true, HU_BACKING_PERSISTENT, 1ULL << 30);
+	vm->uid = 65534;
+	vm->ai.runas = strdup("root");
+	assert_int_equal(plan1(vm, &reboot), 1);
+	assert_true(has_blocker(
+		vm,
+		"restore would not start it: its command line asks QEMU to run as 'root' (uid 0), but it ran as uid 65534"));
+	hu_vm_free(vm);
+
+	vm = vm_new("s");
+	add_mem(vm, "memory-backend-file", "/mnt/pmem/s", true, HU_BACKING_PERSISTENT, 1ULL << 30);
+	vm->uid = 0;
+	free(vm->exe);
+	vm->exe = strdup("/etc/passwd");
+	assert_int_equal(plan1(vm, &reboot), 1);
+	assert_true(has_blocker(
+		vm, "restore would not start it: QEMU binary /etc/passwd: not an executable regular file"));
+	hu_vm_free(vm);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -184,6 +210,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_volatile_depends_on_reboot_and_policy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vfio_needs_agent_and_wakeup, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_space_and_runstate, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_runas_another_user_blocks, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
