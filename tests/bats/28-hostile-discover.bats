@@ -238,7 +238,10 @@ restore_continues() {
 	[ "$(vm_boot_count $N)" -eq 1 ]
 	[ "$(vm_status $N)" = running ]
 	# the state file is not left open in it
-	! ls -l /proc/$pid1/fd 2>/dev/null | grep -qF "$S/$N.state" || false
+	local fd
+	for fd in /proc/$pid1/fd/*; do
+		[ "$(readlink "$fd" 2>/dev/null)" != "$S/$N.state" ] || false
+	done
 }
 
 # edit_manifest PYCODE [ARG...]: PYCODE applied to v, the first VM of $S/manifest.json
