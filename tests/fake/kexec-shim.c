@@ -136,27 +136,8 @@ static int fake_open(const char *path)
 	return -2;
 }
 
-int open(const char *path, int flags, ...)
-{
-	static int (*real)(const char *, int, ...);
-	mode_t mode = 0;
-	va_list ap;
-	int fd = fake_open(path);
-
-	if (fd != -2)
-		return fd;
-	va_start(ap, flags);
-	if (flags & (O_CREAT | O_TMPFILE))
-		mode = va_arg(ap, mode_t);
-	va_end(ap);
-	if (!real)
-		real = (int (*)(const char *, int, ...))dlsym(RTLD_NEXT, "open");
-	return real(path, flags, mode);
-}
-int open64(const char *path, int flags, ...) __attribute__((alias("open")));
-
-/* host-upgrade opens files relative to a directory's fd too (openat with
- * AT_FDCWD, or an absolute path): the same fakes. */
+/* host-upgrade opens files by path and relative to a directory's fd
+ * (openat with AT_FDCWD, or an absolute path): the same fakes for both. */
 int openat(int dirfd, const char *path, int flags, ...)
 {
 	static int (*real)(int, const char *, int, ...);
@@ -175,6 +156,19 @@ int openat(int dirfd, const char *path, int flags, ...)
 	return real(dirfd, path, flags, mode);
 }
 int openat64(int dirfd, const char *path, int flags, ...) __attribute__((alias("openat")));
+
+int open(const char *path, int flags, ...)
+{
+	mode_t mode = 0;
+	va_list ap;
+
+	va_start(ap, flags);
+	if (flags & (O_CREAT | O_TMPFILE))
+		mode = va_arg(ap, mode_t);
+	va_end(ap);
+	return openat(AT_FDCWD, path, flags, mode);
+}
+int open64(const char *path, int flags, ...) __attribute__((alias("open")));
 
 /* Which files host-upgrade makes durable: a test cannot see that any other
  * way. Not inherited by the QEMUs it starts (they get a fixed environment). */
