@@ -357,8 +357,11 @@ int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_o
 		hu_info(ctx, NULL, "all %zu VM%s checkpointed; restoring", list->n, list->n == 1 ? "" : "s");
 		r = hu_restore_vms(ctx, m, true, NULL);
 		if (r < 0) {
-			/* Checkpointed, none restored: not a failed checkpoint. */
-			hu_fail(ctx, r, "cannot restore: %s", strerror(-r));
+			/* Checkpointed, none restored: not a failed checkpoint. Keep
+			 * restore's own words (which /proc scan failed, say). */
+			_cleanup_free_ char *why = strdup(hu_get_error(ctx) ?: strerror(-r));
+
+			hu_fail(ctx, r, "cannot restore: %s", why ?: strerror(-r));
 			r = (int)list->n;
 		}
 		return r;
