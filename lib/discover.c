@@ -320,6 +320,14 @@ static int query_memdevs(struct hu_vm *vm, struct hu_qmp *q)
 	return 0;
 }
 
+static bool in_strv(char **v, size_t n, const char *s)
+{
+	for (size_t i = 0; i < n; i++)
+		if (streq(v[i], s))
+			return true;
+	return false;
+}
+
 /* Does argv hand backend ID to a device or NUMA node (memdev=ID, or JSON
  * "memdev":"ID")? Loose on purpose: a false yes only keeps a backend. */
 static bool argv_names_memdev(const struct hu_vm *vm, const char *id)
@@ -346,8 +354,10 @@ static bool argv_names_memdev(const struct hu_vm *vm, const char *id)
  * the migration (QEMU registers a backend's RAM when a machine, NUMA node or
  * device takes it): libvirt's own pc.ram, say, when <qemu:commandline> gives
  * the machine a file-backed one with -machine memory-backend=. Only a
- * backend proven unused is left out: the machine names another one, no
- * memory device has it and argv hands it to nothing. */
+ * backend of the command line proven unused is left out: the machine names
+ * another one, no memory device has it and argv hands it to nothing. One
+ * added at run time stays, for check_replayable to block: the restored
+ * QEMU would not have it. */
 static int drop_unused_memdevs(struct hu_vm *vm, struct hu_qmp *q)
 {
 	_cleanup_json_ json_object *mb = NULL, *mdevs = NULL;
@@ -368,7 +378,8 @@ static int drop_unused_memdevs(struct hu_vm *vm, struct hu_qmp *q)
 		return 0;
 	for (size_t i = 0; i < vm->n_memdevs; i++) {
 		struct hu_memdev *d = &vm->memdevs[i];
-		bool used = streq(d->id, machine_backend) || argv_names_memdev(vm, d->id);
+		bool used = streq(d->id, machine_backend) || argv_names_memdev(vm, d->id) ||
+			    !in_strv(vm->ai.object_ids, vm->ai.n_object_ids, d->id);
 
 		for (size_t j = 0; !used && j < json_object_array_length(mdevs); j++) {
 			json_object *data = get_key(json_object_array_get_idx(mdevs, j), "data",
@@ -428,14 +439,6 @@ static int query_disks(struct hu_vm *vm, struct hu_qmp *q)
 			return -ENOMEM;
 	}
 	return 0;
-}
-
-static bool in_strv(char **v, size_t n, const char *s)
-{
-	for (size_t i = 0; i < n; i++)
-		if (streq(v[i], s))
-			return true;
-	return false;
 }
 
 /* Restore replays argv: what was handed over as a descriptor, or added at
