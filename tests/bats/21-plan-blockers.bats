@@ -64,3 +64,27 @@ HU_VM_MEM=128M
 	[ "$status" -eq 1 ]
 	[[ "$(plan_vm "$output" p21d blockers)" == *"passes a file descriptor (-add-fd fd=7,set=1)"* ]]
 }
+
+@test "a command-line memory backend no device uses is left out; one a device names with memdev= is kept" {
+	# The machine's RAM is a shared file; a second, private backend rides along. Unused, QEMU
+	# neither maps it for the guest nor migrates it, so it must not turn the VM into a copy.
+	vm_start p21e $(qmp_arg p21e) $(ram_file_args p21e "$T/p21e.ram") \
+		-object memory-backend-ram,id=spare,size=4M
+	vm_wait_tick p21e 2
+	run --separate-stderr "$HU_BIN" plan --json --state-dir "$S" --vm p21e
+	echo "$output"
+	[ "$status" -eq 0 ]
+	local alone
+	alone=$(plan_vm "$output" p21e ram_backing)
+	[ "$alone" = persistent ]
+	[ "$(plan_vm "$output" p21e ram_bytes)" -eq $((128 << 20)) ]
+	# The same backend named by a device's memdev= is guest memory: it is kept, and its
+	# private RAM is what plan then reports.
+	vm_start p21f $(qmp_arg p21f) $(ram_file_args p21f "$T/p21f.ram") \
+		-object memory-backend-ram,id=spare,size=4M -device ivshmem-plain,memdev=spare
+	vm_wait_tick p21f 2
+	run --separate-stderr "$HU_BIN" plan --json --state-dir "$S" --vm p21f
+	echo "$output"
+	[ "$(plan_vm "$output" p21f ram_backing)" = private ]
+	[ "$(plan_vm "$output" p21f ram_bytes)" -eq $((132 << 20)) ]
+}
