@@ -54,10 +54,10 @@ $(BUILD)/host-upgrade.8: $(BUILD)/host-upgrade
 	@echo "  MAN     $@"
 	@$< --man > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libhu.a
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libhu.a $(wildcard tests/unit/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
-	@$(CC) $(ALL_CFLAGS) -DHU_TEST_FIXTURES='"$(CURDIR)/tests/fixtures"' $(LDFLAGS) -o $@ $^ -lcmocka $(LDLIBS) $(HU_LDLIBS)
+	@$(CC) $(ALL_CFLAGS) -DHU_TEST_FIXTURES='"$(CURDIR)/tests/fixtures"' $(LDFLAGS) -o $@ $(filter-out %.h,$^) -lcmocka $(LDLIBS) $(HU_LDLIBS)
 
 # A real kernel upgrade of a disposable test host (tests/system/): a few minutes.
 demo:

@@ -9,30 +9,9 @@
 #include <stdio.h>
 #include <sys/stat.h>
 #include "hu-private.h"
+#include "state-dir.h"
 
 #define UUID "4f9660bc-1111-4222-8333-444455556666"
-
-static char dir[64];
-static struct hu_ctx *ctx;
-
-static int setup(void **state)
-{
-	strcpy(dir, "/tmp/hu-test-lvhook.XXXXXX");
-	assert_non_null(mkdtemp(dir));
-	assert_int_equal(hu_new(&ctx), 0);
-	assert_int_equal(hu_set_state_dir(ctx, dir), 0);
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	char cmd[128];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	assert_int_equal(system(cmd), 0);
-	hu_unref(ctx);
-	return 0;
-}
 
 static int hook(const char *xml, char **msg)
 {
@@ -45,9 +24,11 @@ static const char *domain_xml(long id, const char *token)
 {
 	static char buf[1024];
 
-	snprintf(buf, sizeof(buf), "<domain type='qemu' id='%ld'><name>web1</name><uuid>" UUID "</uuid>"
+	snprintf(buf, sizeof(buf),
+		 "<domain type='qemu' id='%ld'><name>web1</name><uuid>" UUID "</uuid>"
 		 "<metadata><hu:restore xmlns:hu='urn:x-host-upgrade:restore:1' token='%s'/></metadata>"
-		 "<devices/></domain>", id, token);
+		 "<devices/></domain>",
+		 id, token);
 	return buf;
 }
 
@@ -96,7 +77,8 @@ static void test_token_relinks(void **state)
 	/* Again (a retried start): still fine. */
 	assert_int_equal(hook(domain_xml(5, "c0ffee"), &msg), 0);
 	/* Another domain while this one is pending: allowed, nothing linked. */
-	assert_int_equal(hook("<domain id='7'><uuid>11111111-2222-4333-8444-555555555555</uuid></domain>", &msg), 0);
+	assert_int_equal(
+		hook("<domain id='7'><uuid>11111111-2222-4333-8444-555555555555</uuid></domain>", &msg), 0);
 }
 
 static void test_fail_closed(void **state)
@@ -113,11 +95,15 @@ static void test_fail_closed(void **state)
 	assert_true(hook("<domain id='5'><name>web1</name></domain>", &msg) < 0); /* no uuid */
 	free(msg);
 	/* Entities are not expanded: a DTD is refused. */
-	assert_true(hook("<!DOCTYPE domain [<!ENTITY u \"" UUID "\">]><domain id='5'><uuid>&u;</uuid></domain>", &msg) < 0);
+	assert_true(hook("<!DOCTYPE domain [<!ENTITY u \"" UUID
+			 "\">]><domain id='5'><uuid>&u;</uuid></domain>",
+			 &msg) < 0);
 	free(msg);
 	/* Our token but no id: cannot place the RAM, no. */
-	assert_true(hook("<domain><uuid>" UUID "</uuid><metadata><hu:restore xmlns:hu='urn:x-host-upgrade:restore:1' "
-			 "token='c0ffee'/></metadata></domain>", &msg) < 0);
+	assert_true(hook("<domain><uuid>" UUID
+			 "</uuid><metadata><hu:restore xmlns:hu='urn:x-host-upgrade:restore:1' "
+			 "token='c0ffee'/></metadata></domain>",
+			 &msg) < 0);
 	free(msg);
 	/* A marker that is not ours to trust: no. */
 	snprintf(path, sizeof(path), "%s/libvirt/" UUID ".pending", dir);
@@ -146,10 +132,10 @@ static void test_nothing_pending(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_nothing_pending, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_nothing_pending, state_dir_setup, state_dir_teardown),
 #ifdef HU_WITH_LIBVIRT
-		cmocka_unit_test_setup_teardown(test_token_relinks, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_fail_closed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_token_relinks, state_dir_setup, state_dir_teardown),
+		cmocka_unit_test_setup_teardown(test_fail_closed, state_dir_setup, state_dir_teardown),
 #endif
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -8,28 +8,7 @@
 #include <sys/stat.h>
 #include <linux/magic.h>
 #include "hu-private.h"
-
-static char dir[64];
-static struct hu_ctx *ctx;
-
-static int setup(void **state)
-{
-	strcpy(dir, "/tmp/hu-test-manifest.XXXXXX");
-	assert_non_null(mkdtemp(dir));
-	assert_int_equal(hu_new(&ctx), 0);
-	assert_int_equal(hu_set_state_dir(ctx, dir), 0);
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	char cmd[128];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	assert_int_equal(system(cmd), 0);
-	hu_unref(ctx);
-	return 0;
-}
+#include "state-dir.h"
 
 static struct hu_vm *make_vm(const char *name)
 {
@@ -503,15 +482,16 @@ static void test_fixture_v3(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_corrupt_manifests, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_manager_versions, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_missing_is_enoent, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_classify, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_ram_digest_detects_change, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_no_fifo_no_symlink, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_time_bounds, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_fixture_v3, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_round_trip, state_dir_setup, state_dir_teardown),
+		cmocka_unit_test_setup_teardown(test_corrupt_manifests, state_dir_setup, state_dir_teardown),
+		cmocka_unit_test_setup_teardown(test_manager_versions, state_dir_setup, state_dir_teardown),
+		cmocka_unit_test_setup_teardown(test_missing_is_enoent, state_dir_setup, state_dir_teardown),
+		cmocka_unit_test_setup_teardown(test_classify, state_dir_setup, state_dir_teardown),
+		cmocka_unit_test_setup_teardown(test_ram_digest_detects_change, state_dir_setup,
+						state_dir_teardown),
+		cmocka_unit_test_setup_teardown(test_no_fifo_no_symlink, state_dir_setup, state_dir_teardown),
+		cmocka_unit_test_setup_teardown(test_time_bounds, state_dir_setup, state_dir_teardown),
+		cmocka_unit_test_setup_teardown(test_fixture_v3, state_dir_setup, state_dir_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
