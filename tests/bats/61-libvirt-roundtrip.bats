@@ -51,22 +51,13 @@ load libvirt # setup_file, setup, teardown, teardown_file
 }
 
 @test "run --no-reboot twice on a restored libvirt domain, then virsh destroy and start" {
-	local d=lv61b-$HU_RUN_ID t
+	local d=lv61b-$HU_RUN_ID
 	lv_define "$d"
 	lv_start "$d"
-	t=$(vm_last_tick "$d")
-	run "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm "$d"
-	echo "$output"
-	[ "$status" -eq 0 ]
-	vm_wait_tick "$d" $((t + 3)) 120
+	vm_roundtrip_no_reboot "$d"
 	# Its live XML now carries our <qemu:commandline> and <metadata>: a second round trip
 	# replaces them (no duplicate namespace, no second -incoming).
-	t=$(vm_last_tick "$d")
-	run "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm "$d"
-	echo "$output"
-	[ "$status" -eq 0 ]
-	vm_wait_tick "$d" $((t + 3)) 120
-	[ "$(vm_boot_count "$d")" -eq 1 ]
+	vm_roundtrip_no_reboot "$d"
 	run "$HU_BIN" status --json --state-dir "$S"
 	[ "$(json_get "$output" 'j["vms"][0]["state"]')" = restored ]
 	virsh destroy "$d" >/dev/null
@@ -78,7 +69,7 @@ load libvirt # setup_file, setup, teardown, teardown_file
 }
 
 @test "a fixed RAM path from <qemu:commandline>: libvirt's unused pc.ram left out, round trip, no RAM link" {
-	local d=lv61c-$HU_RUN_ID t ram
+	local d=lv61c-$HU_RUN_ID ram
 	# The second RAM setup of docs/design/libvirt.md: libvirt's own (private) pc.ram stays
 	# unused; the machine's RAM is a file of ours that libvirt never touches.
 	install -d -m 0750 -o libvirt-qemu -g root "$LVD/fixed"
@@ -99,12 +90,7 @@ load libvirt # setup_file, setup, teardown, teardown_file
 	# Only the backend the guest uses counts (with libvirt's anonymous pc.ram: 256 MiB, private).
 	[ "$(plan_vm "$output" "$d" ram_bytes)" -eq $((128 << 20)) ]
 	[ "$(plan_vm "$output" "$d" ram_backing)" != private ]
-	t=$(vm_last_tick "$d")
-	run "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm "$d"
-	echo "$output"
-	[ "$status" -eq 0 ]
-	vm_wait_tick "$d" $((t + 3)) 120
-	[ "$(vm_boot_count "$d")" -eq 1 ]
+	vm_roundtrip_no_reboot "$d"
 	[ "$(lv_state "$d")" = running ]
 	# libvirt never touches that file: nothing to link.
 	[ "$(json_get "$(cat "$S/manifest.json")" 'len(j["vms"][0]["libvirt"]["ram_links"])')" = 0 ]

@@ -488,6 +488,18 @@ vm_wait_ticking() {
 	vm_wait_tick "$name" $((last + n)) "$timeout"
 }
 
+# `run --no-reboot` of one VM: it succeeds, the guest ticks on from where it was and never
+# booted again. Leaves run's $status and $output for further checks.
+vm_roundtrip_no_reboot() {
+	local name=$1 t
+	t=$(vm_last_tick "$name") || return 1
+	run "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm "$name"
+	echo "$output"
+	[ "$status" -eq 0 ] || return 1
+	vm_wait_tick "$name" $((t + 3)) 120 || return 1
+	[ "$(vm_boot_count "$name")" -eq 1 ]
+}
+
 vm_not_ticking() {
 	local name=$1 secs=${2:-1.5} before after
 	before=$(vm_last_tick "$name")
