@@ -139,30 +139,142 @@ static int set_why(char **ret_why, const char *fmt, const char *a, const char *b
 
 /* --- the monitor --- */
 
-static int lv_command(void *data, const char *req, int fd, unsigned timeout_ms, char **ret_reply,
-		      char **ret_error)
+/* A monitor command runs in a thread of its own: libvirt waits for QEMU's
+ * reply without a deadline (after taking the domain's job), so a wedged
+ * monitor would hang plan or checkpoint. Past our deadline the caller gives
+ * up, as with a QMP socket that does not answer; the thread, holding its own
+ * references, ends whenever libvirt does. */
+struct lv_call {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned refs; /* the caller and the thread */
+	bool done;
+	virDomainPtr dom;
+	char *req;
+	int fd; /* a dup: the caller may close its own after giving up */
+	int r;
+	char *reply;
+	char *error;
+};
+
+static void lv_call_unref(struct lv_call *c)
 {
-	virDomainPtr dom = data;
+	bool last;
+
+	pthread_mutex_lock(&c->lock);
+	last = --c->refs == 0;
+	pthread_mutex_unlock(&c->lock);
+	if (!last)
+		return;
+	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->cond);
+	sym_virDomainFree(c->dom);
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c->req);
+	free(c->reply);
+	free(c->error);
+	free(c);
+}
+
+static void *lv_call_run(void *data)
+{
+	struct lv_call *c = data;
 	char *res = NULL;
 	int r;
 
-	if (fd >= 0) {
+	if (c->fd >= 0) {
 		unsigned int nout = 0;
 		int *outf = NULL;
 
-		r = sym_virDomainQemuMonitorCommandWithFiles(dom, req, 1, &fd, &nout, &outf, &res, 0);
+		r = sym_virDomainQemuMonitorCommandWithFiles(c->dom, c->req, 1, &c->fd, &nout, &outf, &res,
+							     0);
 		for (unsigned i = 0; outf && i < nout; i++)
 			close(outf[i]);
 		free(outf);
 	} else {
-		r = sym_virDomainQemuMonitorCommand(dom, req, &res, 0);
+		r = sym_virDomainQemuMonitorCommand(c->dom, c->req, &res, 0);
 	}
+	pthread_mutex_lock(&c->lock);
 	if (r < 0) {
-		*ret_error = lv_error();
-		return lv_errno();
+		/* libvirt's last error is per thread: read it here */
+		c->error = lv_error();
+		c->r = lv_errno();
 	}
-	*ret_reply = res;
-	return 0;
+	c->reply = res;
+	c->done = true;
+	pthread_cond_signal(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	lv_call_unref(c);
+	return NULL;
+}
+
+static int lv_command(void *data, const char *req, int fd, unsigned timeout_ms, char **ret_reply,
+		      char **ret_error)
+{
+	struct lv_call *c = calloc(1, sizeof(*c));
+	pthread_condattr_t ca;
+	struct timespec until;
+	pthread_attr_t ta;
+	pthread_t t;
+	int r;
+
+	if (!c)
+		return -ENOMEM;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&c->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_mutex_init(&c->lock, NULL);
+	c->refs = 1;
+	c->fd = -1;
+	c->dom = data;
+	if (sym_virDomainRef(c->dom) < 0) {
+		c->dom = NULL;
+		lv_call_unref(c);
+		return -ENOMEM;
+	}
+	c->req = strdup(req);
+	if (!c->req || (fd >= 0 && (c->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0)) {
+		r = c->req ? -errno : -ENOMEM;
+		lv_call_unref(c);
+		return r;
+	}
+	c->refs = 2;
+	pthread_attr_init(&ta);
+	pthread_attr_setdetachstate(&ta, PTHREAD_CREATE_DETACHED);
+	r = -pthread_create(&t, &ta, lv_call_run, c);
+	pthread_attr_destroy(&ta);
+	if (r < 0) {
+		c->refs = 1;
+		lv_call_unref(c);
+		return r;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&c->lock);
+	while (!c->done && pthread_cond_timedwait(&c->cond, &c->lock, &until) != ETIMEDOUT)
+		;
+	if (!c->done) {
+		r = -ETIMEDOUT;
+		if (asprintf(ret_error, "libvirt gave no answer within %u ms (is the QEMU's monitor stuck?)",
+			     timeout_ms) < 0)
+			*ret_error = NULL;
+	} else if (c->r < 0) {
+		r = c->r;
+		*ret_error = TAKE_PTR(c->error);
+	} else {
+		r = 0;
+		*ret_reply = TAKE_PTR(c->reply);
+	}
+	pthread_mutex_unlock(&c->lock);
+	lv_call_unref(c);
+	return r;
 }
 
 static void lv_close(void *data)

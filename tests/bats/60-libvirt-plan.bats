@@ -75,3 +75,30 @@ load libvirt # setup_file, setup, teardown, teardown_file
 	[ "$status" -eq 0 ]
 	[ "$(plan_vm "$output" "$d" blockers)" = '[]' ]
 }
+
+@test "plan: a libvirt domain whose QEMU does not answer is blocked after --timeout, not waited on forever" {
+	local d=lv60e-$HU_RUN_ID pid
+	lv_define "$d"
+	lv_start "$d"
+	pid=$(lv_pid "$d")
+	# A stopped QEMU reads nothing from its monitor: libvirt waits for the reply without
+	# a deadline of its own. Our own (the bound of `timeout` only catches a hang).
+	kill -STOP "$pid"
+	run --separate-stderr timeout 300 "$HU_BIN" plan --json --timeout 3 --state-dir "$S" --vm "$d"
+	kill -CONT "$pid"
+	echo "$output"
+	echo "$stderr"
+	[ "$status" -eq 1 ]
+	[[ "$(plan_vm "$output" "$d" blockers)" == *"no answer in time"* ]]
+	# Once the QEMU runs again libvirt gets its reply and lets go of the domain.
+	vm_wait_ticking "$d" 3 120
+	local i
+	for ((i = 0; i < 60; i++)); do
+		run --separate-stderr "$HU_BIN" plan --json --state-dir "$S" --vm "$d"
+		[ "$status" -eq 0 ] && break
+		sleep 1
+	done
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(plan_vm "$output" "$d" blockers)" = '[]' ]
+}
