@@ -490,6 +490,7 @@ vm_wait_ticking() {
 
 # `run --no-reboot` of one VM: it succeeds, the guest ticks on from where it was and never
 # booted again. Leaves run's $status and $output for further checks.
+# shellcheck disable=SC2154 # bats' run sets status and output
 vm_roundtrip_no_reboot() {
 	local name=$1 t
 	t=$(vm_last_tick "$name") || return 1
