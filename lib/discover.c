@@ -126,6 +126,32 @@ static const char *unreadable_why(int r)
 	}
 }
 
+/* The config files QEMU read are part of its command line (-readconfig,
+ * and its default file unless -no-user-config): what they create is added
+ * to vm->ai. One that cannot be read is a blocker (check_replayable), not a
+ * reason to skip the VM. */
+static int read_configs(struct hu_vm *vm)
+{
+	const struct hu_config_reader rd = {
+		.cwd = vm->cwd,
+		.uid = vm->uid,
+		.gid = vm->gid,
+		.groups = vm->groups,
+		.n_groups = vm->n_groups,
+		.as_root = vm->uid == 0 || vm->ai.runas,
+	};
+	int r = hu_argv_parse_configs(vm->argv, vm->argc, &rd, HU_QEMU_DEFAULT_CONFIG, &vm->ai, &vm->configs,
+				      &vm->n_configs, &vm->configs_error);
+
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0 && !vm->configs_error &&
+	    asprintf(&vm->configs_error, "its command line with its config files cannot be parsed: %s",
+		     strerror(-r)) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
 /* Read one process; -ENOENT/-ESRCH when it is not a QEMU (or vanished).
  * A QEMU whose command line is more than we take is a skipped record. */
 static int read_process(struct hu_ctx *ctx, pid_t pid, struct hu_vm **ret)
@@ -192,6 +218,8 @@ static int read_process(struct hu_ctx *ctx, pid_t pid, struct hu_vm **ret)
 			unreadable = r;
 			r = 0;
 		}
+		if (r >= 0 && !unreadable)
+			r = read_configs(vm);
 	}
 	if (r >= 0 && !unreadable) {
 		if (vm->ai.name && hu_name_is_safe(vm->ai.name))
@@ -441,9 +469,10 @@ static int query_disks(struct hu_vm *vm, struct hu_qmp *q)
 	return 0;
 }
 
-/* Restore replays argv: what was handed over as a descriptor, or added at
- * run time over QMP, would be missing from the new QEMU and the saved
- * state could not be loaded — after the old QEMU quit. Block it now. */
+/* Restore replays argv (and the config files it names): what was handed
+ * over as a descriptor, or added at run time over QMP, would be missing
+ * from the new QEMU and the saved state could not be loaded — after the
+ * old QEMU quit. Block it now. */
 static int check_replayable(struct hu_vm *vm, struct hu_qmp *q)
 {
 	static const char *const default_ram_ids[] = { "pc.ram", "ram", "mach-virt.ram" };
@@ -455,6 +484,12 @@ static int check_replayable(struct hu_vm *vm, struct hu_qmp *q)
 		hu_strv_pushf(&vm->blockers, &vm->n_blockers,
 			      "argv passes a file descriptor (%s): restore cannot pass it again",
 			      vm->ai.passes_fd);
+	if (vm->configs_error) {
+		/* What the files create is unknown: the one blocker that says why,
+		 * not one "hot-plugged" per device they define. */
+		hu_strv_pushf(&vm->blockers, &vm->n_blockers, "cannot read %s", vm->configs_error);
+		return 0;
+	}
 	for (size_t i = 0; i < vm->n_memdevs; i++) {
 		const struct hu_memdev *d = &vm->memdevs[i];
 		bool dflt = false;
