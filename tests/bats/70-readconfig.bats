@@ -50,7 +50,7 @@ peripheral_ids() {
 	run --separate-stderr hu plan --json --vm $A
 	echo "$output"
 	[ "$status" -eq 1 ]
-	[ "$(json_get "$output" "[v for v in j['vms'] if v['name'] == '$A'][0]['blockers']")" = \
+	[ "$(plan_vm "$output" $A blockers)" = \
 		"[\"device 'rng-hot' was hot-plugged, not on the command line\"]" ]
 }
 
@@ -64,7 +64,7 @@ peripheral_ids() {
 	[ "$status" -eq 1 ]
 	local lines
 	lines=$(wc -l <"$T/$A.cfg")
-	[ "$(json_get "$output" "[v for v in j['vms'] if v['name'] == '$A'][0]['blockers']")" = \
+	[ "$(plan_vm "$output" $A blockers)" = \
 		"[\"cannot read -readconfig $T/$A.cfg: line $lines: not KEY = \\\"VALUE\\\" (blanks around '=', the value quoted)\"]" ]
 }
 
@@ -90,7 +90,7 @@ peripheral_ids() {
 	# a qemu-server upgrade in the same window, say: one root port runs slower
 	cp "$T/$A.cfg" "$T/$A.cfg.orig"
 	sed -i '0,/x-speed = "16"/s//x-speed = "8"/' "$T/$A.cfg"
-	! cmp -s "$T/$A.cfg" "$T/$A.cfg.orig"
+	run ! cmp -s "$T/$A.cfg" "$T/$A.cfg.orig"
 	run --separate-stderr hu restore
 	echo "$output"
 	echo "$stderr"
