@@ -138,7 +138,10 @@ static int read_configs(struct hu_vm *vm)
 		.gid = vm->gid,
 		.groups = vm->groups,
 		.n_groups = vm->n_groups,
-		.as_root = vm->uid == 0 || vm->ai.runas,
+		/* Not for -runas: a QEMU started as root that dropped to its user
+		 * read its files as root, but any user can write -runas in an argv;
+		 * such a VM's file must be readable by the user it runs as. */
+		.as_root = vm->uid == 0,
 	};
 	int r = hu_argv_parse_configs(vm->argv, vm->argc, &rd, HU_QEMU_DEFAULT_CONFIG, &vm->ai, &vm->configs,
 				      &vm->n_configs, &vm->configs_error);

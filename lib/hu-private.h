@@ -202,8 +202,8 @@ struct hu_config_file {
 	char sha256[65];
 };
 void hu_config_files_free(struct hu_config_file *f, size_t n);
-/* Who reads a config file: QEMU as uid (relative paths from cwd), or as
- * root when it drops to its user only later (-runas). */
+/* Who reads a config file: QEMU as uid, relative paths from cwd; as_root
+ * for a QEMU that runs as root (the file may be root's alone). */
 struct hu_config_reader {
 	const char *cwd;
 	uid_t uid;
