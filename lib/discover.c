@@ -487,12 +487,10 @@ static int check_replayable(struct hu_vm *vm, struct hu_qmp *q)
 		hu_strv_pushf(&vm->blockers, &vm->n_blockers,
 			      "argv passes a file descriptor (%s): restore cannot pass it again",
 			      vm->ai.passes_fd);
-	if (vm->configs_error) {
-		/* What the files create is unknown: the one blocker that says why,
-		 * not one "hot-plugged" per device they define. */
-		hu_strv_pushf(&vm->blockers, &vm->n_blockers, "cannot read %s", vm->configs_error);
+	/* What the files create is unknown: their blocker (discover_one) says
+	 * why, not one "hot-plugged" per device they define. */
+	if (vm->configs_error)
 		return 0;
-	}
 	for (size_t i = 0; i < vm->n_memdevs; i++) {
 		const struct hu_memdev *d = &vm->memdevs[i];
 		bool dflt = false;
@@ -596,10 +594,8 @@ struct discover_job {
 	struct hu_vm_list *list;
 };
 
-static void discover_one(size_t i, void *data)
+static void query_one(struct discover_job *job, struct hu_vm *vm)
 {
-	struct discover_job *job = data;
-	struct hu_vm *vm = job->list->vms[i];
 	struct hu_qmp *q = NULL;
 	int r;
 
@@ -637,6 +633,17 @@ static void discover_one(size_t i, void *data)
 	vm->qmp_ok = true;
 	/* Kept for a checkpoint in the same run; closed with the list. */
 	vm->qmp = q;
+}
+
+static void discover_one(size_t i, void *data)
+{
+	struct discover_job *job = data;
+	struct hu_vm *vm = job->list->vms[i];
+
+	query_one(job, vm);
+	/* Whether QEMU answered or not: restore would read these files again. */
+	if (vm->configs_error)
+		hu_strv_pushf(&vm->blockers, &vm->n_blockers, "cannot read %s", vm->configs_error);
 }
 
 static int cmp_vm(const void *a, const void *b)

@@ -6,10 +6,15 @@
 # Real QEMU 10 (TCG), q35, the layout of tests/fixtures/readconfig/q35.cfg.
 
 load helpers
+load hostile
 
 HU_VM_MEM=128M
 # A q35 guest with 18 more devices boots slowly under TCG on a loaded machine: wait long.
 Q35_CFG=$BATS_TEST_DIRNAME/../fixtures/readconfig/q35.cfg
+
+teardown() {
+	hostile_teardown # ends the hostile test's processes by pid, then hu_teardown
+}
 
 # A q35 guest reading its own copy of the fixture: -machine merges, so q35 replaces the
 # helpers' pc and keeps accel=tcg.
@@ -132,4 +137,38 @@ peripheral_ids() {
 	[ "$status" -eq 1 ]
 	[[ "$stderr" == *"-readconfig $T/$A.cfg is gone since the checkpoint"* ]]
 	[ "$(qemu_count_with "$T/$A.")" -eq 0 ]
+}
+
+# Any user can run a process named qemu-system-* whose argv names any file: discover reads it
+# as root, so it must not wait on a FIFO, read /proc for it, or read a file its user could not.
+@test "another user's -readconfig: a FIFO, /proc, a root-only file: each one blocker, nothing read, no wait" {
+	hostile_setup h70
+	local nobody
+	nobody=$(id -u nobody)
+	printf '[device "secret"]\n  driver = "e1000"\n' >"$T/root-only.cfg"
+	chmod 0600 "$T/root-only.cfg"
+	as_user mkfifo "$U/fifo.cfg"
+	local p_fifo p_proc p_root
+	hostile_python fifo "$U/fifo.ready" -c 'import signal, sys; open(sys.argv[1], "w").close(); signal.pause()' \
+		"$U/fifo.ready" -name guest=h70f-$HU_RUN_ID -readconfig "$U/fifo.cfg"
+	p_fifo=$(tail -n 1 "$PIDS")
+	hostile_python proc "$U/proc.ready" -c 'import signal, sys; open(sys.argv[1], "w").close(); signal.pause()' \
+		"$U/proc.ready" -name guest=h70p-$HU_RUN_ID -readconfig /proc/self/environ
+	p_proc=$(tail -n 1 "$PIDS")
+	hostile_python root "$U/root.ready" -c 'import signal, sys; open(sys.argv[1], "w").close(); signal.pause()' \
+		"$U/root.ready" -name guest=h70r-$HU_RUN_ID -runas root -readconfig "$T/root-only.cfg"
+	p_root=$(tail -n 1 "$PIDS")
+
+	run --separate-stderr timeout 120 "$HU_BIN" plan --state-dir "$S" --json --vm h70f-$HU_RUN_ID \
+		--vm h70p-$HU_RUN_ID --vm h70r-$HU_RUN_ID
+	echo "plan: status $status, stdout [$output], stderr [$stderr]"
+	[ "$status" -eq 1 ] # not 124: the FIFO was not waited on
+	[[ "$(plan_vm "$output" h70f-$HU_RUN_ID blockers)" == *"\"cannot read -readconfig $U/fifo.cfg: not a regular file\""* ]]
+	[[ "$(plan_vm "$output" h70p-$HU_RUN_ID blockers)" == *"\"cannot read -readconfig /proc/self/environ: a file of a kernel pseudo file system (/proc, /sys, ...)\""* ]]
+	[[ "$(plan_vm "$output" h70r-$HU_RUN_ID blockers)" == *"\"cannot read -readconfig $T/root-only.cfg: not readable by uid $nobody, whose QEMU names it\""* ]]
+	[[ "$output" != *secret* ]]
+	local p
+	for p in $p_fifo $p_proc $p_root; do
+		_hu_pid_alive "$p"
+	done
 }
