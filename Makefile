@@ -4,7 +4,8 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 BUILD ?= build
 CC ?= gcc
-PKGS = json-c libkmod blkid libsystemd libndctl libdaxctl uuid
+# libcrypto: sha256 of -readconfig files (libkmod links it already, so no new library at run time)
+PKGS = json-c libkmod blkid libsystemd libndctl libdaxctl uuid libcrypto
 # libvirt-managed VMs (lib/libvirt.c): WITH_LIBVIRT=auto uses libvirt when its
 # -dev packages are there; without, such VMs stay blocked ("built without libvirt").
 WITH_LIBVIRT ?= auto

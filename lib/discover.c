@@ -126,6 +126,35 @@ static const char *unreadable_why(int r)
 	}
 }
 
+/* The config files QEMU read are part of its command line (-readconfig,
+ * and its default file unless -no-user-config): what they create is added
+ * to vm->ai. One that cannot be read is a blocker (check_replayable), not a
+ * reason to skip the VM. */
+static int read_configs(struct hu_vm *vm)
+{
+	const struct hu_config_reader rd = {
+		.cwd = vm->cwd,
+		.uid = vm->uid,
+		.gid = vm->gid,
+		.groups = vm->groups,
+		.n_groups = vm->n_groups,
+		/* Not for -runas: a QEMU started as root that dropped to its user
+		 * read its files as root, but any user can write -runas in an argv;
+		 * such a VM's file must be readable by the user it runs as. */
+		.as_root = vm->uid == 0,
+	};
+	int r = hu_argv_parse_configs(vm->argv, vm->argc, &rd, HU_QEMU_DEFAULT_CONFIG, &vm->ai, &vm->configs,
+				      &vm->n_configs, &vm->configs_error);
+
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0 && !vm->configs_error &&
+	    asprintf(&vm->configs_error, "its command line with its config files cannot be parsed: %s",
+		     strerror(-r)) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
 /* Read one process; -ENOENT/-ESRCH when it is not a QEMU (or vanished).
  * A QEMU whose command line is more than we take is a skipped record. */
 static int read_process(struct hu_ctx *ctx, pid_t pid, struct hu_vm **ret)
@@ -192,6 +221,8 @@ static int read_process(struct hu_ctx *ctx, pid_t pid, struct hu_vm **ret)
 			unreadable = r;
 			r = 0;
 		}
+		if (r >= 0 && !unreadable)
+			r = read_configs(vm);
 	}
 	if (r >= 0 && !unreadable) {
 		if (vm->ai.name && hu_name_is_safe(vm->ai.name))
@@ -441,9 +472,10 @@ static int query_disks(struct hu_vm *vm, struct hu_qmp *q)
 	return 0;
 }
 
-/* Restore replays argv: what was handed over as a descriptor, or added at
- * run time over QMP, would be missing from the new QEMU and the saved
- * state could not be loaded — after the old QEMU quit. Block it now. */
+/* Restore replays argv (and the config files it names): what was handed
+ * over as a descriptor, or added at run time over QMP, would be missing
+ * from the new QEMU and the saved state could not be loaded — after the
+ * old QEMU quit. Block it now. */
 static int check_replayable(struct hu_vm *vm, struct hu_qmp *q)
 {
 	static const char *const default_ram_ids[] = { "pc.ram", "ram", "mach-virt.ram" };
@@ -455,6 +487,10 @@ static int check_replayable(struct hu_vm *vm, struct hu_qmp *q)
 		hu_strv_pushf(&vm->blockers, &vm->n_blockers,
 			      "argv passes a file descriptor (%s): restore cannot pass it again",
 			      vm->ai.passes_fd);
+	/* What the files create is unknown: their blocker (discover_one) says
+	 * why, not one "hot-plugged" per device they define. */
+	if (vm->configs_error)
+		return 0;
 	for (size_t i = 0; i < vm->n_memdevs; i++) {
 		const struct hu_memdev *d = &vm->memdevs[i];
 		bool dflt = false;
@@ -558,10 +594,8 @@ struct discover_job {
 	struct hu_vm_list *list;
 };
 
-static void discover_one(size_t i, void *data)
+static void query_one(struct discover_job *job, struct hu_vm *vm)
 {
-	struct discover_job *job = data;
-	struct hu_vm *vm = job->list->vms[i];
 	struct hu_qmp *q = NULL;
 	int r;
 
@@ -599,6 +633,17 @@ static void discover_one(size_t i, void *data)
 	vm->qmp_ok = true;
 	/* Kept for a checkpoint in the same run; closed with the list. */
 	vm->qmp = q;
+}
+
+static void discover_one(size_t i, void *data)
+{
+	struct discover_job *job = data;
+	struct hu_vm *vm = job->list->vms[i];
+
+	query_one(job, vm);
+	/* Whether QEMU answered or not: restore would read these files again. */
+	if (vm->configs_error)
+		hu_strv_pushf(&vm->blockers, &vm->n_blockers, "cannot read %s", vm->configs_error);
 }
 
 static int cmp_vm(const void *a, const void *b)

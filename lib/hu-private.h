@@ -105,6 +105,8 @@ int64_t hu_timespec_ns(const struct timespec *ts); /* saturating */
  * relative to dirfd (or AT_FDCWD). */
 int hu_openat_regular(int dirfd, const char *path, int flags, mode_t mode);
 int hu_read_file(const char *path, size_t max, char **ret, size_t *ret_len);
+/* All of fd (at most max bytes, -EFBIG past it), NUL-terminated. */
+int hu_read_fd(int fd, size_t max, char **ret, size_t *ret_len);
 /* The same, not following a symlink (-ELOOP): for files in the state dir. */
 int hu_read_state_file(int dirfd, const char *name, size_t max, char **ret, size_t *ret_len);
 /* Crash-safe replace of dirfd/name (O_EXCL temp file, rename, fsync). */
@@ -155,6 +157,8 @@ int hu_opts_parse(const char *s, const char *implied_key, struct hu_opts *ret);
 const char *hu_opts_get(const struct hu_opts *o, const char *key);
 void hu_opts_clear(struct hu_opts *o);
 bool hu_qemu_option_takes_arg(const char *opt);
+/* "name" of "-name" or "--name"; NULL for a positional argument. */
+const char *hu_qemu_option_name(const char *arg);
 
 struct hu_argv_info {
 	char *name;	 /* -name guest=NAME / -name NAME */
@@ -181,6 +185,51 @@ void hu_argv_info_clear(struct hu_argv_info *info);
 int hu_argv_strip_incoming(char *const *argv, size_t argc, char ***ret, size_t *ret_n);
 bool hu_argv_has_incoming_defer(char *const *argv, size_t argc);
 int hu_argv_replace_mem_path(char **argv, size_t argc, const char *old, const char *new);
+
+/* ---- qemu-config.c: QEMU's -readconfig files (untrusted) ---- */
+#define HU_MAX_CONFIG_BYTES    (64 * 1024)
+#define HU_MAX_CONFIG_LINE     1023 /* QEMU reads a line with fgets into 1024 bytes */
+#define HU_MAX_CONFIG_LINES    2048
+#define HU_MAX_CONFIG_NAME     63 /* a group, id or key: QEMU's %63s */
+#define HU_MAX_CONFIG_SECTIONS 256
+#define HU_MAX_CONFIG_KEYS     64		     /* in one section */
+#define HU_MAX_CONFIG_FILES    16		     /* -readconfig options, and the default file */
+#define HU_QEMU_DEFAULT_CONFIG "/etc/qemu/qemu.conf" /* read unless -no-user-config */
+struct hu_config_file {
+	char *path;   /* as QEMU opens it: absolute, or from its working directory */
+	bool present; /* false: the default file was not there (QEMU would read one that appears) */
+	uint64_t size;
+	char sha256[65];
+};
+void hu_config_files_free(struct hu_config_file *f, size_t n);
+/* Who reads a config file: QEMU as uid, relative paths from cwd; as_root
+ * for a QEMU that runs as root (the file may be root's alone). */
+struct hu_config_reader {
+	const char *cwd;
+	uid_t uid;
+	gid_t gid;
+	const gid_t *groups;
+	size_t n_groups;
+	bool as_root;
+};
+/* The sections of a config file that create something, as command-line
+ * options ("-device" "id=ehci,driver=..."), appended to *argv. Bad input is
+ * -EINVAL/-E2BIG and *ret_error "line N: why". */
+int hu_qemu_config_to_argv(const char *text, size_t len, char ***argv, size_t *argc, char **ret_error);
+/* One config file, as QEMU would open it but only if it is a regular file,
+ * not of /proc or /sys, at most HU_MAX_CONFIG_BYTES, readable by rd's user;
+ * its text (may be NULL) and its record (path, size, sha256). */
+int hu_qemu_config_read(const struct hu_config_reader *rd, const char *path, char **ret_text, size_t *ret_len,
+			struct hu_config_file *ret, char **ret_error);
+/* Parse argv with every -readconfig FILE (and default_config unless
+ * -no-user-config; NULL: none) read in its place into *ai (replaced on
+ * success), and record the files read. Without any config file, *ai and
+ * the files are left as they are. */
+int hu_argv_parse_configs(char *const *argv, size_t argc, const struct hu_config_reader *rd,
+			  const char *default_config, struct hu_argv_info *ai,
+			  struct hu_config_file **ret_files, size_t *ret_n, char **ret_error);
+/* restore: every file as recorded (-ESTALE and why when not). */
+int hu_config_files_check(const char *cwd, const struct hu_config_file *files, size_t n, char **ret_error);
 
 /* ---- qmp.c: QMP and guest agent protocol ---- */
 struct hu_qmp;
@@ -319,8 +368,14 @@ struct hu_vm {
 	gid_t *groups; /* supplementary groups */
 	size_t n_groups;
 	char *cgroup;
-	struct hu_argv_info ai; /* what argv says */
-	char *skipped;		/* why discover did not examine it (no argv then) */
+	struct hu_argv_info ai; /* what argv (and its config files) says */
+	/* discover: the config files argv makes QEMU read, as plan judged them
+	 * (the manifest keeps them, restore checks them); why they could not
+	 * be read (a blocker) */
+	struct hu_config_file *configs;
+	size_t n_configs;
+	char *configs_error;
+	char *skipped; /* why discover did not examine it (no argv then) */
 
 	/* discover, from QMP */
 	bool qmp_ok; /* QEMU answered: what follows is known */

@@ -146,6 +146,17 @@ static json_object *vm_to_json(const struct hu_vm *vm)
 		json_object_array_add(disks, m);
 	}
 	json_object_object_add(o, "disks", disks);
+	a = json_object_new_array();
+	for (size_t i = 0; i < vm->n_configs; i++) {
+		const struct hu_config_file *f = &vm->configs[i];
+		json_object *c = json_object_new_object();
+
+		json_object_object_add(c, "path", json_object_new_string(f->path));
+		json_object_object_add(c, "sha256", f->present ? json_object_new_string(f->sha256) : NULL);
+		json_object_object_add(c, "size", json_object_new_uint64(f->size));
+		json_object_array_add(a, c);
+	}
+	json_object_object_add(o, "readconfig", a);
 	json_object_object_add(o, "suspend", json_object_new_boolean(vm->suspend));
 	json_object_object_add(o, "suspended_by_us", json_object_new_boolean(vm->suspended_by_us));
 	json_object_object_add(o, "clock_step_ms",
@@ -337,6 +348,43 @@ static int backing_from_string(const char *s, enum hu_backing *ret)
 	return -EBADMSG;
 }
 
+/* The config files QEMU read ("readconfig", absent before #17: none
+ * recorded): path, sha256 (null: the default file was not there), size. */
+static int configs_from_json(json_object *o, struct hu_vm *vm)
+{
+	json_object *a;
+	int r = 0;
+
+	if (!json_object_object_get_ex(o, "readconfig", &a))
+		return 0;
+	a = get_array(o, "readconfig", HU_MAX_CONFIG_FILES, &r);
+	if (r < 0)
+		return r;
+	vm->configs = calloc(json_object_array_length(a) + 1, sizeof(*vm->configs));
+	if (!vm->configs)
+		return -ENOMEM;
+	for (size_t i = 0; r >= 0 && i < json_object_array_length(a); i++) {
+		json_object *c = json_object_array_get_idx(a, i);
+		struct hu_config_file *f = &vm->configs[vm->n_configs++];
+		const char *path, *sha;
+
+		if (!json_object_is_type(c, json_type_object))
+			return -EBADMSG;
+		path = get_str(c, "path", PATH_MAX, false, &r);
+		sha = get_str(c, "sha256", 64, true, &r);
+		f->size = get_uint(c, "size", &r);
+		if (r < 0 || !path[0] || (sha && strspn(sha, "0123456789abcdef") != 64))
+			return -EBADMSG;
+		f->path = strdup(path);
+		if (!f->path)
+			return -ENOMEM;
+		f->present = sha;
+		if (sha)
+			memcpy(f->sha256, sha, 65);
+	}
+	return r;
+}
+
 static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 {
 	struct hu_vm *vm = calloc(1, sizeof(*vm));
@@ -495,6 +543,8 @@ static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 		d->dev = get_uint(m, "dev", &r);
 		d->mtime_ns = get_int(m, "mtime_ns", INT64_MIN, INT64_MAX, &r);
 	}
+	if (r >= 0)
+		r = configs_from_json(o, vm);
 	vm->suspend = get_bool(o, "suspend", &r);
 	vm->suspended_by_us = get_bool(o, "suspended_by_us", &r);
 	if (r >= 0 && json_object_object_get_ex(o, "clock_step_ms", &cs) &&

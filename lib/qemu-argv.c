@@ -70,7 +70,7 @@ bool hu_qemu_option_takes_arg(const char *opt)
 	return true;
 }
 
-static const char *option_name(const char *arg)
+const char *hu_qemu_option_name(const char *arg)
 {
 	if (arg[0] != '-' || arg[1] == '\0')
 		return NULL;
@@ -286,7 +286,7 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
 	int r = 0;
 
 	for (size_t i = 1; i < argc && r >= 0; i++) {
-		const char *opt = option_name(argv[i]);
+		const char *opt = hu_qemu_option_name(argv[i]);
 		const char *val;
 		struct hu_opts o = {};
 
@@ -418,7 +418,7 @@ int hu_argv_strip_incoming(char *const *argv, size_t argc, char ***ret, size_t *
 	int r;
 
 	for (size_t i = 0; i < argc; i++) {
-		const char *opt = option_name(argv[i]);
+		const char *opt = hu_qemu_option_name(argv[i]);
 
 		if (i > 0 && opt && streq(opt, "incoming")) {
 			i++; /* and its value */
@@ -518,7 +518,7 @@ int hu_argv_replace_mem_path(char **argv, size_t argc, const char *old, const ch
 	int n = 0;
 
 	for (size_t i = 1; i + 1 < argc; i++) {
-		const char *opt = option_name(argv[i]);
+		const char *opt = hu_qemu_option_name(argv[i]);
 		char *rep;
 
 		if (!opt || !streq(opt, "object"))

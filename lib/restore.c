@@ -404,7 +404,8 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		finish_vm(job, vm, HU_VM_FAILED, err);
 		return;
 	}
-	if (check_disks(vm, &err) < 0 || check_ram(job, vm, &err) < 0) {
+	if (check_disks(vm, &err) < 0 || check_ram(job, vm, &err) < 0 ||
+	    hu_config_files_check(vm->cwd, vm->configs, vm->n_configs, &err) < 0) {
 		finish_vm(job, vm, HU_VM_FAILED, err);
 		return;
 	}

@@ -67,14 +67,11 @@ int hu_openat_regular(int dirfd, const char *path, int flags, mode_t mode)
 	return TAKE_FD(fd);
 }
 
-static int read_file(int dirfd, const char *path, int flags, size_t max, char **ret, size_t *ret_len)
+int hu_read_fd(int fd, size_t max, char **ret, size_t *ret_len)
 {
-	_cleanup_close_ int fd = hu_openat_regular(dirfd, path, O_RDONLY | flags, 0);
 	_cleanup_free_ char *buf = NULL;
 	size_t len = 0, cap = 0;
 
-	if (fd < 0)
-		return fd;
 	for (;;) {
 		ssize_t n;
 
@@ -109,6 +106,15 @@ static int read_file(int dirfd, const char *path, int flags, size_t max, char **
 	if (ret_len)
 		*ret_len = len;
 	return 0;
+}
+
+static int read_file(int dirfd, const char *path, int flags, size_t max, char **ret, size_t *ret_len)
+{
+	_cleanup_close_ int fd = hu_openat_regular(dirfd, path, O_RDONLY | flags, 0);
+
+	if (fd < 0)
+		return fd;
+	return hu_read_fd(fd, max, ret, ret_len);
 }
 
 int hu_read_file(const char *path, size_t max, char **ret, size_t *ret_len)

@@ -37,6 +37,8 @@ void hu_vm_free(struct hu_vm *vm)
 	free(vm->pidfile_refused);
 	free(vm->skipped);
 	hu_argv_info_clear(&vm->ai);
+	hu_config_files_free(vm->configs, vm->n_configs);
+	free(vm->configs_error);
 	free(vm->qemu_version);
 	free(vm->runstate);
 	for (size_t i = 0; i < vm->n_memdevs; i++)

@@ -62,6 +62,13 @@ static struct hu_vm *make_vm(const char *name)
 	vm->disks[0].ino = 77;
 	vm->disks[0].dev = 2049;
 	vm->disks[0].mtime_ns = 1764100000123456789LL;
+	vm->configs = calloc(2, sizeof(*vm->configs));
+	vm->n_configs = 2;
+	vm->configs[0] = (struct hu_config_file){ .path = strdup("/etc/qemu/qemu.conf") };
+	vm->configs[1] = (struct hu_config_file){ .path = strdup("pve-q35-4.0.cfg"),
+						  .present = true,
+						  .size = 3077 };
+	memset(vm->configs[1].sha256, 'a', 64);
 	vm->state = HU_VM_CHECKPOINTED;
 	vm->state_bytes = 930000;
 	vm->stopped_at_ms = 1764100000000LL;
@@ -116,6 +123,13 @@ static void test_round_trip(void **state)
 	assert_string_equal(b->memdevs[0].medium.mode, "devdax");
 	assert_int_equal(b->disks[0].mtime_ns, a->disks[0].mtime_ns);
 	assert_int_equal(b->disks[0].size, a->disks[0].size);
+	assert_int_equal(b->n_configs, 2);
+	assert_string_equal(b->configs[0].path, "/etc/qemu/qemu.conf");
+	assert_false(b->configs[0].present);
+	assert_string_equal(b->configs[1].path, "pve-q35-4.0.cfg");
+	assert_true(b->configs[1].present);
+	assert_int_equal(b->configs[1].size, 3077);
+	assert_string_equal(b->configs[1].sha256, a->configs[1].sha256);
 	assert_int_equal(b->state, HU_VM_CHECKPOINTED);
 	assert_int_equal(b->state_bytes, 930000);
 	/* The state file is derived from the name, never read from the file. */
@@ -201,6 +215,21 @@ static void test_corrupt_manifests(void **state)
 	expect_refused("\"kind\":\"devdax\"", "\"kind\":\"teleported\"", -EBADMSG);
 	expect_refused("\"phase\"", "\"phase\":\"x\",\"trunc", -EBADMSG);
 	expect_refused("\"name\":\"web1\"", "\"name\":\"web1\\u0000x\"", -EBADMSG);
+	/* the -readconfig records (#17): a digest that is not 64 hex digits, no path */
+	expect_refused("\"sha256\":\"aaaa", "\"sha256\":\"Xaaa", -EBADMSG);
+	expect_refused("\"sha256\":\"aaaa", "\"sha256\":\"aaa", -EBADMSG);
+	expect_refused("\"path\":\"pve-q35-4.0.cfg\"", "\"path\":\"\"", -EBADMSG);
+	expect_refused("\"readconfig\":[", "\"readconfig\":{", -EBADMSG);
+}
+
+/* A manifest written before the -readconfig records still loads: none. */
+static void test_readconfig_optional(void **state)
+{
+	struct hu_manifest *m = NULL;
+
+	assert_int_equal(load_edited("\"readconfig\":", "\"older\":", &m), 0);
+	assert_int_equal(m->list.vms[0]->n_configs, 0);
+	hu_manifest_free(m);
 }
 
 #define LV_OBJ(uuid, link)                                                                          \
@@ -484,6 +513,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_round_trip, state_dir_setup, state_dir_teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_manifests, state_dir_setup, state_dir_teardown),
+		cmocka_unit_test_setup_teardown(test_readconfig_optional, state_dir_setup,
+						state_dir_teardown),
 		cmocka_unit_test_setup_teardown(test_manager_versions, state_dir_setup, state_dir_teardown),
 		cmocka_unit_test_setup_teardown(test_missing_is_enoent, state_dir_setup, state_dir_teardown),
 		cmocka_unit_test_setup_teardown(test_classify, state_dir_setup, state_dir_teardown),
