@@ -90,7 +90,7 @@ lint:
 		bench/run-bench scripts/demo
 	@echo "  LINT    tests/bats (shared directives: tests/bats/.shellcheckrc)"
 	@shellcheck --severity=warning tests/bats/*.bats
-	@shellcheck --norc tests/bats/helpers.bash tests/bats/libvirt.bash tests/bats/proxmox.bash
+	@shellcheck --norc tests/bats/helpers.bash tests/bats/libvirt.bash tests/bats/proxmox.bash tests/fake/qm-cleanup
 	@echo "  LINT    scripts/ansible (ansible-playbook --syntax-check)"
 	@python3 -c 'import ast, sys; [ast.parse(open(f).read(), f) for f in sys.argv[1:]]' \
 		scripts/ansible/fleet-state.py scripts/ansible/roles/host_upgrade/action_plugins/host_upgrade_record.py
