@@ -191,6 +191,7 @@ units:
 	@mkdir -p $(BUILD)/units
 	@$(SUBST) units/host-upgrade-restore.service.in > $(BUILD)/units/host-upgrade-restore.service
 	@$(SUBST) units/host-upgrade-restore-libvirt.service.in > $(BUILD)/units/host-upgrade-restore-libvirt.service
+	@$(SUBST) units/host-upgrade-restore-proxmox.service.in > $(BUILD)/units/host-upgrade-restore-proxmox.service
 	@$(SUBST) dracut/90host-upgrade/host-upgrade-early.service.in > $(BUILD)/units/host-upgrade-early.service
 
 install: all
@@ -200,9 +201,11 @@ install: all
 	install -m 0644 $(BUILD)/host-upgrade.8 $(DESTDIR)$(MANDIR)/man8/host-upgrade.8
 	$(SUBST) units/host-upgrade-restore.service.in > $(DESTDIR)$(UNITDIR)/host-upgrade-restore.service
 	$(SUBST) units/host-upgrade-restore-libvirt.service.in > $(DESTDIR)$(UNITDIR)/host-upgrade-restore-libvirt.service
+	$(SUBST) units/host-upgrade-restore-proxmox.service.in > $(DESTDIR)$(UNITDIR)/host-upgrade-restore-proxmox.service
 	install -m 0755 dracut/90host-upgrade/module-setup.sh $(DESTDIR)$(DRACUTDIR)/90host-upgrade/
 	$(SUBST) dracut/90host-upgrade/host-upgrade-early.service.in > $(DESTDIR)$(DRACUTDIR)/90host-upgrade/host-upgrade-early.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/host-upgrade-restore.service $(DESTDIR)$(UNITDIR)/host-upgrade-restore-libvirt.service \
+		$(DESTDIR)$(UNITDIR)/host-upgrade-restore-proxmox.service \
 		$(DESTDIR)$(DRACUTDIR)/90host-upgrade/host-upgrade-early.service
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
 ifeq ($(WITH_LIBVIRT),yes)
