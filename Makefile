@@ -91,7 +91,7 @@ lint:
 		bench/run-bench scripts/demo
 	@echo "  LINT    tests/bats (shared directives: tests/bats/.shellcheckrc)"
 	@shellcheck --severity=warning tests/bats/*.bats
-	@shellcheck --norc tests/bats/helpers.bash tests/bats/libvirt.bash
+	@shellcheck --norc tests/bats/helpers.bash tests/bats/libvirt.bash tests/bats/proxmox.bash tests/fake/qm-cleanup
 	@echo "  LINT    scripts/ansible (ansible-playbook --syntax-check)"
 	@python3 -c 'import ast, sys; [ast.parse(open(f).read(), f) for f in sys.argv[1:]]' \
 		scripts/ansible/fleet-state.py scripts/ansible/roles/host_upgrade/action_plugins/host_upgrade_record.py
@@ -192,6 +192,7 @@ units:
 	@mkdir -p $(BUILD)/units
 	@$(SUBST) units/host-upgrade-restore.service.in > $(BUILD)/units/host-upgrade-restore.service
 	@$(SUBST) units/host-upgrade-restore-libvirt.service.in > $(BUILD)/units/host-upgrade-restore-libvirt.service
+	@$(SUBST) units/host-upgrade-restore-proxmox.service.in > $(BUILD)/units/host-upgrade-restore-proxmox.service
 	@$(SUBST) dracut/90host-upgrade/host-upgrade-early.service.in > $(BUILD)/units/host-upgrade-early.service
 
 install: all
@@ -201,9 +202,11 @@ install: all
 	install -m 0644 $(BUILD)/host-upgrade.8 $(DESTDIR)$(MANDIR)/man8/host-upgrade.8
 	$(SUBST) units/host-upgrade-restore.service.in > $(DESTDIR)$(UNITDIR)/host-upgrade-restore.service
 	$(SUBST) units/host-upgrade-restore-libvirt.service.in > $(DESTDIR)$(UNITDIR)/host-upgrade-restore-libvirt.service
+	$(SUBST) units/host-upgrade-restore-proxmox.service.in > $(DESTDIR)$(UNITDIR)/host-upgrade-restore-proxmox.service
 	install -m 0755 dracut/90host-upgrade/module-setup.sh $(DESTDIR)$(DRACUTDIR)/90host-upgrade/
 	$(SUBST) dracut/90host-upgrade/host-upgrade-early.service.in > $(DESTDIR)$(DRACUTDIR)/90host-upgrade/host-upgrade-early.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/host-upgrade-restore.service $(DESTDIR)$(UNITDIR)/host-upgrade-restore-libvirt.service \
+		$(DESTDIR)$(UNITDIR)/host-upgrade-restore-proxmox.service \
 		$(DESTDIR)$(DRACUTDIR)/90host-upgrade/host-upgrade-early.service
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
 ifeq ($(WITH_LIBVIRT),yes)

@@ -117,6 +117,8 @@ void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
 			json_object_object_add(v, "name", json_object_new_string(hu_vm_get_name(vm)));
 			json_object_object_add(v, "pid", json_object_new_int(hu_vm_get_pid(vm)));
 			json_object_object_add(v, "manager", json_object_new_string(hu_vm_get_manager(vm)));
+			if (hu_vm_get_vmid(vm))
+				json_object_object_add(v, "vmid", json_object_new_int64(hu_vm_get_vmid(vm)));
 			json_object_object_add(v, "user", json_object_new_string(user));
 			json_object_object_add(v, "uid", json_object_new_int64(hu_vm_get_uid(vm)));
 			json_object_object_add(

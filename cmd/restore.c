@@ -24,16 +24,17 @@ static int converge(struct cli *c, bool is_abort)
 
 static int parse_manager(struct cli *c, const char *arg)
 {
-	if (strcmp(arg, "none") && strcmp(arg, "libvirt"))
+	if (strcmp(arg, "none") && strcmp(arg, "libvirt") && strcmp(arg, "proxmox"))
 		return -1;
 	c->opts.only_manager = arg;
 	return 0;
 }
 
 static const struct cli_option restore_options[] = {
-	CLI_ARG("manager", "none|libvirt", parse_manager,
+	CLI_ARG("manager", "none|libvirt|proxmox", parse_manager,
 		"only the VMs this manager runs: after a kexec, host-upgrade-restore.service restores "
-		"\"none\" before libvirtd starts, host-upgrade-restore-libvirt.service \"libvirt\" after it"),
+		"\"none\" before libvirtd starts, host-upgrade-restore-libvirt.service \"libvirt\" after it, "
+		"host-upgrade-restore-proxmox.service \"proxmox\" before pve-guests.service"),
 	CLI_END
 };
 
@@ -50,8 +51,9 @@ const struct cli_verb cli_verb_restore = {
 		 "-incoming defer, back to the runstate it had. A VM is refused when its state\n"
 		 "file, a disk or its RAM changed since the checkpoint. Idempotent: a VM whose\n"
 		 "QEMU already runs is never started again. After the kexec, the unit\n"
-		 "host-upgrade-restore.service runs it, and host-upgrade-restore-libvirt.service\n"
-		 "for libvirt's domains once libvirtd is up.",
+		 "host-upgrade-restore.service runs it, host-upgrade-restore-libvirt.service\n"
+		 "for libvirt's domains once libvirtd is up, and\n"
+		 "host-upgrade-restore-proxmox.service for Proxmox VE's VMs before pve-guests.",
 	.options = CLI_TABLES(restore_options),
 };
 

@@ -428,6 +428,7 @@ struct hu_vm {
 	 * host-upgrade starts and stops it itself) and what that one needs */
 	const struct hu_manager_ops *mgr;
 	struct hu_libvirt_vm *lv;
+	struct hu_proxmox_vm *pve;
 };
 
 struct hu_vm_list {
@@ -500,10 +501,15 @@ struct hu_manager_ops {
 #ifdef HU_WITH_LIBVIRT
 extern const struct hu_manager_ops hu_manager_libvirt;
 #endif
+/* proxmox.c: a QEMU qemu-server runs (-pidfile /var/run/qemu-server/N.pid,
+ * its config in /etc/pve; HU_PROXMOX_ROOT prefixes those paths in tests). */
+extern const struct hu_manager_ops hu_manager_proxmox;
+bool hu_proxmox_claim(struct hu_vm *vm);
+unsigned hu_proxmox_vmid(const struct hu_vm *vm); /* 0: not a Proxmox VM */
 /* discover: does a manager run this QEMU? Sets vm->mgr; a VM a manager
  * runs but we cannot drive gets a blocker. */
 void hu_manager_claim(struct hu_vm *vm);
-const char *hu_manager_name(const struct hu_vm *vm); /* "none" | "libvirt" */
+const char *hu_manager_name(const struct hu_vm *vm); /* "none" | "libvirt" | "proxmox" */
 int hu_manager_by_name(const char *name, const struct hu_manager_ops **ret);
 /* The QMP transport: the VM's socket, or its manager's. */
 int hu_manager_monitor(struct hu_vm *vm, unsigned timeout_ms, struct hu_qmp **ret, char **ret_why);

@@ -105,6 +105,7 @@ bool hu_vm_get_queried(const struct hu_vm *vm);
 const char *hu_vm_get_qemu_version(const struct hu_vm *vm);
 /* Who runs it: "none" (host-upgrade restarts it from its argv) or "libvirt". */
 const char *hu_vm_get_manager(const struct hu_vm *vm);
+unsigned hu_vm_get_vmid(const struct hu_vm *vm); /* a Proxmox VM's VMID, else 0 */
 size_t hu_vm_get_n_blockers(const struct hu_vm *vm);
 const char *hu_vm_get_blocker(const struct hu_vm *vm, size_t i);
 /* The user its QEMU runs as (from /proc: its real uid), and the user its

@@ -857,7 +857,12 @@ static const char *lv_ram_path(struct hu_vm *vm, size_t i)
 static json_object *lv_to_json(const struct hu_vm *vm)
 {
 	const struct hu_libvirt_vm *lv = vm->lv;
-	json_object *o = json_object_new_object(), *a = json_object_new_array();
+	json_object *o, *a;
+
+	if (!lv)
+		return NULL;
+	o = json_object_new_object();
+	a = json_object_new_array();
 
 	json_object_object_add(o, "uri", json_object_new_string(LV_URI));
 	json_object_object_add(o, "uuid", json_object_new_string(lv->uuid));

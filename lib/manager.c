@@ -3,7 +3,8 @@
  * manager: who runs a QEMU. Nobody ("none"): host-upgrade talks to its QMP
  * socket, quits it and starts its recorded argv again. A VM manager
  * (libvirt.c): it owns the monitor and the process, and must keep managing
- * the VM afterwards, so the phases go through it. Each phase calls out
+ * the VM afterwards, so the phases go through it. Proxmox (proxmox.c): the
+ * monitor and the process are plain QEMU's, what it does around them is not. Each phase calls out
  * here; what "none" does is the phase's own code or the defaults below.
  */
 #include <fcntl.h>
@@ -14,7 +15,7 @@ static const struct hu_manager_ops *const managers[] = {
 #ifdef HU_WITH_LIBVIRT
 	&hu_manager_libvirt,
 #endif
-	NULL
+	&hu_manager_proxmox, NULL
 };
 
 const char *hu_manager_name(const struct hu_vm *vm)
@@ -25,6 +26,11 @@ const char *hu_manager_name(const struct hu_vm *vm)
 const char *hu_vm_get_manager(const struct hu_vm *vm)
 {
 	return hu_manager_name(vm);
+}
+
+unsigned hu_vm_get_vmid(const struct hu_vm *vm)
+{
+	return hu_proxmox_vmid(vm);
 }
 
 int hu_manager_by_name(const char *name, const struct hu_manager_ops **ret)
@@ -63,6 +69,8 @@ static bool libvirt_runs(const struct hu_vm *vm)
 
 void hu_manager_claim(struct hu_vm *vm)
 {
+	if (hu_proxmox_claim(vm))
+		return;
 	if (!libvirt_runs(vm))
 		return;
 #ifdef HU_WITH_LIBVIRT
@@ -77,7 +85,7 @@ int hu_manager_monitor(struct hu_vm *vm, unsigned timeout_ms, struct hu_qmp **re
 {
 	int r;
 
-	if (vm->mgr)
+	if (vm->mgr && vm->mgr->monitor)
 		return vm->mgr->monitor(vm, ret, ret_why);
 	if (!vm->ai.qmp_path) {
 		*ret_why = strdup(vm->ai.qmp_error ?: "no QMP socket");

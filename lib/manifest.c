@@ -70,7 +70,7 @@ static json_object *deep_copy(json_object *src)
 
 static json_object *vm_to_json(const struct hu_vm *vm)
 {
-	json_object *o = json_object_new_object(), *a, *mds, *disks;
+	json_object *o = json_object_new_object(), *a, *mds, *disks, *mo;
 
 	json_object_object_add(o, "name", json_object_new_string(vm->name));
 	json_object_object_add(o, "state", json_object_new_string(hu_vm_state_to_string(vm->state)));
@@ -166,8 +166,9 @@ static json_object *vm_to_json(const struct hu_vm *vm)
 	json_object_object_add(o, "running_at_ms", json_object_new_int64(vm->running_at_ms));
 	json_object_object_add(o, "error", str_or_null(vm->error));
 	json_object_object_add(o, "manager", json_object_new_string(hu_manager_name(vm)));
-	if (vm->mgr && vm->mgr->to_json && vm->lv)
-		json_object_object_add(o, vm->mgr->name, vm->mgr->to_json(vm));
+	mo = vm->mgr && vm->mgr->to_json ? vm->mgr->to_json(vm) : NULL;
+	if (mo)
+		json_object_object_add(o, vm->mgr->name, mo);
 	return o;
 }
 

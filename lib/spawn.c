@@ -144,12 +144,16 @@ void hu_spawn_move_to_scope(struct hu_ctx *ctx, struct hu_vm *vm, pid_t pid)
 	_cleanup_(sd_bus_unrefp) sd_bus *bus = NULL;
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
 	_cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+	unsigned vmid = hu_proxmox_vmid(vm);
 	int r;
 
 	if (sd_booted() <= 0 || vm->rejoined_cgroup)
 		return;
-	if (asprintf(&unit, "host-upgrade-vm-%s-%d.scope", vm->name, (int)pid) < 0 ||
-	    asprintf(&desc, "VM %s restored by host-upgrade", vm->name) < 0)
+	/* Proxmox's VM N lives in qemu.slice/N.scope, as qm start makes it:
+	 * qm status, cpulimit changes and the shutdown order go by it. */
+	if (vmid ? asprintf(&unit, "%u.scope", vmid) < 0 || asprintf(&desc, "Proxmox VE VM %u", vmid) < 0
+		 : asprintf(&unit, "host-upgrade-vm-%s-%d.scope", vm->name, (int)pid) < 0 ||
+			    asprintf(&desc, "VM %s restored by host-upgrade", vm->name) < 0)
 		return;
 	r = hu_systemd_bus(&bus, NULL);
 	if (r >= 0)
@@ -159,9 +163,13 @@ void hu_spawn_move_to_scope(struct hu_ctx *ctx, struct hu_vm *vm, pid_t pid)
 	if (r >= 0)
 		r = sd_bus_message_append(m, "ss", unit, "fail");
 	if (r >= 0)
-		r = sd_bus_message_append(m, "a(sv)", 4, "Description", "s", desc, "Slice", "s",
-					  "machine.slice", "PIDs", "au", 1, (uint32_t)pid, "CollectMode", "s",
-					  "inactive-or-failed");
+		r = vmid ? sd_bus_message_append(m, "a(sv)", 6, "Description", "s", desc, "Slice", "s",
+						 "qemu.slice", "PIDs", "au", 1, (uint32_t)pid, "KillMode",
+						 "s", "process", "SendSIGKILL", "b", 0, "TimeoutStopUSec",
+						 "t", UINT64_MAX)
+			 : sd_bus_message_append(m, "a(sv)", 4, "Description", "s", desc, "Slice", "s",
+						 "machine.slice", "PIDs", "au", 1, (uint32_t)pid,
+						 "CollectMode", "s", "inactive-or-failed");
 	if (r >= 0)
 		r = sd_bus_message_append(m, "a(sa(sv))", 0);
 	if (r >= 0)

@@ -79,4 +79,11 @@ has() { grep -qE "$1" "$BATS_FILE_TMPDIR/list" || { echo "not in the initramfs: 
 	grep -q '^Wants=host-upgrade-restore-libvirt.service$' "$BATS_TEST_TMPDIR/b/units/host-upgrade-restore.service"
 	grep -q '^ExecStart=.* restore .*--manager libvirt$' "$BATS_TEST_TMPDIR/b/units/host-upgrade-restore-libvirt.service"
 	grep -q '^After=libvirtd.service.* host-upgrade-restore.service$' "$BATS_TEST_TMPDIR/b/units/host-upgrade-restore-libvirt.service"
+	# Proxmox VE's VMs: their own unit, before pve-guests and pve-ha-lrm, pulled in by the first one.
+	run systemd-analyze verify "$BATS_TEST_TMPDIR/b/units/host-upgrade-restore-proxmox.service"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	grep -q '^Wants=host-upgrade-restore-proxmox.service$' "$BATS_TEST_TMPDIR/b/units/host-upgrade-restore.service"
+	grep -q '^ExecStart=.* restore .*--manager proxmox$' "$BATS_TEST_TMPDIR/b/units/host-upgrade-restore-proxmox.service"
+	grep -q '^Before=pve-guests.service pve-ha-lrm.service' "$BATS_TEST_TMPDIR/b/units/host-upgrade-restore-proxmox.service"
 }

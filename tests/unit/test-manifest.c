@@ -196,7 +196,8 @@ static void test_corrupt_manifests(void **state)
 	expect_refused("\"version\":4", "\"version\":99", -EPROTONOSUPPORT);
 	expect_refused("\"version\":4", "\"version\":1", -EPROTONOSUPPORT); /* before the XXH3 digest */
 	expect_refused("\"version\":4", "\"version\":2", -EPROTONOSUPPORT); /* before "flushed" */
-	expect_refused("\"manager\":\"none\"", "\"manager\":\"proxmox\"", -EBADMSG);
+	expect_refused("\"manager\":\"none\"", "\"manager\":\"xen\"", -EBADMSG);
+	expect_refused("\"manager\":\"none\"", "\"manager\":\"proxmox\"", -EBADMSG); /* no object */
 	expect_refused("\"manager\":\"none\"", "\"manager\":7", -EBADMSG);
 	expect_refused("\"flushed\":true", "\"flushed\":1", -EBADMSG);
 	expect_refused("\"name\":\"web1\"", "\"name\":\"..\\/..\\/etc\"", -EBADMSG);
@@ -276,6 +277,36 @@ static void test_manager_versions(void **state)
 			&m),
 		-EBADMSG);
 #endif
+}
+
+#define PVE_OBJ(vmid, aside) \
+	"\"manager\":\"proxmox\",\"proxmox\":{\"vmid\":" vmid ",\"cleanup_flag_aside\":" aside "}"
+
+/* A Proxmox VM's object: its VMID in Proxmox's range, written back as read. */
+static void test_proxmox_object(void **state)
+{
+	struct hu_manifest *m = NULL;
+	json_object *o = NULL, *vm0, *p, *v;
+
+	assert_int_equal(load_edited("\"manager\":\"none\"", PVE_OBJ("100", "true"), &m), 0);
+	assert_string_equal(hu_manager_name(m->list.vms[0]), "proxmox");
+	assert_int_equal(hu_vm_get_vmid(m->list.vms[0]), 100);
+	assert_int_equal(hu_manifest_to_json(m, &o), 0);
+	vm0 = json_object_array_get_idx(json_object_object_get(o, "vms"), 0);
+	assert_true(json_object_object_get_ex(vm0, "proxmox", &p));
+	assert_true(json_object_object_get_ex(p, "vmid", &v));
+	assert_int_equal(json_object_get_int64(v), 100);
+	assert_true(json_object_object_get_ex(p, "cleanup_flag_aside", &v));
+	assert_true(json_object_get_boolean(v));
+	json_object_put(o);
+	hu_manifest_free(m);
+	assert_int_equal(load_edited("\"manager\":\"none\"", PVE_OBJ("99", "true"), &m), -EBADMSG);
+	assert_int_equal(load_edited("\"manager\":\"none\"", PVE_OBJ("1000000000", "true"), &m), -EBADMSG);
+	assert_int_equal(load_edited("\"manager\":\"none\"", PVE_OBJ("\"100\"", "true"), &m), -EBADMSG);
+	assert_int_equal(load_edited("\"manager\":\"none\"", PVE_OBJ("100", "1"), &m), -EBADMSG);
+	assert_int_equal(load_edited("\"manager\":\"none\"", "\"manager\":\"proxmox\",\"proxmox\":[]", &m),
+			 -EBADMSG);
+	(void)state;
 }
 
 static void test_missing_is_enoent(void **state)
@@ -516,6 +547,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_readconfig_optional, state_dir_setup,
 						state_dir_teardown),
 		cmocka_unit_test_setup_teardown(test_manager_versions, state_dir_setup, state_dir_teardown),
+		cmocka_unit_test_setup_teardown(test_proxmox_object, state_dir_setup, state_dir_teardown),
 		cmocka_unit_test_setup_teardown(test_missing_is_enoent, state_dir_setup, state_dir_teardown),
 		cmocka_unit_test_setup_teardown(test_classify, state_dir_setup, state_dir_teardown),
 		cmocka_unit_test_setup_teardown(test_ram_digest_detects_change, state_dir_setup,
