@@ -9,6 +9,7 @@
 #   pve_setup                 $PVE, its directories, the stand-in listening (setup calls it)
 #   pve_conf N NAME [LINE..]  /etc/pve/qemu-server/N.conf
 #   pve_start N NAME          conf (if none), a volume, a tap, the QEMU, the cleanup flag qm writes
+#                             (PVE_MACHINE=q35: with -readconfig of a pve-q35-4.0.cfg-shaped file)
 #   pve_pid N                 the pid in /var/run/qemu-server/N.pid
 #   pve_argv N                that QEMU's argv, one per line
 #   pve_log_has JSON_FRAGMENT [FILE]   a line of the stand-in's log (default) containing it
@@ -69,8 +70,15 @@ pve_start() {
 		-kernel "$GUEST_DIR/vmlinuz" -initrd "$GUEST_DIR/initramfs.cpio.gz" -append "$HU_VM_APPEND"
 		-chardev "file,id=ser0,path=$T/$name.serial,append=on" -serial chardev:ser0
 		-drive "file=$PVE/images/$n/vm-$n-disk-0.raw,if=none,id=drive-scsi0,format=raw"
-		-machine "hpet=off,type=pc,accel=tcg"
+		-machine "hpet=off,type=${PVE_MACHINE:-pc},accel=tcg"
 	)
+	# qemu-server gives every q35 guest -readconfig of its pve-q35-4.0.cfg (here: the fixture of
+	# the same shape), which defines 18 devices the argv does not name.
+	if [[ ${PVE_MACHINE:-pc} == q35 ]]; then
+		mkdir -p "$PVE/usr/share/qemu-server"
+		cp "$HU_TESTS_DIR/fixtures/readconfig/q35.cfg" "$PVE/usr/share/qemu-server/pve-q35-4.0.cfg"
+		argv+=(-readconfig "$PVE/usr/share/qemu-server/pve-q35-4.0.cfg")
+	fi
 	echo "=== $(date '+%T.%N') pve_start ${argv[*]}" >>"$T/$name.log"
 	if ! (exec -a /usr/bin/kvm "$QEMU" "${argv[@]}" </dev/null >>"$T/$name.log" 2>&1 3>&- 4>&-); then
 		echo "proxmox: QEMU for VM $n did not start" >&2
