@@ -204,6 +204,9 @@ int hu_qmp_wait_event(struct hu_qmp *q, const char *name, bool (*match)(json_obj
 int hu_qmp_send(struct hu_qmp *q, const char *cmd, json_object *args);
 int hu_qmp_connect_raw(const char *path, unsigned timeout_ms, struct hu_qmp **ret);
 int hu_qmp_sync_delimited(struct hu_qmp *q, int64_t id);
+/* guest-sync-delimited on n agent sockets at once, all waited for with one
+ * deadline: ret[i] is 0 when paths[i] answered ids[i] in time, else -errno. */
+int hu_qmp_sync_many(const char *const *paths, const int64_t *ids, size_t n, unsigned timeout_ms, int *ret);
 int hu_qmp_open_raw_fd(int fd, unsigned timeout_ms, struct hu_qmp **ret);
 /* Drop queued events. */
 void hu_qmp_clear_events(struct hu_qmp *q);
