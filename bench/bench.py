@@ -9,7 +9,9 @@ with the alternatives, on real QEMU (TCG) VMs of this machine.
   2. userland round trip per VM (checkpoint -> running again): host-upgrade
      checkpoint + restore vs the raw-QMP floor (floor.py) in the same run;
   3. scaling with the number of 128 MiB in-place VMs: checkpoint all, restore
-     all, per-VM blackout (median, max).
+     all, per-VM blackout (median, max);
+  4. plan with N VMs whose agent channels no agent answers (the guest never
+     opens the port): the whole plan, and with --jobs 1.
 
 Every measurement is repeated BENCH_RUNS times (default 3); tables show
 medians. Targets are printed as met/missed, informational only.
@@ -19,7 +21,8 @@ Environment:
   BENCH_SIZES="256M 1G 4G"  guest RAM sizes of parts 1 and 2
   BENCH_BIG=1             add 16G to BENCH_SIZES (needs ~35 GB disk, ~20 GB RAM)
   BENCH_VMS="1 2 4 8 16"  VM counts of part 3;  BENCH_SCALE_MEM=128M
-  BENCH_PARTS="ram scale" which parts to run (round trip comes with "ram")
+  BENCH_PARTS="ram scale agent" which parts to run (round trip comes with "ram")
+  BENCH_AGENT_VMS="1 4 16" VM counts of part 4
   BENCH_RESULTS=DIR       where results go (default bench/results)
   BENCH_TMP=/tmp          where the work dir (RAM files, state) is made
   BENCH_KEEP=1            keep the work dir
@@ -262,7 +265,8 @@ class Bench:
         self.sizes = sorted(parse_size(s) for s in sizes)
         self.counts = [int(x) for x in e.get("BENCH_VMS", "1 2 4 8 16").split()]
         self.scale_mem = parse_size(e.get("BENCH_SCALE_MEM", "128M"))
-        self.parts = e.get("BENCH_PARTS", "ram scale").split()
+        self.parts = e.get("BENCH_PARTS", "ram scale agent").split()
+        self.agent_counts = [int(x) for x in e.get("BENCH_AGENT_VMS", "1 4 16").split()]
         self.results = os.path.abspath(e.get("BENCH_RESULTS", os.path.join(HERE, "results")))
         self.hu_bin = os.path.abspath(e.get("HU", os.path.join(TOP, "build", "host-upgrade")))
         self.qemu = shutil.which(e.get("QEMU", "qemu-system-x86_64")) or e.get("QEMU", "qemu-system-x86_64")
@@ -275,7 +279,7 @@ class Bench:
             os.makedirs(self.work, mode=0o700)
         self.reaper = Reaper(self.work)
         self.guest = os.path.join(self.work, "tick.elf")
-        self.rows = {"ram": [], "roundtrip": [], "roundtrip_tmpfs": [], "scale": []}
+        self.rows = {"ram": [], "roundtrip": [], "roundtrip_tmpfs": [], "scale": [], "agent": []}
         self.notes = []
         self.failures = []
         atexit.register(self.cleanup)
@@ -556,6 +560,42 @@ class Bench:
                 vm.kill()
             shutil.rmtree(sd, ignore_errors=True)
 
+    # -- part 4: plan with agent channels nobody answers on
+
+    def part_agent(self):
+        for n in self.agent_counts:
+            for run in range(self.runs):
+                log("agent probe: %d VM%s, run %d/%d" % (n, "" if n == 1 else "s", run + 1, self.runs))
+                r = self.attempt("agent probe: %d VMs, run %d/%d" % (n, run + 1, self.runs), self.agent_run, n, run)
+                if r:
+                    self.rows["agent"].append(r)
+
+    def agent_run(self, n, run):
+        names = ["hb%s-a%02d-%d-%02d" % (self.tag, n, run, i) for i in range(n)]
+        vms = []
+        for nm in names:
+            vm = VM(self, nm, 64 * MiB, "%s/%s.ram" % (self.work, nm), share=True)
+            # tick.S has no virtio driver: the port stays closed, as in a guest running no agent
+            vm.argv += ["-chardev", "socket,id=qga0,path=%s/%s.qga,server=on,wait=off" % (self.work, nm),
+                        "-device", "virtio-serial",
+                        "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"]
+            vms.append(vm)
+        sd = "%s/state-a%02d-%d" % (self.work, n, run)
+        try:
+            self.start_vms(vms)
+            plan_ms, p = self.hu("plan", sd, names, ("--json",))
+            serial_ms, _ = self.hu("plan", sd, names, ("--jobs", "1"))
+            states = sorted({v.get("agent") or "?" for v in json.loads(p.stdout)["vms"]})
+            return {"vms": n, "run": run, "plan_ms": plan_ms, "plan_jobs1_ms": serial_ms, "agent": "/".join(states)}
+        finally:
+            for vm in vms:
+                vm.kill()
+                try:
+                    os.unlink(vm.ram_file)
+                except OSError:
+                    pass
+            shutil.rmtree(sd, ignore_errors=True)
+
     # -- checks before we start
 
     def preflight(self):
@@ -596,6 +636,8 @@ class Bench:
             self.part_ram()
         if "scale" in self.parts:
             self.part_scale()
+        if "agent" in self.parts:
+            self.part_agent()
         self.elapsed = time.monotonic() - t0
         self.machine["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
         report = Report(self)
@@ -914,6 +956,34 @@ class Report:
         self.targets.append((top["restore_cmd_ms"] <= 2000, "%d VMs on %d cores: restore all ≤ 2 s: %s" % (
             top["vms"], b.machine["nproc"], fmt_ms(top["restore_cmd_ms"]))))
 
+    def part_agent(self):
+        b = self.b
+        rows = b.rows["agent"]
+        if not rows:
+            return
+        self.p()
+        self.p("## 4. plan with agent channels no agent answers on")
+        self.p()
+        self.p("N VMs of 64 MiB, each with a `virtserialport name=org.qemu.guest_agent.0` that the guest never "
+               "opens (a guest running no agent). `host-upgrade plan` for all of them, and with `--jobs 1`; "
+               "`agent` is what `plan --json` said.")
+        self.p()
+        self.p("| VMs | plan | plan --jobs 1 | agent |")
+        self.p("|---|---|---|---|")
+        summary = []
+        for n in b.agent_counts:
+            rs = [r for r in rows if r["vms"] == n]
+            if not rs:
+                continue
+            row = {"vms": n, "plan_ms": med(r["plan_ms"] for r in rs),
+                   "plan_jobs1_ms": med(r["plan_jobs1_ms"] for r in rs), "agent": rs[-1]["agent"]}
+            summary.append(row)
+            self.p("| %d | %s | %s | %s |" % (n, fmt_ms(row["plan_ms"]), fmt_ms(row["plan_jobs1_ms"]), row["agent"]))
+        self.write_csv("agent.csv", summary)
+        top = summary[-1]
+        self.targets.append((top["plan_jobs1_ms"] <= 3000, "%d VMs with silent agent channels: plan --jobs 1 "
+                             "within one 3 s agent deadline: %s" % (top["vms"], fmt_ms(top["plan_jobs1_ms"]))))
+
     def plots(self):
         b = self.b
         gp = shutil.which("gnuplot")
@@ -935,8 +1005,9 @@ class Report:
     def write(self):
         b = self.b
         os.makedirs(b.results, exist_ok=True)
-        for f in ("ram.csv", "roundtrip.csv", "scaling.csv", "ram.dat", "scaling.dat", "runs-ram.csv",
-                  "runs-roundtrip.csv", "runs-roundtrip-tmpfs.csv", "runs-scaling.csv", "checkpoint-vs-ram.png", "scaling.png"):
+        for f in ("ram.csv", "roundtrip.csv", "scaling.csv", "agent.csv", "ram.dat", "scaling.dat", "runs-ram.csv",
+                  "runs-roundtrip.csv", "runs-roundtrip-tmpfs.csv", "runs-scaling.csv", "runs-agent.csv",
+                  "checkpoint-vs-ram.png", "scaling.png"):
             if os.path.exists(os.path.join(b.results, f)):
                 os.unlink(os.path.join(b.results, f))
         self.p("# host-upgrade benchmark, %s" % b.started.strftime("%Y-%m-%d %H:%M %Z"))
@@ -945,9 +1016,11 @@ class Report:
         self.part_ram()
         self.part_roundtrip()
         self.part_scale()
+        self.part_agent()
         self.write_csv("runs-ram.csv", b.rows["ram"])
         self.write_csv("runs-roundtrip.csv", b.rows["roundtrip"])
         self.write_csv("runs-scaling.csv", b.rows["scale"])
+        self.write_csv("runs-agent.csv", b.rows["agent"])
         made = self.plots()
         if made:
             self.p()

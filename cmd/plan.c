@@ -142,6 +142,11 @@ void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
 											: "copy"));
 			json_object_object_add(v, "save_bytes",
 					       json_object_new_uint64(hu_vm_get_save_bytes(vm)));
+			json_object_object_add(
+				v, "agent",
+				hu_vm_get_agent(vm) == HU_AGENT_UNKNOWN
+					? NULL
+					: json_object_new_string(hu_agent_to_string(hu_vm_get_agent(vm))));
 			json_object_object_add(v, "runstate",
 					       hu_vm_get_runstate(vm)
 						       ? json_object_new_string(hu_vm_get_runstate(vm))
@@ -161,8 +166,8 @@ void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
 		json_object_put(o);
 		return;
 	}
-	printf("%-20s %8s %8s %-11s %-9s %9s  %-10s %s\n", "NAME", "PID", "RAM", "BACKING", "SAVE", "WRITES",
-	       "USER", "STATUS");
+	printf("%-20s %8s %8s %-11s %-9s %9s  %-13s %-10s %s\n", "NAME", "PID", "RAM", "BACKING", "SAVE",
+	       "WRITES", "AGENT", "USER", "STATUS");
 	for (size_t i = 0; i < n; i++) {
 		struct hu_vm *vm = hu_vm_list_get(list, i);
 		char ram[16], wr[16];
@@ -178,15 +183,16 @@ void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
 		snprintf(st, sizeof(st), "%s%s%s%s", nb ? "blocked" : "ok", strcmp(mgr, "none") ? " (" : "",
 			 strcmp(mgr, "none") ? mgr : "", strcmp(mgr, "none") ? ")" : "");
 		hu_user_name(hu_vm_get_uid(vm), user, sizeof(user));
-		printf("%-20s %8d %8s %-11s %-9s %9s  %-10s %s%s%s\n", hu_vm_get_name(vm),
+		printf("%-20s %8d %8s %-11s %-9s %9s  %-13s %-10s %s%s%s\n", hu_vm_get_name(vm),
 		       (int)hu_vm_get_pid(vm), q ? human(hu_vm_get_ram_bytes(vm), ram, sizeof(ram)) : "-",
 		       q ? hu_backing_to_string(hu_vm_get_backing(vm)) : "-",
 		       q ? (hu_vm_get_in_place(vm) ? "in-place" : "copy") : "-",
-		       q ? human(hu_vm_get_save_bytes(vm), wr, sizeof(wr)) : "-", user, st, nb ? ": " : "",
+		       q ? human(hu_vm_get_save_bytes(vm), wr, sizeof(wr)) : "-",
+		       q ? hu_agent_to_string(hu_vm_get_agent(vm)) : "-", user, st, nb ? ": " : "",
 		       nb ? hu_vm_get_blocker(vm, 0) : "");
 		for (size_t b = 1; b < nb; b++)
-			printf("%-20s %8s %8s %-11s %-9s %9s  %-10s blocked: %s\n", "", "", "", "", "", "",
-			       "", hu_vm_get_blocker(vm, b));
+			printf("%-20s %8s %8s %-11s %-9s %9s  %-13s %-10s blocked: %s\n", "", "", "", "", "",
+			       "", "", "", hu_vm_get_blocker(vm, b));
 	}
 	printf("%zu VM%s, %s\n", n, n == 1 ? "" : "s", ok ? "ready" : "BLOCKED");
 }
@@ -210,7 +216,9 @@ const struct cli_verb cli_verb_plan = {
 	.summary = "preflight every VM; table or --json; exit 1 if blocked",
 	.about = "Preflight every QEMU on the host, stopping nothing: its RAM backing (persistent,\n"
 		 "volatile or private), how it is saved (in place, or copied into the state file),\n"
-		 "how much is written, the user its QEMU runs as, and what blocks it. A\n"
+		 "how much is written, its guest agent (answering, not-answering, closed: the\n"
+		 "guest has not opened the port, or none), the user its QEMU runs as, and what\n"
+		 "blocks it; an agent that does not answer blocks only a guest to suspend. A\n"
 		 "qemu-system-* process it does not examine (a command line larger than it reads,\n"
 		 "or past 1024 of them) is listed as skipped, and blocks. Exit 1 when anything\n"
 		 "blocks.",

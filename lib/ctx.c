@@ -155,3 +155,17 @@ const char *hu_backing_to_string(enum hu_backing b)
 	/* clang-format on */
 	return "unknown";
 }
+
+const char *hu_agent_to_string(enum hu_agent a)
+{
+	/* clang-format off */
+	switch (a) {
+	case HU_AGENT_NONE:      return "none";
+	case HU_AGENT_UNKNOWN:   return "unknown";
+	case HU_AGENT_CLOSED:    return "closed";
+	case HU_AGENT_SILENT:    return "not-answering";
+	case HU_AGENT_ANSWERING: return "answering";
+	}
+	/* clang-format on */
+	return "unknown";
+}

@@ -536,6 +536,31 @@ static bool cap_state(json_object *caps, const char *name)
 	return false;
 }
 
+/* Has the guest opened its agent port? A virtserialport's frontend-open
+ * follows the guest's open of the port, which only a running agent does:
+ * closed means no agent can answer, known without asking it (and without
+ * holding the socket that the host's own agent clients use). Anything else
+ * is left for hu_qga_ping_all to ask. */
+static enum hu_agent agent_port(struct hu_vm *vm, struct hu_qmp *q)
+{
+	_cleanup_json_ json_object *devs = NULL;
+
+	if (!vm->ai.qga_path)
+		return HU_AGENT_NONE;
+	if (!vm->ai.qga_id || hu_qmp_execute(q, "query-chardev", NULL, &devs, NULL) < 0 ||
+	    !json_object_is_type(devs, json_type_array))
+		return HU_AGENT_UNKNOWN;
+	for (size_t i = 0; i < json_object_array_length(devs) && i < 1024; i++) {
+		json_object *d = json_object_array_get_idx(devs, i), *l, *o;
+
+		if ((l = get_key(d, "label", json_type_string)) &&
+		    streq(json_object_get_string(l), vm->ai.qga_id) &&
+		    (o = get_key(d, "frontend-open", json_type_boolean)))
+			return json_object_get_boolean(o) ? HU_AGENT_UNKNOWN : HU_AGENT_CLOSED;
+	}
+	return HU_AGENT_UNKNOWN;
+}
+
 /* Ask QEMU what it is; problems become blockers, not failures. */
 int hu_vm_query(struct hu_vm *vm, struct hu_qmp *q)
 {
@@ -581,7 +606,7 @@ int hu_vm_query(struct hu_vm *vm, struct hu_qmp *q)
 		_cleanup_json_ json_object *mach = NULL;
 		json_object *w;
 
-		vm->agent_ok = hu_qga_ping(vm, 3000) >= 0;
+		vm->agent = agent_port(vm, q);
 		if (hu_qmp_execute(q, "query-current-machine", NULL, &mach, NULL) >= 0 &&
 		    (w = get_key(mach, "wakeup-suspend-support", json_type_boolean)))
 			vm->wakeup_ok = json_object_get_boolean(w);
@@ -835,6 +860,11 @@ int hu_discover(struct hu_ctx *ctx, const struct hu_options *opts, struct hu_vm_
 	job.ctx = ctx;
 	job.list = list;
 	hu_parallel_for(list->n, ctx->jobs, discover_one, &job);
+	/* All agents at once, whatever --jobs says: a silent one costs its
+	 * deadline once for the whole host, not once per VM. */
+	r = hu_qga_ping_all(list->vms, list->n, HU_AGENT_PING_MS);
+	if (r < 0)
+		return hu_fail(ctx, r, "asking the guest agents: %s", strerror(-r));
 	*ret = TAKE_PTR(list);
 	return 0;
 }

@@ -60,6 +60,9 @@ static inline int take_fd(int *fd) { int v = *fd; *fd = -1; return v; }
 #define HU_MAX_DISKS	       64
 /* How long restore waits, after a reboot, for a pmem device not there yet. */
 #define HU_MEDIA_WAIT_MS       30000
+/* How long discover waits for the agents behind open ports, all together. */
+#define HU_AGENT_PING_S	       3
+#define HU_AGENT_PING_MS       (HU_AGENT_PING_S * 1000)
 #define HU_MANIFEST_VERSION    4 /* 2: XXH3 RAM digest, medium uuid; 3: per-VM "flushed"; 4: "manager" */
 #define HU_MANIFEST_OLDEST     3 /* still read */
 /* Device state, ROMs and VGA RAM that always land in the state file. */
@@ -165,6 +168,7 @@ struct hu_argv_info {
 	char *qmp_path;	 /* unix socket path of a control monitor (server) */
 	char *qmp_error; /* why there is no usable QMP endpoint */
 	char *qga_path;	 /* guest agent chardev socket */
+	char *qga_id;	 /* its chardev id (query-chardev's label) */
 	char *pidfile;
 	bool daemonize;
 	bool has_vfio;
@@ -253,6 +257,9 @@ int hu_qmp_wait_event(struct hu_qmp *q, const char *name, bool (*match)(json_obj
 int hu_qmp_send(struct hu_qmp *q, const char *cmd, json_object *args);
 int hu_qmp_connect_raw(const char *path, unsigned timeout_ms, struct hu_qmp **ret);
 int hu_qmp_sync_delimited(struct hu_qmp *q, int64_t id);
+/* guest-sync-delimited on n agent sockets at once, all waited for with one
+ * deadline: ret[i] is 0 when paths[i] answered ids[i] in time, else -errno. */
+int hu_qmp_sync_many(const char *const *paths, const int64_t *ids, size_t n, unsigned timeout_ms, int *ret);
 int hu_qmp_open_raw_fd(int fd, unsigned timeout_ms, struct hu_qmp **ret);
 /* Drop queued events. */
 void hu_qmp_clear_events(struct hu_qmp *q);
@@ -386,8 +393,8 @@ struct hu_vm {
 	size_t n_memdevs;
 	struct hu_disk *disks;
 	size_t n_disks;
-	bool agent_ok;	/* the guest agent answered */
-	bool wakeup_ok; /* query-current-machine: wakeup-suspend-support */
+	enum hu_agent agent; /* the guest agent, as discover found it */
+	bool wakeup_ok;	     /* query-current-machine: wakeup-suspend-support */
 
 	/* discover and plan: why it cannot be checkpointed */
 	char **blockers;
@@ -589,7 +596,9 @@ int hu_migration_settled_runstate(struct hu_qmp *q, char **ret_status);
 
 /* ---- qga.c: the guest agent ---- */
 int hu_qga_open(struct hu_vm *vm, unsigned timeout_ms, struct hu_qmp **ret);
-int hu_qga_ping(struct hu_vm *vm, unsigned timeout_ms);
+/* Ping the agents of every VM whose agent is HU_AGENT_UNKNOWN, all at once,
+ * with one deadline: each becomes HU_AGENT_ANSWERING or HU_AGENT_SILENT. */
+int hu_qga_ping_all(struct hu_vm *const *vms, size_t n, unsigned timeout_ms);
 int hu_qga_suspend(struct hu_vm *vm, unsigned timeout_ms, char **ret_error);
 int hu_vm_wakeup(struct hu_vm *vm, unsigned timeout_ms, char **ret_error);
 int hu_qga_fix_clock(struct hu_vm *vm, unsigned timeout_ms, int64_t *ret_step_ms);

@@ -51,6 +51,16 @@ enum hu_backing {
 	HU_BACKING_PRIVATE,    /* anonymous or private mapping: must be copied */
 };
 const char *hu_backing_to_string(enum hu_backing b);
+
+/* A VM's guest agent, as plan found it. */
+enum hu_agent {
+	HU_AGENT_NONE,	    /* no agent channel (virtserialport name=org.qemu.guest_agent.0) */
+	HU_AGENT_UNKNOWN,   /* not known: QEMU did not answer */
+	HU_AGENT_CLOSED,    /* the guest has not opened the port: no agent runs, none was asked */
+	HU_AGENT_SILENT,    /* the port is open, but nothing answered in time */
+	HU_AGENT_ANSWERING, /* it answered guest-sync-delimited */
+};
+const char *hu_agent_to_string(enum hu_agent a);
 /* QEMU size syntax: 512, 64K, 256M, 4G (binary suffixes). */
 int hu_parse_size(const char *s, uint64_t *ret);
 
@@ -103,6 +113,7 @@ const char *hu_vm_get_runstate(const struct hu_vm *vm);
 /* Did QEMU answer? If not, RAM size, backing and save are unknown. */
 bool hu_vm_get_queried(const struct hu_vm *vm);
 const char *hu_vm_get_qemu_version(const struct hu_vm *vm);
+enum hu_agent hu_vm_get_agent(const struct hu_vm *vm);
 /* Who runs it: "none" (host-upgrade restarts it from its argv) or "libvirt". */
 const char *hu_vm_get_manager(const struct hu_vm *vm);
 unsigned hu_vm_get_vmid(const struct hu_vm *vm); /* a Proxmox VM's VMID, else 0 */

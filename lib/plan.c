@@ -121,10 +121,13 @@ int hu_plan(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_options
 					&vm->blockers, &vm->n_blockers,
 					"%s it has no guest agent (virtserialport name=org.qemu.guest_agent.0)",
 					why);
-			else if (!vm->agent_ok)
-				hu_strv_pushf(&vm->blockers, &vm->n_blockers,
-					      "%s its guest agent at %s does not answer", why,
-					      vm->ai.qga_path);
+			else if (vm->agent != HU_AGENT_ANSWERING)
+				hu_strv_pushf(
+					&vm->blockers, &vm->n_blockers,
+					"%s its guest agent at %s does not answer (%s)", why, vm->ai.qga_path,
+					vm->agent == HU_AGENT_CLOSED
+						? "the guest has not opened the agent port: no agent runs in it"
+						: "no reply within " HU_STR(HU_AGENT_PING_S) " s");
 			else if (!vm->wakeup_ok)
 				hu_strv_pushf(
 					&vm->blockers, &vm->n_blockers,

@@ -245,6 +245,7 @@ void hu_argv_info_clear(struct hu_argv_info *info)
 	free(info->qmp_path);
 	free(info->qmp_error);
 	free(info->qga_path);
+	free(info->qga_id);
 	free(info->pidfile);
 	free(info->passes_fd);
 	free(info->runas);
@@ -392,8 +393,11 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
 						: "QMP chardev is not a unix socket server");
 		}
 		if (agent_id && !info.qga_path && streq(chardevs[c].id, agent_id) && chardevs[c].path &&
-		    chardevs[c].server)
+		    chardevs[c].server) {
 			r = hu_strdup_replace(&info.qga_path, chardevs[c].path);
+			if (r >= 0)
+				r = hu_strdup_replace(&info.qga_id, agent_id);
+		}
 	}
 	for (size_t c = 0; c < n_chardevs; c++) {
 		free(chardevs[c].id);

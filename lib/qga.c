@@ -10,6 +10,12 @@
 #include <time.h>
 #include "hu-private.h"
 
+/* A fresh id each time: a late reply to an older sync cannot match. */
+static int64_t sync_id(const struct hu_vm *vm)
+{
+	return (hu_mono_ms() ^ (int64_t)vm->pid << 20) & 0x7fffffff;
+}
+
 int hu_qga_open(struct hu_vm *vm, unsigned timeout_ms, struct hu_qmp **ret)
 {
 	struct hu_qmp *g = NULL;
@@ -20,8 +26,7 @@ int hu_qga_open(struct hu_vm *vm, unsigned timeout_ms, struct hu_qmp **ret)
 	r = hu_qmp_connect_raw(vm->ai.qga_path, timeout_ms, &g);
 	if (r < 0)
 		return r;
-	/* A fresh id each time: a late reply to an older sync cannot match. */
-	r = hu_qmp_sync_delimited(g, (hu_mono_ms() ^ (int64_t)vm->pid << 20) & 0x7fffffff);
+	r = hu_qmp_sync_delimited(g, sync_id(vm));
 	if (r < 0) {
 		hu_qmp_close(g);
 		return r;
@@ -30,15 +35,29 @@ int hu_qga_open(struct hu_vm *vm, unsigned timeout_ms, struct hu_qmp **ret)
 	return 0;
 }
 
-int hu_qga_ping(struct hu_vm *vm, unsigned timeout_ms)
+int hu_qga_ping_all(struct hu_vm *const *vms, size_t n, unsigned timeout_ms)
 {
-	struct hu_qmp *g = NULL;
-	int r = hu_qga_open(vm, timeout_ms, &g);
+	_cleanup_free_ const char **paths = calloc(n ?: 1, sizeof(*paths));
+	_cleanup_free_ int64_t *ids = calloc(n ?: 1, sizeof(*ids));
+	_cleanup_free_ struct hu_vm **asked = calloc(n ?: 1, sizeof(*asked));
+	_cleanup_free_ int *res = calloc(n ?: 1, sizeof(*res));
+	size_t k = 0;
+	int r;
 
-	if (r >= 0)
-		r = hu_qmp_execute(g, "guest-ping", NULL, NULL, NULL);
-	hu_qmp_close(g);
-	return r;
+	if (!paths || !ids || !asked || !res)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		if (vms[i]->qmp_ok && vms[i]->agent == HU_AGENT_UNKNOWN && vms[i]->ai.qga_path) {
+			asked[k] = vms[i];
+			paths[k] = vms[i]->ai.qga_path;
+			ids[k++] = sync_id(vms[i]);
+		}
+	r = hu_qmp_sync_many(paths, ids, k, timeout_ms, res);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < k; i++)
+		asked[i]->agent = res[i] >= 0 ? HU_AGENT_ANSWERING : HU_AGENT_SILENT;
+	return 0;
 }
 
 static bool runstate_is(struct hu_qmp *q, const char *want)

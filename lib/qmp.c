@@ -18,7 +18,8 @@ struct hu_qmp {
 	json_tokener *tok;
 	char buf[65536];
 	size_t len, off;
-	size_t msg_bytes; /* bytes fed into the message being parsed */
+	size_t msg_bytes;    /* bytes fed into the message being parsed */
+	bool after_sentinel; /* guest-sync-delimited: the 0xFF before its reply was seen */
 	json_object *events[HU_MAX_QMP_EVENTS];
 	size_t n_events;
 	unsigned long next_id;
@@ -97,54 +98,79 @@ static int wait_fd(int fd, short events, int64_t deadline)
 	}
 }
 
-/* Read the next complete JSON object from the peer. Streamed through the
- * tokener, not split at newlines: -qmp-pretty spreads a message over lines. */
+/* The next complete JSON object in what is already buffered: 1 and *ret,
+ * or 0 when more bytes are needed. Streamed through the tokener, not split
+ * at newlines: -qmp-pretty spreads a message over lines. */
+static int parse_buffered(struct hu_qmp *q, json_object **ret)
+{
+	while (q->off < q->len) {
+		size_t avail = q->len - q->off;
+		json_object *o = json_tokener_parse_ex(q->tok, q->buf + q->off, (int)avail);
+		enum json_tokener_error e = json_tokener_get_error(q->tok);
+		size_t used = json_tokener_get_parse_end(q->tok);
+
+		if (used > avail || (!o && e == json_tokener_continue))
+			used = avail;
+		q->off += used;
+		q->msg_bytes += used;
+		if (o) {
+			/* Ready for the next message in the same buffer. */
+			json_tokener_reset(q->tok);
+			q->msg_bytes = 0;
+			if (!json_object_is_type(o, json_type_object)) {
+				json_object_put(o);
+				return -EBADMSG;
+			}
+			*ret = o;
+			return 1;
+		}
+		if (e != json_tokener_continue)
+			return -EBADMSG;
+		if (q->msg_bytes > HU_MAX_QMP_MESSAGE)
+			return -EMSGSIZE;
+	}
+	return 0;
+}
+
+/* What the peer has sent so far, once the buffer is used up: 0, or -EAGAIN
+ * when nothing is there yet. */
+static int recv_some(struct hu_qmp *q)
+{
+	ssize_t n = recv(q->fd, q->buf, sizeof(q->buf), MSG_DONTWAIT);
+
+	if (n < 0)
+		return errno == EINTR || errno == EAGAIN ? -EAGAIN : -errno;
+	if (n == 0)
+		return -ECONNRESET;
+	q->off = 0;
+	q->len = n;
+	return 0;
+}
+
+static int fill(struct hu_qmp *q, int64_t deadline)
+{
+	for (;;) {
+		int r = wait_fd(q->fd, POLLIN, deadline);
+
+		if (r < 0)
+			return r;
+		r = recv_some(q);
+		if (r != -EAGAIN)
+			return r;
+	}
+}
+
+/* Read the next complete JSON object from the peer. */
 static int read_message(struct hu_qmp *q, int64_t deadline, json_object **ret)
 {
 	for (;;) {
-		ssize_t n;
-		int r;
+		int r = parse_buffered(q, ret);
 
-		if (q->off < q->len) {
-			size_t avail = q->len - q->off;
-			json_object *o = json_tokener_parse_ex(q->tok, q->buf + q->off, (int)avail);
-			enum json_tokener_error e = json_tokener_get_error(q->tok);
-			size_t used = json_tokener_get_parse_end(q->tok);
-
-			if (used > avail || (!o && e == json_tokener_continue))
-				used = avail;
-			q->off += used;
-			q->msg_bytes += used;
-			if (o) {
-				/* Ready for the next message in the same buffer. */
-				json_tokener_reset(q->tok);
-				q->msg_bytes = 0;
-				if (!json_object_is_type(o, json_type_object)) {
-					json_object_put(o);
-					return -EBADMSG;
-				}
-				*ret = o;
-				return 0;
-			}
-			if (e != json_tokener_continue)
-				return -EBADMSG;
-			if (q->msg_bytes > HU_MAX_QMP_MESSAGE)
-				return -EMSGSIZE;
-			continue;
-		}
-		r = wait_fd(q->fd, POLLIN, deadline);
+		if (r != 0)
+			return r < 0 ? r : 0;
+		r = fill(q, deadline);
 		if (r < 0)
 			return r;
-		n = recv(q->fd, q->buf, sizeof(q->buf), MSG_DONTWAIT);
-		if (n < 0) {
-			if (errno == EINTR || errno == EAGAIN)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -ECONNRESET;
-		q->off = 0;
-		q->len = n;
 	}
 }
 
@@ -466,54 +492,53 @@ int hu_qmp_send(struct hu_qmp *q, const char *cmd, json_object *args)
 /* The guest agent's resynchronisation: 0xFF resets its parser; its reply
  * to guest-sync-delimited comes after a 0xFF sentinel, so anything stale
  * before it is dropped. */
-int hu_qmp_sync_delimited(struct hu_qmp *q, int64_t id)
+static int sync_send(struct hu_qmp *q, int64_t id, int64_t deadline)
 {
-	int64_t deadline = hu_mono_ms() + q->timeout_ms;
 	char req[128];
-	int r;
 
 	snprintf(req, sizeof(req), "\xff{\"execute\":\"guest-sync-delimited\",\"arguments\":{\"id\":%lld}}\n",
 		 (long long)id);
-	r = send_all(q, req, strlen(req), deadline);
-	if (r < 0)
-		return r;
+	q->after_sentinel = false;
+	return send_all(q, req, strlen(req), deadline);
+}
+
+/* The reply to sync_send in what is buffered: 1 when the one with our id is
+ * in, 0 when more bytes are needed. */
+static int sync_scan(struct hu_qmp *q, int64_t id)
+{
 	for (;;) {
 		_cleanup_json_ json_object *msg = NULL;
 		json_object *v;
-		bool found = false;
+		int r;
 
-		/* Skip to the sentinel. */
-		while (!found) {
-			ssize_t n;
-
-			for (; q->off < q->len; q->off++)
-				if ((unsigned char)q->buf[q->off] == 0xff) {
-					q->off++;
-					found = true;
-					break;
-				}
-			if (found)
-				break;
-			r = wait_fd(q->fd, POLLIN, deadline);
-			if (r < 0)
-				return r;
-			n = recv(q->fd, q->buf, sizeof(q->buf), MSG_DONTWAIT);
-			if (n < 0 && (errno == EINTR || errno == EAGAIN))
-				continue;
-			if (n <= 0)
-				return n == 0 ? -ECONNRESET : -errno;
-			q->off = 0;
-			q->len = n;
+		if (!q->after_sentinel) {
+			while (q->off < q->len && (unsigned char)q->buf[q->off] != 0xff)
+				q->off++;
+			if (q->off == q->len)
+				return 0;
+			q->off++;
+			q->after_sentinel = true;
+			json_tokener_reset(q->tok);
+			q->msg_bytes = 0;
 		}
-		json_tokener_reset(q->tok);
-		q->msg_bytes = 0;
-		r = read_message(q, deadline, &msg);
-		if (r < 0)
+		r = parse_buffered(q, &msg);
+		if (r <= 0)
 			return r;
+		q->after_sentinel = false; /* a stale reply: skip to the next sentinel */
 		if (json_object_object_get_ex(msg, "return", &v) && json_object_is_type(v, json_type_int) &&
 		    json_object_get_int64(v) == id)
-			return 0;
+			return 1;
 	}
+}
+
+int hu_qmp_sync_delimited(struct hu_qmp *q, int64_t id)
+{
+	int64_t deadline = hu_mono_ms() + q->timeout_ms;
+	int r = sync_send(q, id, deadline);
+
+	while (r >= 0 && (r = sync_scan(q, id)) == 0)
+		r = fill(q, deadline);
+	return r < 0 ? r : 0;
 }
 
 int hu_qmp_open_raw_fd(int fd, unsigned timeout_ms, struct hu_qmp **ret)
@@ -556,6 +581,71 @@ int hu_qmp_connect_raw(const char *path, unsigned timeout_ms, struct hu_qmp **re
 	int fd = unix_connect(path, timeout_ms);
 
 	return fd < 0 ? fd : channel_new(fd, timeout_ms, ret);
+}
+
+/* Every silent agent costs the same one deadline however many there are:
+ * connect and ask all first, then one poll() over all of them. A connect
+ * waits at most what is left of that deadline (a full listen queue). */
+int hu_qmp_sync_many(const char *const *paths, const int64_t *ids, size_t n, unsigned timeout_ms, int *ret)
+{
+	int64_t deadline = hu_mono_ms() + timeout_ms;
+	_cleanup_free_ struct hu_qmp **qs = calloc(n ?: 1, sizeof(*qs));
+	_cleanup_free_ struct pollfd *pfd = calloc(n ?: 1, sizeof(*pfd));
+	_cleanup_free_ size_t *of = calloc(n ?: 1, sizeof(*of));
+	size_t pending = 0;
+
+	if (!qs || !pfd || !of)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		int64_t left = deadline - hu_mono_ms();
+		int fd = unix_connect(paths[i], left > 0 ? (unsigned)left : 0);
+
+		ret[i] = fd < 0 ? fd : channel_new(fd, timeout_ms, &qs[i]);
+		if (ret[i] >= 0)
+			ret[i] = sync_send(qs[i], ids[i], deadline);
+		if (ret[i] >= 0) {
+			ret[i] = -ETIMEDOUT;
+			pending++;
+		} else {
+			hu_qmp_close(qs[i]);
+			qs[i] = NULL;
+		}
+	}
+	while (pending) {
+		int64_t left = deadline - hu_mono_ms();
+		size_t k = 0;
+
+		if (left <= 0)
+			break;
+		for (size_t i = 0; i < n; i++)
+			if (qs[i]) {
+				pfd[k] = (struct pollfd){ .fd = qs[i]->fd, .events = POLLIN };
+				of[k++] = i;
+			}
+		if (poll(pfd, k, (int)left) < 0 && errno != EINTR)
+			break;
+		for (size_t j = 0; j < k; j++) {
+			size_t i = of[j];
+			int r;
+
+			if (!pfd[j].revents)
+				continue;
+			r = recv_some(qs[i]);
+			if (r == -EAGAIN)
+				continue;
+			if (r >= 0)
+				r = sync_scan(qs[i], ids[i]);
+			if (r == 0)
+				continue;
+			ret[i] = r < 0 ? r : 0;
+			hu_qmp_close(qs[i]);
+			qs[i] = NULL;
+			pending--;
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		hu_qmp_close(qs[i]);
+	return 0;
 }
 
 int hu_qmp_open_fd(int fd, unsigned timeout_ms, struct hu_qmp **ret)

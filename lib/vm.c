@@ -100,6 +100,7 @@ uint64_t hu_vm_get_save_bytes(const struct hu_vm *vm) { return vm->save_bytes; }
 const char *hu_vm_get_runstate(const struct hu_vm *vm) { return vm->runstate; }
 bool hu_vm_get_queried(const struct hu_vm *vm) { return vm->qmp_ok; }
 const char *hu_vm_get_qemu_version(const struct hu_vm *vm) { return vm->qemu_version; }
+enum hu_agent hu_vm_get_agent(const struct hu_vm *vm) { return vm->qmp_ok ? vm->agent : HU_AGENT_UNKNOWN; }
 size_t hu_vm_get_n_blockers(const struct hu_vm *vm) { return vm->n_blockers; }
 uid_t hu_vm_get_uid(const struct hu_vm *vm) { return vm->uid; }
 const char *hu_vm_get_runas(const struct hu_vm *vm) { return vm->ai.runas; }

@@ -5,6 +5,9 @@
 #                                    + the virtio modules; /init starts qemu-ga on the
 #                                    org.qemu.guest_agent.0 port, prints "BOOT <token>" once,
 #                                    then "tick N" and "clock <unix seconds>" every ~0.5 s.
+#                                    With hu.agent=silent on the kernel command line it opens
+#                                    the port and holds it instead, answering nothing (prints
+#                                    "SILENT <port>"): a hung agent.
 # Uses OUTDIR/vmlinuz from build-guest.sh (run it first). Idempotent.
 set -eu
 [ $# -eq 1 ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
@@ -66,7 +69,11 @@ for i in $(seq 50); do
 done
 token=$(cat /proc/sys/kernel/random/uuid 2>/dev/null || echo "$$")
 echo "BOOT $token"
-if [ -n "$port" ]; then
+if [ -n "$port" ] && grep -qw hu.agent=silent /proc/cmdline; then
+	# a hung agent: the port is open (QEMU's frontend-open is true), nothing answers
+	exec 3<>"$port"
+	echo "SILENT $port"
+elif [ -n "$port" ]; then
 	qemu-ga -m virtio-serial -p "$port" -f /var/run/qemu-ga.pid -t /var/run >/dev/null 2>&1 &
 	echo "AGENT $port"
 else

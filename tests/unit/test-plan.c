@@ -145,7 +145,7 @@ static void test_vfio_needs_agent_and_wakeup(void **state)
 	vm->blockers = NULL;
 	vm->n_blockers = 0;
 	vm->ai.qga_path = strdup("/run/f.qga");
-	vm->agent_ok = true;
+	vm->agent = HU_AGENT_ANSWERING;
 	assert_int_equal(plan1(vm, &reboot), 1);
 	assert_true(has_blocker(vm, "cannot wake from suspend"));
 	hu_strv_free(vm->blockers, vm->n_blockers);
@@ -155,6 +155,37 @@ static void test_vfio_needs_agent_and_wakeup(void **state)
 	assert_int_equal(plan1(vm, &reboot), 0);
 	assert_true(vm->suspend);
 	hu_vm_free(vm);
+}
+
+/* An agent that is closed or silent blocks only a VM that needs it, and
+ * says which of the two it was. */
+static void test_agent_states(void **state)
+{
+	static const struct {
+		enum hu_agent agent;
+		const char *why;
+	} cases[] = {
+		{ HU_AGENT_CLOSED, "has not opened the agent port: no agent runs in it" },
+		{ HU_AGENT_SILENT, "does not answer (no reply within 3 s)" },
+		{ HU_AGENT_UNKNOWN, "does not answer (no reply within 3 s)" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct hu_vm *vm = vm_new("a");
+		struct hu_options suspend = reboot;
+
+		add_mem(vm, "memory-backend-file", "/mnt/pmem/a", true, HU_BACKING_PERSISTENT, 1 << 30);
+		vm->ai.qga_path = strdup("/run/a.qga");
+		vm->agent = cases[i].agent;
+		vm->wakeup_ok = true;
+		assert_int_equal(plan1(vm, &reboot), 0);
+		assert_false(vm->suspend);
+		suspend.suspend_all = true;
+		assert_int_equal(plan1(vm, &suspend), 1);
+		assert_true(has_blocker(vm, cases[i].why));
+		assert_true(has_blocker(vm, "guest agent at /run/a.qga does not answer"));
+		hu_vm_free(vm);
+	}
 }
 
 static void test_space_and_runstate(void **state)
@@ -209,6 +240,7 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_volatile_depends_on_reboot_and_policy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vfio_needs_agent_and_wakeup, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_agent_states, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_space_and_runstate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_runas_another_user_blocks, setup, teardown),
 	};

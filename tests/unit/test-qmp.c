@@ -13,6 +13,31 @@
 #define GREETING \
 	"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 2, \"minor\": 0, \"major\": 10}}, \"capabilities\": []}}\r\n"
 
+/* Play the peer's side on fd: each chunk after reading one line from us,
+ * when the chunk starts with '<'; otherwise at once; "!" closes the line.
+ * Then hold the line open until the client is done. */
+static _Noreturn void play(int fd, const char *const *chunks)
+{
+	for (const char *const *c = chunks; *c; c++) {
+		const char *s = *c;
+
+		if (s[0] == '<') {
+			char ch;
+			while (read(fd, &ch, 1) == 1 && ch != '\n')
+				;
+			s++;
+		}
+		if (s[0] == '!') /* close the line */
+			_exit(0);
+		if (write(fd, s, strlen(s)) < 0)
+			_exit(1);
+	}
+	char ch;
+	while (read(fd, &ch, 1) == 1)
+		;
+	_exit(0);
+}
+
 /* A peer process: writes each chunk after reading one line from us, when
  * the chunk starts with '<'; otherwise writes it at once. */
 static pid_t peer(int *ret_fd, const char *const *chunks)
@@ -25,23 +50,7 @@ static pid_t peer(int *ret_fd, const char *const *chunks)
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		close(sv[0]);
-		for (const char *const *c = chunks; *c; c++) {
-			const char *s = *c;
-
-			if (s[0] == '<') {
-				char ch;
-				while (read(sv[1], &ch, 1) == 1 && ch != '\n')
-					;
-				s++;
-			}
-			if (write(sv[1], s, strlen(s)) < 0)
-				_exit(1);
-		}
-		/* Hold the line open until the client is done. */
-		char ch;
-		while (read(sv[1], &ch, 1) == 1)
-			;
-		_exit(0);
+		play(sv[1], chunks);
 	}
 	close(sv[1]);
 	*ret_fd = sv[0];
@@ -223,6 +232,72 @@ static void test_agent_sync(void **state)
 	assert_int_equal(agent_sync(silent), -ETIMEDOUT);
 }
 
+/* A unix socket at path whose peer process accepts one connection and
+ * plays chunks on it; with chunks NULL, it never accepts. */
+static pid_t listener(const char *path, const char *const *chunks, int *ret_fd)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	pid_t pid;
+
+	strcpy(sa.sun_path, path);
+	assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(l, 4), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int c = chunks ? accept(l, NULL, NULL) : -1;
+
+		if (c >= 0)
+			play(c, chunks);
+		pause();
+		_exit(0);
+	}
+	*ret_fd = l;
+	return pid;
+}
+
+/* Many agents at once, each judged on its own: one answering among silent,
+ * garbage, closing and missing ones still answers. */
+static void test_agent_sync_many(void **state)
+{
+	const char *const good[] = { "<\xff{\"return\": 1}\n\xff{\"return\": 11}\n", NULL };
+	const char *const split[] = { "<\xff{\"ret", "urn\": 15}\n", NULL };
+	const char *const garbage[] = { "<\xff<html>\n", NULL };
+	const char *const wrong_id[] = { "<\xff{\"return\": 99}\n", NULL };
+	const char *const hold[] = { NULL };
+	const char *const closes[] = { "<!", NULL };
+	const char *const *script[] = { hold, good, NULL, garbage, wrong_id, split, closes, hold };
+	const int expect[] = { -ETIMEDOUT, 0, -ETIMEDOUT, -EBADMSG, -ETIMEDOUT, 0, -ECONNRESET, -ETIMEDOUT };
+	enum { N = sizeof(expect) / sizeof(expect[0]) };
+	char dir[] = "/tmp/hu-test-qmp.XXXXXX", paths[N + 1][64];
+	const char *pp[N + 1];
+	int64_t ids[N + 1];
+	int res[N + 1], fds[N];
+	pid_t pids[N];
+
+	assert_non_null(mkdtemp(dir));
+	for (size_t i = 0; i <= N; i++) {
+		snprintf(paths[i], sizeof(paths[i]), "%s/a%zu.sock", dir, i);
+		pp[i] = paths[i];
+		ids[i] = 10 + (int64_t)i;
+		if (i < N)
+			pids[i] = listener(paths[i], script[i], &fds[i]);
+	}
+	alarm(60);
+	assert_int_equal(hu_qmp_sync_many(pp, ids, N + 1, 500, res), 0);
+	alarm(0);
+	for (size_t i = 0; i < N; i++) {
+		assert_int_equal(res[i], expect[i]);
+		reap(pids[i]);
+		close(fds[i]);
+		unlink(paths[i]);
+	}
+	assert_int_equal(res[N], -ENOENT); /* nobody listens there */
+	assert_int_equal(hu_qmp_sync_many(pp, ids, 0, 500, res), 0);
+	rmdir(dir);
+}
+
 /* A listener that never accepts, its backlog full (any local user can make
  * one): connecting gives up after the timeout, QMP and agent alike (#15). */
 static void test_full_backlog_does_not_hang(void **state)
@@ -265,6 +340,7 @@ int main(void)
 		cmocka_unit_test(test_error_reply),
 		cmocka_unit_test(test_agent_sync),
 		cmocka_unit_test(test_full_backlog_does_not_hang),
+		cmocka_unit_test(test_agent_sync_many),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
