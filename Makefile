@@ -208,7 +208,7 @@ install: all
 	chmod 0644 $(DESTDIR)$(UNITDIR)/host-upgrade-restore.service $(DESTDIR)$(UNITDIR)/host-upgrade-restore-libvirt.service \
 		$(DESTDIR)$(UNITDIR)/host-upgrade-restore-proxmox.service \
 		$(DESTDIR)$(DRACUTDIR)/90host-upgrade/host-upgrade-early.service
-	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
+	install -m 0644 README.md docs/preparing-a-host.md $(DESTDIR)$(DOCDIR)/
 ifeq ($(WITH_LIBVIRT),yes)
 	install -d $(DESTDIR)$(LIBVIRT_HOOKDIR)
 	$(SUBST) libvirt/host-upgrade-hook.in > $(DESTDIR)$(LIBVIRT_HOOKDIR)/host-upgrade

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* host-upgrade plan [--json]: what would happen to every VM, and what blocks it. */
 #include <json-c/json.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "cmd.h"
 
 static int parse_volatile(struct cli *c, const char *arg)
@@ -99,6 +101,91 @@ static const char *human(uint64_t b, char *buf, size_t len)
 	return buf;
 }
 
+/* The guide to keeping RAM in place: installed beside the binary's prefix
+ * (PREFIX/sbin/host-upgrade -> PREFIX/share/doc/host-upgrade/), else the source's. */
+static void guide_path(char *buf, size_t len)
+{
+	char exe[PATH_MAX], *slash;
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	char *real;
+
+	snprintf(buf, len, "docs/preparing-a-host.md in host-upgrade's source");
+	if (n <= 0)
+		return;
+	exe[n] = '\0';
+	slash = strrchr(exe, '/');
+	if (!slash)
+		return;
+	snprintf(slash, sizeof(exe) - (size_t)(slash - exe),
+		 "/../share/doc/host-upgrade/preparing-a-host.md");
+	real = realpath(exe, NULL);
+	if (real && strlen(real) < len)
+		snprintf(buf, len, "%s", real);
+	free(real);
+}
+
+/* Seconds to copy `bytes` at the measured rate; < 0: not measured. */
+static double copy_seconds(const struct hu_copy_rate *cr, uint64_t bytes)
+{
+	return cr->bytes_per_s ? (double)bytes / (double)cr->bytes_per_s : -1;
+}
+
+/* Below the table, for VMs whose RAM is copied: how much, about how long,
+ * where the rate comes from, and the guide to keeping RAM in place. */
+static void print_copy_hints(struct hu_vm_list *list)
+{
+	const struct hu_copy_rate *cr = hu_vm_list_get_copy_rate(list);
+	size_t n = hu_vm_list_count(list), copies = 0;
+	char b[16], r[16], guide[PATH_MAX + 64];
+
+	for (size_t i = 0; i < n; i++) {
+		struct hu_vm *vm = hu_vm_list_get(list, i);
+		uint64_t bytes = hu_vm_get_copy_bytes(vm);
+		double s = copy_seconds(cr, bytes);
+
+		if (!hu_vm_get_queried(vm) || bytes == 0)
+			continue;
+		copies++;
+		if (s >= 0)
+			printf("%s: %s of RAM copied into the state file, about %.*f s at %s/s\n",
+			       hu_vm_get_name(vm), human(bytes, b, sizeof(b)), s < 10 ? 1 : 0, s,
+			       human(cr->bytes_per_s, r, sizeof(r)));
+		else
+			printf("%s: %s of RAM copied into the state file\n", hu_vm_get_name(vm),
+			       human(bytes, b, sizeof(b)));
+	}
+	if (!copies)
+		return;
+	if (cr->bytes_per_s)
+		printf("rate: a %s sample written and flushed in %s by this plan (QEMU's own stream may be slower; "
+		       "the restore reads the copy back)\n",
+		       human(cr->sample_bytes, b, sizeof(b)), cr->dir);
+	else
+		printf("rate: not measured in %s: %s\n", cr->dir[0] ? cr->dir : "the state dir", cr->why);
+	guide_path(guide, sizeof(guide));
+	printf("RAM kept in place is not copied: see %s\n", guide);
+}
+
+static json_object *copy_rate_json(struct hu_vm_list *list)
+{
+	const struct hu_copy_rate *cr = hu_vm_list_get_copy_rate(list);
+	json_object *o;
+	char guide[PATH_MAX + 64];
+
+	if (!cr->bytes_per_s && !cr->why[0])
+		return NULL; /* nothing is copied: nothing measured */
+	o = json_object_new_object();
+	json_object_object_add(o, "bytes_per_second",
+			       cr->bytes_per_s ? json_object_new_uint64(cr->bytes_per_s) : NULL);
+	json_object_object_add(o, "source", json_object_new_string(cr->bytes_per_s ? "sample" : "none"));
+	json_object_object_add(o, "sample_bytes", json_object_new_uint64(cr->sample_bytes));
+	json_object_object_add(o, "dir", json_object_new_string(cr->dir));
+	json_object_object_add(o, "why", cr->bytes_per_s ? NULL : json_object_new_string(cr->why));
+	guide_path(guide, sizeof(guide));
+	json_object_object_add(o, "guide", json_object_new_string(guide));
+	return o;
+}
+
 void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
 {
 	size_t n = hu_vm_list_count(list);
@@ -147,6 +234,13 @@ void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
 				hu_vm_get_agent(vm) == HU_AGENT_UNKNOWN
 					? NULL
 					: json_object_new_string(hu_agent_to_string(hu_vm_get_agent(vm))));
+			json_object_object_add(v, "copy_bytes",
+					       json_object_new_uint64(hu_vm_get_copy_bytes(vm)));
+			double cs = copy_seconds(hu_vm_list_get_copy_rate(list), hu_vm_get_copy_bytes(vm));
+			json_object_object_add(v, "copy_seconds",
+					       !hu_vm_get_copy_bytes(vm) ? json_object_new_double(0)
+					       : cs < 0			 ? NULL
+									 : json_object_new_double(cs));
 			json_object_object_add(v, "runstate",
 					       hu_vm_get_runstate(vm)
 						       ? json_object_new_string(hu_vm_get_runstate(vm))
@@ -161,6 +255,7 @@ void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
 			json_object_array_add(vms, v);
 		}
 		json_object_object_add(o, "vms", vms);
+		json_object_object_add(o, "copy_rate", copy_rate_json(list));
 		printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 									 JSON_C_TO_STRING_NOSLASHESCAPE));
 		json_object_put(o);
@@ -194,6 +289,7 @@ void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
 			printf("%-20s %8s %8s %-11s %-9s %9s  %-13s %-10s blocked: %s\n", "", "", "", "", "",
 			       "", "", "", hu_vm_get_blocker(vm, b));
 	}
+	print_copy_hints(list);
 	printf("%zu VM%s, %s\n", n, n == 1 ? "" : "s", ok ? "ready" : "BLOCKED");
 }
 

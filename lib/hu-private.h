@@ -406,6 +406,7 @@ struct hu_vm {
 	bool in_place;	     /* x-ignore-shared: RAM stays where it is */
 	bool copies_ram;     /* some RAM goes into the state file */
 	uint64_t save_bytes; /* expected state file size */
+	uint64_t copy_bytes; /* of it, guest RAM copied (not in place) */
 	bool suspend;	     /* suspend through the agent before saving */
 
 	/* checkpoint (migration.c sets the capabilities) */
@@ -441,7 +442,8 @@ struct hu_vm {
 struct hu_vm_list {
 	struct hu_vm **vms;
 	size_t n;
-	size_t n_unlisted; /* discover: qemu-system-* processes past HU_MAX_SCANNED */
+	size_t n_unlisted;	       /* discover: qemu-system-* processes past HU_MAX_SCANNED */
+	struct hu_copy_rate copy_rate; /* plan: how fast copied RAM is written */
 };
 
 void hu_vm_free(struct hu_vm *vm);

@@ -99,6 +99,17 @@ int hu_discover(struct hu_ctx *ctx, const struct hu_options *opts, struct hu_vm_
 int hu_plan(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_options *opts);
 void hu_vm_list_free(struct hu_vm_list *list);
 
+/* plan: how fast RAM that is copied (not in place) gets written, measured
+ * once per plan when some VM copies: a bounded sample written and flushed
+ * on the state dir's file system. bytes_per_s 0: not measured (why says why). */
+struct hu_copy_rate {
+	uint64_t bytes_per_s;
+	uint64_t sample_bytes;
+	char dir[256]; /* where the sample was written */
+	char why[128]; /* not measured: why */
+};
+const struct hu_copy_rate *hu_vm_list_get_copy_rate(const struct hu_vm_list *list);
+
 size_t hu_vm_list_count(const struct hu_vm_list *list);
 struct hu_vm *hu_vm_list_get(const struct hu_vm_list *list, size_t i);
 
@@ -109,6 +120,8 @@ enum hu_backing hu_vm_get_backing(const struct hu_vm *vm);
 bool hu_vm_get_in_place(const struct hu_vm *vm);
 /* Bytes the state file will take (device state, plus RAM for copies). */
 uint64_t hu_vm_get_save_bytes(const struct hu_vm *vm);
+/* Of those, the guest RAM copied into the state file (0: all in place). */
+uint64_t hu_vm_get_copy_bytes(const struct hu_vm *vm);
 const char *hu_vm_get_runstate(const struct hu_vm *vm);
 /* Did QEMU answer? If not, RAM size, backing and save are unknown. */
 bool hu_vm_get_queried(const struct hu_vm *vm);

@@ -4,9 +4,13 @@
  * everything that blocks the upgrade. x-ignore-shared is per VM, so it is on
  * only when every shared, named RAM file of the VM survives what follows.
  */
+#include <fcntl.h>
 #include <stdio.h>
 #include <sys/statvfs.h>
 #include "hu-private.h"
+
+/* How much plan writes to measure the rate copied RAM is saved at. */
+#define HU_COPY_SAMPLE (32ULL << 20)
 
 static const char *const ok_runstates[] = { "running", "paused", "suspended" };
 
@@ -34,6 +38,7 @@ static void plan_ram(struct hu_vm *vm, const struct hu_options *opts, uint64_t m
 			can_skip = false;
 	}
 	vm->save_bytes = margin;
+	vm->copy_bytes = 0;
 	for (size_t i = 0; i < vm->n_memdevs; i++) {
 		struct hu_memdev *d = &vm->memdevs[i];
 
@@ -41,6 +46,7 @@ static void plan_ram(struct hu_vm *vm, const struct hu_options *opts, uint64_t m
 		any_skipped = any_skipped || d->skipped;
 		if (!d->skipped) {
 			vm->save_bytes += d->size;
+			vm->copy_bytes += d->size;
 			copies = true;
 		}
 	}
@@ -53,31 +59,95 @@ static void plan_ram(struct hu_vm *vm, const struct hu_options *opts, uint64_t m
 			"RAM is volatile (tmpfs/hugetlbfs/memfd) and does not survive a reboot; policy refuses to copy it");
 }
 
-static uint64_t free_bytes(const char *dir)
+/* The state dir, or its nearest existing parent when it does not exist yet
+ * (NULL: out of memory). */
+static char *nearest_dir(const char *dir)
 {
 	struct statvfs sv;
-	_cleanup_free_ char *d = strdup(dir);
+	char *d = strdup(dir);
 
-	/* The state dir may not exist yet: ask the nearest existing parent. */
 	while (d && statvfs(d, &sv) < 0) {
 		char *slash = strrchr(d, '/');
 
-		if (!slash || slash == d)
-			return statvfs("/", &sv) == 0 ? (uint64_t)sv.f_bavail * sv.f_frsize : 0;
+		if (!slash || slash == d) {
+			free(d);
+			return strdup("/");
+		}
 		*slash = '\0';
 	}
-	return d ? (uint64_t)sv.f_bavail * sv.f_frsize : 0;
+	return d;
+}
+
+static uint64_t free_bytes(const char *dir)
+{
+	struct statvfs sv;
+	_cleanup_free_ char *d = nearest_dir(dir);
+
+	return d && statvfs(d, &sv) == 0 ? (uint64_t)sv.f_bavail * sv.f_frsize : 0;
+}
+
+/* The rate RAM that is copied gets saved at, measured where the state files
+ * go: HU_COPY_SAMPLE bytes written and flushed, as the checkpoint flushes a
+ * state file, into an unnamed file (O_TMPFILE: nothing left behind, no name
+ * to race for), and only with room for it four times over after what the
+ * checkpoint needs. QEMU's own stream can be slower than the disk. */
+static void sample_copy_rate(const char *state_dir, uint64_t need, uint64_t avail, struct hu_copy_rate *cr)
+{
+	_cleanup_free_ char *dir = nearest_dir(state_dir), *buf = NULL;
+	_cleanup_close_ int dfd = -1, fd = -1;
+	uint64_t done = 0;
+	int64_t t0, us;
+
+	if (!dir || !(buf = malloc(1 << 20))) {
+		snprintf(cr->why, sizeof(cr->why), "out of memory");
+		return;
+	}
+	snprintf(cr->dir, sizeof(cr->dir), "%s", dir);
+	if (avail < need || avail - need < 4 * HU_COPY_SAMPLE) {
+		snprintf(cr->why, sizeof(cr->why), "too little free space for a %llu MiB sample",
+			 (unsigned long long)(HU_COPY_SAMPLE >> 20));
+		return;
+	}
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0)
+		fd = openat(dfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		snprintf(cr->why, sizeof(cr->why), "cannot write a sample there: %m");
+		return;
+	}
+	memset(buf, 0xa5, 1 << 20);
+	t0 = hu_mono_us();
+	while (done < HU_COPY_SAMPLE) {
+		ssize_t n = write(fd, buf, 1 << 20);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			snprintf(cr->why, sizeof(cr->why), "writing a sample there: %s",
+				 n < 0 ? strerror(errno) : "short write");
+			return;
+		}
+		done += (uint64_t)n;
+	}
+	if (fdatasync(fd) < 0) {
+		snprintf(cr->why, sizeof(cr->why), "flushing a sample there: %m");
+		return;
+	}
+	us = hu_mono_us() - t0;
+	cr->sample_bytes = done;
+	cr->bytes_per_s = done * 1000000 / (uint64_t)(us > 0 ? us : 1);
 }
 
 int hu_plan(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_options *opts)
 {
 	static const struct hu_options defaults = {};
-	uint64_t need = 0, avail, margin;
+	uint64_t need = 0, copy = 0, avail, margin;
 	int blocked = 0;
 
 	if (!opts)
 		opts = &defaults;
 	margin = opts->space_margin ? opts->space_margin : HU_DEVICE_STATE_MARGIN;
+	memset(&list->copy_rate, 0, sizeof(list->copy_rate));
 	for (size_t i = 0; i < list->n; i++) {
 		struct hu_vm *vm = list->vms[i];
 		bool runstate_ok = false;
@@ -138,8 +208,11 @@ int hu_plan(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_options
 		if (vm->mgr && vm->mgr->plan)
 			vm->mgr->plan(vm, opts);
 		need += vm->save_bytes;
+		copy += vm->copy_bytes;
 	}
 	avail = free_bytes(ctx->state_dir);
+	if (copy > 0)
+		sample_copy_rate(ctx->state_dir, need, avail, &list->copy_rate);
 	if (need > avail)
 		for (size_t i = 0; i < list->n; i++)
 			if (list->vms[i]->qmp_ok)

@@ -84,6 +84,7 @@ void hu_vm_list_free(struct hu_vm_list *list)
 
 /* clang-format off */
 size_t hu_vm_list_count(const struct hu_vm_list *list) { return list ? list->n : 0; }
+const struct hu_copy_rate *hu_vm_list_get_copy_rate(const struct hu_vm_list *list) { return &list->copy_rate; }
 /* clang-format on */
 struct hu_vm *hu_vm_list_get(const struct hu_vm_list *list, size_t i)
 {
@@ -97,6 +98,7 @@ enum hu_backing hu_vm_get_backing(const struct hu_vm *vm) { return vm->backing; 
 /* "in-place" only when no byte of guest RAM goes into the state file. */
 bool hu_vm_get_in_place(const struct hu_vm *vm) { return vm->in_place && !vm->copies_ram; }
 uint64_t hu_vm_get_save_bytes(const struct hu_vm *vm) { return vm->save_bytes; }
+uint64_t hu_vm_get_copy_bytes(const struct hu_vm *vm) { return vm->copy_bytes; }
 const char *hu_vm_get_runstate(const struct hu_vm *vm) { return vm->runstate; }
 bool hu_vm_get_queried(const struct hu_vm *vm) { return vm->qmp_ok; }
 const char *hu_vm_get_qemu_version(const struct hu_vm *vm) { return vm->qemu_version; }

@@ -123,6 +123,8 @@ say "scenario $name ($host_config host) → $out"
 stage=$work/scen
 mkdir -p "$stage/results"
 cp "$here"/in-host/*.sh "$stage/"
+# the operator's guide: scenario-run runs its marked blocks (in-host/guide.sh)
+cp "$here/../../docs/preparing-a-host.md" "$stage/"
 cp "$scenario" "$stage/scenario.sh"
 cp "$HU_TICK_ELF" "$stage/tick.elf"
 cat > "$stage/env" <<ENV

@@ -3,7 +3,8 @@
 #   tests/system/run-host.sh tests/system/scenario-run.sh
 #
 # The real thing: `host-upgrade run` upgrades the test host's kernel with live VMs.
-# boot 1 (6.1): legacy pmem -> fsdax namespace -> ext4 in /etc/fstab, mounted -o dax;
+# boot 1 (6.1): legacy pmem -> fsdax namespace -> ext4 in /etc/fstab, mounted -o dax,
+#   each step a block of docs/preparing-a-host.md, run as written and checked;
 #   three inner VMs (tick.elf) with RAM files on it, in different argv shapes, and
 #   a fourth, vm4, as a libvirt domain (libvirtd of the test host, stock file-backed
 #   RAM with memory_backing_dir on the DAX mount, autostart on); they tick; the harness's RAM-digest units are put in place (in-host/vms.sh);
@@ -26,6 +27,11 @@ if [ -z "${HU_BOOT:-}" ] || [ ! -x /usr/local/lib/hu-test/runner ] || [ ! -f /hu
 	echo "scenario-run.sh runs inside the test host only: tests/system/run-host.sh $0" >&2
 	exit 2
 fi
+# The pmem, its fstab line, vm1's command line, libvirt's memory_backing_dir and
+# <memoryBacking>, and the plan come from the operator's guide, docs/preparing-a-host.md:
+# its hu-run blocks, run as written (in-host/guide.sh; tests/bats/07-guide.bats checks
+# that every one of them is run here)
+VMS_GUIDE=1
 # vm4: a libvirt domain (libvirt's stock file-backed RAM on the DAX mount) among the VMs
 VMS_LIBVIRT=1
 # shellcheck source-path=SCRIPTDIR source=in-host/vms.sh

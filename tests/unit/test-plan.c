@@ -77,6 +77,7 @@ static void test_persistent_file_stays_in_place(void **state)
 	assert_true(hu_vm_get_in_place(vm));
 	assert_true(vm->memdevs[0].skipped);
 	assert_int_equal(vm->save_bytes, 1 << 20); /* device state only */
+	assert_int_equal(hu_vm_get_copy_bytes(vm), 0);
 	hu_vm_free(vm);
 }
 
@@ -93,6 +94,7 @@ static void test_one_unsurviving_shared_file_means_copy_all(void **state)
 	assert_false(vm->memdevs[0].skipped);
 	assert_false(vm->memdevs[1].skipped);
 	assert_int_equal(vm->save_bytes, (1 << 20) + (1 << 30) + (1 << 29));
+	assert_int_equal(hu_vm_get_copy_bytes(vm), (1 << 30) + (1 << 29)); /* RAM only */
 	assert_int_equal(vm->backing, HU_BACKING_PRIVATE);
 	hu_vm_free(vm);
 }
@@ -107,6 +109,7 @@ static void test_private_ram_beside_persistent_is_copied(void **state)
 	assert_true(vm->in_place);	      /* x-ignore-shared on */
 	assert_false(hu_vm_get_in_place(vm)); /* but some RAM is copied */
 	assert_int_equal(vm->save_bytes, (1 << 20) + (1 << 26));
+	assert_int_equal(hu_vm_get_copy_bytes(vm), 1 << 26); /* the private part only */
 	hu_vm_free(vm);
 }
 

@@ -16,7 +16,9 @@
 #
 #   vms_pmem_setup      fsdax: legacy pmem -> fsdax namespace -> ext4 -b 4096, a line in
 #                       /etc/fstab (UUID, dax,nofail,x-systemd.device-timeout=30s),
-#                       mounted by systemd (mnt-pmem.mount) on $VMS_MNT
+#                       mounted by systemd (mnt-pmem.mount) on $VMS_MNT. With VMS_GUIDE=1
+#                       (scenario-run) the same steps are the operator's guide's own
+#                       blocks (docs/preparing-a-host.md, run by guide.sh), checked here
 #   vms_nvdimm_setup    devdax, fsdax-ns: labels on the NVDIMM (disable-region,
 #                       init-labels, enable-region), then one namespace per VM
 #                       (devdax: create-namespace -m devdax -s $VMS_DAX_NS_SIZE -a 2M;
@@ -97,6 +99,12 @@ VMS_HOOK=/usr/local/lib/hu-test/ram-hook
 # /dev/disk/by-uuid/… 23 s after switch-root (the job's clock starts at switch-root).
 : "${VMS_FSTAB_OPTS:=dax,nofail,x-systemd.device-timeout=90s}"
 VMS_HOOK_CONF=/var/lib/hu-test/ram-hook.conf
+# VMS_GUIDE=1 (fsdax only): the pmem, the fstab line, vm1's command line, libvirt's
+# memory_backing_dir and <memoryBacking>, and the plan are run from the guide's
+# blocks (docs/preparing-a-host.md) instead of this file's own commands.
+: "${VMS_GUIDE:=0}"
+# shellcheck source-path=SCRIPTDIR source=guide.sh
+. /hu/guide.sh
 : "${VMS_MEDIUM:=fsdax}"
 # devdax, fsdax-ns: "NAME DEVICE NAMESPACE UUID" per VM (DEVICE /dev/daxX.Y or the
 # /dev/pmemN under its fs), written by vms_nvdimm_setup in boot 1 (it survives the
@@ -185,6 +193,10 @@ dax_fstab() {
 
 vms_pmem_setup() {
 	local ms=0
+	if [ "$VMS_GUIDE" = 1 ]; then
+		vms_guide_pmem_setup
+		return 0
+	fi
 	pmem_ready || modprobe -a libnvdimm nd_pmem nd_e820 2>/dev/null || true
 	hu_wait_for 30 "/dev/pmem0" pmem_ready
 	hu_time ms ndctl create-namespace -f -e namespace0.0 -m fsdax >"$HU_RESULTS/ndctl-create.json"
@@ -193,6 +205,46 @@ vms_pmem_setup() {
 	udevadm settle
 	hu_wait_for 30 "/dev/pmem0 (fsdax)" pmem_ready
 	dax_fstab "$VMS_MNT" /dev/pmem0
+}
+
+# vms_pmem_setup as docs/preparing-a-host.md tells an operator: its blocks, run as
+# written (the GRUB edit on a copy: the test host boots without GRUB), and checked.
+vms_guide_pmem_setup() {
+	local mm tmp grub_mm out=$HU_RESULTS/guide
+	mkdir -p "$out"
+	mm=$(tr ' ' '\n' < /proc/cmdline | grep '^memmap=' || true)
+	hu_result "the test host booted with ${mm:-no memmap=}"
+	guide_run e820-check > "$out/e820-check.txt"
+	hu_check "guide e820-check: its region ($mm) lies inside the firmware's usable RAM" \
+		grep -q "^OK: $mm lies inside usable RAM" "$out/e820-check.txt"
+	# Debian's stock /etc/default/grub lines the sed works on
+	tmp=$(mktemp -d)
+	printf '%s\n' 'GRUB_DEFAULT=0' 'GRUB_TIMEOUT=5' 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"' 'GRUB_CMDLINE_LINUX=""' > "$tmp/grub"
+	GUIDE_SED="s|/etc/default/grub|$tmp/grub|g" guide_run grub > "$out/grub.txt"
+	grub_mm=$(sed -n 's/^GRUB_CMDLINE_LINUX="\(.*\)"$/\1/p' "$tmp/grub" | tr ' ' '\n' | grep '^memmap=' || true)
+	hu_check "guide grub: GRUB_CMDLINE_LINUX gets the memmap= the test host booted with ($mm = ${grub_mm:-none})" \
+		test -n "$mm" -a "$grub_mm" = "$mm"
+	rm -rf "$tmp"
+	guide_run pmem-device > "$out/pmem-device.txt"
+	hu_check "guide pmem-device: the kernel shows the region as legacy persistent memory" \
+		grep -qi 'Persistent Memory (legacy)' "$out/pmem-device.txt"
+	hu_wait_for 30 "/dev/pmem0" pmem_ready
+	guide_run namespace > "$HU_RESULTS/ndctl-create.json"
+	hu_result "fsdax namespace: $(tr -d ' \n' < "$HU_RESULTS/ndctl-create.json" | cut -c1-200)"
+	python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["uuid"])' "$HU_RESULTS/ndctl-create.json" > "$HU_STATE/ns-uuid" || true
+	hu_check "guide namespace: namespace0.0 is fsdax on pmem0" python3 -c 'import json, sys
+n = json.load(open(sys.argv[1]))
+sys.exit(0 if n.get("mode") == "fsdax" and n.get("blockdev") == "pmem0" else 1)' "$HU_RESULTS/ndctl-create.json"
+	udevadm settle
+	hu_wait_for 30 "/dev/pmem0 (fsdax)" pmem_ready
+	guide_run mkfs > "$out/mkfs.txt"
+	guide_run fstab > "$out/fstab.txt"
+	hu_check "guide fstab: $VMS_MNT is mounted with dax (by $VMS_MOUNT_UNIT from /etc/fstab)" mnt_is_dax "$VMS_MNT"
+	# shellcheck disable=SC2016 # awk's $N
+	hu_check "guide fstab: the line is by UUID, with the options the other scenarios use ($VMS_FSTAB_OPTS)" \
+		awk -v m="$VMS_MNT" -v o="$VMS_FSTAB_OPTS" '$2 == m && $1 ~ /^UUID=/ && $4 == o { f = 1 } END { exit !f }' /etc/fstab
+	hu_result "fstab: $(awk -v m="$VMS_MNT" '$2 == m { $1 = $1; print }' /etc/fstab)"
+	hu_result "$VMS_MNT: $(findmnt -n -o SOURCE,FSTYPE,OPTIONS "$VMS_MNT") $(df -h --output=size,avail "$VMS_MNT" | tail -n1 | tr -s ' ')"
 }
 
 # The namespaces ndctl sees, one line each: "NAMESPACE MODE CHARDEV|BLOCKDEV UUID SIZE"
@@ -301,6 +353,13 @@ vms_start() {
 	fi
 	local vm2_bytes=$(($(vm_mem_mb vm2) * 1048576))
 	# vm1: -qmp unix:, -daemonize + -pidfile, a disk, 32 MiB
+	if [ "$VMS_GUIDE" = 1 ]; then
+		# the guide's plain-QEMU command line; the rest of the VM is vm_options
+		# shellcheck disable=SC2034,SC2054 # used by the guide's block (declare -p); commas are QEMU's
+		local vm_options=("${common[@]}" -append vm1 -drive file="$VMS_VMDIR/vm1-disk.raw",if=virtio,format=raw
+			-chardev file,id=ser0,path="$(vm_serial vm1)",append=on -serial chardev:ser0)
+		guide_run qemu "$(declare -p vm_options)"
+	else
 	qemu-system-x86_64 -name guest=vm1 "${common[@]}" -append vm1 -m "$(vm_mem_mb vm1)M" \
 		-object "memory-backend-file,id=ram0,size=$(vm_mem_mb vm1)M,mem-path=$(vm_ram vm1),share=on$kv_extra" \
 		-machine memory-backend=ram0 \
@@ -308,6 +367,7 @@ vms_start() {
 		-chardev file,id=ser0,path="$(vm_serial vm1)",append=on -serial chardev:ser0 \
 		-qmp unix:"$VMS_RUNDIR/vm1.qmp",server=on,wait=off \
 		-daemonize -pidfile "$VMS_RUNDIR/vm1.pid"
+	fi
 	# vm2: -chardev socket + -mon mode=control, JSON -object, a plain child in the background, 48 MiB
 	setsid -f qemu-system-x86_64 -name vm2 "${common[@]}" -append vm2 -m "$(vm_mem_mb vm2)M" \
 		-object "{\"qom-type\":\"memory-backend-file\",\"id\":\"pc.ram\",\"size\":$vm2_bytes,\"mem-path\":\"$(vm_ram vm2)\",\"share\":true$json_extra}" \
@@ -335,21 +395,30 @@ vms_start() {
 # persistent, autostart on (after the kexec libvirtd's autostart must not cold-boot it).
 vms_libvirt_start() {
 	local vm=$VMS_LV_VM
-	mkdir -p "$VMS_LV_RAMDIR"
-	sed -i '/^memory_backing_dir *=/d' /etc/libvirt/qemu.conf
-	echo "memory_backing_dir = \"$VMS_LV_RAMDIR\"" >> /etc/libvirt/qemu.conf
+	local membacking="<memoryBacking><source type='file'/><access mode='shared'/></memoryBacking>"
 	# The test host's own power-off at the end of the run: libvirt-guests would wait its
 	# default 300 s for the tick guest (no ACPI) to shut down. The kexec's shutdown
 	# does not meet vm4: the checkpoint destroyed it before.
 	echo "SHUTDOWN_TIMEOUT=5" >> /etc/default/libvirt-guests
-	systemctl restart libvirtd.service
+	if [ "$VMS_GUIDE" = 1 ]; then
+		# the guide's qemu.conf edit (it restarts libvirtd) and its <memoryBacking>
+		guide_run libvirt-qemu-conf > /dev/null
+		hu_check "guide libvirt-qemu-conf: memory_backing_dir is $VMS_LV_RAMDIR" \
+			grep -qx "memory_backing_dir = \"$VMS_LV_RAMDIR\"" /etc/libvirt/qemu.conf
+		membacking=$(guide_block libvirt-xml)
+	else
+		mkdir -p "$VMS_LV_RAMDIR"
+		sed -i '/^memory_backing_dir *=/d' /etc/libvirt/qemu.conf
+		echo "memory_backing_dir = \"$VMS_LV_RAMDIR\"" >> /etc/libvirt/qemu.conf
+		systemctl restart libvirtd.service
+	fi
 	hu_wait_for 120 "libvirtd answers" lv_virsh version
 	cat > "$VMS_VMDIR/$vm.xml" <<-XML
 	<domain type='qemu'>
 	  <name>$vm</name>
 	  <uuid>$VMS_LV_UUID</uuid>
 	  <memory unit='MiB'>$(vm_mem_mb "$vm")</memory>
-	  <memoryBacking><source type='file'/><access mode='shared'/></memoryBacking>
+	  $membacking
 	  <vcpu>1</vcpu>
 	  <os><type arch='x86_64' machine='pc'>hvm</type><kernel>$VMS_TICK</kernel><cmdline>$vm</cmdline></os>
 	  <cpu mode='custom' match='exact'><model fallback='allow'>qemu64</model></cpu>
@@ -607,9 +676,24 @@ vms_nvdimm_upgrade_with() {
 
 # The plan as the operator sees it, and as JSON in the results.
 vms_record_plan() {
-	host-upgrade plan --state-dir "$VMS_STATE_DIR" || true
+	if [ "$VMS_GUIDE" = 1 ]; then
+		# the guide's check (the default state dir is $VMS_STATE_DIR); it fails if plan blocks
+		guide_run plan
+	else
+		host-upgrade plan --state-dir "$VMS_STATE_DIR" || true
+	fi
 	host-upgrade plan --json --state-dir "$VMS_STATE_DIR" > "$HU_RESULTS/plan.json" || true
 	hu_result "plan --json: $(hu_json_compact < "$HU_RESULTS/plan.json")"
+	if [ "$VMS_GUIDE" = 1 ]; then
+		hu_check "plan: every VM the guide set up is persistent, in place ($VMS)" \
+			python3 - "$HU_RESULTS/plan.json" "$VMS" <<-'PY'
+		import json, sys
+		p = json.load(open(sys.argv[1]))
+		v = {x["name"]: x for x in p.get("vms", [])}
+		sys.exit(0 if all(n in v and v[n].get("ram_backing") == "persistent" and v[n].get("save") == "in-place"
+		                  for n in sys.argv[2].split()) else 1)
+		PY
+	fi
 }
 
 # Boot 2 of the real path: the new kernel, reached by the product's kexec.
