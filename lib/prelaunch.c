@@ -357,8 +357,12 @@ int hu_prelaunch_converge(struct hu_vm *vm, enum hu_vm_state *ret_state, char **
 	bool has_guest = false;
 	int r;
 
-	if (vm->pre_pid <= 0)
+	if (vm->pre_pid <= 0) {
+		/* Cut short before the new QEMU was recorded: the old one's paths
+		 * come back if it runs, the rest goes on as for any VM. */
+		paths_settle(vm, hu_vm_process_alive(vm));
 		return 0;
+	}
 	if (open_if_alive(ctx, vm->pre_pid, vm->pre_starttime, &new_fd) >= 0) {
 		struct hu_qmp *q = NULL;
 

@@ -491,7 +491,7 @@ static void converge_worker(size_t i, void *data)
 		return; /* another unit's */
 	if (vm->state == HU_VM_RESTORED || vm->state == HU_VM_RESUMED)
 		return; /* done: never started again */
-	if (vm->pre_pid > 0 && job->same_boot) {
+	if (job->same_boot) {
 		/* A prelaunch cut short: which of its two QEMUs has the guest. */
 		_cleanup_free_ char *err = NULL;
 		enum hu_vm_state state;
