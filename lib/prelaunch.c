@@ -203,7 +203,7 @@ static void rollback(struct prelaunch_job *job, struct hu_vm *vm, struct hu_qmp 
 static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 {
 	struct hu_ctx *ctx = job->ctx;
-	_cleanup_free_ char *err = NULL, *status = NULL, *real_exe = NULL;
+	_cleanup_free_ char *err = NULL, *status = NULL, *real_exe = NULL, *real_state = NULL;
 	_cleanup_close_ int new_fd = -1;
 	struct hu_qmp *old_qmp;
 	pid_t child = 0, pid = 0;
@@ -269,18 +269,18 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 	r = hu_migration_setup_dest(vm, &err);
 	if (r >= 0 && test_fail() && streq(test_fail(), "load")) {
 		/* A state file that is not one: QEMU refuses it, as a corrupt one. */
-		free(vm->state_file);
-		vm->state_file = NULL;
+		real_state = vm->state_file;
 		if (asprintf(&vm->state_file, "%s/%s.log", ctx->state_dir, vm->name) < 0)
-			vm->state_file = NULL;
+			vm->state_file = TAKE_PTR(real_state);
 	}
 	if (r >= 0)
 		r = hu_restore_start_load(vm, &err);
 	if (r >= 0)
 		r = hu_restore_finish_load(vm, &err);
-	if (test_fail() && streq(test_fail(), "load") && (free(vm->state_file), true) &&
-	    asprintf(&vm->state_file, "%s/%s.state", ctx->state_dir, vm->name) < 0)
-		vm->state_file = NULL;
+	if (real_state) {
+		free(vm->state_file);
+		vm->state_file = TAKE_PTR(real_state);
+	}
 	if (r < 0) {
 		/* Does the new one have the guest after all (a late error)? */
 		if (vm->qmp && hu_qmp_query_status(vm->qmp, &status) >= 0 && streq(status, "running"))
