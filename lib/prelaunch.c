@@ -16,9 +16,11 @@
  * the paths are put back, the old one resumed. abort decides a record cut
  * short by the new QEMU's migration status (hu_prelaunch_converge).
  */
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include "hu-private.h"
 
@@ -176,13 +178,17 @@ struct prelaunch_job {
 	struct hu_manifest *m;
 };
 
-static void rollback(struct prelaunch_job *job, struct hu_vm *vm, struct hu_qmp *old_qmp, int new_fd,
+static void rollback(struct prelaunch_job *job, struct hu_vm *vm, struct hu_qmp *old_qmp, int pidfd,
 		     pid_t child, const char *why)
 {
 	_cleanup_free_ char *err = NULL;
+	_cleanup_close_ int new_fd = pidfd >= 0 ? fcntl(pidfd, F_DUPFD_CLOEXEC, 3) : -1;
 
 	hu_qmp_close(vm->qmp);
 	vm->qmp = old_qmp;
+	/* Our child, not reaped yet: its pid cannot name another process. */
+	if (new_fd < 0 && child > 0)
+		new_fd = (int)syscall(SYS_pidfd_open, child, 0);
 	if (new_fd >= 0)
 		hu_pidfd_kill(new_fd, 10000);
 	if (child > 0)
