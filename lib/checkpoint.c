@@ -35,7 +35,7 @@ static int fingerprint_disks(struct hu_vm *vm)
 	return 0;
 }
 
-static int save_one(struct hu_vm *vm)
+int hu_checkpoint_save_vm(struct hu_vm *vm)
 {
 	struct hu_ctx *ctx = vm->ctx;
 	_cleanup_free_ char *qerr = NULL, *desc = NULL, *status = NULL, *uri = NULL;
@@ -212,7 +212,7 @@ static void save_worker(size_t i, void *data)
 {
 	struct hu_vm_list *list = data;
 
-	save_one(list->vms[i]);
+	hu_checkpoint_save_vm(list->vms[i]);
 }
 
 /* Put back a VM the checkpoint touched. Its error keeps why the checkpoint
@@ -310,6 +310,14 @@ int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_o
 	r = hu_manifest_set_phase(m, "checkpointing");
 	if (r < 0)
 		return hu_fail(ctx, r, "cannot write the manifest in %s: %s", ctx->state_dir, strerror(-r));
+	if (opts && opts->restore_follows && !opts->sequential) {
+		bool all = true;
+
+		for (size_t i = 0; i < list->n; i++)
+			all = all && hu_prelaunch_eligible(list->vms[i], NULL);
+		if (all)
+			return hu_prelaunch_vms(ctx, m);
+	}
 	hu_info(ctx, NULL, "checkpointing %zu VM%s", list->n, list->n == 1 ? "" : "s");
 	hu_parallel_for(list->n, ctx->jobs, save_worker, list);
 

@@ -420,6 +420,10 @@ struct hu_vm {
 	int64_t stopped_mono_us; /* the same moment, for this process's own timings */
 	uint64_t state_bytes;
 
+	/* prelaunch: the new QEMU started beside the running one, until one of them is ended */
+	pid_t pre_pid;
+	uint64_t pre_starttime;
+
 	/* restore (spawn.c, for the new QEMU's cgroup) */
 	int64_t running_at_ms;
 	bool rejoined_cgroup;  /* back in its own cgroup: no scope needed */
@@ -610,7 +614,9 @@ int64_t hu_clock_step_ms(int64_t host_ns, int64_t guest_ns);
 /* Put a VM we stopped back as it was; vm->state and vm->error untouched. */
 int hu_vm_resume_original(struct hu_vm *vm, char **ret_error);
 
-/* ---- checkpoint.c: public only (hu_checkpoint) ---- */
+/* ---- checkpoint.c ---- */
+/* Save one VM (cpr-reboot, to its state file) and leave it in postmigrate. */
+int hu_checkpoint_save_vm(struct hu_vm *vm);
 
 /* ---- systemd.c: PID 1 over sd-bus ---- */
 /* The system bus, or as root PID 1's private socket when there is no bus. */
@@ -630,6 +636,20 @@ void hu_spawn_move_to_scope(struct hu_ctx *ctx, struct hu_vm *vm, pid_t pid);
 /* ---- restore.c (restore, abort, and checkpoint when restore follows) ---- */
 int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot, const char *const *only_vms);
 /* The same, only for the VMs of one manager ("none", "libvirt"; NULL: all). */
+/* Load the state into vm->qmp's QEMU (-incoming defer), then bring it to the recorded runstate. */
+int hu_restore_start_load(struct hu_vm *vm, char **ret_error);
+int hu_restore_finish_load(struct hu_vm *vm, char **ret_error);
+
+/* ---- prelaunch.c: run --no-reboot with the new QEMU started before the old one stops ---- */
+#define HU_PRELAUNCH_ASIDE ".hu-prelaunch"
+/* Whether this VM can be restarted by prelaunch; if not, *ret_why says why (static text). */
+bool hu_prelaunch_eligible(const struct hu_vm *vm, const char **ret_why);
+/* Every VM of m (all eligible), under checkpoint's lock; 0, or negative with the context's error. */
+int hu_prelaunch_vms(struct hu_ctx *ctx, struct hu_manifest *m);
+/* abort/restore of a VM whose record names a prelaunched QEMU: 1 when it decided the VM's
+ * fate (*ret_state), 0 when the sequential restore should go on with it. */
+int hu_prelaunch_converge(struct hu_vm *vm, enum hu_vm_state *ret_state, char **ret_error);
+
 int hu_restore_vms_of(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot, const char *const *only_vms,
 		      const char *only_manager);
 

@@ -87,6 +87,9 @@ struct hu_options {
 	 * host crash needs; such a checkpoint is restored only in the boot
 	 * that took it. */
 	bool restore_follows;
+	/* With restore_follows: quit each QEMU before its new one starts, even
+	 * where the new one could start first (prelaunch, docs/design/prelaunch.md). */
+	bool sequential;
 };
 
 /* --- discovery + plan ------------------------------------------------- */
@@ -130,6 +133,10 @@ enum hu_agent hu_vm_get_agent(const struct hu_vm *vm);
 /* Who runs it: "none" (host-upgrade restarts it from its argv) or "libvirt". */
 const char *hu_vm_get_manager(const struct hu_vm *vm);
 unsigned hu_vm_get_vmid(const struct hu_vm *vm); /* a Proxmox VM's VMID, else 0 */
+
+/* How run --no-reboot restarts it: "prelaunch" (the new QEMU starts before the
+ * old one stops) or "sequential"; *ret_why says why sequential, else NULL. */
+const char *hu_vm_get_restart(const struct hu_vm *vm, const char **ret_why);
 size_t hu_vm_get_n_blockers(const struct hu_vm *vm);
 const char *hu_vm_get_blocker(const struct hu_vm *vm, size_t i);
 /* The user its QEMU runs as (from /proc: its real uid), and the user its

@@ -164,6 +164,10 @@ static json_object *vm_to_json(const struct hu_vm *vm)
 	json_object_object_add(o, "state_bytes", json_object_new_uint64(vm->state_bytes));
 	json_object_object_add(o, "stopped_at_ms", json_object_new_int64(vm->stopped_at_ms));
 	json_object_object_add(o, "running_at_ms", json_object_new_int64(vm->running_at_ms));
+	if (vm->pre_pid > 0) { /* prelaunch: the new QEMU beside the old one (abort decides by it) */
+		json_object_object_add(o, "prelaunch_pid", json_object_new_int64(vm->pre_pid));
+		json_object_object_add(o, "prelaunch_starttime", json_object_new_uint64(vm->pre_starttime));
+	}
 	json_object_object_add(o, "error", str_or_null(vm->error));
 	json_object_object_add(o, "manager", json_object_new_string(hu_manager_name(vm)));
 	mo = vm->mgr && vm->mgr->to_json ? vm->mgr->to_json(vm) : NULL;
@@ -556,6 +560,10 @@ static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 	vm->state_bytes = get_uint(o, "state_bytes", &r);
 	vm->stopped_at_ms = get_int(o, "stopped_at_ms", 0, INT64_MAX, &r);
 	vm->running_at_ms = get_int(o, "running_at_ms", 0, INT64_MAX, &r);
+	if (json_object_object_get_ex(o, "prelaunch_pid", NULL)) {
+		vm->pre_pid = get_int(o, "prelaunch_pid", 1, INT32_MAX, &r);
+		vm->pre_starttime = get_uint(o, "prelaunch_starttime", &r);
+	}
 	vm->error = dup_or_null(get_str(o, "error", 4096, true, &r));
 	/* Version 3 has no manager: nobody's. */
 	s = get_str(o, "manager", 32, true, &r);

@@ -216,7 +216,7 @@ static int check_ram(struct restore_job *job, struct hu_vm *vm, char **ret_error
 }
 
 /* Same capabilities and mode as the source, then migrate-incoming. */
-static int start_load(struct hu_vm *vm, char **ret_error)
+int hu_restore_start_load(struct hu_vm *vm, char **ret_error)
 {
 	_cleanup_free_ char *qerr = NULL, *uri = NULL;
 	json_object *args;
@@ -241,7 +241,7 @@ static int start_load(struct hu_vm *vm, char **ret_error)
 
 /* Wait for the load, then bring the VM to the runstate it had: a paused
  * VM comes back paused, a running one runs. */
-static int finish_load(struct hu_vm *vm, char **ret_error)
+int hu_restore_finish_load(struct hu_vm *vm, char **ret_error)
 {
 	_cleanup_free_ char *qerr = NULL, *desc = NULL, *status = NULL;
 	int r;
@@ -362,7 +362,7 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 			vm->pid = other->pid;
 			vm->starttime = other->starttime;
 			pthread_mutex_unlock(&job->m->lock);
-			r = finish_load(vm, &err);
+			r = hu_restore_finish_load(vm, &err);
 			hu_qmp_close(vm->qmp);
 			vm->qmp = NULL;
 			if (r < 0) {
@@ -439,9 +439,9 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		hu_spawn_move_to_scope(job->ctx, vm, pid);
 started:
 	if (r >= 0) {
-		r = start_load(vm, &err);
+		r = hu_restore_start_load(vm, &err);
 		if (r >= 0)
-			r = finish_load(vm, &err);
+			r = hu_restore_finish_load(vm, &err);
 	}
 	hu_qmp_close(vm->qmp);
 	vm->qmp = NULL;
@@ -492,6 +492,16 @@ static void converge_worker(size_t i, void *data)
 		return; /* another unit's */
 	if (vm->state == HU_VM_RESTORED || vm->state == HU_VM_RESUMED)
 		return; /* done: never started again */
+	if (job->same_boot) {
+		/* A prelaunch cut short: which of its two QEMUs has the guest. */
+		_cleanup_free_ char *err = NULL;
+		enum hu_vm_state state;
+
+		if (hu_prelaunch_converge(vm, &state, &err) > 0) {
+			finish_vm(job, vm, state, err);
+			return;
+		}
+	}
 	/* Its recorded QEMU still runs (the original, before quit): resume it.
 	 * A restore never leaves a QEMU it started behind on failure. */
 	if (job->same_boot && hu_vm_process_alive(vm)) {

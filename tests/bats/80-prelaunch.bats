@@ -1,0 +1,136 @@
+#!/usr/bin/env bats
+# Prelaunch (#16): run --no-reboot starts the new QEMU beside the running one, saves the old,
+# loads the new, and only then ends the old one — without the old one's exit cleanup taking the
+# new one's sockets and pidfile. Real QEMU 10 (TCG), real sockets; the failures are real ones
+# (a binary that does not exist, a state file QEMU refuses, a killed QEMU), chosen through the
+# test hooks HU_TEST_PRELAUNCH_FAIL and HU_TEST_PRELAUNCH_DIE (HACKING.md).
+
+load helpers
+
+HU_VM_MEM=128M
+
+setup() {
+	hu_setup
+	P=p80-$HU_RUN_ID
+}
+
+agent_args() { # NAME: an agent port (nothing in this guest answers on it)
+	echo "-chardev socket,id=qga0,path=$T/$1.qga,server=on,wait=off -device virtio-serial" \
+		"-device virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"
+}
+
+start_vm() { # NAME
+	vm_start "$1" $(qmp_arg "$1") $(ram_file_args "$1" "$T/$1.ram") $(agent_args "$1")
+	vm_wait_tick "$1" 2 240
+}
+
+# The pid of the process listening on unix socket PATH (SO_PEERCRED of a connection).
+listener_pid() {
+	python3 -c '
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+print(struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0])' "$1"
+}
+
+argv_of() { tr '\0' '\n' <"/proc/$1/cmdline"; }
+
+# Every "tick N" line of the serial log is the one before plus 1: no gap, no repeat.
+ticks_gapless() {
+	_hu_serial_lines "$1" | awk '/^tick [0-9]+$/ { n = $2 + 0; if (seen && n != last + 1) { print "gap: " last " -> " n; bad = 1 } last = n; seen = 1 }
+		END { exit bad }'
+}
+
+# One QEMU runs the VM: PID; the pidfile, the QMP socket and the agent socket are its;
+# no name is left aside; the guest runs on without a gap or a reboot.
+check_one_qemu() { # NAME PID
+	local v=$1 pid=$2 t
+	[ "$(qemu_pids_with "$T/$v.")" = "$pid" ]
+	[ "$(cat "$T/$v.pid")" = "$pid" ]
+	[ "$(listener_pid "$T/$v.qmp")" = "$pid" ]
+	[ "$(listener_pid "$T/$v.qga")" = "$pid" ]
+	[ "$(vm_status "$v")" = running ]
+	run ls "$T"
+	[[ "$output" != *hu-prelaunch* ]]
+	t=$(vm_last_tick "$v")
+	vm_wait_tick "$v" $((t + 2)) 120
+	ticks_gapless "$v"
+	[ "$(vm_boot_count "$v")" -eq 1 ]
+}
+
+@test "prelaunch round trip: the new QEMU has the guest, the paths and the pidfile; argv identical" {
+	start_vm $P
+	local old new
+	old=$(vm_pid $P)
+	argv_of "$old" >"$T/argv.old"
+	run --separate-stderr hu plan --json --vm $P
+	[ "$(plan_vm "$output" $P restart)" = prelaunch ]
+	run --separate-stderr hu run --no-reboot --yes --vm $P
+	echo "$stderr"
+	[ "$status" -eq 0 ]
+	[[ "$stderr" == *"restarted by prelaunch"* ]]
+	new=$(qemu_pids_with "$T/$P.")
+	[ -n "$new" ] && [ "$new" != "$old" ]
+	run _hu_pid_alive "$old"
+	[ "$status" -ne 0 ]
+	# The recorded argv, plus the -incoming defer every restored QEMU gets.
+	argv_of "$new" >"$T/argv.new"
+	diff <(cat "$T/argv.old"; printf '%s\n' -incoming defer) "$T/argv.new"
+	check_one_qemu $P "$new"
+	run --separate-stderr hu status --json
+	[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" = '["restored"]' ]
+}
+
+@test "prelaunch: the new QEMU fails to start, to load, or dies before its load: the old one runs on" {
+	start_vm $P
+	local old how
+	old=$(vm_pid $P)
+	for how in spawn load kill-new; do
+		run --separate-stderr env HU_TEST_PRELAUNCH_FAIL=$how "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm $P
+		echo "$how: $stderr"
+		[ "$status" -eq 1 ]
+		[[ "$stderr" == *"the old QEMU runs on"* ]]
+		check_one_qemu $P "$old"
+		run --separate-stderr hu status --json
+		[[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" =~ ^\[\"(resumed|running)\"\]$ ]]
+	done
+}
+
+@test "prelaunch: kill -9 of host-upgrade at each step, then abort: one QEMU runs the guest" {
+	start_vm $P
+	local step pid
+	for step in aside spawned saved loaded; do
+		run --separate-stderr env HU_TEST_PRELAUNCH_DIE=$step "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm $P
+		echo "$step: $stderr"
+		[ "$status" -eq 137 ]
+		run --separate-stderr hu abort
+		echo "abort: $stderr"
+		[ "$status" -eq 0 ]
+		pid=$(qemu_pids_with "$T/$P.")
+		[[ "$pid" =~ ^[0-9]+$ ]]
+		check_one_qemu $P "$pid"
+		run --separate-stderr hu status --json
+		echo "$output"
+		[[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" =~ ^\[\"(restored|resumed|running)\"\]$ ]]
+	done
+}
+
+@test "prelaunch: a VM whose RAM is in memfd, or with a tap device, restarts sequentially; plan says why" {
+	local m=m80-$HU_RUN_ID
+	vm_start $m $(qmp_arg $m) $(ram_memfd_args $m)
+	vm_wait_tick $m 2 60
+	run --separate-stderr hu plan --json --vm $m
+	[ "$(plan_vm "$output" $m restart)" = sequential ]
+	[[ "$(plan_vm "$output" $m restart_reason)" == *memfd* ]]
+	run --separate-stderr hu run --no-reboot --dry-run --vm $m
+	[[ "$output" == *"restart: sequential: RAM not all in shared files"* ]]
+	# A tap by ifname=: a second QEMU cannot open it (Device or resource busy).
+	local t=t80-$HU_RUN_ID tap=hu80${HU_RUN_ID: -6}
+	ip tuntap add dev "$tap" mode tap || skip "cannot create a tap device"
+	vm_start $t $(qmp_arg $t) $(ram_file_args $t "$T/$t.ram") -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no" -device virtio-net-pci,netdev=n0 || { ip link del "$tap"; false; }
+	run --separate-stderr hu plan --json --vm $t
+	ip link del "$tap" 2>/dev/null || true
+	[ "$(plan_vm "$output" $t restart)" = sequential ]
+	[[ "$(plan_vm "$output" $t restart_reason)" == *"tap network device"* ]]
+}
