@@ -423,6 +423,7 @@ struct hu_vm {
 	/* prelaunch: the new QEMU started beside the running one, until one of them is ended */
 	pid_t pre_pid;
 	uint64_t pre_starttime;
+	bool pre_incoming; /* its migrate-incoming was (or was about to be) issued */
 
 	/* restore (spawn.c, for the new QEMU's cgroup) */
 	int64_t running_at_ms;

@@ -167,6 +167,8 @@ static json_object *vm_to_json(const struct hu_vm *vm)
 	if (vm->pre_pid > 0) { /* prelaunch: the new QEMU beside the old one (abort decides by it) */
 		json_object_object_add(o, "prelaunch_pid", json_object_new_int64(vm->pre_pid));
 		json_object_object_add(o, "prelaunch_starttime", json_object_new_uint64(vm->pre_starttime));
+		/* its load was asked for: the old QEMU is not resumed on a guess */
+		json_object_object_add(o, "prelaunch_incoming", json_object_new_boolean(vm->pre_incoming));
 	}
 	json_object_object_add(o, "error", str_or_null(vm->error));
 	json_object_object_add(o, "manager", json_object_new_string(hu_manager_name(vm)));
@@ -563,6 +565,8 @@ static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 	if (json_object_object_get_ex(o, "prelaunch_pid", NULL)) {
 		vm->pre_pid = get_int(o, "prelaunch_pid", 1, INT32_MAX, &r);
 		vm->pre_starttime = get_uint(o, "prelaunch_starttime", &r);
+		if (json_object_object_get_ex(o, "prelaunch_incoming", NULL))
+			vm->pre_incoming = get_bool(o, "prelaunch_incoming", &r);
 	}
 	vm->error = dup_or_null(get_str(o, "error", 4096, true, &r));
 	/* Version 3 has no manager: nobody's. */

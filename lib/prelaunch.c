@@ -173,6 +173,12 @@ static void die_at(const char *step)
 		raise(SIGKILL);
 }
 
+/* A migration status that proves the new QEMU never ran the guest. */
+static bool never_loaded(const char *mstatus)
+{
+	return streq(mstatus, "none") || streq(mstatus, "failed") || streq(mstatus, "cancelled");
+}
+
 struct prelaunch_job {
 	struct hu_ctx *ctx;
 	struct hu_manifest *m;
@@ -186,6 +192,7 @@ static void rollback(struct prelaunch_job *job, struct hu_vm *vm, struct hu_qmp 
 
 	hu_qmp_close(vm->qmp);
 	vm->qmp = old_qmp;
+	vm->pre_incoming = false;
 	/* Our child, not reaped yet: its pid cannot name another process. */
 	if (new_fd < 0 && child > 0)
 		new_fd = (int)syscall(SYS_pidfd_open, child, 0);
@@ -279,18 +286,41 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 		if (asprintf(&vm->state_file, "%s/%s.log", ctx->state_dir, vm->name) < 0)
 			vm->state_file = TAKE_PTR(real_state);
 	}
-	if (r >= 0)
+	if (r >= 0) {
+		/* From here the new QEMU may run the guest: recorded first, so
+		 * that abort never resumes the old one on a guess. */
+		pthread_mutex_lock(&job->m->lock);
+		vm->pre_incoming = true;
+		pthread_mutex_unlock(&job->m->lock);
+		record(job->m, vm, HU_VM_SAVED, child, starttime);
 		r = hu_restore_start_load(vm, &err);
+	}
 	if (r >= 0)
 		r = hu_restore_finish_load(vm, &err);
 	if (real_state) {
 		free(vm->state_file);
 		vm->state_file = TAKE_PTR(real_state);
 	}
-	if (r < 0) {
-		/* Does the new one have the guest after all (a late error)? */
-		if (vm->qmp && hu_qmp_query_status(vm->qmp, &status) >= 0 && streq(status, "running"))
+	if (r < 0 && vm->pre_incoming) {
+		/* A late error: the new QEMU's migration status decides. */
+		int q = vm->qmp ? hu_migration_query(vm->qmp, &status, NULL) : -ENOTCONN;
+
+		if (q >= 0 && streq(status, "completed")) {
+			hu_migration_reset(vm); /* cpr-reboot and x-ignore-shared do not stay */
 			r = 0;
+		} else if (q < 0 || !never_loaded(status)) {
+			hu_vm_set_error(vm, q < 0 ? q : -EBUSY,
+					"cannot tell which QEMU has the guest: %s; the new QEMU pid %d: %s; "
+					"both are left as they are, abort decides",
+					err ?: "the load failed", (int)child,
+					q < 0 ? hu_qmp_strerror(q) : status);
+			record(job->m, vm, HU_VM_FAILED, child, starttime);
+			hu_journal(ctx, vm->name, "failed", vm->error);
+			hu_qmp_close(old_qmp);
+			hu_qmp_close(vm->qmp);
+			vm->qmp = NULL;
+			return;
+		}
 	}
 	if (r < 0) {
 		rollback(job, vm, old_qmp, new_fd, child, err ?: "the new QEMU did not load the state");
@@ -355,11 +385,39 @@ static int open_if_alive(struct hu_ctx *ctx, pid_t pid, uint64_t starttime, int 
 	return hu_pid_open(ctx, pid, starttime, 0, ret_fd);
 }
 
+/* The new QEMU's migration status over its QMP path (vm->qmp stays open);
+ * a load under way is waited for. */
+static int new_migration_status(struct hu_vm *vm, char **ret_status, char **ret_error)
+{
+	struct hu_ctx *ctx = vm->ctx;
+	_cleanup_free_ char *ms = NULL;
+	int r;
+
+	if (!vm->ai.qmp_path)
+		return hu_errorf(ret_error, -ENOENT, "no QMP socket path");
+	r = hu_qmp_connect(vm->ai.qmp_path, ctx->qmp_timeout_ms, &vm->qmp);
+	if (r >= 0)
+		r = hu_migration_query(vm->qmp, &ms, NULL);
+	if (r >= 0 && !streq(ms, "completed") && !never_loaded(ms)) {
+		/* Loading still: its end decides. */
+		hu_migration_wait(vm->qmp, hu_migration_timeout_ms(vm->state_bytes), NULL);
+		free(ms);
+		ms = NULL;
+		r = hu_migration_query(vm->qmp, &ms, NULL);
+		if (r >= 0 && !streq(ms, "completed") && !never_loaded(ms))
+			return hu_errorf(ret_error, -EBUSY, "its load is still '%s'", ms);
+	}
+	if (r < 0)
+		return hu_errorf(ret_error, r, "QMP %s: %s", vm->ai.qmp_path, hu_qmp_strerror(r));
+	*ret_status = TAKE_PTR(ms);
+	return 0;
+}
+
 int hu_prelaunch_converge(struct hu_vm *vm, enum hu_vm_state *ret_state, char **ret_error)
 {
 	struct hu_ctx *ctx = vm->ctx;
 	_cleanup_close_ int new_fd = -1, old_fd = -1;
-	_cleanup_free_ char *mstatus = NULL, *status = NULL;
+	_cleanup_free_ char *mstatus = NULL, *err = NULL;
 	bool has_guest = false;
 	int r;
 
@@ -370,28 +428,49 @@ int hu_prelaunch_converge(struct hu_vm *vm, enum hu_vm_state *ret_state, char **
 		return 0;
 	}
 	if (open_if_alive(ctx, vm->pre_pid, vm->pre_starttime, &new_fd) >= 0) {
-		struct hu_qmp *q = NULL;
-
-		/* The new QEMU: it has the guest once its load completed. */
-		r = vm->ai.qmp_path ? hu_qmp_connect(vm->ai.qmp_path, ctx->qmp_timeout_ms, &q) : -ENOENT;
-		if (r >= 0)
-			r = hu_migration_query(q, &mstatus, NULL);
-		if (r >= 0 && !streq(mstatus, "none") && !streq(mstatus, "failed") &&
-		    !streq(mstatus, "cancelled")) {
-			vm->qmp = q;
-			q = NULL;
-			r = hu_restore_finish_load(vm, ret_error);
-			has_guest = r >= 0 || (hu_qmp_query_status(vm->qmp, &status) >= 0 &&
-					       (streq(status, "running") || streq(status, "paused")));
+		/* The new QEMU has the guest once its load completed, whatever
+		 * came after; it never had it when its migration is none, failed
+		 * or cancelled. Anything else, or no answer (another client on
+		 * its one QMP socket, a timeout): neither QEMU is touched, and
+		 * the record stays for the next abort. */
+		r = new_migration_status(vm, &mstatus, &err);
+		if (r < 0) {
 			hu_qmp_close(vm->qmp);
 			vm->qmp = NULL;
+			*ret_state = HU_VM_FAILED;
+			hu_errorf(ret_error, r,
+				  "cannot tell which QEMU has the guest: the new QEMU pid %d: %s; "
+				  "neither QEMU was touched, run abort again",
+				  (int)vm->pre_pid, err);
+			return 1;
 		}
-		hu_qmp_close(q);
+		has_guest = streq(mstatus, "completed");
+		if (has_guest && hu_restore_finish_load(vm, &err) < 0) {
+			hu_migration_reset(vm); /* cpr-reboot and x-ignore-shared do not stay */
+			hu_info(ctx, vm->name, "the new QEMU pid %d has the guest; %s", (int)vm->pre_pid,
+				err);
+		}
+		hu_qmp_close(vm->qmp);
+		vm->qmp = NULL;
 		if (!has_guest) {
 			hu_info(ctx, vm->name, "ending the new QEMU pid %d, which never ran the guest",
 				(int)vm->pre_pid);
 			hu_pidfd_kill(new_fd, 10000);
 		}
+	} else if (vm->pre_incoming) {
+		/* Gone after its load was asked for: it may have run the guest on
+		 * the shared RAM file and the disks, so the old QEMU's paused copy
+		 * may be stale. Resuming it is not ours to decide; its paths
+		 * come back (the dead one's are of no use) for whoever does. */
+		paths_settle(vm, true);
+		*ret_state = HU_VM_FAILED;
+		hu_errorf(
+			ret_error, -ESRCH,
+			"the new QEMU pid %d ended after its load was started and may have run the guest: "
+			"the old QEMU pid %d is left paused at its QMP path (resuming it could run a stale guest); "
+			"decide by hand",
+			(int)vm->pre_pid, (int)vm->pid);
+		return 1;
 	}
 	if (has_guest) {
 		if (open_if_alive(ctx, vm->pid, vm->starttime, &old_fd) >= 0)
@@ -400,12 +479,15 @@ int hu_prelaunch_converge(struct hu_vm *vm, enum hu_vm_state *ret_state, char **
 		vm->pid = vm->pre_pid;
 		vm->starttime = vm->pre_starttime;
 		vm->pre_pid = 0;
+		vm->pre_incoming = false;
 		vm->running_at_ms = hu_now_ms();
 		*ret_state = HU_VM_RESTORED;
 		return 1;
 	}
+	/* Proven: the new QEMU never ran the guest. */
 	paths_settle(vm, true);
 	vm->pre_pid = 0;
+	vm->pre_incoming = false;
 	if (hu_vm_process_alive(vm)) {
 		r = hu_vm_resume_original(vm, ret_error);
 		hu_qmp_close(vm->qmp);

@@ -12,6 +12,45 @@ HU_VM_MEM=128M
 setup() {
 	hu_setup
 	P=p80-$HU_RUN_ID
+	HOLDER=
+}
+
+teardown() {
+	release_qmp
+	hu_teardown
+}
+
+# Another client on unix socket PATH, connected until release_qmp: QEMU serves one QMP
+# client at a time, so host-upgrade's connection there gets no greeting.
+hold_qmp() { # PATH
+	python3 -c '
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.settimeout(60)
+s.recv(4096)
+print("held", flush=True)
+time.sleep(3600)' "$1" >"$T/holder.out" &
+	HOLDER=$!
+	local i
+	for ((i = 0; i < 600; i++)); do
+		grep -q held "$T/holder.out" && return 0
+		_hu_pid_alive "$HOLDER" || return 1
+		sleep 0.1
+	done
+	return 1
+}
+
+release_qmp() {
+	[[ -n "${HOLDER:-}" ]] || return 0
+	kill "$HOLDER" 2>/dev/null || true
+	wait "$HOLDER" 2>/dev/null || true
+	HOLDER=
+}
+
+# The new QEMU the manifest records beside the old one.
+prelaunch_pid() {
+	json_get "$(cat "$S/manifest.json")" '[v.get("prelaunch_pid", 0) for v in j["vms"]][0]'
 }
 
 agent_args() { # NAME: an agent port (nothing in this guest answers on it)
@@ -133,4 +172,56 @@ check_one_qemu() { # NAME PID
 	ip link del "$tap" 2>/dev/null || true
 	[ "$(plan_vm "$output" $t restart)" = sequential ]
 	[[ "$(plan_vm "$output" $t restart_reason)" == *"tap network device"* ]]
+}
+
+@test "prelaunch: abort cannot ask the new QEMU (its QMP held by another client): neither QEMU is touched; abort again converges" {
+	start_vm $P
+	local old new t
+	old=$(vm_pid $P)
+	run --separate-stderr env HU_TEST_PRELAUNCH_DIE=loaded "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm $P
+	[ "$status" -eq 137 ]
+	new=$(prelaunch_pid)
+	[[ "$new" =~ ^[1-9][0-9]*$ ]] && [ "$new" != "$old" ]
+	hold_qmp "$T/$P.qmp"
+	run --separate-stderr hu abort --timeout 2
+	echo "abort: $stderr"
+	[ "$status" -eq 1 ]
+	[[ "$stderr" == *"cannot tell which QEMU has the guest"* ]]
+	# The new QEMU, which runs the guest, is alive and the guest ticks on; the old one waits.
+	_hu_pid_alive "$new"
+	_hu_pid_alive "$old"
+	t=$(vm_last_tick $P)
+	vm_wait_tick $P $((t + 2)) 120
+	[ "$(prelaunch_pid)" = "$new" ]
+	release_qmp
+	run --separate-stderr hu abort
+	echo "abort again: $stderr"
+	[ "$status" -eq 0 ]
+	run _hu_pid_alive "$old"
+	[ "$status" -ne 0 ]
+	check_one_qemu $P "$new"
+}
+
+@test "prelaunch: the new QEMU dies after its load was started: abort does not resume the old one" {
+	start_vm $P
+	local old new
+	old=$(vm_pid $P)
+	run --separate-stderr env HU_TEST_PRELAUNCH_DIE=loaded "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm $P
+	[ "$status" -eq 137 ]
+	new=$(prelaunch_pid)
+	[[ "$new" =~ ^[1-9][0-9]*$ ]] && [ "$new" != "$old" ]
+	kill -KILL "$new"
+	while _hu_pid_alive "$new"; do sleep 0.1; done
+	for round in 1 2; do # and the same answer when abort is run again
+		run --separate-stderr hu abort
+		echo "abort $round: $stderr"
+		[ "$status" -eq 1 ]
+		[[ "$stderr" == *"may have run the guest"* ]]
+		_hu_pid_alive "$old"
+		# Paused where the save left it, reachable at its own QMP path again.
+		[ "$(vm_status $P)" = postmigrate ]
+		[ "$(listener_pid "$T/$P.qmp")" = "$old" ]
+	done
+	run --separate-stderr hu status --json
+	[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" = '["failed"]' ]
 }
