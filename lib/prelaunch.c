@@ -184,22 +184,23 @@ struct prelaunch_job {
 	struct hu_manifest *m;
 };
 
+/* pidfd: the new QEMU's, opened right after its fork (-1: none started).
+ * Never a pid: once hu_spawn_connect has reaped our child, its pid may name
+ * another process. */
 static void rollback(struct prelaunch_job *job, struct hu_vm *vm, struct hu_qmp *old_qmp, int pidfd,
-		     pid_t child, const char *why)
+		     const char *why)
 {
 	_cleanup_free_ char *err = NULL;
-	_cleanup_close_ int new_fd = pidfd >= 0 ? fcntl(pidfd, F_DUPFD_CLOEXEC, 3) : -1;
 
 	hu_qmp_close(vm->qmp);
 	vm->qmp = old_qmp;
 	vm->pre_incoming = false;
-	/* Our child, not reaped yet: its pid cannot name another process. */
-	if (new_fd < 0 && child > 0)
-		new_fd = (int)syscall(SYS_pidfd_open, child, 0);
-	if (new_fd >= 0)
-		hu_pidfd_kill(new_fd, 10000);
-	if (child > 0)
-		waitpid(child, NULL, 0);
+	if (pidfd >= 0) {
+		siginfo_t si;
+
+		hu_pidfd_kill(pidfd, 10000);
+		waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED | WNOHANG); /* ECHILD when reaped already */
+	}
 	paths_settle(vm, true);
 	if (hu_vm_resume_original(vm, &err) < 0) {
 		hu_vm_set_error(vm, -EIO, "%s; %s", why, err ?: "cannot resume");
@@ -236,7 +237,7 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 	vm->qmp = NULL;
 	r = paths_aside(vm, &err);
 	if (r < 0) {
-		rollback(job, vm, old_qmp, -1, 0, err ?: "cannot move its paths aside");
+		rollback(job, vm, old_qmp, -1, err ?: "cannot move its paths aside");
 		return;
 	}
 	die_at("aside");
@@ -250,13 +251,26 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 		free(vm->exe);
 		vm->exe = TAKE_PTR(real_exe);
 	}
+	if (r >= 0) {
+		/* Our child, not reaped yet: its pid names it until we wait for it. */
+		new_fd = (int)syscall(SYS_pidfd_open, child, 0);
+		if (new_fd < 0) {
+			r = hu_errorf(&err, -errno, "pidfd of the new QEMU pid %d: %s", (int)child,
+				      strerror(errno));
+			kill(child, SIGKILL); /* not reaped: still ours */
+			waitpid(child, NULL, 0);
+		}
+	}
 	if (r >= 0 && hu_proc_starttime(ctx, child, &starttime) >= 0)
 		record(job->m, vm, HU_VM_RUNNING, child, starttime);
 	pid = child; /* no -daemonize here: our child is the QEMU */
-	if (r >= 0)
-		r = hu_spawn_connect(ctx, vm, child, &pid, &new_fd, &err);
+	if (r >= 0) {
+		_cleanup_close_ int connect_fd = -1; /* the same process as new_fd */
+
+		r = hu_spawn_connect(ctx, vm, child, &pid, &connect_fd, &err);
+	}
 	if (r < 0) {
-		rollback(job, vm, old_qmp, new_fd, child, err ?: "the new QEMU did not start");
+		rollback(job, vm, old_qmp, new_fd, err ?: "the new QEMU did not start");
 		return;
 	}
 	die_at("spawned");
@@ -272,7 +286,7 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 	if (r < 0) {
 		_cleanup_free_ char *why = strdup(vm->error ?: "the save failed");
 
-		rollback(job, vm, old_qmp, new_fd, child, why ?: "the save failed");
+		rollback(job, vm, old_qmp, new_fd, why ?: "the save failed");
 		return;
 	}
 	record(job->m, vm, HU_VM_SAVED, child, starttime);
@@ -323,7 +337,7 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 		}
 	}
 	if (r < 0) {
-		rollback(job, vm, old_qmp, new_fd, child, err ?: "the new QEMU did not load the state");
+		rollback(job, vm, old_qmp, new_fd, err ?: "the new QEMU did not load the state");
 		return;
 	}
 	die_at("loaded");
