@@ -143,15 +143,16 @@ const char *hu_vm_get_restart(const struct hu_vm *vm, const char **ret_why)
 	return hu_prelaunch_eligible(vm, ret_why) ? "prelaunch" : "sequential";
 }
 
-static void record(struct hu_manifest *m, struct hu_vm *vm, enum hu_vm_state state, pid_t pre_pid,
-		   uint64_t pre_starttime)
+/* The VM's step, persisted: < 0 when the manifest could not be written. */
+static int record(struct hu_manifest *m, struct hu_vm *vm, enum hu_vm_state state, pid_t pre_pid,
+		  uint64_t pre_starttime)
 {
 	pthread_mutex_lock(&m->lock);
 	vm->state = state;
 	vm->pre_pid = pre_pid;
 	vm->pre_starttime = pre_starttime;
 	pthread_mutex_unlock(&m->lock);
-	hu_manifest_save(m);
+	return hu_manifest_save(m);
 }
 
 /* Test hook (tests/bats/80-prelaunch.bats): make one step fail for real —
@@ -261,8 +262,19 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 			waitpid(child, NULL, 0);
 		}
 	}
-	if (r >= 0 && hu_proc_starttime(ctx, child, &starttime) >= 0)
-		record(job->m, vm, HU_VM_RUNNING, child, starttime);
+	/* Recorded before it can get the guest, or not run at all: abort
+	 * decides by this record. */
+	if (r >= 0) {
+		r = hu_proc_starttime(ctx, child, &starttime);
+		if (r < 0)
+			hu_errorf(&err, r, "cannot read the start time of the new QEMU pid %d: %s",
+				  (int)child, strerror(-r));
+	}
+	if (r >= 0) {
+		r = record(job->m, vm, HU_VM_RUNNING, child, starttime);
+		if (r < 0)
+			hu_errorf(&err, r, "cannot record the new QEMU in the manifest: %s", strerror(-r));
+	}
 	pid = child; /* no -daemonize here: our child is the QEMU */
 	if (r >= 0) {
 		_cleanup_close_ int connect_fd = -1; /* the same process as new_fd */
@@ -306,8 +318,11 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 		pthread_mutex_lock(&job->m->lock);
 		vm->pre_incoming = true;
 		pthread_mutex_unlock(&job->m->lock);
-		record(job->m, vm, HU_VM_SAVED, child, starttime);
-		r = hu_restore_start_load(vm, &err);
+		r = record(job->m, vm, HU_VM_SAVED, child, starttime);
+		if (r < 0)
+			hu_errorf(&err, r, "cannot record the load in the manifest: %s", strerror(-r));
+		else
+			r = hu_restore_start_load(vm, &err);
 	}
 	if (r >= 0)
 		r = hu_restore_finish_load(vm, &err);
