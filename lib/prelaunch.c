@@ -102,6 +102,24 @@ static bool argv_has(const struct hu_vm *vm, const char *opt, const char *prefix
 	return false;
 }
 
+/* Whether cgroup path CG is inside a systemd service: any component ending
+ * in ".service" (with Delegate=yes, QEMU runs in a sub-cgroup of its unit). */
+static bool in_service(const char *cg)
+{
+	static const char suffix[] = ".service";
+	const size_t n = sizeof(suffix) - 1;
+
+	while (cg && *cg) {
+		size_t len = strcspn(cg, "/");
+
+		if (len > n && !memcmp(cg + len - n, suffix, n))
+			return true;
+		cg += len;
+		cg += *cg == '/';
+	}
+	return false;
+}
+
 bool hu_prelaunch_eligible(const struct hu_vm *vm, const char **ret_why)
 {
 	const char *why = NULL;
@@ -125,8 +143,7 @@ bool hu_prelaunch_eligible(const struct hu_vm *vm, const char **ret_why)
 	else if (argv_has(vm, "-device", "usb-host") || argv_has(vm, "-device", "vfio") ||
 		 argv_has(vm, "-device", "vhost-"))
 		why = "a host device cannot be opened by two QEMUs (not verified)";
-	else if (vm->cgroup && strlen(vm->cgroup) > 8 &&
-		 streq(vm->cgroup + strlen(vm->cgroup) - 8, ".service"))
+	else if (in_service(vm->cgroup))
 		why = "the old QEMU's end would stop its systemd service and the new QEMU with it";
 	for (size_t i = 0; !why && i < vm->n_memdevs; i++)
 		if (!vm->memdevs[i].mem_path || !vm->memdevs[i].skipped)

@@ -233,6 +233,38 @@ static void test_runas_another_user_blocks(void **state)
 	hu_vm_free(vm);
 }
 
+/* A QEMU anywhere under a systemd service (Delegate=yes puts it in a sub-cgroup) is
+ * restarted sequentially: the old QEMU's end would stop the unit and the new QEMU with it. */
+static void test_prelaunch_refused_under_a_service(void **state)
+{
+	static const struct {
+		const char *cgroup;
+		bool eligible;
+	} cases[] = {
+		{ "/machine.slice/machine-qemu-1.scope", true },
+		{ NULL, true },
+		{ "/system.slice/qemu-a.service", false },
+		{ "/system.slice/qemu-a.service/payload", false },
+		{ "/system.slice/qemu-a.service/x/y", false },
+		{ "/system.slice/.service", true }, /* nothing before the suffix: not a unit name */
+		{ "/user.slice/not-a.services/q", true },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct hu_vm *vm = vm_new("p");
+		const char *why = NULL;
+
+		add_mem(vm, "memory-backend-file", "/dev/shm/p", true, HU_BACKING_VOLATILE, 1ULL << 30);
+		vm->memdevs[0].skipped = true;
+		vm->ai.qmp_path = strdup("/run/p.qmp");
+		vm->cgroup = cases[i].cgroup ? strdup(cases[i].cgroup) : NULL;
+		assert_int_equal(hu_prelaunch_eligible(vm, &why), cases[i].eligible);
+		if (!cases[i].eligible)
+			assert_non_null(strstr(why, "systemd service"));
+		hu_vm_free(vm);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -246,6 +278,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_agent_states, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_space_and_runstate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_runas_another_user_blocks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prelaunch_refused_under_a_service, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
