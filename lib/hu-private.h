@@ -424,6 +424,10 @@ struct hu_vm {
 	pid_t pre_pid;
 	uint64_t pre_starttime;
 	bool pre_incoming; /* its migrate-incoming was (or was about to be) issued */
+	/* while set, what a manifest save writes for this VM: the record its own
+	 * worker made last, so a save by another worker reads none of the fields
+	 * this one changes unlocked (hu_manifest_snapshot) */
+	json_object *snapshot;
 
 	/* restore (spawn.c, for the new QEMU's cgroup) */
 	int64_t running_at_ms;
@@ -574,6 +578,9 @@ struct hu_manifest {
 };
 int hu_manifest_new(struct hu_ctx *ctx, struct hu_manifest **ret);
 int hu_manifest_save(struct hu_manifest *m);
+/* keep: from now on a save writes this VM as it is now (its worker calls it
+ * again at each step it records); !keep: as it is at each save again. */
+void hu_manifest_snapshot(struct hu_manifest *m, struct hu_vm *vm, bool keep);
 int hu_manifest_note_phase(struct hu_manifest *m, const char *phase);
 int hu_manifest_set_phase(struct hu_manifest *m, const char *phase);
 int hu_manifest_to_json(struct hu_manifest *m, json_object **ret);

@@ -192,11 +192,22 @@ int hu_manifest_to_json(struct hu_manifest *m, json_object **ret)
 	json_object_object_add(o, "boot_id", json_object_new_string(m->boot_id));
 	json_object_object_add(o, "created_ms", json_object_new_int64(m->created_ms));
 	json_object_object_add(o, "target_kernel", str_or_null(m->target_kernel));
-	for (size_t i = 0; i < m->list.n; i++)
-		json_object_array_add(vms, vm_to_json(m->list.vms[i]));
+	for (size_t i = 0; i < m->list.n; i++) {
+		struct hu_vm *vm = m->list.vms[i];
+
+		json_object_array_add(vms, vm->snapshot ? json_object_get(vm->snapshot) : vm_to_json(vm));
+	}
 	json_object_object_add(o, "vms", vms);
 	*ret = o;
 	return 0;
+}
+
+void hu_manifest_snapshot(struct hu_manifest *m, struct hu_vm *vm, bool keep)
+{
+	pthread_mutex_lock(&m->lock);
+	json_object_put(vm->snapshot);
+	vm->snapshot = keep ? vm_to_json(vm) : NULL;
+	pthread_mutex_unlock(&m->lock);
 }
 
 /* Serialise under the lock: workers update their VM from threads. */

@@ -51,6 +51,7 @@ void hu_vm_free(struct hu_vm *vm)
 	free(vm->state_file);
 	free(vm->error);
 	json_object_put(vm->caps_before);
+	json_object_put(vm->snapshot);
 	json_object_put(vm->caps);
 	hu_qmp_close(vm->qmp);
 	if (vm->mgr && vm->mgr->free)

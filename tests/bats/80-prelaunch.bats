@@ -225,3 +225,22 @@ check_one_qemu() { # NAME PID
 	run --separate-stderr hu status --json
 	[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" = '["failed"]' ]
 }
+
+@test "prelaunch: two VMs at once, each on the new QEMU; the manifest saved by both workers" {
+	local Q=q80-$HU_RUN_ID old_p old_q new_p new_q
+	start_vm $P
+	start_vm $Q
+	old_p=$(vm_pid $P)
+	old_q=$(vm_pid $Q)
+	run --separate-stderr hu run --no-reboot --yes --vm $P --vm $Q
+	echo "$stderr"
+	[ "$status" -eq 0 ]
+	new_p=$(qemu_pids_with "$T/$P.")
+	new_q=$(qemu_pids_with "$T/$Q.")
+	[ -n "$new_p" ] && [ "$new_p" != "$old_p" ]
+	[ -n "$new_q" ] && [ "$new_q" != "$old_q" ]
+	check_one_qemu $P "$new_p"
+	check_one_qemu $Q "$new_q"
+	run --separate-stderr hu status --json
+	[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" = '["restored", "restored"]' ]
+}
