@@ -61,11 +61,16 @@ load proxmox
 	cp=$!
 	# it has planned and waits on the flock once it holds the lock file open (on an fd other than
 	# the test's 8, which the child has until its redirection)
+	local f waiting=
 	for ((i = 0; i < 1200; i++)); do
-		ls -l "/proc/$cp/fd" 2>/dev/null | grep -v ' 8 -> ' | grep -qF -- "-> $lock" && break
+		for f in "/proc/$cp/fd/"*; do
+			[[ "${f##*/}" != 8 && "$(readlink "$f" 2>/dev/null)" == "$lock" ]] && waiting=1
+		done
+		[[ -n "$waiting" ]] && break
 		_hu_pid_alive "$cp" || break
 		sleep 0.05
 	done
+	[[ -n "$waiting" ]]
 	echo 'lock: backup' >>"$PVE/etc/pve/qemu-server/105.conf"
 	exec 8>&-
 	local rc=0
