@@ -7,14 +7,38 @@
 load helpers
 load proxmox
 
-@test "config lock held by someone else: the checkpoint fails cleanly, every VM still running" {
-	local v=p72a-$HU_RUN_ID w=p72b-$HU_RUN_ID pv pw tv lock=$PVE/var/lock/qemu-server/lock-104.conf
-	pve_start 104 "$v"
+# Proxmox VM N named V and a plain QEMU W, both ticking; their pids in pv and pw.
+start_pair() {
+	local n=$1 v=$2 w=$3
+	pve_start "$n" "$v"
 	vm_start "$w" $(qmp_arg "$w") $(ram_file_args "$w" "$T/$w.ram")
 	vm_wait_tick "$v" 2 120
 	vm_wait_tick "$w" 2 120
-	pv=$(pve_pid 104) pw=$(vm_pid "$w")
+	pv=$(pve_pid "$n") pw=$(vm_pid "$w")
 	pve_wait_log "\"greeting\", \"pid\": $pv"
+}
+
+# After a failed checkpoint: both QEMUs the ones from before (pids pv, pw), running; nothing for
+# Proxmox to clean up (no stop, the flag where qm left it); the config lock free again for qm.
+assert_untouched() {
+	local n=$1 v=$2 w=$3 tv
+	[ "$(pve_pid "$n")" = "$pv" ]
+	[ "$(vm_pid "$w")" = "$pw" ]
+	[ "$(vm_status "$w")" = running ]
+	[ "$(json_get "$(qmp "$PVE/var/run/qemu-server/$n.qmp" query-status)" 'j["status"]')" = running ]
+	tv=$(vm_last_tick "$v")
+	vm_wait_tick "$v" $((tv + 3)) 120
+	vm_wait_ticking "$w" 3 120
+	run ! pve_log_has '"SHUTDOWN"'
+	run ! pve_log_has '"qm-cleanup"'
+	[ -s "$PVE/var/run/qemu-server/$n.cleanup" ]
+	[ ! -e "$S/proxmox-$n.cleanup" ]
+	flock -n "$PVE/var/lock/qemu-server/lock-$n.conf" true
+}
+
+@test "config lock held by someone else: the checkpoint fails cleanly, every VM still running" {
+	local v=p72a-$HU_RUN_ID w=p72b-$HU_RUN_ID pv pw lock=$PVE/var/lock/qemu-server/lock-104.conf
+	start_pair 104 "$v" "$w"
 	exec 8>>"$lock"
 	flock -n 8
 	run --separate-stderr "$HU_BIN" checkpoint --state-dir "$S" --vm "$v" --vm "$w" 8>&-
@@ -22,21 +46,7 @@ load proxmox
 	echo "$output" "$stderr"
 	[ "$status" -eq 1 ]
 	[[ "$stderr" == *"Proxmox config lock $lock busy"* ]]
-	# Both QEMUs are the ones from before, running.
-	[ "$(pve_pid 104)" = "$pv" ]
-	[ "$(vm_pid "$w")" = "$pw" ]
-	[ "$(vm_status "$w")" = running ]
-	[ "$(json_get "$(qmp "$PVE/var/run/qemu-server/104.qmp" query-status)" 'j["status"]')" = running ]
-	tv=$(vm_last_tick "$v")
-	vm_wait_tick "$v" $((tv + 3)) 120
-	vm_wait_ticking "$w" 3 120
-	# Nothing for Proxmox to clean up: no stop, the flag where qm left it.
-	run ! pve_log_has '"SHUTDOWN"'
-	run ! pve_log_has '"qm-cleanup"'
-	[ -s "$PVE/var/run/qemu-server/104.cleanup" ]
-	[ ! -e "$S/proxmox-104.cleanup" ]
-	# The lock is free again for qm.
-	flock -n "$lock" true
+	assert_untouched 104 "$v" "$w"
 }
 
 # vzdump and qm snapshot set `lock: backup` in the config under the flock and then let go of the
@@ -45,12 +55,7 @@ load proxmox
 # until the checkpoint has planned and waits on it, sets the lock, lets go.
 @test "config lock set between plan and the flock: that VM fails naming it, every VM still running" {
 	local v=p72c-$HU_RUN_ID w=p72d-$HU_RUN_ID pv pw cp i lock=$PVE/var/lock/qemu-server/lock-105.conf
-	pve_start 105 "$v"
-	vm_start "$w" $(qmp_arg "$w") $(ram_file_args "$w" "$T/$w.ram")
-	vm_wait_tick "$v" 2 120
-	vm_wait_tick "$w" 2 120
-	pv=$(pve_pid 105) pw=$(vm_pid "$w")
-	pve_wait_log "\"greeting\", \"pid\": $pv"
+	start_pair 105 "$v" "$w"
 	run --separate-stderr "$HU_BIN" plan --state-dir "$S" --vm "$v" --vm "$w"
 	echo "$output" "$stderr"
 	[ "$status" -eq 0 ]
@@ -78,16 +83,5 @@ load proxmox
 	cat "$T/cp.out" "$T/cp.err"
 	[ "$rc" -eq 1 ]
 	[[ "$(cat "$T/cp.err")" == *"changed since the plan: Proxmox VM 105: config lock 'backup' is set"* ]]
-	# Both QEMUs are the ones from before, running.
-	[ "$(pve_pid 105)" = "$pv" ]
-	[ "$(vm_pid "$w")" = "$pw" ]
-	[ "$(vm_status "$w")" = running ]
-	[ "$(json_get "$(qmp "$PVE/var/run/qemu-server/105.qmp" query-status)" 'j["status"]')" = running ]
-	vm_wait_ticking "$w" 3 120
-	# Nothing moved: no stop, the flag where qm left it, the lock free again.
-	run ! pve_log_has '"SHUTDOWN"'
-	run ! pve_log_has '"qm-cleanup"'
-	[ -s "$PVE/var/run/qemu-server/105.cleanup" ]
-	[ ! -e "$S/proxmox-105.cleanup" ]
-	flock -n "$lock" true
+	assert_untouched 105 "$v" "$w"
 }
