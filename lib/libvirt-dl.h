@@ -44,6 +44,7 @@
 	X(virt, virDomainCreateXML)               \
 	X(virt, virDomainDestroyFlags)            \
 	X(virt, virDomainFree)                    \
+	X(virt, virDomainGetControlInfo)          \
 	X(virt, virDomainGetAutostart)            \
 	X(virt, virDomainGetID)                   \
 	X(virt, virDomainGetJobInfo)              \

@@ -143,8 +143,15 @@ static int set_why(char **ret_why, const char *fmt, const char *a, const char *b
  * reply without a deadline (after taking the domain's job), so a wedged
  * monitor would hang plan or checkpoint. Past our deadline the caller gives
  * up, as with a QMP socket that does not answer; the thread, holding its own
- * references, ends whenever libvirt does. */
+ * references, ends whenever libvirt does.
+ * A command given up on may still run later: the next one to that domain
+ * must not race it (an abandoned `migrate` after a rollback's `cont`). So
+ * while one is in flight, ours (lv_inflight) or anyone's (libvirt's control
+ * state "occupied"), a new call fails with -EBUSY (lv_busy); a timed-out
+ * command counts as run, not as not run (resume.c asks QEMU what happened
+ * before it acts, and fails the VM when it cannot). */
 struct lv_call {
+	struct lv_call *next; /* in lv_inflight while the thread runs */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	unsigned refs; /* the caller and the thread */
@@ -156,6 +163,58 @@ struct lv_call {
 	char *reply;
 	char *error;
 };
+
+#define LV_STUCK_MS 1000 /* a monitor command this old is worth waiting out */
+
+static pthread_mutex_t lv_inflight_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct lv_call *lv_inflight;
+
+/* -EBUSY with the reason when a command to `dom` is still in flight: one
+ * of ours given up on, at once; another client's that libvirt has waited on
+ * for a while (a stuck one, or one a host-upgrade before us gave up on),
+ * when it is still there at our deadline. Nothing signals the monitor's
+ * release: look again every 100 ms. One that simply runs (virsh domstats,
+ * libvirt's own polling) is gone by then, and ours queues behind it. */
+static int lv_busy(virDomainPtr dom, unsigned timeout_ms, char **ret_error)
+{
+	int64_t deadline = hu_mono_ms() + timeout_ms;
+	virDomainControlInfo info = {};
+	bool ours = false;
+
+	pthread_mutex_lock(&lv_inflight_lock);
+	for (struct lv_call *c = lv_inflight; c && !ours; c = c->next)
+		ours = c->dom == dom;
+	pthread_mutex_unlock(&lv_inflight_lock);
+	if (ours) {
+		*ret_error = strdup("an earlier monitor command to this domain has not returned yet");
+		return -EBUSY;
+	}
+	for (;;) {
+		if (sym_virDomainGetControlInfo(dom, &info, 0) < 0 ||
+		    info.state != VIR_DOMAIN_CONTROL_OCCUPIED || info.stateTime < LV_STUCK_MS)
+			return 0; /* a failure here: the command itself will say */
+		if (hu_mono_ms() >= deadline)
+			break;
+		nanosleep(&(struct timespec){ .tv_nsec = 100 * 1000 * 1000 }, NULL);
+	}
+	if (asprintf(ret_error,
+		     "an earlier monitor command to this domain has not returned yet (libvirt has waited "
+		     "%llu ms for QEMU's reply)",
+		     (unsigned long long)info.stateTime) < 0)
+		*ret_error = NULL;
+	return -EBUSY;
+}
+
+static void lv_inflight_remove(struct lv_call *c)
+{
+	pthread_mutex_lock(&lv_inflight_lock);
+	for (struct lv_call **p = &lv_inflight; *p; p = &(*p)->next)
+		if (*p == c) {
+			*p = c->next;
+			break;
+		}
+	pthread_mutex_unlock(&lv_inflight_lock);
+}
 
 static void lv_call_unref(struct lv_call *c)
 {
@@ -205,6 +264,7 @@ static void *lv_call_run(void *data)
 	c->done = true;
 	pthread_cond_signal(&c->cond);
 	pthread_mutex_unlock(&c->lock);
+	lv_inflight_remove(c);
 	lv_call_unref(c);
 	return NULL;
 }
@@ -221,6 +281,11 @@ static int lv_command(void *data, const char *req, int fd, unsigned timeout_ms, 
 
 	if (!c)
 		return -ENOMEM;
+	r = lv_busy(data, timeout_ms, ret_error);
+	if (r < 0) {
+		free(c);
+		return r;
+	}
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&c->cond, &ca);
@@ -241,11 +306,16 @@ static int lv_command(void *data, const char *req, int fd, unsigned timeout_ms, 
 		return r;
 	}
 	c->refs = 2;
+	pthread_mutex_lock(&lv_inflight_lock);
+	c->next = lv_inflight;
+	lv_inflight = c;
+	pthread_mutex_unlock(&lv_inflight_lock);
 	pthread_attr_init(&ta);
 	pthread_attr_setdetachstate(&ta, PTHREAD_CREATE_DETACHED);
 	r = -pthread_create(&t, &ta, lv_call_run, c);
 	pthread_attr_destroy(&ta);
 	if (r < 0) {
+		lv_inflight_remove(c);
 		c->refs = 1;
 		lv_call_unref(c);
 		return r;

@@ -186,7 +186,9 @@ static bool ha_managed(unsigned vmid)
 	return false;
 }
 
-static void pve_plan(struct hu_vm *vm, const struct hu_options *opts)
+/* What keeps this VM from a checkpoint now, pushed onto `strv`: plan's
+ * blockers, and checked again under the config lock (pve_prepare). */
+static void pve_blockers(unsigned vmid, char ***strv, size_t *n)
 {
 	static const struct {
 		const char *key;
@@ -197,55 +199,64 @@ static void pve_plan(struct hu_vm *vm, const struct hu_options *opts)
 		{ "tpmstate", true, "its TPM state lives in a swtpm process qm starts: not restored" },
 		{ "virtiofs", true, "its virtiofsd processes are not restored" },
 	};
-	unsigned vmid = vm->pve->vmid;
 	_cleanup_free_ char *conf = pve_path("/etc/pve/qemu-server/%u.conf", vmid), *text = NULL;
 	_cleanup_free_ char *reboot = pve_path("/var/run/qemu-server/%u.reboot", vmid);
 	const char *lock;
 	int r;
 
-	(void)opts;
-	if (!conf || !reboot)
+	if (!conf || !reboot) {
+		hu_strv_pushf(strv, n, "Proxmox VM %u: out of memory", vmid);
 		return;
+	}
 	r = hu_read_file(conf, PVE_MAX_CONF, &text, NULL);
 	if (r < 0) {
-		hu_strv_pushf(&vm->blockers, &vm->n_blockers, "Proxmox VM %u: cannot read %s: %s", vmid, conf,
-			      strerror(-r));
+		hu_strv_pushf(strv, n, "Proxmox VM %u: cannot read %s: %s", vmid, conf, strerror(-r));
 		return;
 	}
 	lock = conf_find(text, "lock", false);
 	if (lock)
 		hu_strv_pushf(
-			&vm->blockers, &vm->n_blockers,
+			strv, n,
 			"Proxmox VM %u: config lock '%.*s' is set: a qm operation runs or was cut short "
 			"(qm unlock %u once it is over)",
 			vmid, (int)strcspn(lock, "\n"), lock, vmid);
 	for (size_t i = 0; i < ARRAY_SIZE(unsupported); i++)
 		if (conf_find(text, unsupported[i].key, unsupported[i].numbered))
-			hu_strv_pushf(&vm->blockers, &vm->n_blockers, "Proxmox VM %u: %s", vmid,
-				      unsupported[i].why);
+			hu_strv_pushf(strv, n, "Proxmox VM %u: %s", vmid, unsupported[i].why);
 	if (access(reboot, F_OK) == 0)
-		hu_strv_pushf(&vm->blockers, &vm->n_blockers,
+		hu_strv_pushf(strv, n,
 			      "Proxmox VM %u: a qm reboot is pending (%s): qm cleanup would cold-start it "
 			      "beside its checkpoint",
 			      vmid, reboot);
 	if (ha_managed(vmid))
 		hu_strv_pushf(
-			&vm->blockers, &vm->n_blockers,
+			strv, n,
 			"Proxmox VM %u is an HA resource (ha/resources.cfg): pve-ha-lrm takes a kexec for a "
 			"shutdown and would act on it; remove it from HA for the upgrade",
 			vmid);
 }
 
+static void pve_plan(struct hu_vm *vm, const struct hu_options *opts)
+{
+	(void)opts;
+	pve_blockers(vm->pve->vmid, &vm->blockers, &vm->n_blockers);
+}
+
 /* --- checkpoint --- */
 
 /* qemu-server's config lock: `>>` + flock, as lock_file_full does. Nothing
- * signals a released flock: try again every 100 ms until the bound. */
+ * signals a released flock: try again every 100 ms until the bound. Then
+ * plan's blockers again: any one fails this VM (and so, all or nothing,
+ * the checkpoint), the lock let go. */
 static int pve_prepare(struct hu_vm *vm)
 {
 	struct hu_proxmox_vm *p = vm->pve;
 	_cleanup_free_ char *dir = pve_path("/var/lock/qemu-server"), *path = NULL;
 	_cleanup_close_ int fd = -1;
 	int64_t deadline = hu_mono_ms() + PVE_LOCK_WAIT_MS;
+	char **now = NULL;
+	size_t n_now = 0;
+	int r;
 
 	if (p->lock_fd >= 0)
 		return 0;
@@ -266,6 +277,15 @@ static int pve_prepare(struct hu_vm *vm)
 				"on VM %u",
 				path, PVE_LOCK_WAIT_MS / 1000, p->vmid);
 		nanosleep(&(struct timespec){ .tv_nsec = 100 * 1000 * 1000 }, NULL);
+	}
+	/* Between plan and here (a prompt can sit there) a vzdump or snapshot
+	 * may have set `lock:` in the config and let go of the flock: what
+	 * blocked at plan time is checked again now that nothing can change it. */
+	pve_blockers(p->vmid, &now, &n_now);
+	if (n_now > 0) {
+		r = hu_vm_set_error(vm, -EBUSY, "changed since the plan: %s", now[0]);
+		hu_strv_free(now, n_now);
+		return r;
 	}
 	p->lock_fd = TAKE_FD(fd);
 	hu_dbg(vm->ctx, vm->name, "holding %s", path);

@@ -41,6 +41,7 @@ const char *hu_qmp_strerror(int r)
 	case -EREMOTEIO: return "QEMU returned an error";
 	case -EOPNOTSUPP: return "command not supported by this QEMU";
 	case -EAGAIN:    return "the socket accepts no connection (its listen queue stays full)";
+	case -EBUSY:     return "an earlier monitor command to this domain has not returned yet";
 	default:         return strerror(-r);
 	}
 	/* clang-format on */

@@ -46,25 +46,47 @@ int64_t hu_mono_us(void)
 }
 
 /* Open a file that must be a regular one, relative to `dirfd` (AT_FDCWD or
- * a directory's fd). O_NONBLOCK, so that a FIFO or a device put in its place
- * cannot block us, then checked: -EBADFD when it is something else.
- * `flags`: the access mode and e.g. O_NOFOLLOW, O_CREAT, O_EXCL. */
+ * a directory's fd); -EBADFD when it is something else. Only an O_PATH
+ * descriptor is taken before the check: opening a device node is an act of
+ * its own (a watchdog arms, a tape rewinds, a serial line raises DTR), and a
+ * FIFO would block. The regular file that passed is then opened for real
+ * through /proc/self/fd, which names that inode, not the path again.
+ * `flags`: the access mode and e.g. O_NOFOLLOW, O_CREAT, O_EXCL, O_APPEND. */
 int hu_openat_regular(int dirfd, const char *path, int flags, mode_t mode)
 {
-	_cleanup_close_ int fd = openat(dirfd, path, flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, mode);
+	const int reopen_flags = (flags & ~(O_CREAT | O_EXCL | O_NOFOLLOW)) | O_CLOEXEC | O_NOCTTY;
+	_cleanup_close_ int pfd = -1;
+	char proc[sizeof("/proc/self/fd/") + 11];
 	struct stat st;
-	int fl;
+	int fd;
 
-	if (fd < 0)
+	/* Created here: nothing else was there, so it is a regular file. */
+	if ((flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL)) {
+		fd = openat(dirfd, path, flags | O_CLOEXEC | O_NOCTTY, mode);
+		return fd < 0 ? -errno : fd;
+	}
+	for (int tries = 0; pfd < 0; tries++) {
+		pfd = openat(dirfd, path, O_PATH | O_CLOEXEC | (flags & O_NOFOLLOW));
+		if (pfd >= 0)
+			break;
+		if (errno != ENOENT || !(flags & O_CREAT))
+			return -errno;
+		/* Not there: create it, refusing whatever appears meanwhile. */
+		fd = openat(dirfd, path, flags | O_EXCL | O_CLOEXEC | O_NOCTTY, mode);
+		if (fd >= 0)
+			return fd;
+		if (errno != EEXIST || tries >= 16)
+			return -errno;
+	}
+	if (fstat(pfd, &st) < 0)
 		return -errno;
-	if (fstat(fd, &st) < 0)
-		return -errno;
+	if (S_ISLNK(st.st_mode))
+		return -ELOOP; /* O_NOFOLLOW, as openat() would say */
 	if (!S_ISREG(st.st_mode))
 		return -EBADFD;
-	fl = fcntl(fd, F_GETFL);
-	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
-		return -errno;
-	return TAKE_FD(fd);
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
+	fd = open(proc, reopen_flags);
+	return fd < 0 ? -errno : fd;
 }
 
 int hu_read_fd(int fd, size_t max, char **ret, size_t *ret_len)

@@ -172,3 +172,25 @@ peripheral_ids() {
 		_hu_pid_alive "$p"
 	done
 }
+
+# Opening a device node is an act of its own (/dev/watchdog arms a watchdog, a tape rewinds): a
+# -readconfig naming one is refused from an O_PATH descriptor, never opened for reading. A
+# node of /dev/null's numbers in the user's dir stands in; strace shows every open of it.
+@test "another user's -readconfig naming a device node: refused, and never opened except with O_PATH" {
+	command -v strace >/dev/null || skip "no strace"
+	hostile_setup h70
+	mknod "$U/watchdog" c 1 3
+	hostile_python dev "$U/dev.ready" -c 'import signal, sys; open(sys.argv[1], "w").close(); signal.pause()' \
+		"$U/dev.ready" -name guest=h70w-$HU_RUN_ID -readconfig "$U/watchdog"
+	run --separate-stderr timeout 120 strace -f -qq -o "$T/strace.out" -e trace=open,openat,openat2 \
+		"$HU_BIN" plan --state-dir "$S" --json --vm h70w-$HU_RUN_ID
+	echo "plan: status $status, stdout [$output], stderr [$stderr]"
+	[ "$status" -eq 1 ]
+	[[ "$(plan_vm "$output" h70w-$HU_RUN_ID blockers)" == *"\"cannot read -readconfig $U/watchdog: not a regular file\""* ]]
+	run grep -F "\"$U/watchdog\"" "$T/strace.out"
+	[ "${#lines[@]}" -ge 1 ]
+	local l
+	for l in "${lines[@]}"; do
+		[[ "$l" == *O_PATH* ]] || { echo "opened without O_PATH: $l"; false; }
+	done
+}

@@ -22,6 +22,7 @@ load libvirt # setup_file, setup, teardown, teardown_file
 	[ "$(plan_vm "$output" "$d" blockers)" = '[]' ]
 	# The table says it too.
 	run "$HU_BIN" plan --state-dir "$S" --vm "$d"
+	echo "TABLE: $output"
 	[ "$status" -eq 0 ]
 	[[ "$output" == *"$d "*"in-place"*"ok (libvirt)"* ]]
 	# Planning changed nothing: the guest runs on, libvirt sees it running.
@@ -85,11 +86,18 @@ load libvirt # setup_file, setup, teardown, teardown_file
 	# a deadline of its own. Our own (the bound of `timeout` only catches a hang).
 	kill -STOP "$pid"
 	run --separate-stderr timeout 300 "$HU_BIN" plan --json --timeout 3 --state-dir "$S" --vm "$d"
-	kill -CONT "$pid"
 	echo "$output"
 	echo "$stderr"
 	[ "$status" -eq 1 ]
 	[[ "$(plan_vm "$output" "$d" blockers)" == *"no answer in time"* ]]
+	# The command given up on is still in libvirt, and would run whenever QEMU reads again:
+	# the next one is not queued behind it (to run out of order after it), it fails saying so.
+	run --separate-stderr timeout 300 "$HU_BIN" plan --json --timeout 5 --state-dir "$S" --vm "$d"
+	kill -CONT "$pid"
+	echo "$output"
+	echo "$stderr"
+	[ "$status" -eq 1 ]
+	[[ "$(plan_vm "$output" "$d" blockers)" == *"an earlier monitor command to this domain has not returned yet"* ]]
 	# Once the QEMU runs again libvirt gets its reply and lets go of the domain.
 	vm_wait_ticking "$d" 3 120
 	local i
