@@ -156,6 +156,7 @@ struct lv_call {
 	pthread_cond_t cond;
 	unsigned refs; /* the caller and the thread */
 	bool done;
+	bool abandoned; /* the caller gave up on it (under lv_inflight_lock) */
 	virDomainPtr dom;
 	char *req;
 	int fd; /* a dup: the caller may close its own after giving up */
@@ -183,7 +184,7 @@ static int lv_busy(virDomainPtr dom, unsigned timeout_ms, char **ret_error)
 
 	pthread_mutex_lock(&lv_inflight_lock);
 	for (struct lv_call *c = lv_inflight; c && !ours; c = c->next)
-		ours = c->dom == dom;
+		ours = c->dom == dom && c->abandoned;
 	pthread_mutex_unlock(&lv_inflight_lock);
 	if (ours) {
 		*ret_error = strdup("an earlier monitor command to this domain has not returned yet");
@@ -254,6 +255,9 @@ static void *lv_call_run(void *data)
 	} else {
 		r = sym_virDomainQemuMonitorCommand(c->dom, c->req, &res, 0);
 	}
+	/* Off the list before the caller hears of it: its next command must not
+	 * find this one still "in flight". */
+	lv_inflight_remove(c);
 	pthread_mutex_lock(&c->lock);
 	if (r < 0) {
 		/* libvirt's last error is per thread: read it here */
@@ -264,7 +268,6 @@ static void *lv_call_run(void *data)
 	c->done = true;
 	pthread_cond_signal(&c->cond);
 	pthread_mutex_unlock(&c->lock);
-	lv_inflight_remove(c);
 	lv_call_unref(c);
 	return NULL;
 }
@@ -331,6 +334,9 @@ static int lv_command(void *data, const char *req, int fd, unsigned timeout_ms, 
 	while (!c->done && pthread_cond_timedwait(&c->cond, &c->lock, &until) != ETIMEDOUT)
 		;
 	if (!c->done) {
+		pthread_mutex_lock(&lv_inflight_lock);
+		c->abandoned = true;
+		pthread_mutex_unlock(&lv_inflight_lock);
 		r = -ETIMEDOUT;
 		if (asprintf(ret_error, "libvirt gave no answer within %u ms (is the QEMU's monitor stuck?)",
 			     timeout_ms) < 0)
