@@ -35,10 +35,14 @@ error_names_medium() {
 	case "$e" in *pmem0*|*"RAM in"*) return 0 ;; esac
 	return 1
 }
+# vms.sh's, but the serial log may have fewer lines than the hook counted at the shutdown:
+# the power cycle (sysrq b) comes with no sync after it, and the file system loses the last
+# lines the guest wrote (seen: 58 counted, 57 after the cycle). More lines would be a guest
+# that ran again.
 vm_stayed_down() {
 	local n
 	n=$(serial_at before "$1" 2)
-	[ -z "$(vm_pid_by_name "$1")" ] && [ -n "$n" ] && [ "$(vm_lines "$1")" = "$n" ]
+	[ -z "$(vm_pid_by_name "$1")" ] && [ -n "$n" ] && [ "$(vm_lines "$1")" -le "$n" ]
 }
 
 case "$HU_BOOT" in
