@@ -104,6 +104,8 @@ pve_log_has() {
 
 pve_wait_log() {
 	local frag=$1 timeout=${2:-60} file=${3:-$QMEV_LOG} start=$SECONDS
+	# A bound, not an assertion: at least HU_MIN_WAIT, as vm_wait_tick (helpers.bash).
+	((timeout >= ${HU_MIN_WAIT:-300})) || timeout=${HU_MIN_WAIT:-300}
 	until pve_log_has "$frag" "$file"; do
 		if ((SECONDS - start >= timeout)); then
 			echo "proxmox: no '$frag' in $file within ${timeout}s:" >&2
