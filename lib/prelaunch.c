@@ -179,14 +179,14 @@ static int record(struct hu_manifest *m, struct hu_vm *vm, enum hu_vm_state stat
  * HU_TEST_PRELAUNCH_FAIL is set; documented in HACKING.md. */
 static const char *test_fail(void)
 {
-	return getenv("HU_TEST_PRELAUNCH_FAIL");
+	return secure_getenv("HU_TEST_PRELAUNCH_FAIL");
 }
 
 /* Test hook: HU_TEST_PRELAUNCH_DIE=STEP makes this process die by SIGKILL at
  * STEP (aside, spawned, saved, loaded), as a kill -9 there would. */
 static void die_at(const char *step)
 {
-	const char *s = getenv("HU_TEST_PRELAUNCH_DIE");
+	const char *s = secure_getenv("HU_TEST_PRELAUNCH_DIE");
 
 	if (s && streq(s, step))
 		raise(SIGKILL);
