@@ -104,8 +104,13 @@ int64_t hu_mono_ms(void); /* CLOCK_MONOTONIC */
 int64_t hu_mono_us(void);
 struct timespec;
 int64_t hu_timespec_ns(const struct timespec *ts); /* saturating */
-/* Regular files only (-EBADFD otherwise), never blocking on a FIFO; path
- * relative to dirfd (or AT_FDCWD). */
+/* A path of a file type `accept` takes (-EBADFD otherwise), checked on an
+ * O_PATH descriptor before the real open: never blocking on a FIFO, never
+ * opening a device node it refuses; path relative to dirfd (or AT_FDCWD). */
+struct stat;
+int hu_openat_checked(int dirfd, const char *path, int flags, mode_t mode,
+		      bool (*accept)(const struct stat *st));
+/* Regular files only. */
 int hu_openat_regular(int dirfd, const char *path, int flags, mode_t mode);
 int hu_read_file(const char *path, size_t max, char **ret, size_t *ret_len);
 /* All of fd (at most max bytes, -EFBIG past it), NUL-terminated. */
@@ -303,6 +308,8 @@ int hu_classify_path(const char *path, bool share, enum hu_backing *ret, char **
 int hu_classify_fs(long f_type, enum hu_backing *ret);
 /* Digest of sampled pages of a RAM file or DAX device. */
 int hu_ram_digest(const char *path, uint64_t size, uint64_t *ret);
+/* A file type RAM may live in: a regular file, a block device, device DAX. */
+bool hu_ram_medium_type(const struct stat *st);
 const char *hu_ram_strerror(int r);
 int hu_ram_medium(struct hu_ctx *ctx, const char *mem_path, struct hu_medium *ret);
 int hu_ram_medium_check(struct hu_ctx *ctx, const struct hu_medium *m, char **ret_why);

@@ -144,24 +144,28 @@ int hu_classify_path(const char *path, bool share, enum hu_backing *ret, char **
 
 /* --- the digest of sampled pages ------------------------------------- */
 
-/* A RAM file may sit in its owner's directory: whatever is put in its place,
- * a FIFO that would block the open or the reads for ever included, is
- * opened without blocking and refused unless a file, a block device
- * (legacy pmem) or device DAX. */
+bool hu_ram_medium_type(const struct stat *st)
+{
+	return S_ISREG(st->st_mode) || S_ISBLK(st->st_mode) ||
+	       (S_ISCHR(st->st_mode) && chr_is_dax(st->st_rdev));
+}
+
+/* A RAM file may sit in its owner's directory: whatever is put in its place
+ * (a FIFO that would block for ever, a device node whose open acts) is
+ * refused from an O_PATH descriptor unless a file, a block device (legacy
+ * pmem) or device DAX. */
 int hu_ram_digest(const char *path, uint64_t size, uint64_t *ret)
 {
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	_cleanup_close_ int fd = hu_openat_checked(AT_FDCWD, path, O_RDONLY, 0, hu_ram_medium_type);
 	uint64_t pages = size / PAGE;
 	unsigned char *map;
 	XXH3_state_t st;
 	struct stat sb;
 
 	if (fd < 0)
-		return -errno;
+		return fd;
 	if (fstat(fd, &sb) < 0)
 		return -errno;
-	if (!S_ISREG(sb.st_mode) && !S_ISBLK(sb.st_mode) && !(S_ISCHR(sb.st_mode) && chr_is_dax(sb.st_rdev)))
-		return -EBADFD;
 	if (S_ISREG(sb.st_mode) && (uint64_t)sb.st_size < size)
 		return -ERANGE; /* truncated: RAM did not survive */
 	if (pages == 0)

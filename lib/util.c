@@ -45,14 +45,15 @@ int64_t hu_mono_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* Open a file that must be a regular one, relative to `dirfd` (AT_FDCWD or
- * a directory's fd); -EBADFD when it is something else. Only an O_PATH
+/* Open a path whose file type `accept` takes, relative to `dirfd` (AT_FDCWD
+ * or a directory's fd); -EBADFD when it is of another type. Only an O_PATH
  * descriptor is taken before the check: opening a device node is an act of
  * its own (a watchdog arms, a tape rewinds, a serial line raises DTR), and a
- * FIFO would block. The regular file that passed is then opened for real
- * through /proc/self/fd, which names that inode, not the path again.
+ * FIFO would block. What passed is then opened for real through
+ * /proc/self/fd, which names that inode, not the path again.
  * `flags`: the access mode and e.g. O_NOFOLLOW, O_CREAT, O_EXCL, O_APPEND. */
-int hu_openat_regular(int dirfd, const char *path, int flags, mode_t mode)
+int hu_openat_checked(int dirfd, const char *path, int flags, mode_t mode,
+		      bool (*accept)(const struct stat *st))
 {
 	const int reopen_flags = (flags & ~(O_CREAT | O_EXCL | O_NOFOLLOW)) | O_CLOEXEC | O_NOCTTY;
 	_cleanup_close_ int pfd = -1;
@@ -82,11 +83,21 @@ int hu_openat_regular(int dirfd, const char *path, int flags, mode_t mode)
 		return -errno;
 	if (S_ISLNK(st.st_mode))
 		return -ELOOP; /* O_NOFOLLOW, as openat() would say */
-	if (!S_ISREG(st.st_mode))
+	if (!accept(&st))
 		return -EBADFD;
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
 	fd = open(proc, reopen_flags);
 	return fd < 0 ? -errno : fd;
+}
+
+static bool is_regular(const struct stat *st)
+{
+	return S_ISREG(st->st_mode);
+}
+
+int hu_openat_regular(int dirfd, const char *path, int flags, mode_t mode)
+{
+	return hu_openat_checked(dirfd, path, flags, mode, is_regular);
 }
 
 int hu_read_fd(int fd, size_t max, char **ret, size_t *ret_len)
@@ -150,9 +161,17 @@ int hu_read_state_file(int dirfd, const char *name, size_t max, char **ret, size
 	return read_file(dirfd, name, O_NOFOLLOW, max, ret, ret_len);
 }
 
+/* What may be flushed by path: a directory, or what RAM may live in. */
+static bool is_flushable(const struct stat *st)
+{
+	return S_ISDIR(st->st_mode) || hu_ram_medium_type(st);
+}
+
+/* The path may be in another user's directory: a FIFO or a device node put
+ * there is refused (-EBADFD), not opened. */
 int hu_fsync_path(const char *path)
 {
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	_cleanup_close_ int fd = hu_openat_checked(AT_FDCWD, path, O_RDONLY, 0, is_flushable);
 
 	if (fd < 0)
 		return -errno;

@@ -219,6 +219,38 @@ json.dump(j, open(p, "w"))' "$S/manifest.json" "$U/qemu-system-x86_64"
 	[ "$(vm_boot_count $N)" -eq 1 ]
 }
 
+# Case 6, a device node. The user points the RAM path at a device (a symlink: no privilege
+# needed); opening a device node is an act of its own (/dev/watchdog arms a watchdog), so the
+# digest refuses it from an O_PATH descriptor. /dev/null stands in; strace shows every open.
+@test "case 6: the user points the RAM path at a device node: refused, never opened except with O_PATH" {
+	command -v strace >/dev/null || skip "no strace"
+	local N=h26d-$HU_RUN_ID
+	checkpointed_vm $N "$U/$N.ram"
+	as_user mv "$U/$N.ram" "$U/$N.ram.away"
+	as_user ln -s /dev/null "$U/$N.ram"
+
+	run --separate-stderr timeout 120 strace -f -qq -o "$T/strace.out" -e trace=open,openat,openat2 \
+		"$HU_BIN" restore --state-dir "$S"
+	echo "restore: status $status, stderr [$stderr]"
+	[ "$status" -eq 1 ]
+	[[ "$stderr" == *"$N"*"RAM in $U/$N.ram: neither a regular file nor a pmem or device DAX node"* ]]
+	run grep -F "\"$U/$N.ram\"" "$T/strace.out"
+	[ "${#lines[@]}" -ge 1 ]
+	local l
+	for l in "${lines[@]}"; do
+		[[ "$l" == *O_PATH* ]] || { echo "opened without O_PATH: $l"; false; }
+	done
+
+	# nothing lost: its RAM back in place, restore continues the guest
+	rm "$U/$N.ram"
+	mv "$U/$N.ram.away" "$U/$N.ram"
+	run --separate-stderr hu restore
+	echo "restore: $stderr"
+	[ "$status" -eq 0 ]
+	vm_wait_ticking $N 2 30
+	[ "$(vm_boot_count $N)" -eq 1 ]
+}
+
 # Case 7. No unprivileged part: the manifest is root's (what it records of a RAM path came
 # from a QEMU's argv, though). early-boot wrote Wants=/After= for the mount unit of every
 # directory above a RAM file, each name built anew and looked for in all the text so far:
