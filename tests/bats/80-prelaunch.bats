@@ -103,6 +103,8 @@ check_one_qemu() { # NAME PID
 	local old new
 	old=$(vm_pid $P)
 	argv_of "$old" >"$T/argv.old"
+	cat "/proc/$old/cgroup" >"$T/cgroup.old"
+	grep -E '^(Uid|Gid|Groups):' "/proc/$old/status" >"$T/ids.old"
 	run --separate-stderr hu plan --json --vm $P
 	[ "$(plan_vm "$output" $P restart)" = prelaunch ]
 	run --separate-stderr hu run --no-reboot --yes --vm $P
@@ -116,6 +118,9 @@ check_one_qemu() { # NAME PID
 	# The recorded argv, plus the -incoming defer every restored QEMU gets.
 	argv_of "$new" >"$T/argv.new"
 	diff <(cat "$T/argv.old"; printf '%s\n' -incoming defer) "$T/argv.new"
+	# Its cgroup (the old one's, still there when it started) and its ids are the old one's.
+	diff "$T/cgroup.old" "/proc/$new/cgroup"
+	diff "$T/ids.old" <(grep -E '^(Uid|Gid|Groups):' "/proc/$new/status")
 	check_one_qemu $P "$new"
 	run --separate-stderr hu status --json
 	[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" = '["restored"]' ]
