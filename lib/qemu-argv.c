@@ -354,6 +354,12 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
 			    streq(hu_opts_get(&o, "name") ?: "", "org.qemu.guest_agent.0") &&
 			    hu_opts_get(&o, "chardev"))
 				r = hu_strdup_replace(&agent_id, hu_opts_get(&o, "chardev"));
+			/* Proxmox's "agent: type=isa": the agent on an ISA serial port
+			 * by the chardev qga0 (qemu-server names it so); a serial
+			 * port on any other chardev is a console, not an agent. */
+			else if (drv && streq(drv, "isa-serial") && !agent_id &&
+				 streq(hu_opts_get(&o, "chardev") ?: "", "qga0"))
+				r = hu_strdup_replace(&agent_id, "qga0");
 		} else if (streq(opt, "object")) {
 			r = hu_opts_parse(val, "qom-type", &o);
 			const char *mp = r >= 0 ? hu_opts_get(&o, "mem-path") : NULL;

@@ -147,6 +147,36 @@ static void test_json_object_agent_vfio(void **state)
 	hu_argv_info_clear(&ai);
 }
 
+/* Proxmox's agent: type=isa puts the agent on isa-serial by chardev qga0; an
+ * isa-serial console on another chardev is no agent. */
+static void test_isa_serial_agent(void **state)
+{
+	char *isa[] = { "kvm",
+			"-chardev",
+			"socket,path=/run/qemu-server/100.qga,server=on,wait=off,id=qga0",
+			"-device",
+			"isa-serial,chardev=qga0",
+			"-qmp",
+			"unix:/q,server=on",
+			NULL };
+	char *console[] = { "kvm",
+			    "-chardev",
+			    "socket,path=/run/serial0,server=on,wait=off,id=serial0",
+			    "-device",
+			    "isa-serial,chardev=serial0",
+			    "-qmp",
+			    "unix:/q,server=on",
+			    NULL };
+	struct hu_argv_info ai;
+
+	parse(isa, &ai);
+	assert_string_equal(ai.qga_path, "/run/qemu-server/100.qga");
+	hu_argv_info_clear(&ai);
+	parse(console, &ai);
+	assert_null(ai.qga_path);
+	hu_argv_info_clear(&ai);
+}
+
 static void test_truncated_and_malformed(void **state)
 {
 	char *dangling[] = { "qemu", "-qmp", NULL };
@@ -345,6 +375,7 @@ int main(void)
 		cmocka_unit_test(test_client_socket_and_fd_are_reported),
 		cmocka_unit_test(test_values_that_look_like_options),
 		cmocka_unit_test(test_json_object_agent_vfio),
+		cmocka_unit_test(test_isa_serial_agent),
 		cmocka_unit_test(test_truncated_and_malformed),
 		cmocka_unit_test(test_strip_incoming),
 		cmocka_unit_test(test_opts_parse),
