@@ -187,6 +187,19 @@ struct hu_argv_info {
 	char *passes_fd; /* an option that hands QEMU a file descriptor */
 	char *runas;	 /* -runas USER / -run-with user=USER: QEMU drops to USER itself */
 	char *chroot;	 /* -chroot DIR / -run-with chroot=DIR */
+	/* Unix socket paths QEMU binds (listening chardevs, -vnc unix:, -netdev
+	 * stream/dgram unix), as written (relative: from its cwd). */
+	char **listen_paths;
+	size_t n_listen_paths;
+	bool listen_paths_over; /* more than HU_MAX_LISTEN_PATHS */
+	unsigned once;		/* HU_ONCE_*: what a second QEMU cannot open beside this one */
+};
+#define HU_MAX_LISTEN_PATHS 64
+enum {
+	HU_ONCE_TAP = 1 << 0,	   /* a tap or bridge netdev */
+	HU_ONCE_BACKEND = 1 << 1,  /* vhost-user, swtpm: a back end of one connection */
+	HU_ONCE_HOST_DEV = 1 << 2, /* usb-host, vhost-scsi/vsock/vdpa, af-xdp, TPM passthrough */
+	HU_ONCE_PORT = 1 << 3,	   /* a TCP port it listens on (VNC, chardev, gdb, hostfwd) */
 };
 int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret);
 void hu_argv_info_clear(struct hu_argv_info *info);

@@ -157,6 +157,14 @@ static json_object *vm_to_json(const struct hu_vm *vm)
 		json_object_array_add(a, c);
 	}
 	json_object_object_add(o, "readconfig", a);
+	if (vm->ai.n_listen_paths) {
+		/* With its -readconfig files' (the argv alone does not say them):
+		 * abort puts them back after a prelaunch cut short. */
+		a = json_object_new_array();
+		for (size_t i = 0; i < vm->ai.n_listen_paths; i++)
+			json_object_array_add(a, json_object_new_string(vm->ai.listen_paths[i]));
+		json_object_object_add(o, "listen_paths", a);
+	}
 	json_object_object_add(o, "suspend", json_object_new_boolean(vm->suspend));
 	json_object_object_add(o, "suspended_by_us", json_object_new_boolean(vm->suspended_by_us));
 	json_object_object_add(o, "clock_step_ms",
@@ -613,6 +621,24 @@ static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 				r = -EBADMSG; /* nothing to talk to */
 		}
 		free(keep);
+	}
+	if (r >= 0 && json_object_object_get_ex(o, "listen_paths", NULL)) {
+		json_object *lp = get_array(o, "listen_paths", HU_MAX_LISTEN_PATHS, &r);
+
+		hu_strv_free(vm->ai.listen_paths, vm->ai.n_listen_paths);
+		vm->ai.listen_paths = NULL;
+		vm->ai.n_listen_paths = 0;
+		for (size_t i = 0; r >= 0 && i < json_object_array_length(lp); i++) {
+			json_object *e = json_object_array_get_idx(lp, i);
+
+			if (!json_object_is_type(e, json_type_string) ||
+			    json_object_get_string_len(e) >= PATH_MAX ||
+			    strlen(json_object_get_string(e)) != (size_t)json_object_get_string_len(e))
+				r = -EBADMSG;
+			else
+				r = hu_strv_push(&vm->ai.listen_paths, &vm->ai.n_listen_paths,
+						 json_object_get_string(e));
+		}
 	}
 	if (r >= 0 && asprintf(&vm->state_file, "%s/%s.state", ctx->state_dir, vm->name) < 0)
 		r = -ENOMEM;

@@ -24,18 +24,109 @@
 #include <sys/wait.h>
 #include "hu-private.h"
 
-/* The paths a running QEMU owns that a second one would take over. */
-static size_t owned_paths(const struct hu_vm *vm, const char *paths[3])
+/* The paths a running QEMU owns that a second one would take over: its
+ * pidfile and every unix socket it binds (QMP, agent, other monitors,
+ * serial ports, VNC, -netdev stream/dgram; those of its -readconfig files
+ * too, as discover read them), absolute (a relative one is from its working
+ * directory), each once. At most HU_MAX_LISTEN_PATHS + 3 (untrusted argv). */
+static int owned_paths(const struct hu_vm *vm, char ***ret, size_t *ret_n)
 {
+	const char *named[3] = { vm->ai.qmp_path, vm->ai.qga_path, vm->ai.pidfile };
+	char **out = NULL;
 	size_t n = 0;
+	int r = 0;
 
-	if (vm->ai.qmp_path)
-		paths[n++] = vm->ai.qmp_path;
-	if (vm->ai.qga_path)
-		paths[n++] = vm->ai.qga_path;
-	if (vm->ai.pidfile)
-		paths[n++] = vm->ai.pidfile;
-	return n;
+	for (size_t i = 0; i < ARRAY_SIZE(named) + vm->ai.n_listen_paths && r >= 0; i++) {
+		const char *p = i < ARRAY_SIZE(named) ? named[i] : vm->ai.listen_paths[i - ARRAY_SIZE(named)];
+		_cleanup_free_ char *abs = NULL;
+		bool seen = false;
+
+		if (!p || !p[0])
+			continue;
+		if (p[0] == '/' ? !(abs = strdup(p)) : asprintf(&abs, "%s/%s", vm->cwd ?: "/", p) < 0) {
+			r = -ENOMEM;
+			break;
+		}
+		for (size_t j = 0; j < n && !seen; j++)
+			seen = streq(out[j], abs);
+		if (!seen)
+			r = hu_strv_push(&out, &n, abs);
+	}
+	if (r < 0) {
+		hu_strv_free(out, n);
+		return r;
+	}
+	*ret = out;
+	*ret_n = n;
+	return 0;
+}
+
+/* The directory DIR as an O_PATH fd, reached without a symbolic link that
+ * someone other than root could have put there: a link is followed only
+ * when root owns it and its directory, which nobody else may write (so
+ * /var/run -> /run is fine; a user's directory swapped for a link to /etc
+ * is not). -ELOOP for such a path. */
+static int open_dir_safely(const char *dir)
+{
+	_cleanup_free_ char *copy = strdup(dir);
+	_cleanup_close_ int fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	char *save = NULL;
+
+	if (!copy)
+		return -ENOMEM;
+	if (fd < 0)
+		return -errno;
+	for (char *c = strtok_r(copy, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+		struct stat st, dst;
+		int flags = O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW, nfd;
+
+		if (fstatat(fd, c, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			return -errno;
+		if (S_ISLNK(st.st_mode)) {
+			if (fstat(fd, &dst) < 0)
+				return -errno;
+			if (st.st_uid != 0 || dst.st_uid != 0 || (dst.st_mode & (S_IWGRP | S_IWOTH)))
+				return -ELOOP;
+			flags &= ~O_NOFOLLOW;
+		}
+		nfd = openat(fd, c, flags);
+		if (nfd < 0)
+			return -errno;
+		close(fd);
+		fd = nfd;
+	}
+	return TAKE_FD(fd);
+}
+
+/* PATH's directory (safely) and its last component; -ENOENT, -ELOOP. */
+static int open_parent(const char *path, int *ret_dfd, const char **ret_base)
+{
+	_cleanup_free_ char *dir = strdup(path);
+	char *slash = dir ? strrchr(dir, '/') : NULL;
+	int fd;
+
+	if (!dir)
+		return -ENOMEM;
+	if (!slash || !slash[1])
+		return -EINVAL;
+	slash[1] = '\0';
+	fd = open_dir_safely(dir);
+	if (fd < 0)
+		return fd;
+	*ret_dfd = fd;
+	*ret_base = path + (slash + 1 - dir);
+	return 0;
+}
+
+/* Ours to move: a socket or a regular file of the QEMU's own user. What
+ * another user owns is not ours (it stays, and the new QEMU replaces it
+ * as a sequential restore would). */
+static bool ours_at(const struct hu_vm *vm, int dfd, const char *name)
+{
+	struct stat st;
+
+	return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       (S_ISSOCK(st.st_mode) || S_ISREG(st.st_mode)) && st.st_uid == vm->uid;
 }
 
 static char *aside_name(const char *path)
@@ -47,59 +138,67 @@ static char *aside_name(const char *path)
 	return s;
 }
 
-/* Move the old QEMU's paths aside. Only sockets and regular files: what is
- * at a path another user controls is not ours to move (it stays, and the
- * new QEMU replaces it as a sequential restore would). */
+/* Move the old QEMU's paths aside (PATH.hu-prelaunch), each renamed inside
+ * its directory opened once: a path through a link root does not own, or
+ * a file of another user, is left alone. */
 static int paths_aside(const struct hu_vm *vm, char **ret_error)
 {
-	const char *paths[3];
-	size_t n = owned_paths(vm, paths);
+	char **paths = NULL;
+	size_t n = 0;
+	int r = owned_paths(vm, &paths, &n);
 
-	for (size_t i = 0; i < n; i++) {
-		_cleanup_free_ char *aside = aside_name(paths[i]);
-		struct stat st;
+	for (size_t i = 0; i < n && r >= 0; i++) {
+		_cleanup_free_ char *aside = NULL;
+		_cleanup_close_ int dfd = -1;
+		const char *base;
 
-		if (!aside)
-			return -ENOMEM;
-		if (lstat(paths[i], &st) < 0) {
-			if (errno == ENOENT)
-				continue;
-			return hu_errorf(ret_error, -errno, "%s: %s", paths[i], strerror(errno));
-		}
-		if (!S_ISSOCK(st.st_mode) && !S_ISREG(st.st_mode))
+		r = open_parent(paths[i], &dfd, &base);
+		if (r == -ENOENT || r == -ELOOP || r == -EINVAL || r == -ENOTDIR) {
+			r = 0;
 			continue;
-		if (rename(paths[i], aside) < 0)
-			return hu_errorf(ret_error, -errno, "cannot move %s aside: %s", paths[i],
-					 strerror(errno));
+		}
+		if (r < 0) {
+			r = hu_errorf(ret_error, r, "%s: %s", paths[i], strerror(-r));
+			break;
+		}
+		if (!ours_at(vm, dfd, base))
+			continue;
+		aside = aside_name(base);
+		if (!aside)
+			r = -ENOMEM;
+		else if (renameat(dfd, base, dfd, aside) < 0)
+			r = hu_errorf(ret_error, -errno, "cannot move %s aside: %s", paths[i],
+				      strerror(errno));
 	}
-	return 0;
+	hu_strv_free(paths, n);
+	return r;
 }
 
 /* back: the old QEMU keeps the VM (its paths return); else the new one has
  * it (the old ones' names go). Idempotent: abort may run it again. */
 static void paths_settle(const struct hu_vm *vm, bool back)
 {
-	const char *paths[3];
-	size_t n = owned_paths(vm, paths);
+	char **paths = NULL;
+	size_t n = 0;
 
+	if (owned_paths(vm, &paths, &n) < 0)
+		return;
 	for (size_t i = 0; i < n; i++) {
-		_cleanup_free_ char *aside = aside_name(paths[i]);
+		_cleanup_free_ char *aside = NULL;
+		_cleanup_close_ int dfd = -1;
+		const char *base;
 
-		if (!aside || access(aside, F_OK) < 0)
+		if (open_parent(paths[i], &dfd, &base) < 0)
+			continue;
+		aside = aside_name(base);
+		if (!aside || !ours_at(vm, dfd, aside))
 			continue;
 		if (back)
-			rename(aside, paths[i]);
+			renameat(dfd, aside, dfd, base);
 		else
-			unlink(aside);
+			unlinkat(dfd, aside, 0);
 	}
-}
-
-static bool argv_has(const struct hu_vm *vm, const char *opt, const char *prefix)
-{
-	for (size_t i = 1; i + 1 < vm->argc; i++)
-		if (streq(vm->argv[i], opt) && !strncmp(vm->argv[i + 1], prefix, strlen(prefix)))
-			return true;
-	return false;
+	hu_strv_free(paths, n);
 }
 
 /* Whether cgroup path CG is inside a systemd service: any component ending
@@ -134,15 +233,18 @@ bool hu_prelaunch_eligible(const struct hu_vm *vm, const char **ret_why)
 		why = "QEMU was handed a file descriptor a new process cannot reopen";
 	else if (vm->n_memdevs == 0 || vm->copies_ram)
 		why = "RAM not all in shared files (memfd or private RAM: cpr-transfer is not done yet)";
-	else if (argv_has(vm, "-netdev", "tap") || argv_has(vm, "-netdev", "bridge") ||
-		 argv_has(vm, "-nic", "tap") || argv_has(vm, "-nic", "bridge") || argv_has(vm, "-net", "tap"))
+	else if (vm->ai.once & HU_ONCE_TAP)
 		why = "a tap network device cannot be opened by two QEMUs";
-	else if (argv_has(vm, "-netdev", "vhost-user") || argv_has(vm, "-chardev", "vhost-user") ||
-		 argv_has(vm, "-device", "vhost-user"))
-		why = "a vhost-user back end takes one connection (not verified)";
-	else if (argv_has(vm, "-device", "usb-host") || argv_has(vm, "-device", "vfio") ||
-		 argv_has(vm, "-device", "vhost-"))
-		why = "a host device cannot be opened by two QEMUs (not verified)";
+	else if (vm->ai.once & HU_ONCE_PORT)
+		why = "the old QEMU listens on a TCP port (a VNC display, a chardev or gdb server, hostfwd, "
+		      "-netdev socket listen=): a second QEMU cannot bind it";
+	else if (vm->ai.once & HU_ONCE_BACKEND)
+		why = "a vhost-user or swtpm back end takes one connection (not verified)";
+	else if (vm->ai.once & HU_ONCE_HOST_DEV)
+		why = "a host device (usb-host, u2f-passthru, vhost-scsi/vsock/vdpa, af-xdp, TPM passthrough) "
+		      "cannot be opened by two QEMUs (not verified)";
+	else if (vm->ai.listen_paths_over)
+		why = "more than 64 listening unix sockets to move aside";
 	else if (in_service(vm->cgroup))
 		why = "the old QEMU's end would stop its systemd service and the new QEMU with it";
 	for (size_t i = 0; !why && i < vm->n_memdevs; i++)

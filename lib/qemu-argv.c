@@ -6,6 +6,7 @@
  * chardev, memory files, VFIO, -daemonize).
  */
 #include <stdio.h>
+#include <sys/un.h>
 #include "hu-private.h"
 
 /* QEMU options without an argument (qemu-options.hx entries without
@@ -126,28 +127,57 @@ const char *hu_opts_get(const struct hu_opts *o, const char *key)
 	return NULL;
 }
 
+/* Nested objects and arrays as dotted keys ("addr.path", "hostfwd.0.str"),
+ * as QEMU's keyval writes them; a few levels deep at most. */
+static int opts_add_json(struct hu_opts *ret, const char *prefix, json_object *val, unsigned depth)
+{
+	_cleanup_free_ char *key = NULL;
+	const char *v;
+	int r = 0;
+
+	switch (json_object_get_type(val)) {
+	case json_type_boolean: v = json_object_get_boolean(val) ? "on" : "off"; break;
+	case json_type_string:
+	case json_type_int:
+	case json_type_double: v = json_object_get_string(val); break;
+	case json_type_object:
+		if (depth >= 4)
+			return 0;
+		json_object_object_foreach(val, k, sub) {
+			free(key);
+			key = NULL;
+			if ((prefix ? asprintf(&key, "%s.%s", prefix, k) : asprintf(&key, "%s", k)) < 0)
+				return -ENOMEM;
+			r = opts_add_json(ret, key, sub, depth + 1);
+			if (r < 0)
+				return r;
+		}
+		return 0;
+	case json_type_array:
+		if (depth >= 4 || !prefix)
+			return 0;
+		for (size_t i = 0; i < json_object_array_length(val); i++) {
+			free(key);
+			key = NULL;
+			if (asprintf(&key, "%s.%zu", prefix, i) < 0)
+				return -ENOMEM;
+			r = opts_add_json(ret, key, json_object_array_get_idx(val, i), depth + 1);
+			if (r < 0)
+				return r;
+		}
+		return 0;
+	default: return 0;
+	}
+	return prefix ? opts_add(ret, strdup(prefix), strdup(v)) : -EINVAL;
+}
+
 static int opts_parse_json(const char *s, struct hu_opts *ret)
 {
 	_cleanup_json_ json_object *o = json_tokener_parse(s);
-	int r;
 
 	if (!o || !json_object_is_type(o, json_type_object))
 		return -EINVAL;
-	json_object_object_foreach(o, key, val) {
-		const char *v;
-
-		switch (json_object_get_type(val)) {
-		case json_type_boolean: v = json_object_get_boolean(val) ? "on" : "off"; break;
-		case json_type_string:
-		case json_type_int:
-		case json_type_double: v = json_object_get_string(val); break;
-		default: continue; /* nested values are not needed */
-		}
-		r = opts_add(ret, strdup(key), strdup(v));
-		if (r < 0)
-			return r;
-	}
-	return 0;
+	return opts_add_json(ret, NULL, o, 0);
 }
 
 int hu_opts_parse(const char *s, const char *implied_key, struct hu_opts *ret)
@@ -253,6 +283,7 @@ void hu_argv_info_clear(struct hu_argv_info *info)
 	hu_strv_free(info->mem_paths, info->n_mem_paths);
 	hu_strv_free(info->object_ids, info->n_object_ids);
 	hu_strv_free(info->device_ids, info->n_device_ids);
+	hu_strv_free(info->listen_paths, info->n_listen_paths);
 	memset(info, 0, sizeof(*info));
 }
 
@@ -278,6 +309,118 @@ static int unix_server_path(const struct hu_opts *o, const char *backend_key, ch
 	return hu_strdup_replace(ret_path, b + 5);
 }
 
+/* A unix socket path QEMU binds: kept once, at most HU_MAX_LISTEN_PATHS.
+ * One longer than sun_path cannot have been bound. */
+static int add_listen_path(struct hu_argv_info *info, const char *path)
+{
+	if (!path || !path[0] || strlen(path) >= sizeof(((struct sockaddr_un *)NULL)->sun_path))
+		return 0;
+	for (size_t i = 0; i < info->n_listen_paths; i++)
+		if (streq(info->listen_paths[i], path))
+			return 0;
+	if (info->n_listen_paths >= HU_MAX_LISTEN_PATHS) {
+		info->listen_paths_over = true;
+		return 0;
+	}
+	return hu_strv_push(&info->listen_paths, &info->n_listen_paths, path);
+}
+
+static bool has_prefix(const char *s, const char *prefix)
+{
+	return s && !strncmp(s, prefix, strlen(prefix));
+}
+
+/* A chardev spec of -serial, -monitor, -qmp, -gdb ... ("unix:PATH,server=on",
+ * "tcp:HOST:PORT,server"), parsed with the implied key "backend": what it
+ * binds. -gdb makes every tcp: spec a server. */
+static int chardev_spec_binds(struct hu_argv_info *info, const struct hu_opts *o, bool gdb)
+{
+	const char *b = hu_opts_get(o, "backend");
+	bool server = is_on(hu_opts_get(o, "server"));
+
+	if (has_prefix(b, "tcp:") && (server || gdb))
+		info->once |= HU_ONCE_PORT;
+	else if ((has_prefix(b, "telnet:") || has_prefix(b, "tn3270:") || has_prefix(b, "websocket:")) &&
+		 server)
+		info->once |= HU_ONCE_PORT;
+	else if (has_prefix(b, "unix:") && server)
+		return add_listen_path(info, b + 5);
+	else if (!b && server)
+		return add_listen_path(info, hu_opts_get(o, "unix:path"));
+	return 0;
+}
+
+/* -chardev socket,...,server=on: a unix path (not an abstract one) or a TCP port. */
+static int chardev_binds(struct hu_argv_info *info, const struct hu_opts *o)
+{
+	if (!streq(hu_opts_get(o, "backend") ?: "", "socket") || !is_on(hu_opts_get(o, "server")) ||
+	    hu_opts_get(o, "fd"))
+		return 0;
+	if (hu_opts_get(o, "path"))
+		return is_on(hu_opts_get(o, "abstract")) ? 0 : add_listen_path(info, hu_opts_get(o, "path"));
+	if (hu_opts_get(o, "port"))
+		info->once |= HU_ONCE_PORT;
+	return 0;
+}
+
+/* -vnc DISPLAY / -display vnc=DISPLAY: "unix:PATH", "none", else a TCP port. */
+static int vnc_binds(struct hu_argv_info *info, const char *display, const struct hu_opts *o)
+{
+	const char *ws = hu_opts_get(o, "websocket");
+
+	if (ws && !streq(ws, "off"))
+		info->once |= HU_ONCE_PORT;
+	if (!display || streq(display, "none"))
+		return 0;
+	if (has_prefix(display, "unix:"))
+		return add_listen_path(info, display + 5);
+	info->once |= HU_ONCE_PORT;
+	return 0;
+}
+
+static bool has_key_prefix(const struct hu_opts *o, const char *prefix)
+{
+	for (size_t i = 0; i < o->n; i++)
+		if (has_prefix(o->kv[i].key, prefix))
+			return true;
+	return false;
+}
+
+/* -netdev, -nic, -net (the implied key "type", or JSON, or a [netdev]
+ * section): what a second QEMU cannot open, and the unix paths it binds. */
+static int netdev_binds(struct hu_argv_info *info, const struct hu_opts *o)
+{
+	const char *t = hu_opts_get(o, "type") ?: "";
+
+	if (streq(t, "tap") || streq(t, "bridge"))
+		info->once |= HU_ONCE_TAP;
+	else if (streq(t, "vhost-user"))
+		info->once |= HU_ONCE_BACKEND;
+	else if (streq(t, "vhost-vdpa") || streq(t, "af-xdp"))
+		info->once |= HU_ONCE_HOST_DEV;
+	else if (streq(t, "user") && has_key_prefix(o, "hostfwd"))
+		info->once |= HU_ONCE_PORT;
+	else if (streq(t, "socket") && hu_opts_get(o, "listen"))
+		info->once |= HU_ONCE_PORT;
+	else if (streq(t, "stream") && is_on(hu_opts_get(o, "server")) &&
+		 streq(hu_opts_get(o, "addr.type") ?: "", "unix") && !is_on(hu_opts_get(o, "addr.abstract")))
+		return add_listen_path(info, hu_opts_get(o, "addr.path"));
+	else if (streq(t, "dgram") && streq(hu_opts_get(o, "local.type") ?: "", "unix"))
+		return add_listen_path(info, hu_opts_get(o, "local.path"));
+	return 0;
+}
+
+static void device_once(struct hu_argv_info *info, const char *drv)
+{
+	if (has_prefix(drv, "vfio-"))
+		info->has_vfio = true;
+	else if (has_prefix(drv, "vhost-user"))
+		info->once |= HU_ONCE_BACKEND;
+	else if (has_prefix(drv, "vhost-") || streq(drv ?: "", "usb-host") ||
+		 streq(drv ?: "", "u2f-passthru"))
+		info->once |= HU_ONCE_HOST_DEV; /* vhost-scsi, vhost-vsock, vhost-vdpa-device */
+}
+
 int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
 {
 	struct hu_argv_info info = {};
@@ -296,6 +439,8 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
 		if (!hu_qemu_option_takes_arg(opt)) {
 			if (streq(opt, "daemonize"))
 				info.daemonize = true;
+			if (streq(opt, "s"))
+				info.once |= HU_ONCE_PORT; /* -gdb tcp::1234 */
 			continue;
 		}
 		if (i + 1 >= argc)
@@ -313,6 +458,8 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
 				r = hu_strdup_replace(&info.name, hu_opts_get(&o, "guest"));
 		} else if (streq(opt, "qmp") || streq(opt, "qmp-pretty")) {
 			r = hu_opts_parse(val, "backend", &o);
+			if (r >= 0)
+				r = chardev_spec_binds(&info, &o, false);
 			if (r >= 0 && !info.qmp_path) {
 				_cleanup_free_ char *err = NULL;
 
@@ -322,6 +469,8 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
 			}
 		} else if (streq(opt, "chardev")) {
 			r = hu_opts_parse(val, "backend", &o);
+			if (r >= 0)
+				r = chardev_binds(&info, &o);
 			if (r >= 0 && n_chardevs < ARRAY_SIZE(chardevs) && hu_opts_get(&o, "id") &&
 			    streq(hu_opts_get(&o, "backend") ?: "", "socket")) {
 				struct chardev *c = &chardevs[n_chardevs];
@@ -344,8 +493,7 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
 		} else if (streq(opt, "device")) {
 			r = hu_opts_parse(val, "driver", &o);
 			const char *drv = r >= 0 ? hu_opts_get(&o, "driver") : NULL;
-			if (drv && strncmp(drv, "vfio-", 5) == 0)
-				info.has_vfio = true;
+			device_once(&info, drv);
 			const char *id = r >= 0 ? hu_opts_get(&o, "id") : NULL;
 			if (id && info.n_device_ids < 256 &&
 			    hu_strv_push(&info.device_ids, &info.n_device_ids, id) < 0)
@@ -368,6 +516,29 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
 				r = hu_strv_push(&info.mem_paths, &info.n_mem_paths, mp);
 			if (r >= 0 && id && info.n_object_ids < 256)
 				r = hu_strv_push(&info.object_ids, &info.n_object_ids, id);
+		} else if (streq(opt, "serial") || streq(opt, "parallel") || streq(opt, "monitor") ||
+			   streq(opt, "debugcon") || streq(opt, "gdb")) {
+			r = hu_opts_parse(val, "backend", &o);
+			if (r >= 0)
+				r = chardev_spec_binds(&info, &o, streq(opt, "gdb"));
+		} else if (streq(opt, "vnc")) {
+			r = hu_opts_parse(val, "vnc", &o);
+			if (r >= 0)
+				r = vnc_binds(&info, hu_opts_get(&o, "vnc"), &o);
+		} else if (streq(opt, "display")) {
+			r = hu_opts_parse(val, "type", &o);
+			if (r >= 0 && hu_opts_get(&o, "vnc"))
+				r = vnc_binds(&info, hu_opts_get(&o, "vnc"), &o);
+		} else if (streq(opt, "netdev") || streq(opt, "nic") || streq(opt, "net")) {
+			r = hu_opts_parse(val, "type", &o);
+			if (r >= 0)
+				r = netdev_binds(&info, &o);
+		} else if (streq(opt, "tpmdev")) {
+			r = hu_opts_parse(val, "type", &o);
+			if (r >= 0 && streq(hu_opts_get(&o, "type") ?: "", "passthrough"))
+				info.once |= HU_ONCE_HOST_DEV;
+			else if (r >= 0 && streq(hu_opts_get(&o, "type") ?: "", "emulator"))
+				info.once |= HU_ONCE_BACKEND;
 		} else if (streq(opt, "runas")) {
 			r = hu_strdup_replace(&info.runas, val);
 		} else if (streq(opt, "chroot")) {

@@ -60,6 +60,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (hu_argv_parse(argv, argc, &ai) == 0) {
 		if (!ai.qmp_path && !ai.qmp_error)
 			abort(); /* discover reports one or the other */
+		if (ai.n_listen_paths > HU_MAX_LISTEN_PATHS)
+			abort(); /* prelaunch moves each aside: bounded */
+		for (size_t i = 0; i < ai.n_listen_paths; i++)
+			if (!ai.listen_paths[i][0] || strlen(ai.listen_paths[i]) >= 108)
+				abort(); /* only what QEMU could have bound */
 		if (ai.n_mem_paths > 0) {
 			_cleanup_free_ char *old = strdup(ai.mem_paths[0]);
 

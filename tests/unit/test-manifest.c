@@ -233,6 +233,31 @@ static void test_readconfig_optional(void **state)
 	hu_manifest_free(m);
 }
 
+/* The listening paths discovery read (a -readconfig chardev's too, which the
+ * argv abort re-parses does not name) come back from the manifest, checked. */
+static void test_listen_paths(void **state)
+{
+	struct hu_manifest *m = NULL, *back = NULL;
+	struct hu_vm *vm = make_vm("web1");
+
+	hu_strv_push(&vm->ai.listen_paths, &vm->ai.n_listen_paths, "/run/from-readconfig.sock");
+	assert_int_equal(hu_manifest_new(ctx, &m), 0);
+	hu_vm_list_add(&m->list, vm);
+	assert_int_equal(hu_manifest_set_phase(m, "checkpointed"), 0);
+	hu_manifest_free(m);
+	assert_int_equal(hu_manifest_load(ctx, &back), 0);
+	assert_int_equal(back->list.vms[0]->ai.n_listen_paths, 1);
+	assert_string_equal(back->list.vms[0]->ai.listen_paths[0], "/run/from-readconfig.sock");
+	hu_manifest_free(back);
+	/* none recorded (none to add, or an older manifest): the argv's own */
+	assert_int_equal(load_edited("\"readconfig\":", "\"readconfig\":", &back), 0);
+	assert_int_equal(back->list.vms[0]->ai.n_listen_paths, 1);
+	assert_string_equal(back->list.vms[0]->ai.listen_paths[0], "/run/x,y.sock");
+	hu_manifest_free(back);
+	expect_refused("\"readconfig\":", "\"listen_paths\":[7],\"readconfig\":", -EBADMSG);
+	expect_refused("\"readconfig\":", "\"listen_paths\":{},\"readconfig\":", -EBADMSG);
+}
+
 #define LV_OBJ(uuid, link)                                                                          \
 	"\"manager\":\"libvirt\",\"libvirt\":{\"uri\":\"qemu:///system\",\"uuid\":\"" uuid          \
 	"\",\"name\":\"web1\",\"id\":3,\"persistent\":true,\"autostart\":false,\"token\":\"00ff\"," \
@@ -544,6 +569,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_round_trip, state_dir_setup, state_dir_teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_manifests, state_dir_setup, state_dir_teardown),
+		cmocka_unit_test_setup_teardown(test_listen_paths, state_dir_setup, state_dir_teardown),
 		cmocka_unit_test_setup_teardown(test_readconfig_optional, state_dir_setup,
 						state_dir_teardown),
 		cmocka_unit_test_setup_teardown(test_manager_versions, state_dir_setup, state_dir_teardown),
