@@ -6,10 +6,13 @@ with the alternatives, on real QEMU (TCG) VMs of this machine.
      in-place (host-upgrade checkpoint: cpr-reboot + x-ignore-shared, RAM in a
      shared file on disk), full copy (stop + normal migrate to file:, what
      `virsh save` does), mapped-ram + multifd (4 channels) to file:;
-  2. userland round trip per VM (checkpoint -> running again): host-upgrade
-     checkpoint + restore vs the raw-QMP floor (floor.py) in the same run;
+  2. userland round trip per VM (checkpoint -> running again), interleaved in
+     the same run: run --no-reboot by prelaunch, run --no-reboot --restart
+     sequential, checkpoint + restore (flushed), and the naive raw-QMP floor
+     (floor.py); ratios to the floor;
   3. scaling with the number of 128 MiB in-place VMs: checkpoint all, restore
-     all, per-VM blackout (median, max);
+     all, per-VM blackout (median, max); then run --no-reboot of as many VMs
+     by prelaunch, per-VM blackout against the single VM's;
   4. plan with N VMs whose agent channels no agent answers (the guest never
      opens the port): the whole plan, and with --jobs 1.
 
