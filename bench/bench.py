@@ -561,44 +561,27 @@ class Bench:
                     self.rows["scale"].append(r)
                 log("scaling: %d VM%s by prelaunch, run %d/%d" % (n, "" if n == 1 else "s", run + 1, self.runs))
                 r = self.attempt("scaling: %d VMs by prelaunch, run %d/%d" % (n, run + 1, self.runs),
-                                 self.scale_prelaunch_run, files, n, run)
+                                 self.scale_run, files, n, run, prelaunch=True)
                 if r:
                     self.rows["scale_pre"].append(r)
 
-    def scale_run(self, files, n, run):
-        names = ["hb%s-s%02d-%d-%02d" % (self.tag, n, run, i) for i in range(n)]
+    def scale_run(self, files, n, run, prelaunch=False):
+        """n fresh VMs: one `checkpoint` and one `restore` of all of them, or
+        with prelaunch one `run --no-reboot` (prelaunch); each VM's blackout."""
+        names = ["hb%s-%s%02d-%d-%02d" % (self.tag, "p" if prelaunch else "s", n, run, i) for i in range(n)]
         vms = [VM(self, nm, self.scale_mem, files[i], share=True) for i, nm in enumerate(names)]
-        sd = "%s/state-s%02d-%d" % (self.work, n, run)
+        sd = "%s/state-%s%02d-%d" % (self.work, "p" if prelaunch else "s", n, run)
         try:
             self.start_vms(vms)
-            ck_ms, p = self.hu("checkpoint", sd, names)
-            saves = list(self.saved_ms(p.stderr).values())
-            rs_ms, p2 = self.hu("restore", sd, names)
-            st = self.hu_status(sd)
-            down = [v["downtime_ms"] for v in st["vms"]]
-            bad = [v["name"] for v in st["vms"] if v["state"] != "restored"]
-            bad += [vm.name for vm in vms if vm.boots() != 1]
-            if bad:
-                raise RuntimeError("not restored (or rebooted): %s" % ", ".join(bad))
-            return {"vms": n, "run": run, "ckpt_cmd_ms": ck_ms, "restore_cmd_ms": rs_ms,
-                    "ckpt_cpu_ms": p.cpu_ms, "restore_cpu_ms": p2.cpu_ms,
-                    "blackout_median_ms": statistics.median(down), "blackout_max_ms": max(down),
-                    "blackout_min_ms": min(down), "save_median_ms": med(saves), "save_max_ms": max(saves or [0])}
-        finally:
-            for vm in vms:
-                vm.kill()
-            shutil.rmtree(sd, ignore_errors=True)
-
-    def scale_prelaunch_run(self, files, n, run):
-        """One `run --no-reboot` (prelaunch) of n fresh VMs: the command and
-        each VM's blackout, to set beside the single VM's."""
-        names = ["hb%s-p%02d-%d-%02d" % (self.tag, n, run, i) for i in range(n)]
-        vms = [VM(self, nm, self.scale_mem, files[i], share=True) for i, nm in enumerate(names)]
-        sd = "%s/state-p%02d-%d" % (self.work, n, run)
-        try:
-            self.start_vms(vms)
-            run_ms, p = self.hu("run", sd, names, ("--no-reboot", "--yes"))
-            check_restart(p.stderr, names, False)
+            if prelaunch:
+                run_ms, p = self.hu("run", sd, names, ("--no-reboot", "--yes"))
+                check_restart(p.stderr, names, False)
+                row = {"vms": n, "run": run, "run_cmd_ms": run_ms, "run_cpu_ms": p.cpu_ms}
+            else:
+                ck_ms, p = self.hu("checkpoint", sd, names)
+                rs_ms, p2 = self.hu("restore", sd, names)
+                row = {"vms": n, "run": run, "ckpt_cmd_ms": ck_ms, "restore_cmd_ms": rs_ms,
+                       "ckpt_cpu_ms": p.cpu_ms, "restore_cpu_ms": p2.cpu_ms}
             saves = list(self.saved_ms(p.stderr).values())
             st = self.hu_status(sd)
             down = [v["downtime_ms"] for v in st["vms"]]
@@ -606,9 +589,10 @@ class Bench:
             bad += [vm.name for vm in vms if vm.boots() != 1]
             if bad:
                 raise RuntimeError("not restored (or rebooted): %s" % ", ".join(bad))
-            return {"vms": n, "run": run, "run_cmd_ms": run_ms, "run_cpu_ms": p.cpu_ms,
-                    "blackout_median_ms": statistics.median(down), "blackout_max_ms": max(down),
-                    "blackout_min_ms": min(down), "save_median_ms": med(saves), "save_max_ms": max(saves or [0])}
+            row.update({"blackout_median_ms": statistics.median(down), "blackout_max_ms": max(down),
+                        "blackout_min_ms": min(down), "save_median_ms": med(saves),
+                        "save_max_ms": max(saves or [0])})
+            return row
         finally:
             for vm in vms:
                 vm.kill()

@@ -245,6 +245,16 @@ EVENT_TS = re.compile(r'seconds\\?": (\d+), \\?"microseconds\\?": (\d+)\}, \\?"e
                       r'(?:, \\?"data\\?": \{\\?"status\\?": \\?"([a-z-]+))?')
 
 
+def timeline(title, t0, steps):
+    """steps [(time, label)] as ms after t0, each with the time since the one before."""
+    out = ["%s (ms after `migrate` was sent; strace clock and QEMU event clock):" % title]
+    prev = t0
+    for t, label in sorted(steps, key=lambda x: x[0]):
+        out.append("  %8.1f  (+%6.1f)  %s" % ((t - t0) * 1000, (t - prev) * 1000, label))
+        prev = t
+    return "\n".join(out) + "\n"
+
+
 def sent(c, cmd):
     return c.name in ("sendto", "write", "sendmsg") and re.search(r'execute\\?":\\?"%s\\?"' % re.escape(cmd), c.args)
 
@@ -325,14 +335,7 @@ def blackout_path(ck_path, rs_path):
         steps.append((rs_exits.get(w, rs[-1].t), "restore: worker thread done (running_at_ms is taken before "
                       "the manifest save)"))
     steps.append((rs_exits.get(main_rs, rs[-1].t), "restore: process exits"))
-    steps.sort()
-    t0 = mig.t
-    out = ["blackout path of one VM (ms after `migrate` was sent; strace clock and QEMU event clock):"]
-    prev = t0
-    for t, label in steps:
-        out.append("  %8.1f  (+%6.1f)  %s" % ((t - t0) * 1000, (t - prev) * 1000, label))
-        prev = t
-    return "\n".join(out) + "\n"
+    return timeline("blackout path of one VM", mig.t, steps)
 
 
 LANDMARK = ("fsync", "fdatasync", "rename", "renameat", "renameat2", "unlink", "unlinkat", "kill", "tgkill",
@@ -359,9 +362,18 @@ def prelaunch_path(path):
         who = "new" if inc and t >= inc.t else "old"
         if ev in ("STOP", "RESUME") or (ev == "MIGRATION" and st == "completed"):
             steps.append((t, "%s QEMU: %s%s event" % (who, ev, " " + st if st else "")))
+    reads = None  # a run of pread64 of one file: the RAM digest's sampled pages
     for c in ours:
         if done and c.t > done.t + done.dur:
             break
+        if c.name == "pread64":
+            f = c.args.split(",")[0]
+            if reads and reads[0] == f:
+                reads[2], reads[3] = c.t + c.dur, reads[3] + 1
+            else:
+                reads = [f, c.t, c.t + c.dur, 1]
+                steps.append(reads)
+            continue
         m = EXECUTE.search(c.args) if c.name in ("sendto", "write", "sendmsg") else None
         if m and c is not mig:
             rep_ = next((r for r in ours if r.pid == c.pid and r.t > c.t and r.name in ("recvfrom", "read", "recvmsg")
@@ -373,14 +385,9 @@ def prelaunch_path(path):
             steps.append((c.t, "%s(%s) %s" % (c.name, arg, "%s" % ms(c.dur) if c.dur >= 0.0005 else "")))
         elif c is done:
             steps.append((c.t, "progress line: restarted by prelaunch"))
-    steps.sort(key=lambda x: x[0])
-    t0 = mig.t
-    out = ["blackout path of one VM by prelaunch (ms after `migrate` was sent; strace clock and QEMU event clock):"]
-    prev = t0
-    for t, label in steps:
-        out.append("  %8.1f  (+%6.1f)  %s" % ((t - t0) * 1000, (t - prev) * 1000, label))
-        prev = t
-    return "\n".join(out) + "\n"
+    steps = [(x[1], "pread64(%s) ×%d in %s (the RAM digest's sampled pages)" % (x[0], x[3], ms(x[2] - x[1])))
+             if isinstance(x, list) else x for x in steps]
+    return timeline("blackout path of one VM by prelaunch", mig.t, steps)
 
 
 def traced(b, verb, sd, names, extra, trace):
