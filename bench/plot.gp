@@ -3,7 +3,7 @@
 set terminal pngcairo size 960,720 enhanced font "sans,11"
 set grid xtics ytics mytics
 set key box center bottom at screen 0.5, screen 0.01
-set bmargin at screen 0.24
+set bmargin at screen 0.30
 set style data linespoints
 set datafile missing "NaN"
 set logscale y 10
@@ -36,5 +36,8 @@ if (which eq 'scaling.dat') {
 	plot dir.'/scaling.dat' using 1:2 title "checkpoint all (command)" lw 2 pt 7, \
 	     ''                 using 1:3 title "restore all (command)" lw 2 pt 5, \
 	     ''                 using 1:4 title "blackout per VM, median" lw 2 pt 9, \
-	     ''                 using 1:5 title "blackout per VM, max" lw 2 pt 11
+	     ''                 using 1:5 title "blackout per VM, max" lw 2 pt 11, \
+	     ''                 using 1:6 title "prelaunch: run --no-reboot all (command)" lw 2 pt 13 dt 2, \
+	     ''                 using 1:7 title "prelaunch: blackout per VM, median" lw 2 pt 9 dt 2, \
+	     ''                 using 1:8 title "prelaunch: blackout per VM, max" lw 2 pt 11 dt 2
 }

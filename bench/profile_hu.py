@@ -1,7 +1,8 @@
 """Where host-upgrade's time goes: `bench.py profile [N...]` (default 1 16).
 
 For each N: starts N in-place VMs (BENCH_SCALE_MEM each), times `host-upgrade checkpoint`
-and `host-upgrade restore` of all of them once untraced, then once more under
+and `host-upgrade restore` of all of them, and on N fresh VMs `host-upgrade run --no-reboot`
+(prelaunch), each once untraced, then once more under
 `strace -f -b execve -y -T -ttt` (the QEMUs restore starts are let go at
 execve), and summarises each trace:
   - the phases: batches of worker threads (hu_parallel_for) and the serial
@@ -11,7 +12,9 @@ execve), and summarises each trace:
     polling) and failed connects (QMP socket not there yet);
   - restore: per VM, fork -> QMP connected (QEMU start) and the rest;
   - for one VM, the blackout path: every step from `migrate` sent to the
-    restore's exit on one clock, with QEMU's STOP and RESUME events.
+    restore's exit on one clock, with QEMU's STOP and RESUME events; by
+    prelaunch, every step from `migrate` sent to the old QEMU to the
+    "restarted by prelaunch" line (QMP commands, fsyncs, renames, the kill).
 strace slows host-upgrade down (every syscall stops it): read the traced
 numbers for their proportions, the untraced ones for the times.
 """
@@ -217,24 +220,24 @@ def analyze(path, title):
             for p in b["tids"]:
                 fork = next((c for c in by_pid[p] if c.name == "clone" and "CLONE_THREAD" not in c.args), None)
                 ok = next((c for c in by_pid[p] if c.name == "connect" and c.ret.startswith("0")), None)
-                cap = next((c for c in by_pid[p] if c.name in ("sendto", "write") and "qmp_capabilities" in c.args),
+                cap = next((c for c in by_pid[p] if c.name in ("sendto", "write", "sendmsg") and "qmp_capabilities" in c.args),
                            None)
                 cap_done = next((c for c in by_pid[p] if cap and c.t > cap.t and c.name == "recvfrom"), None)
-                inc = next((c for c in by_pid[p] if c.name in ("sendto", "write") and "migrate-incoming" in c.args),
+                inc = next((c for c in by_pid[p] if c.name in ("sendto", "write", "sendmsg") and "migrate-incoming" in c.args),
                            None)
                 if fork and ok:
                     starts_q.append((ok.t - fork.t, (exits.get(p, ok.t) - inc.t) if inc else None,
                                      fork.t - starts[p],
                                      (cap_done.t + cap_done.dur - fork.t) if cap_done else None))
             if starts_q:
+                def col(i, f):
+                    v = [x[i] for x in starts_q if x[i] is not None]
+                    return ms(f(v)) if v else "-"
                 out.append("    per VM: thread start → fork (checks, RAM digest) median %s; fork → QMP socket "
                            "connected median %s (max %s); fork → first QMP reply (QEMU ready) median %s (max %s); "
                            "migrate-incoming sent → thread done median %s" % (
-                               ms(statistics.median(x[2] for x in starts_q)),
-                               ms(statistics.median(x[0] for x in starts_q)), ms(max(x[0] for x in starts_q)),
-                               ms(statistics.median(x[3] for x in starts_q if x[3] is not None)),
-                               ms(max(x[3] for x in starts_q if x[3] is not None)),
-                               ms(statistics.median(x[1] for x in starts_q if x[1] is not None))))
+                               col(2, statistics.median), col(0, statistics.median), col(0, max),
+                               col(3, statistics.median), col(3, max), col(1, statistics.median)))
     return "\n".join(out) + "\n"
 
 
@@ -242,8 +245,18 @@ EVENT_TS = re.compile(r'seconds\\?": (\d+), \\?"microseconds\\?": (\d+)\}, \\?"e
                       r'(?:, \\?"data\\?": \{\\?"status\\?": \\?"([a-z-]+))?')
 
 
+def timeline(title, t0, steps):
+    """steps [(time, label)] as ms after t0, each with the time since the one before."""
+    out = ["%s (ms after `migrate` was sent; strace clock and QEMU event clock):" % title]
+    prev = t0
+    for t, label in sorted(steps, key=lambda x: x[0]):
+        out.append("  %8.1f  (+%6.1f)  %s" % ((t - t0) * 1000, (t - prev) * 1000, label))
+        prev = t
+    return "\n".join(out) + "\n"
+
+
 def sent(c, cmd):
-    return c.name in ("sendto", "write") and re.search(r'execute\\?":\\?"%s\\?"' % re.escape(cmd), c.args)
+    return c.name in ("sendto", "write", "sendmsg") and re.search(r'execute\\?":\\?"%s\\?"' % re.escape(cmd), c.args)
 
 
 def qemu_events(calls):
@@ -313,7 +326,7 @@ def blackout_path(ck_path, rs_path):
                 steps.append((t, "restore: QEMU RESUME event (guest runs again)"))
             elif ev == "MIGRATION" and st == "completed":
                 steps.append((t, "restore: QEMU MIGRATION completed event"))
-        last = [c for c in rs if c.pid == w and c.name in ("sendto", "write") and EXECUTE.search(c.args)]
+        last = [c for c in rs if c.pid == w and c.name in ("sendto", "write", "sendmsg") and EXECUTE.search(c.args)]
         if last:
             steps.append((last[-1].t, "restore: last QMP command sent (%s)" % EXECUTE.search(last[-1].args).group(1)))
         for c in rs:
@@ -322,14 +335,73 @@ def blackout_path(ck_path, rs_path):
         steps.append((rs_exits.get(w, rs[-1].t), "restore: worker thread done (running_at_ms is taken before "
                       "the manifest save)"))
     steps.append((rs_exits.get(main_rs, rs[-1].t), "restore: process exits"))
-    steps.sort()
-    t0 = mig.t
-    out = ["blackout path of one VM (ms after `migrate` was sent; strace clock and QEMU event clock):"]
-    prev = t0
-    for t, label in steps:
-        out.append("  %8.1f  (+%6.1f)  %s" % ((t - t0) * 1000, (t - prev) * 1000, label))
-        prev = t
-    return "\n".join(out) + "\n"
+    return timeline("blackout path of one VM", mig.t, steps)
+
+
+LANDMARK = ("fsync", "fdatasync", "rename", "renameat", "renameat2", "unlink", "unlinkat", "kill", "tgkill",
+            "pidfd_send_signal", "pidfd_open", "waitid", "wait4", "clone", "clone3", "connect", "execve")
+
+
+def prelaunch_path(path):
+    """One VM by prelaunch (`run --no-reboot`): every step of host-upgrade's
+    threads from `migrate` sent to the old QEMU (stopped_at_ms) to the
+    "restarted by prelaunch" line (after running_at_ms), on one clock, with
+    the QEMU events: the old one's STOP and MIGRATION completed, the new one's
+    MIGRATION completed and RESUME (the guest runs again)."""
+    first, calls, starts, exits = parse(path)
+    mig = next((c for c in calls if sent(c, "migrate")), None)
+    if mig is None:
+        return "no migrate command in %s\n" % path
+    children = {int(c.ret.split()[0]) for c in calls
+                if c.name in ("clone", "clone3") and "CLONE_THREAD" not in c.args and c.ret.split()[0].isdigit()}
+    ours = [c for c in calls if c.pid not in children and c.t >= mig.t]
+    inc = next((c for c in ours if sent(c, "migrate-incoming")), None)
+    done = next((c for c in ours if c.name == "write" and "restarted by prelaunch" in c.args), None)
+    steps = [(mig.t, "`migrate` sent to the old QEMU (stopped_at_ms)")]
+    for t, ev, st in qemu_events(ours):
+        who = "new" if inc and t >= inc.t else "old"
+        if ev in ("STOP", "RESUME") or (ev == "MIGRATION" and st == "completed"):
+            steps.append((t, "%s QEMU: %s%s event" % (who, ev, " " + st if st else "")))
+    reads = None  # a run of pread64 of one file: the RAM digest's sampled pages
+    for c in ours:
+        if done and c.t > done.t + done.dur:
+            break
+        if c.name == "pread64":
+            f = c.args.split(",")[0]
+            if reads and reads[0] == f:
+                reads[2], reads[3] = c.t + c.dur, reads[3] + 1
+            else:
+                reads = [f, c.t, c.t + c.dur, 1]
+                steps.append(reads)
+            continue
+        m = EXECUTE.search(c.args) if c.name in ("sendto", "write", "sendmsg") else None
+        if m and c is not mig:
+            rep_ = next((r for r in ours if r.pid == c.pid and r.t > c.t and r.name in ("recvfrom", "read", "recvmsg")
+                         and "return" in r.args), None)
+            steps.append((c.t, "`%s` sent%s" % (m.group(1), " (reply after %s)" % ms(rep_.t + rep_.dur - c.t)
+                                                 if rep_ else "")))
+        elif c.name in LANDMARK:
+            arg = c.args.split(",")[0][:60]
+            steps.append((c.t, "%s(%s) %s" % (c.name, arg, "%s" % ms(c.dur) if c.dur >= 0.0005 else "")))
+        elif c is done:
+            steps.append((c.t, "progress line: restarted by prelaunch"))
+    steps = [(x[1], "pread64(%s) ×%d in %s (the RAM digest's sampled pages)" % (x[0], x[3], ms(x[2] - x[1])))
+             if isinstance(x, list) else x for x in steps]
+    return timeline("blackout path of one VM by prelaunch", mig.t, steps)
+
+
+def traced(b, verb, sd, names, extra, trace):
+    """host-upgrade VERB of names, under strace when trace names a file; its wall time."""
+    import bench as B
+    argv = [b.hu_bin, verb, "--state-dir", sd] + list(extra) + sum((["--vm", x] for x in names), [])
+    if trace:
+        argv = ["strace", "-f", "-b", "execve", "-y", "-T", "-ttt", "-s", "400", "-o", trace] + argv
+    t = B.mono_ms()
+    p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    ms_ = B.mono_ms() - t
+    if p.returncode != 0:
+        raise RuntimeError("%s failed:\n%s" % (verb, B.hu_errors(p.stderr)))
+    return ms_
 
 
 def run(bench, counts):
@@ -344,40 +416,36 @@ def run(bench, counts):
     report = []
     for n in counts:
         report += ["## %d VM%s of %s, RAM in place" % (n, "" if n == 1 else "s", B.size_label(b.scale_mem)), ""]
-        for traced in (False, True):
-            names = ["hb%s-pr%d-%d-%02d" % (b.tag, n, traced, i) for i in range(n)]
-            vms = [B.VM(b, nm, b.scale_mem, files[i], share=True) for i, nm in enumerate(names)]
-            sd = "%s/state-prof-%d-%d" % (b.work, n, traced)
-            traces = {}
-            try:
-                b.start_vms(vms)
-                times = {}
-                for verb in ("checkpoint", "restore"):
-                    argv = [b.hu_bin, verb, "--state-dir", sd] + sum((["--vm", x] for x in names), [])
-                    traces[verb] = "%s/%s-%d.strace" % (b.work, verb, n)
-                    if traced:
-                        argv = ["strace", "-f", "-b", "execve", "-y", "-T", "-ttt", "-s", "400", "-o",
-                                traces[verb]] + argv
-                    t = B.mono_ms()
-                    p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-                    times[verb] = B.mono_ms() - t
-                    if p.returncode != 0:
-                        raise RuntimeError("%s failed:\n%s" % (verb, B.hu_errors(p.stderr)))
-                st = b.hu_status(sd)
-                down = [v["downtime_ms"] for v in st["vms"]]
-                report.append("%s: checkpoint %s, restore %s, blackout (downtime_ms) median %s, max %s" % (
-                    "traced" if traced else "untraced", B.fmt_ms(times["checkpoint"]), B.fmt_ms(times["restore"]),
-                    B.fmt_ms(statistics.median(down)), B.fmt_ms(max(down))))
-                if traced:
-                    report.append("")
-                    for verb in ("checkpoint", "restore"):
-                        report.append(analyze(traces[verb], "host-upgrade %s of %d VM%s" % (
-                            verb, n, "" if n == 1 else "s")))
-                    if n == 1:
-                        report.append(blackout_path(traces["checkpoint"], traces["restore"]))
-            finally:
-                for vm in vms:
-                    vm.kill()
+        # checkpoint + restore, then the same by prelaunch (run --no-reboot), each on fresh VMs,
+        # once untraced (the times) and once under strace (the proportions).
+        for how in ("checkpoint", "prelaunch"):
+            for tr in (False, True):
+                names = ["hb%s-%s%d-%d-%02d" % (b.tag, how[:2], n, tr, i) for i in range(n)]
+                vms = [B.VM(b, nm, b.scale_mem, files[i], share=True) for i, nm in enumerate(names)]
+                sd = "%s/state-prof-%s-%d-%d" % (b.work, how, n, tr)
+                verbs = ("checkpoint", "restore") if how == "checkpoint" else ("run",)
+                traces = {v: "%s/%s-%d.strace" % (b.work, v, n) if tr else None for v in verbs}
+                try:
+                    b.start_vms(vms)
+                    times = {v: traced(b, v, sd, names, ("--no-reboot", "--yes") if v == "run" else (), traces[v])
+                             for v in verbs}
+                    down = [v["downtime_ms"] for v in b.hu_status(sd)["vms"]]
+                    report.append("%s: %s, blackout (downtime_ms) median %s, max %s" % (
+                        "traced" if tr else "untraced",
+                        ", ".join("%s %s" % ("run --no-reboot (prelaunch)" if v == "run" else v, B.fmt_ms(t))
+                                  for v, t in times.items()),
+                        B.fmt_ms(statistics.median(down)), B.fmt_ms(max(down))))
+                    if tr:
+                        report.append("")
+                        for v in verbs:
+                            report.append(analyze(traces[v], "host-upgrade %s of %d VM%s" % (
+                                "run --no-reboot (prelaunch)" if v == "run" else v, n, "" if n == 1 else "s")))
+                        if n == 1:
+                            report.append(blackout_path(traces["checkpoint"], traces["restore"])
+                                          if how == "checkpoint" else prelaunch_path(traces["run"]))
+                finally:
+                    for vm in vms:
+                        vm.kill()
         report.append("")
     text = "# host-upgrade profile (strace)\n\n" + "\n".join(report)
     os.makedirs(b.results, exist_ok=True)

@@ -86,8 +86,9 @@ struct cli_verb {
 /* The verbs, in the order --help lists them; and the common options. */
 extern const struct cli_verb *const cli_verbs[];
 extern const struct cli_option cli_common_options[];
-/* Option tables shared by verbs: what plan decides, what stage loads. */
+/* Option tables shared by verbs: what plan decides, how run restarts, what stage loads. */
 extern const struct cli_option cli_plan_options[];
+extern const struct cli_option cli_restart_options[];
 extern const struct cli_option cli_kernel_options[];
 
 extern const struct cli_verb cli_verb_plan, cli_verb_checkpoint, cli_verb_restore, cli_verb_abort,

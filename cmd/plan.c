@@ -48,6 +48,25 @@ static int parse_suspend_timeout(struct cli *c, const char *arg)
 	return 0;
 }
 
+static int parse_restart(struct cli *c, const char *arg)
+{
+	if (!strcmp(arg, "auto"))
+		c->opts.sequential = false;
+	else if (!strcmp(arg, "sequential"))
+		c->opts.sequential = true;
+	else
+		return -1;
+	return 0;
+}
+
+/* How run --no-reboot restarts the QEMUs; plan takes it to show the same. */
+const struct cli_option cli_restart_options[] = {
+	CLI_ARG("restart", "auto|sequential", parse_restart,
+		"with --no-reboot: start each new QEMU beside the old one where the VM allows (auto, "
+		"the default), or quit every old QEMU before its new one starts (sequential)"),
+	CLI_END
+};
+
 /* What plan decides; checkpoint and run take the same, so that they
  * check what plan showed. */
 const struct cli_option cli_plan_options[] = {
@@ -186,10 +205,17 @@ static json_object *copy_rate_json(struct hu_vm_list *list)
 	return o;
 }
 
-/* A run restarts its VMs one way: prelaunch only when every one can. */
-static const char *restart_of(struct hu_vm_list *list, struct hu_vm *vm, const char **ret_why)
+/* A run restarts its VMs one way: prelaunch only when every one can, and
+ * --restart sequential did not ask for the old way. */
+static const char *restart_of(const struct cli *c, struct hu_vm_list *list, struct hu_vm *vm,
+			      const char **ret_why)
 {
 	const char *how = hu_vm_get_restart(vm, ret_why);
+
+	if (c->opts.sequential && !strcmp(how, "prelaunch")) {
+		*ret_why = "asked for (--restart sequential)";
+		return "sequential";
+	}
 
 	for (size_t i = 0; !strcmp(how, "prelaunch") && i < hu_vm_list_count(list); i++)
 		if (strcmp(hu_vm_get_restart(hu_vm_list_get(list, i), NULL), "prelaunch")) {
@@ -266,7 +292,7 @@ void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
 				json_object_array_add(bl, json_object_new_string(hu_vm_get_blocker(vm, b)));
 			json_object_object_add(v, "blockers", bl);
 			{
-				const char *why = NULL, *how = restart_of(list, vm, &why);
+				const char *why = NULL, *how = restart_of(c, list, vm, &why);
 
 				json_object_object_add(v, "restart", json_object_new_string(how));
 				json_object_object_add(v, "restart_reason",
@@ -309,7 +335,7 @@ void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
 			printf("%-20s %8s %8s %-11s %-9s %9s  %-13s %-10s blocked: %s\n", "", "", "", "", "",
 			       "", "", "", hu_vm_get_blocker(vm, b));
 		if (c->opts.no_reboot && !nb) {
-			const char *why = NULL, *how = restart_of(list, vm, &why);
+			const char *why = NULL, *how = restart_of(c, list, vm, &why);
 
 			printf("%-20s restart: %s%s%s\n", "", how, why ? ": " : "", why ?: "");
 		}
@@ -343,5 +369,5 @@ const struct cli_verb cli_verb_plan = {
 		 "qemu-system-* process it does not examine (a command line larger than it reads,\n"
 		 "or past 1024 of them) is listed as skipped, and blocks. Exit 1 when anything\n"
 		 "blocks.",
-	.options = CLI_TABLES(cli_plan_options),
+	.options = CLI_TABLES(cli_plan_options, cli_restart_options),
 };

@@ -157,6 +157,9 @@ const struct cli_verb cli_verb_run = {
 		 "\n"
 		 "With --no-reboot it checkpoints and restores at once: a QEMU-only upgrade with\n"
 		 "the QEMU binary now on disk. The checkpoint is not flushed then, and is restored\n"
-		 "only in the boot that took it.",
-	.options = CLI_TABLES(cli_kernel_options, run_options, cli_plan_options),
+		 "only in the boot that took it. Each VM's new QEMU starts beside the running one\n"
+		 "where the VM allows (prelaunch: the blackout is the save and the load only);\n"
+		 "plan --no-reboot shows which. --restart sequential quits every old QEMU before\n"
+		 "its new one starts, as before prelaunch.",
+	.options = CLI_TABLES(cli_kernel_options, run_options, cli_plan_options, cli_restart_options),
 };

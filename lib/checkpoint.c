@@ -317,6 +317,9 @@ int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_o
 			all = all && hu_prelaunch_eligible(list->vms[i], NULL);
 		if (all)
 			return hu_prelaunch_vms(ctx, m);
+	} else if (opts && opts->restore_follows) {
+		hu_info(ctx, NULL,
+			"restarting sequentially, as asked: each QEMU quits before its new one starts");
 	}
 	hu_info(ctx, NULL, "checkpointing %zu VM%s", list->n, list->n == 1 ? "" : "s");
 	hu_parallel_for(list->n, ctx->jobs, save_worker, list);
