@@ -632,8 +632,12 @@ typedef struct sd_bus sd_bus;
 int hu_systemd_bus(sd_bus **ret, char **ret_why);
 
 /* ---- spawn.c: start a QEMU for restore and see it up ---- */
-/* Fork and execve the recorded argv + "-incoming defer"; *ret_pid: the child. */
-int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid, char **ret_error);
+/* Fork and execve the recorded argv + "-incoming defer"; *ret_pid: the child.
+ * ret_gate (optional): the child waits before execve until hu_spawn_open_gate;
+ * closed unopened (or by our death), it exits without running QEMU. */
+int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid, int *ret_gate, char **ret_error);
+/* Let a gated child run QEMU; closes *gate (-1 after). */
+int hu_spawn_open_gate(int *gate);
 /* Wait for its QMP (into vm->qmp); *pid becomes the daemon's with -daemonize,
  * *ret_pidfd the QEMU's pidfd (proven ours, hu_pid_open) on success. */
 int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *pid, int *ret_pidfd,

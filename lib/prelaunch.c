@@ -183,7 +183,7 @@ static const char *test_fail(void)
 }
 
 /* Test hook: HU_TEST_PRELAUNCH_DIE=STEP makes this process die by SIGKILL at
- * STEP (aside, spawned, saved, loaded), as a kill -9 there would. */
+ * STEP (aside, forked, spawned, saved, loaded), as a kill -9 there would. */
 static void die_at(const char *step)
 {
 	const char *s = secure_getenv("HU_TEST_PRELAUNCH_DIE");
@@ -237,7 +237,7 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 {
 	struct hu_ctx *ctx = job->ctx;
 	_cleanup_free_ char *err = NULL, *status = NULL, *real_exe = NULL, *real_state = NULL;
-	_cleanup_close_ int new_fd = -1;
+	_cleanup_close_ int new_fd = -1, gate = -1;
 	struct hu_qmp *old_qmp;
 	pid_t child = 0, pid = 0;
 	uint64_t starttime = 0;
@@ -265,7 +265,7 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 		real_exe = vm->exe;
 		vm->exe = strdup("/nonexistent/qemu-system-x86_64");
 	}
-	r = hu_spawn_qemu(ctx, vm, &child, &err);
+	r = hu_spawn_qemu(ctx, vm, &child, &gate, &err);
 	if (real_exe) {
 		free(vm->exe);
 		vm->exe = TAKE_PTR(real_exe);
@@ -280,8 +280,10 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 			waitpid(child, NULL, 0);
 		}
 	}
-	/* Recorded before it can get the guest, or not run at all: abort
-	 * decides by this record. */
+	die_at("forked");
+	/* Recorded before it runs QEMU at all (it waits at its gate; a start
+	 * time is kept across execve), else never run: abort decides by this
+	 * record, and a child whose gate closes unopened exits. */
 	if (r >= 0) {
 		r = hu_proc_starttime(ctx, child, &starttime);
 		if (r < 0)
@@ -292,6 +294,12 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 		r = record(job->m, vm, HU_VM_RUNNING, child, starttime);
 		if (r < 0)
 			hu_errorf(&err, r, "cannot record the new QEMU in the manifest: %s", strerror(-r));
+	}
+	if (r >= 0) {
+		r = hu_spawn_open_gate(&gate);
+		if (r < 0)
+			hu_errorf(&err, r, "the new QEMU's process pid %d did not wait for its start: %s",
+				  (int)child, strerror(-r));
 	}
 	pid = child; /* no -daemonize here: our child is the QEMU */
 	if (r >= 0) {

@@ -414,7 +414,7 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		goto started;
 	}
 	hu_info(job->ctx, vm->name, "starting %s with -incoming defer", vm->exe);
-	r = hu_spawn_qemu(job->ctx, vm, &child, &err);
+	r = hu_spawn_qemu(job->ctx, vm, &child, NULL, &err);
 	if (r < 0) {
 		if (!err)
 			hu_errorf(&err, 0, "cannot start QEMU: %s", strerror(-r));

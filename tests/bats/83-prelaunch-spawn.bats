@@ -1,0 +1,82 @@
+#!/usr/bin/env bats
+# Prelaunch (#16), the start of the new QEMU: it runs only once the manifest records it (a
+# kill -9 of host-upgrade before that leaves no QEMU behind), the old QEMU is not needed after
+# its save, and a -daemonize VM restarts by prelaunch too. Real QEMU 10 (TCG); the failures
+# are real ones, chosen through the test hooks HU_TEST_PRELAUNCH_FAIL and HU_TEST_PRELAUNCH_DIE
+# (HACKING.md).
+
+load helpers
+
+HU_VM_MEM=128M
+
+setup() {
+	hu_setup
+	P=p83-$HU_RUN_ID
+}
+
+# Pids of every process (QEMU or not) whose argv has "-incoming" and an argument with NEEDLE.
+incoming_pids() { # NEEDLE
+	local d a inc hit
+	local -a argv
+	for d in /proc/[0-9]*; do
+		mapfile -d '' -t argv 2>/dev/null <"$d/cmdline" || continue
+		_hu_pid_alive "${d#/proc/}" || continue
+		inc= hit=
+		for a in "${argv[@]}"; do
+			[[ "$a" == -incoming ]] && inc=1
+			[[ "$a" == *"$1"* ]] && hit=1
+		done
+		[[ -n "$inc" && -n "$hit" ]] && echo "${d#/proc/}"
+	done
+	return 0
+}
+
+# The pid of the process listening on unix socket PATH (SO_PEERCRED of a connection).
+listener_pid() {
+	python3 -c '
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+print(struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0])' "$1"
+}
+
+# Exactly one QEMU runs VM NAME, PID: its pidfile and QMP socket are its, no name is left
+# aside, the guest ticks on from where it was, never booted again, no tick lost or repeated.
+check_runs_on() { # NAME PID
+	local v=$1 pid=$2 t
+	[ "$(qemu_pids_with "$T/$v.")" = "$pid" ]
+	[ "$(cat "$T/$v.pid")" = "$pid" ]
+	[ "$(listener_pid "$T/$v.qmp")" = "$pid" ]
+	[ "$(vm_status "$v")" = running ]
+	run ls "$T"
+	[[ "$output" != *hu-prelaunch* ]]
+	t=$(vm_last_tick "$v")
+	vm_wait_tick "$v" $((t + 2)) 120
+	_hu_serial_lines "$v" | awk '/^tick [0-9]+$/ { n = $2 + 0; if (seen && n != last + 1) { print "gap: " last " -> " n; bad = 1 } last = n; seen = 1 }
+		END { exit bad }'
+	[ "$(vm_boot_count "$v")" -eq 1 ]
+}
+
+@test "prelaunch: kill -9 right after the new QEMU's fork, then abort: no QEMU is left behind; the old one runs on" {
+	vm_start $P $(qmp_arg $P) $(ram_file_args $P "$T/$P.ram")
+	vm_wait_tick $P 2 240
+	local old start
+	old=$(vm_pid $P)
+	run --separate-stderr env HU_TEST_PRELAUNCH_DIE=forked "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm $P
+	echo "forked: $stderr"
+	[ "$status" -eq 137 ]
+	run --separate-stderr hu abort
+	echo "abort: $stderr"
+	[ "$status" -eq 0 ]
+	# The child forked for the new QEMU sees host-upgrade gone and never runs QEMU.
+	start=$SECONDS
+	while [ -n "$(incoming_pids "$T/$P.")" ] && ((SECONDS - start < 60)); do
+		sleep 0.2
+	done
+	incoming_pids "$T/$P."
+	[ -z "$(incoming_pids "$T/$P.")" ]
+	check_runs_on $P "$old"
+	run --separate-stderr hu status --json
+	[[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" =~ ^\[\"(resumed|running)\"\]$ ]]
+}
