@@ -601,6 +601,8 @@ void hu_journal(struct hu_ctx *ctx, const char *vm, const char *event, const cha
 
 /* ---- migration.c: the steps checkpoint and restore share ---- */
 int hu_migration_setup_source(struct hu_vm *vm, char **ret_err);
+/* Its first half: the set decided (vm->caps, vm->caps_before), nothing applied. */
+int hu_migration_plan_source(struct hu_vm *vm, char **ret_err);
 int hu_migration_setup_dest(struct hu_vm *vm, char **ret_err);
 int hu_migration_reset(struct hu_vm *vm);
 int hu_migration_query(struct hu_qmp *q, char **ret_status, char **ret_desc);
@@ -650,6 +652,8 @@ int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot, co
 /* The same, only for the VMs of one manager ("none", "libvirt"; NULL: all). */
 /* Load the state into vm->qmp's QEMU (-incoming defer), then bring it to the recorded runstate. */
 int hu_restore_start_load(struct hu_vm *vm, char **ret_error);
+/* The second half of hu_restore_start_load: migrate-incoming alone. */
+int hu_restore_incoming(struct hu_vm *vm, char **ret_error);
 int hu_restore_finish_load(struct hu_vm *vm, char **ret_error);
 
 /* ---- prelaunch.c: run --no-reboot with the new QEMU started before the old one stops ---- */

@@ -17,6 +17,7 @@
  * short by the new QEMU's migration status (hu_prelaunch_converge).
  */
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -175,7 +176,8 @@ static int record(struct hu_manifest *m, struct hu_vm *vm, enum hu_vm_state stat
 
 /* Test hook (tests/bats/80-prelaunch.bats): make one step fail for real —
  * "spawn" points the new QEMU at a binary that does not exist, "load" has
- * the new QEMU load from a state file that is not one. Read only when
+ * the new QEMU load from a state file that is not one, "kill-new" and
+ * "kill-old" SIGKILL the new QEMU or the old one after the save. Read only when
  * HU_TEST_PRELAUNCH_FAIL is set; documented in HACKING.md. */
 static const char *test_fail(void)
 {
@@ -233,11 +235,43 @@ static void rollback(struct prelaunch_job *job, struct hu_vm *vm, struct hu_qmp 
 	vm->qmp = NULL;
 }
 
+/* The new QEMU (vm->qmp) gets the migration settings the old one's save
+ * will use, decided from the old one unchanged, while the guest still runs:
+ * the blackout is save + migrate-incoming + load. *ret_planned: that set. */
+static int set_up_new(struct hu_vm *vm, struct hu_qmp *old_qmp, json_object **ret_planned, char **ret_error)
+{
+	_cleanup_free_ char *qerr = NULL;
+	struct hu_qmp *new_qmp = vm->qmp;
+	int r;
+
+	vm->qmp = old_qmp;
+	r = hu_migration_plan_source(vm, &qerr);
+	vm->qmp = new_qmp;
+	if (r < 0)
+		return hu_errorf(ret_error, r, "the old QEMU's migration capabilities: %s",
+				 qerr ?: hu_qmp_strerror(r));
+	r = hu_migration_setup_dest(vm, &qerr);
+	if (r < 0)
+		return hu_errorf(ret_error, r, "cannot set the new QEMU's migration settings: %s",
+				 qerr ?: hu_qmp_strerror(r));
+	*ret_planned = json_object_get(vm->caps);
+	return 0;
+}
+
+/* Whether the process of PIDFD has ended (no waiting). */
+static bool pidfd_ended(int pidfd)
+{
+	struct pollfd p = { .fd = pidfd, .events = POLLIN };
+
+	return poll(&p, 1, 0) > 0;
+}
+
 static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 {
 	struct hu_ctx *ctx = job->ctx;
 	_cleanup_free_ char *err = NULL, *status = NULL, *real_exe = NULL, *real_state = NULL;
 	_cleanup_close_ int new_fd = -1, gate = -1;
+	_cleanup_json_ json_object *planned = NULL;
 	struct hu_qmp *old_qmp;
 	pid_t child = 0, pid = 0;
 	uint64_t starttime = 0;
@@ -307,6 +341,8 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 
 		r = hu_spawn_connect(ctx, vm, child, &pid, &connect_fd, &err);
 	}
+	if (r >= 0)
+		r = set_up_new(vm, old_qmp, &planned, &err);
 	if (r < 0) {
 		rollback(job, vm, old_qmp, new_fd, err ?: "the new QEMU did not start");
 		return;
@@ -327,11 +363,19 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 		rollback(job, vm, old_qmp, new_fd, why ?: "the save failed");
 		return;
 	}
+	if (test_fail() && streq(test_fail(), "kill-old"))
+		hu_pid_kill(ctx, vm->pid, vm->starttime); /* nothing of it is needed after its save */
 	record(job->m, vm, HU_VM_SAVED, child, starttime);
 	die_at("saved");
 	if (test_fail() && streq(test_fail(), "kill-new"))
 		hu_pidfd_kill(new_fd, 10000); /* the new QEMU dies before its load */
-	r = hu_migration_setup_dest(vm, &err);
+	/* The new QEMU was set up for what the save was to use; a set that
+	 * changed meanwhile (another client of the old QEMU) is not loaded. */
+	if (!json_object_equal(planned, vm->caps))
+		r = hu_errorf(&err, -ESTALE,
+			      "the old QEMU's migration capabilities changed during the prelaunch");
+	else if (pidfd_ended(new_fd))
+		r = hu_errorf(&err, -ESRCH, "the new QEMU pid %d ended before its load", (int)pid);
 	if (r >= 0 && test_fail() && streq(test_fail(), "load")) {
 		/* A state file that is not one: QEMU refuses it, as a corrupt one. */
 		real_state = vm->state_file;
@@ -348,7 +392,7 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 		if (r < 0)
 			hu_errorf(&err, r, "cannot record the load in the manifest: %s", strerror(-r));
 		else
-			r = hu_restore_start_load(vm, &err);
+			r = hu_restore_incoming(vm, &err);
 	}
 	if (r >= 0)
 		r = hu_restore_finish_load(vm, &err);

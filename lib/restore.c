@@ -218,14 +218,23 @@ static int check_ram(struct restore_job *job, struct hu_vm *vm, char **ret_error
 /* Same capabilities and mode as the source, then migrate-incoming. */
 int hu_restore_start_load(struct hu_vm *vm, char **ret_error)
 {
-	_cleanup_free_ char *qerr = NULL, *uri = NULL;
-	json_object *args;
+	_cleanup_free_ char *qerr = NULL;
 	int r;
 
 	r = hu_migration_setup_dest(vm, &qerr);
 	if (r < 0)
 		return hu_errorf(ret_error, r, "cannot set the checkpoint's migration settings: %s",
 				 qerr ?: hu_qmp_strerror(r));
+	return hu_restore_incoming(vm, ret_error);
+}
+
+/* migrate-incoming of the state file, into a QEMU already set up. */
+int hu_restore_incoming(struct hu_vm *vm, char **ret_error)
+{
+	_cleanup_free_ char *qerr = NULL, *uri = NULL;
+	json_object *args;
+	int r;
+
 	r = hu_manager_state_uri(vm, false, &uri);
 	if (r < 0)
 		return hu_errorf(ret_error, r, "state file: %s", vm->error ?: strerror(-r));

@@ -58,10 +58,10 @@ check_runs_on() { # NAME PID
 	[ "$(vm_boot_count "$v")" -eq 1 ]
 }
 
-@test "prelaunch: kill -9 right after the new QEMU's fork, then abort: no QEMU is left behind; the old one runs on" {
+@test "prelaunch: kill -9 right after the new QEMU's fork + abort leaves no QEMU behind; the old QEMU killed after its save is not missed" {
 	vm_start $P $(qmp_arg $P) $(ram_file_args $P "$T/$P.ram")
 	vm_wait_tick $P 2 240
-	local old start
+	local old new start
 	old=$(vm_pid $P)
 	run --separate-stderr env HU_TEST_PRELAUNCH_DIE=forked "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm $P
 	echo "forked: $stderr"
@@ -79,4 +79,15 @@ check_runs_on() { # NAME PID
 	check_runs_on $P "$old"
 	run --separate-stderr hu status --json
 	[[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" =~ ^\[\"(resumed|running)\"\]$ ]]
+
+	# The old QEMU SIGKILLed right after its save: the new one loads and runs the guest.
+	run --separate-stderr env HU_TEST_PRELAUNCH_FAIL=kill-old "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm $P
+	echo "kill-old: $stderr"
+	[ "$status" -eq 0 ]
+	[[ "$stderr" == *"restarted by prelaunch"* ]]
+	new=$(qemu_pids_with "$T/$P.")
+	[[ "$new" =~ ^[0-9]+$ ]] && [ "$new" != "$old" ]
+	check_runs_on $P "$new"
+	run --separate-stderr hu status --json
+	[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" = '["restored"]' ]
 }
