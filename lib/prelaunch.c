@@ -127,8 +127,6 @@ bool hu_prelaunch_eligible(const struct hu_vm *vm, const char **ret_why)
 
 	if (vm->mgr)
 		why = "run by a VM manager (not done by prelaunch yet)";
-	else if (vm->ai.daemonize)
-		why = "-daemonize (not done by prelaunch yet)";
 	else if (vm->ai.has_vfio || vm->suspend)
 		why = "a VFIO device cannot be opened by two QEMUs";
 	else if (vm->ai.passes_fd)
@@ -185,7 +183,7 @@ static const char *test_fail(void)
 }
 
 /* Test hook: HU_TEST_PRELAUNCH_DIE=STEP makes this process die by SIGKILL at
- * STEP (aside, forked, spawned, saved, loaded), as a kill -9 there would. */
+ * STEP (aside, forked, started, spawned, saved, loaded), as a kill -9 there would. */
 static void die_at(const char *step)
 {
 	const char *s = secure_getenv("HU_TEST_PRELAUNCH_DIE");
@@ -335,11 +333,24 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 			hu_errorf(&err, r, "the new QEMU's process pid %d did not wait for its start: %s",
 				  (int)child, strerror(-r));
 	}
-	pid = child; /* no -daemonize here: our child is the QEMU */
+	die_at("started");
+	pid = child;
 	if (r >= 0) {
-		_cleanup_close_ int connect_fd = -1; /* the same process as new_fd */
+		_cleanup_close_ int connect_fd = -1; /* without -daemonize, the same process as new_fd */
 
 		r = hu_spawn_connect(ctx, vm, child, &pid, &connect_fd, &err);
+		if (r >= 0 && pid != child) {
+			/* -daemonize: the QEMU is the daemon our child left (reaped
+			 * by now), recorded in its place before the save. */
+			close(new_fd);
+			new_fd = TAKE_FD(connect_fd);
+			r = hu_proc_starttime(ctx, pid, &starttime);
+			if (r >= 0)
+				r = record(job->m, vm, HU_VM_RUNNING, pid, starttime);
+			if (r < 0)
+				hu_errorf(&err, r, "cannot record the new QEMU's daemon pid %d: %s", (int)pid,
+					  strerror(-r));
+		}
 	}
 	if (r >= 0)
 		r = set_up_new(vm, old_qmp, &planned, &err);
@@ -365,7 +376,7 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 	}
 	if (test_fail() && streq(test_fail(), "kill-old"))
 		hu_pid_kill(ctx, vm->pid, vm->starttime); /* nothing of it is needed after its save */
-	record(job->m, vm, HU_VM_SAVED, child, starttime);
+	record(job->m, vm, HU_VM_SAVED, pid, starttime);
 	die_at("saved");
 	if (test_fail() && streq(test_fail(), "kill-new"))
 		hu_pidfd_kill(new_fd, 10000); /* the new QEMU dies before its load */
@@ -388,7 +399,7 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 		pthread_mutex_lock(&job->m->lock);
 		vm->pre_incoming = true;
 		pthread_mutex_unlock(&job->m->lock);
-		r = record(job->m, vm, HU_VM_SAVED, child, starttime);
+		r = record(job->m, vm, HU_VM_SAVED, pid, starttime);
 		if (r < 0)
 			hu_errorf(&err, r, "cannot record the load in the manifest: %s", strerror(-r));
 		else
@@ -411,9 +422,9 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 			hu_vm_set_error(vm, q < 0 ? q : -EBUSY,
 					"cannot tell which QEMU has the guest: %s; the new QEMU pid %d: %s; "
 					"both are left as they are, abort decides",
-					err ?: "the load failed", (int)child,
+					err ?: "the load failed", (int)pid,
 					q < 0 ? hu_qmp_strerror(q) : status);
-			record(job->m, vm, HU_VM_FAILED, child, starttime);
+			record(job->m, vm, HU_VM_FAILED, pid, starttime);
 			hu_journal(ctx, vm->name, "failed", vm->error);
 			hu_qmp_close(old_qmp);
 			hu_qmp_close(vm->qmp);
@@ -518,6 +529,35 @@ static int new_migration_status(struct hu_vm *vm, char **ret_status, char **ret_
 	return 0;
 }
 
+/* A daemonizing QEMU is recorded twice: the process we forked before it
+ * runs QEMU (the gate), its daemon once that is up. Cut short between the
+ * two, the record names the first, and the daemon runs unrecorded. It is
+ * found as restore finds what an earlier run left: in /proc, the VM's
+ * binary and user, its QMP path, -incoming defer, started after the
+ * recorded process. Its load never asked for (prelaunch_incoming unset),
+ * it never ran the guest: ended. */
+static void end_unrecorded_daemon(struct hu_vm *vm)
+{
+	struct hu_ctx *ctx = vm->ctx;
+	struct hu_vm_list *now = NULL;
+
+	if (!vm->ai.daemonize || vm->pre_incoming || !vm->ai.qmp_path || hu_scan_processes(ctx, &now) < 0)
+		return;
+	for (size_t i = 0; i < now->n; i++) {
+		struct hu_vm *p = now->vms[i];
+
+		if (p->pid == vm->pid || p->pid == vm->pre_pid || p->starttime < vm->pre_starttime ||
+		    !streq(p->exe, vm->exe) || (p->uid != vm->uid && !(vm->ai.runas && p->uid == 0)) ||
+		    !p->ai.qmp_path || !streq(p->ai.qmp_path, vm->ai.qmp_path) ||
+		    !hu_argv_has_incoming_defer(p->argv, p->argc))
+			continue;
+		hu_info(ctx, vm->name, "ending pid %d, the new QEMU's daemon, which never ran the guest",
+			(int)p->pid);
+		hu_pid_kill(ctx, p->pid, p->starttime);
+	}
+	hu_vm_list_free(now);
+}
+
 int hu_prelaunch_converge(struct hu_vm *vm, enum hu_vm_state *ret_state, char **ret_error)
 {
 	struct hu_ctx *ctx = vm->ctx;
@@ -590,6 +630,7 @@ int hu_prelaunch_converge(struct hu_vm *vm, enum hu_vm_state *ret_state, char **
 		return 1;
 	}
 	/* Proven: the new QEMU never ran the guest. */
+	end_unrecorded_daemon(vm);
 	paths_settle(vm, true);
 	vm->pre_pid = 0;
 	vm->pre_incoming = false;

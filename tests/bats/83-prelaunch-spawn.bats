@@ -91,3 +91,52 @@ check_runs_on() { # NAME PID
 	run --separate-stderr hu status --json
 	[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" = '["restored"]' ]
 }
+
+@test "prelaunch: a -daemonize VM restarts by prelaunch, daemonized as a sequential restore leaves it; kill -9 at spawned + abort converges" {
+	local D=d83-$HU_RUN_ID old new sid try
+	vm_start $D $(qmp_arg $D) $(ram_file_args $D "$T/$D.ram") -daemonize
+	vm_wait_tick $D 2 240
+	old=$(vm_pid $D)
+	run --separate-stderr hu plan --json --vm $D
+	[ "$(plan_vm "$output" $D restart)" = prelaunch ]
+	# Killed once the new QEMU's daemon is up and recorded: abort ends it, the old one runs on.
+	run --separate-stderr env HU_TEST_PRELAUNCH_DIE=spawned "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm $D
+	echo "spawned: $stderr"
+	[ "$status" -eq 137 ]
+	run --separate-stderr hu abort
+	echo "abort: $stderr"
+	[ "$status" -eq 0 ]
+	[ -z "$(incoming_pids "$T/$D.")" ]
+	check_runs_on $D "$old"
+	# Killed once the new QEMU runs, before its daemon is recorded (the record names the process
+	# we forked): abort finds the daemon and ends it. While the new QEMU starts up it may not
+	# answer yet: abort then touches nothing and says so, and a later abort converges.
+	run --separate-stderr env HU_TEST_PRELAUNCH_DIE=started "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm $D
+	echo "started: $stderr"
+	[ "$status" -eq 137 ]
+	for try in 1 2 3 4 5; do
+		run --separate-stderr hu abort
+		echo "abort $try: $status $stderr"
+		[ "$status" -eq 0 ] && break
+		[[ "$stderr" == *"cannot tell which QEMU has the guest"* ]]
+		sleep 1
+	done
+	[ "$status" -eq 0 ]
+	[ -z "$(incoming_pids "$T/$D.")" ]
+	check_runs_on $D "$old"
+	run --separate-stderr hu run --no-reboot --yes --vm $D
+	echo "$stderr"
+	[ "$status" -eq 0 ]
+	[[ "$stderr" == *"restarted by prelaunch"* ]]
+	new=$(qemu_pids_with "$T/$D.")
+	[[ "$new" =~ ^[0-9]+$ ]] && [ "$new" != "$old" ]
+	check_runs_on $D "$new"
+	# A daemon, as the sequential restore leaves one: the group of a session of its own, not
+	# host-upgrade's child (host-upgrade has exited).
+	read -r sid < <(ps -o sid= -p "$new")
+	[ "$(ps -o pgid= -p "$new" | tr -d ' ')" = "$sid" ]
+	[ "$sid" != "$(ps -o sid= -p $$ | tr -d ' ')" ]
+	[[ "$(ps -o comm= -p "$(ps -o ppid= -p "$new" | tr -d ' ')")" != host-upgrade ]]
+	run --separate-stderr hu status --json
+	[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" = '["restored"]' ]
+}
