@@ -63,16 +63,6 @@ start_vm() { # NAME
 	vm_wait_tick "$1" 2 240
 }
 
-# The pid of the process listening on unix socket PATH (SO_PEERCRED of a connection).
-listener_pid() {
-	python3 -c '
-import socket, struct, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(10)
-s.connect(sys.argv[1])
-print(struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0])' "$1"
-}
-
 argv_of() { tr '\0' '\n' <"/proc/$1/cmdline"; }
 
 # Every "tick N" line of the serial log is the one before plus 1: no gap, no repeat.

@@ -21,7 +21,7 @@ incoming_pids() { # NEEDLE
 	for d in /proc/[0-9]*; do
 		mapfile -d '' -t argv 2>/dev/null <"$d/cmdline" || continue
 		_hu_pid_alive "${d#/proc/}" || continue
-		inc= hit=
+		inc='' hit=''
 		for a in "${argv[@]}"; do
 			[[ "$a" == -incoming ]] && inc=1
 			[[ "$a" == *"$1"* ]] && hit=1
@@ -29,16 +29,6 @@ incoming_pids() { # NEEDLE
 		[[ -n "$inc" && -n "$hit" ]] && echo "${d#/proc/}"
 	done
 	return 0
-}
-
-# The pid of the process listening on unix socket PATH (SO_PEERCRED of a connection).
-listener_pid() {
-	python3 -c '
-import socket, struct, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(10)
-s.connect(sys.argv[1])
-print(struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0])' "$1"
 }
 
 # Exactly one QEMU runs VM NAME, PID: its pidfile and QMP socket are its, no name is left
@@ -58,17 +48,30 @@ check_runs_on() { # NAME PID
 	[ "$(vm_boot_count "$v")" -eq 1 ]
 }
 
+# host-upgrade run on VM NAME, SIGKILLed at STEP (HU_TEST_PRELAUNCH_DIE), then abort until it
+# succeeds, at most TRIES times: a try before the last may only fail for an answer it cannot
+# have yet ("cannot tell which QEMU has the guest": the new QEMU still starting up).
+die_then_abort() { # STEP NAME [TRIES=1]
+	local try
+	run --separate-stderr env HU_TEST_PRELAUNCH_DIE="$1" "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm "$2"
+	echo "$1: $stderr"
+	[ "$status" -eq 137 ]
+	for ((try = 1; try <= ${3:-1}; try++)); do
+		run --separate-stderr hu abort
+		echo "abort $try: $status $stderr"
+		[ "$status" -eq 0 ] && return 0
+		[[ "$stderr" == *"cannot tell which QEMU has the guest"* ]]
+		sleep 1
+	done
+	return 1
+}
+
 @test "prelaunch: kill -9 right after the new QEMU's fork + abort leaves no QEMU behind; the old QEMU killed after its save is not missed" {
 	vm_start $P $(qmp_arg $P) $(ram_file_args $P "$T/$P.ram")
 	vm_wait_tick $P 2 240
 	local old new start
 	old=$(vm_pid $P)
-	run --separate-stderr env HU_TEST_PRELAUNCH_DIE=forked "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm $P
-	echo "forked: $stderr"
-	[ "$status" -eq 137 ]
-	run --separate-stderr hu abort
-	echo "abort: $stderr"
-	[ "$status" -eq 0 ]
+	die_then_abort forked $P
 	# The child forked for the new QEMU sees host-upgrade gone and never runs QEMU.
 	start=$SECONDS
 	while [ -n "$(incoming_pids "$T/$P.")" ] && ((SECONDS - start < 60)); do
@@ -93,35 +96,20 @@ check_runs_on() { # NAME PID
 }
 
 @test "prelaunch: a -daemonize VM restarts by prelaunch, daemonized as a sequential restore leaves it; kill -9 at spawned + abort converges" {
-	local D=d83-$HU_RUN_ID old new sid try
+	local D=d83-$HU_RUN_ID old new sid
 	vm_start $D $(qmp_arg $D) $(ram_file_args $D "$T/$D.ram") -daemonize
 	vm_wait_tick $D 2 240
 	old=$(vm_pid $D)
 	run --separate-stderr hu plan --json --vm $D
 	[ "$(plan_vm "$output" $D restart)" = prelaunch ]
 	# Killed once the new QEMU's daemon is up and recorded: abort ends it, the old one runs on.
-	run --separate-stderr env HU_TEST_PRELAUNCH_DIE=spawned "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm $D
-	echo "spawned: $stderr"
-	[ "$status" -eq 137 ]
-	run --separate-stderr hu abort
-	echo "abort: $stderr"
-	[ "$status" -eq 0 ]
+	die_then_abort spawned $D
 	[ -z "$(incoming_pids "$T/$D.")" ]
 	check_runs_on $D "$old"
 	# Killed once the new QEMU runs, before its daemon is recorded (the record names the process
 	# we forked): abort finds the daemon and ends it. While the new QEMU starts up it may not
 	# answer yet: abort then touches nothing and says so, and a later abort converges.
-	run --separate-stderr env HU_TEST_PRELAUNCH_DIE=started "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm $D
-	echo "started: $stderr"
-	[ "$status" -eq 137 ]
-	for try in 1 2 3 4 5; do
-		run --separate-stderr hu abort
-		echo "abort $try: $status $stderr"
-		[ "$status" -eq 0 ] && break
-		[[ "$stderr" == *"cannot tell which QEMU has the guest"* ]]
-		sleep 1
-	done
-	[ "$status" -eq 0 ]
+	die_then_abort started $D 5
 	[ -z "$(incoming_pids "$T/$D.")" ]
 	check_runs_on $D "$old"
 	run --separate-stderr hu run --no-reboot --yes --vm $D

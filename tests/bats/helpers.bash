@@ -412,6 +412,7 @@ teardown() {
 #                                       current value (the guest really runs)
 #   vm_not_ticking NAME [SECONDS=1.5]   true if the counter did not move during SECONDS
 #   plan_vm JSON NAME KEY               one field of VM NAME in plan/status --json output
+#   listener_pid PATH                   the pid listening on unix socket PATH (SO_PEERCRED)
 #   hu_fs_type PATH                     filesystem type of PATH (stat -f), e.g. ext2/ext3, tmpfs
 
 vm_start_bare() {
@@ -513,6 +514,16 @@ vm_not_ticking() {
 		echo "helpers: VM '$name' ticked from $before to $after in ${secs}s" >&2
 		return 1
 	fi
+}
+
+# The pid of the process listening on unix socket PATH (SO_PEERCRED of a connection).
+listener_pid() {
+	python3 -c '
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+print(struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0])' "$1"
 }
 
 plan_vm() {
