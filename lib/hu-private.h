@@ -654,6 +654,8 @@ int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot, co
 int hu_restore_start_load(struct hu_vm *vm, char **ret_error);
 /* The second half of hu_restore_start_load: migrate-incoming alone. */
 int hu_restore_incoming(struct hu_vm *vm, char **ret_error);
+/* Set the guest clock through its agent; clock_step_ms recorded under m's lock. */
+void hu_restore_fix_clock(struct hu_manifest *m, struct hu_vm *vm);
 int hu_restore_finish_load(struct hu_vm *vm, char **ret_error);
 
 /* ---- prelaunch.c: run --no-reboot with the new QEMU started before the old one stops ---- */

@@ -449,6 +449,7 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 	vm->starttime = starttime;
 	vm->running_at_ms = hu_now_ms();
 	pthread_mutex_unlock(&job->m->lock);
+	hu_restore_fix_clock(job->m, vm); /* as after a sequential restore */
 	record(job->m, vm, HU_VM_RESTORED, 0, 0);
 	hu_journal(ctx, vm->name, "restored", "prelaunch");
 	hu_qmp_close(vm->qmp);

@@ -128,3 +128,28 @@ die_then_abort() { # STEP NAME [TRIES=1]
 	run --separate-stderr hu status --json
 	[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" = '["restored"]' ]
 }
+
+@test "prelaunch: the guest clock is set through the agent and recorded, as after a sequential restore" {
+	local A=a83-$HU_RUN_ID HU_VM_MEM=256M step i
+	"$BATS_TEST_DIRNAME/../guest/build-agent-guest.sh" "$GUEST_DIR" >/dev/null ||
+		skip "cannot build the agent guest (apt-get download qemu-guest-agent)"
+	HU_VM_INITRD=$GUEST_DIR/initramfs-agent.cpio.gz vm_start $A $(qmp_arg $A) $(ram_file_args $A "$T/$A.ram") \
+		-chardev "socket,id=qga0,path=$T/$A.qga,server=on,wait=off" -device virtio-serial \
+		-device virtserialport,chardev=qga0,name=org.qemu.guest_agent.0
+	vm_wait_tick $A 3 180
+	grep -q "^AGENT " "$(vm_serial $A)"
+	# qemu-ga opens its port a moment after the guest says AGENT
+	for ((i = 0; i < 300; i++)); do
+		[ "$(json_get "$(qmp $A query-chardev)" '[c["frontend-open"] for c in j if c["label"] == "qga0"][0]')" = true ] && break
+		sleep 0.2
+	done
+	run --separate-stderr hu run --no-reboot --yes --vm $A
+	echo "$stderr"
+	[ "$status" -eq 0 ]
+	[[ "$stderr" == *"restarted by prelaunch"* ]]
+	[[ "$stderr" == *"guest clock set"* ]]
+	run --separate-stderr hu status --json
+	echo "$output"
+	step=$(json_get "$output" 'j["vms"][0]["clock_step_ms"]')
+	[[ "$step" =~ ^-?[0-9]+$ ]]
+}
