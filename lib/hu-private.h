@@ -621,6 +621,8 @@ void hu_journal(struct hu_ctx *ctx, const char *vm, const char *event, const cha
 
 /* ---- migration.c: the steps checkpoint and restore share ---- */
 int hu_migration_setup_source(struct hu_vm *vm, char **ret_err);
+/* Its first half: the set decided (vm->caps, vm->caps_before), nothing applied. */
+int hu_migration_plan_source(struct hu_vm *vm, char **ret_err);
 int hu_migration_setup_dest(struct hu_vm *vm, char **ret_err);
 int hu_migration_reset(struct hu_vm *vm);
 int hu_migration_query(struct hu_qmp *q, char **ret_status, char **ret_desc);
@@ -652,8 +654,12 @@ typedef struct sd_bus sd_bus;
 int hu_systemd_bus(sd_bus **ret, char **ret_why);
 
 /* ---- spawn.c: start a QEMU for restore and see it up ---- */
-/* Fork and execve the recorded argv + "-incoming defer"; *ret_pid: the child. */
-int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid, char **ret_error);
+/* Fork and execve the recorded argv + "-incoming defer"; *ret_pid: the child.
+ * ret_gate (optional): the child waits before execve until hu_spawn_open_gate;
+ * closed unopened (or by our death), it exits without running QEMU. */
+int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid, int *ret_gate, char **ret_error);
+/* Let a gated child run QEMU; closes *gate (-1 after). */
+int hu_spawn_open_gate(int *gate);
 /* Wait for its QMP (into vm->qmp); *pid becomes the daemon's with -daemonize,
  * *ret_pidfd the QEMU's pidfd (proven ours, hu_pid_open) on success. */
 int hu_spawn_connect(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, pid_t *pid, int *ret_pidfd,
@@ -666,6 +672,10 @@ int hu_restore_vms(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot, co
 /* The same, only for the VMs of one manager ("none", "libvirt"; NULL: all). */
 /* Load the state into vm->qmp's QEMU (-incoming defer), then bring it to the recorded runstate. */
 int hu_restore_start_load(struct hu_vm *vm, char **ret_error);
+/* The second half of hu_restore_start_load: migrate-incoming alone. */
+int hu_restore_incoming(struct hu_vm *vm, char **ret_error);
+/* Set the guest clock through its agent; clock_step_ms recorded under m's lock. */
+void hu_restore_fix_clock(struct hu_manifest *m, struct hu_vm *vm);
 int hu_restore_finish_load(struct hu_vm *vm, char **ret_error);
 
 /* ---- prelaunch.c: run --no-reboot with the new QEMU started before the old one stops ---- */

@@ -56,9 +56,10 @@ static int set_params(struct hu_qmp *q, const char *mode, int64_t max_bandwidth,
 	return hu_qmp_execute(q, "migrate-set-parameters", args, NULL, ret_err);
 }
 
-/* Source side: record what the VM had, decide one explicit set, apply it.
- * The set is kept in the VM so the destination applies exactly the same. */
-int hu_migration_setup_source(struct hu_vm *vm, char **ret_err)
+/* Source side, without changing it: record what the VM had and decide one
+ * explicit set, kept in the VM so the destination applies exactly the same
+ * (prelaunch sets up its new QEMU with it before the old one's save). */
+int hu_migration_plan_source(struct hu_vm *vm, char **ret_err)
 {
 	_cleanup_json_ json_object *list = NULL;
 	json_object *before, *want;
@@ -94,7 +95,17 @@ int hu_migration_setup_source(struct hu_vm *vm, char **ret_err)
 	json_object_put(vm->caps);
 	vm->caps_before = before;
 	vm->caps = want;
-	r = apply_caps(vm->qmp, want, before, ret_err);
+	return 0;
+}
+
+/* Source side: the set hu_migration_plan_source decides, applied. */
+int hu_migration_setup_source(struct hu_vm *vm, char **ret_err)
+{
+	int r = hu_migration_plan_source(vm, ret_err);
+
+	if (r < 0)
+		return r;
+	r = apply_caps(vm->qmp, vm->caps, vm->caps_before, ret_err);
 	if (r < 0)
 		return r;
 	return set_params(vm->qmp, "cpr-reboot", vm->copies_ram ? HU_MAX_BANDWIDTH : 0, ret_err);

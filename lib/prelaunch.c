@@ -17,6 +17,7 @@
  * short by the new QEMU's migration status (hu_prelaunch_converge).
  */
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -225,8 +226,6 @@ bool hu_prelaunch_eligible(const struct hu_vm *vm, const char **ret_why)
 
 	if (vm->mgr)
 		why = "run by a VM manager (not done by prelaunch yet)";
-	else if (vm->ai.daemonize)
-		why = "-daemonize (not done by prelaunch yet)";
 	else if (vm->ai.has_vfio || vm->suspend)
 		why = "a VFIO device cannot be opened by two QEMUs";
 	else if (vm->ai.passes_fd)
@@ -277,7 +276,8 @@ static int record(struct hu_manifest *m, struct hu_vm *vm, enum hu_vm_state stat
 
 /* Test hook (tests/bats/80-prelaunch.bats): make one step fail for real —
  * "spawn" points the new QEMU at a binary that does not exist, "load" has
- * the new QEMU load from a state file that is not one. Read only when
+ * the new QEMU load from a state file that is not one, "kill-new" and
+ * "kill-old" SIGKILL the new QEMU or the old one after the save. Read only when
  * HU_TEST_PRELAUNCH_FAIL is set; documented in HACKING.md. */
 static const char *test_fail(void)
 {
@@ -285,7 +285,7 @@ static const char *test_fail(void)
 }
 
 /* Test hook: HU_TEST_PRELAUNCH_DIE=STEP makes this process die by SIGKILL at
- * STEP (aside, spawned, saved, loaded), as a kill -9 there would. */
+ * STEP (aside, forked, started, spawned, saved, loaded), as a kill -9 there would. */
 static void die_at(const char *step)
 {
 	const char *s = secure_getenv("HU_TEST_PRELAUNCH_DIE");
@@ -335,11 +335,43 @@ static void rollback(struct prelaunch_job *job, struct hu_vm *vm, struct hu_qmp 
 	vm->qmp = NULL;
 }
 
+/* The new QEMU (vm->qmp) gets the migration settings the old one's save
+ * will use, decided from the old one unchanged, while the guest still runs:
+ * the blackout is save + migrate-incoming + load. *ret_planned: that set. */
+static int set_up_new(struct hu_vm *vm, struct hu_qmp *old_qmp, json_object **ret_planned, char **ret_error)
+{
+	_cleanup_free_ char *qerr = NULL;
+	struct hu_qmp *new_qmp = vm->qmp;
+	int r;
+
+	vm->qmp = old_qmp;
+	r = hu_migration_plan_source(vm, &qerr);
+	vm->qmp = new_qmp;
+	if (r < 0)
+		return hu_errorf(ret_error, r, "the old QEMU's migration capabilities: %s",
+				 qerr ?: hu_qmp_strerror(r));
+	r = hu_migration_setup_dest(vm, &qerr);
+	if (r < 0)
+		return hu_errorf(ret_error, r, "cannot set the new QEMU's migration settings: %s",
+				 qerr ?: hu_qmp_strerror(r));
+	*ret_planned = json_object_get(vm->caps);
+	return 0;
+}
+
+/* Whether the process of PIDFD has ended (no waiting). */
+static bool pidfd_ended(int pidfd)
+{
+	struct pollfd p = { .fd = pidfd, .events = POLLIN };
+
+	return poll(&p, 1, 0) > 0;
+}
+
 static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 {
 	struct hu_ctx *ctx = job->ctx;
 	_cleanup_free_ char *err = NULL, *status = NULL, *real_exe = NULL, *real_state = NULL;
-	_cleanup_close_ int new_fd = -1;
+	_cleanup_close_ int new_fd = -1, gate = -1;
+	_cleanup_json_ json_object *planned = NULL;
 	struct hu_qmp *old_qmp;
 	pid_t child = 0, pid = 0;
 	uint64_t starttime = 0;
@@ -367,7 +399,7 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 		real_exe = vm->exe;
 		vm->exe = strdup("/nonexistent/qemu-system-x86_64");
 	}
-	r = hu_spawn_qemu(ctx, vm, &child, &err);
+	r = hu_spawn_qemu(ctx, vm, &child, &gate, &err);
 	if (real_exe) {
 		free(vm->exe);
 		vm->exe = TAKE_PTR(real_exe);
@@ -382,8 +414,10 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 			waitpid(child, NULL, 0);
 		}
 	}
-	/* Recorded before it can get the guest, or not run at all: abort
-	 * decides by this record. */
+	die_at("forked");
+	/* Recorded before it runs QEMU at all (it waits at its gate; a start
+	 * time is kept across execve), else never run: abort decides by this
+	 * record, and a child whose gate closes unopened exits. */
 	if (r >= 0) {
 		r = hu_proc_starttime(ctx, child, &starttime);
 		if (r < 0)
@@ -395,12 +429,33 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 		if (r < 0)
 			hu_errorf(&err, r, "cannot record the new QEMU in the manifest: %s", strerror(-r));
 	}
-	pid = child; /* no -daemonize here: our child is the QEMU */
 	if (r >= 0) {
-		_cleanup_close_ int connect_fd = -1; /* the same process as new_fd */
+		r = hu_spawn_open_gate(&gate);
+		if (r < 0)
+			hu_errorf(&err, r, "the new QEMU's process pid %d did not wait for its start: %s",
+				  (int)child, strerror(-r));
+	}
+	die_at("started");
+	pid = child;
+	if (r >= 0) {
+		_cleanup_close_ int connect_fd = -1; /* without -daemonize, the same process as new_fd */
 
 		r = hu_spawn_connect(ctx, vm, child, &pid, &connect_fd, &err);
+		if (r >= 0 && pid != child) {
+			/* -daemonize: the QEMU is the daemon our child left (reaped
+			 * by now), recorded in its place before the save. */
+			close(new_fd);
+			new_fd = TAKE_FD(connect_fd);
+			r = hu_proc_starttime(ctx, pid, &starttime);
+			if (r >= 0)
+				r = record(job->m, vm, HU_VM_RUNNING, pid, starttime);
+			if (r < 0)
+				hu_errorf(&err, r, "cannot record the new QEMU's daemon pid %d: %s", (int)pid,
+					  strerror(-r));
+		}
 	}
+	if (r >= 0)
+		r = set_up_new(vm, old_qmp, &planned, &err);
 	if (r < 0) {
 		rollback(job, vm, old_qmp, new_fd, err ?: "the new QEMU did not start");
 		return;
@@ -421,11 +476,19 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 		rollback(job, vm, old_qmp, new_fd, why ?: "the save failed");
 		return;
 	}
-	record(job->m, vm, HU_VM_SAVED, child, starttime);
+	if (test_fail() && streq(test_fail(), "kill-old"))
+		hu_pid_kill(ctx, vm->pid, vm->starttime); /* nothing of it is needed after its save */
+	record(job->m, vm, HU_VM_SAVED, pid, starttime);
 	die_at("saved");
 	if (test_fail() && streq(test_fail(), "kill-new"))
 		hu_pidfd_kill(new_fd, 10000); /* the new QEMU dies before its load */
-	r = hu_migration_setup_dest(vm, &err);
+	/* The new QEMU was set up for what the save was to use; a set that
+	 * changed meanwhile (another client of the old QEMU) is not loaded. */
+	if (!json_object_equal(planned, vm->caps))
+		r = hu_errorf(&err, -ESTALE,
+			      "the old QEMU's migration capabilities changed during the prelaunch");
+	else if (pidfd_ended(new_fd))
+		r = hu_errorf(&err, -ESRCH, "the new QEMU pid %d ended before its load", (int)pid);
 	if (r >= 0 && test_fail() && streq(test_fail(), "load")) {
 		/* A state file that is not one: QEMU refuses it, as a corrupt one. */
 		real_state = vm->state_file;
@@ -438,11 +501,11 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 		pthread_mutex_lock(&job->m->lock);
 		vm->pre_incoming = true;
 		pthread_mutex_unlock(&job->m->lock);
-		r = record(job->m, vm, HU_VM_SAVED, child, starttime);
+		r = record(job->m, vm, HU_VM_SAVED, pid, starttime);
 		if (r < 0)
 			hu_errorf(&err, r, "cannot record the load in the manifest: %s", strerror(-r));
 		else
-			r = hu_restore_start_load(vm, &err);
+			r = hu_restore_incoming(vm, &err);
 	}
 	if (r >= 0)
 		r = hu_restore_finish_load(vm, &err);
@@ -461,9 +524,9 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 			hu_vm_set_error(vm, q < 0 ? q : -EBUSY,
 					"cannot tell which QEMU has the guest: %s; the new QEMU pid %d: %s; "
 					"both are left as they are, abort decides",
-					err ?: "the load failed", (int)child,
+					err ?: "the load failed", (int)pid,
 					q < 0 ? hu_qmp_strerror(q) : status);
-			record(job->m, vm, HU_VM_FAILED, child, starttime);
+			record(job->m, vm, HU_VM_FAILED, pid, starttime);
 			hu_journal(ctx, vm->name, "failed", vm->error);
 			hu_qmp_close(old_qmp);
 			hu_qmp_close(vm->qmp);
@@ -488,6 +551,7 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 	vm->starttime = starttime;
 	vm->running_at_ms = hu_now_ms();
 	pthread_mutex_unlock(&job->m->lock);
+	hu_restore_fix_clock(job->m, vm); /* as after a sequential restore */
 	record(job->m, vm, HU_VM_RESTORED, 0, 0);
 	hu_journal(ctx, vm->name, "restored", "prelaunch");
 	hu_qmp_close(vm->qmp);
@@ -568,6 +632,35 @@ static int new_migration_status(struct hu_vm *vm, char **ret_status, char **ret_
 	return 0;
 }
 
+/* A daemonizing QEMU is recorded twice: the process we forked before it
+ * runs QEMU (the gate), its daemon once that is up. Cut short between the
+ * two, the record names the first, and the daemon runs unrecorded. It is
+ * found as restore finds what an earlier run left: in /proc, the VM's
+ * binary and user, its QMP path, -incoming defer, started after the
+ * recorded process. Its load never asked for (prelaunch_incoming unset),
+ * it never ran the guest: ended. */
+static void end_unrecorded_daemon(struct hu_vm *vm)
+{
+	struct hu_ctx *ctx = vm->ctx;
+	struct hu_vm_list *now = NULL;
+
+	if (!vm->ai.daemonize || vm->pre_incoming || !vm->ai.qmp_path || hu_scan_processes(ctx, &now) < 0)
+		return;
+	for (size_t i = 0; i < now->n; i++) {
+		struct hu_vm *p = now->vms[i];
+
+		if (p->pid == vm->pid || p->pid == vm->pre_pid || p->starttime < vm->pre_starttime ||
+		    !streq(p->exe, vm->exe) || (p->uid != vm->uid && !(vm->ai.runas && p->uid == 0)) ||
+		    !p->ai.qmp_path || !streq(p->ai.qmp_path, vm->ai.qmp_path) ||
+		    !hu_argv_has_incoming_defer(p->argv, p->argc))
+			continue;
+		hu_info(ctx, vm->name, "ending pid %d, the new QEMU's daemon, which never ran the guest",
+			(int)p->pid);
+		hu_pid_kill(ctx, p->pid, p->starttime);
+	}
+	hu_vm_list_free(now);
+}
+
 int hu_prelaunch_converge(struct hu_vm *vm, enum hu_vm_state *ret_state, char **ret_error)
 {
 	struct hu_ctx *ctx = vm->ctx;
@@ -640,6 +733,7 @@ int hu_prelaunch_converge(struct hu_vm *vm, enum hu_vm_state *ret_state, char **
 		return 1;
 	}
 	/* Proven: the new QEMU never ran the guest. */
+	end_unrecorded_daemon(vm);
 	paths_settle(vm, true);
 	vm->pre_pid = 0;
 	vm->pre_incoming = false;

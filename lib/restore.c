@@ -218,14 +218,23 @@ static int check_ram(struct restore_job *job, struct hu_vm *vm, char **ret_error
 /* Same capabilities and mode as the source, then migrate-incoming. */
 int hu_restore_start_load(struct hu_vm *vm, char **ret_error)
 {
-	_cleanup_free_ char *qerr = NULL, *uri = NULL;
-	json_object *args;
+	_cleanup_free_ char *qerr = NULL;
 	int r;
 
 	r = hu_migration_setup_dest(vm, &qerr);
 	if (r < 0)
 		return hu_errorf(ret_error, r, "cannot set the checkpoint's migration settings: %s",
 				 qerr ?: hu_qmp_strerror(r));
+	return hu_restore_incoming(vm, ret_error);
+}
+
+/* migrate-incoming of the state file, into a QEMU already set up. */
+int hu_restore_incoming(struct hu_vm *vm, char **ret_error)
+{
+	_cleanup_free_ char *qerr = NULL, *uri = NULL;
+	json_object *args;
+	int r;
+
 	r = hu_manager_state_uri(vm, false, &uri);
 	if (r < 0)
 		return hu_errorf(ret_error, r, "state file: %s", vm->error ?: strerror(-r));
@@ -276,8 +285,9 @@ int hu_restore_finish_load(struct hu_vm *vm, char **ret_error)
 }
 
 /* The guest's clock is behind by the outage: set it through its agent
- * (every VM with one, suspended or not). Best effort, but said. */
-static void fix_clock(struct restore_job *job, struct hu_vm *vm)
+ * (every VM with one, suspended or not), and record by how much under the
+ * manifest's lock. Best effort, but said. Prelaunch's too. */
+void hu_restore_fix_clock(struct hu_manifest *m, struct hu_vm *vm)
 {
 	int64_t step = 0;
 	int r;
@@ -287,15 +297,15 @@ static void fix_clock(struct restore_job *job, struct hu_vm *vm)
 	r = hu_qga_fix_clock(vm, 10000, &step);
 	if (r < 0) {
 		/* Not a failure of the restore: the guest runs. Said as progress. */
-		hu_info(job->ctx, vm->name, "guest clock not set: agent %s: %s", vm->ai.qga_path,
+		hu_info(vm->ctx, vm->name, "guest clock not set: agent %s: %s", vm->ai.qga_path,
 			hu_qmp_strerror(r));
 		return;
 	}
-	pthread_mutex_lock(&job->m->lock);
+	pthread_mutex_lock(&m->lock);
 	vm->has_clock_step = true;
 	vm->clock_step_ms = step;
-	pthread_mutex_unlock(&job->m->lock);
-	hu_info(job->ctx, vm->name, "guest clock set (it was %lld ms behind)", (long long)step);
+	pthread_mutex_unlock(&m->lock);
+	hu_info(vm->ctx, vm->name, "guest clock set (it was %lld ms behind)", (long long)step);
 }
 
 /* A VM its manager starts (libvirt): paused, waiting for the load, which is
@@ -414,7 +424,7 @@ static void restore_from_state(struct restore_job *job, struct hu_vm *vm)
 		goto started;
 	}
 	hu_info(job->ctx, vm->name, "starting %s with -incoming defer", vm->exe);
-	r = hu_spawn_qemu(job->ctx, vm, &child, &err);
+	r = hu_spawn_qemu(job->ctx, vm, &child, NULL, &err);
 	if (r < 0) {
 		if (!err)
 			hu_errorf(&err, 0, "cannot start QEMU: %s", strerror(-r));
@@ -469,7 +479,7 @@ started:
 	pthread_mutex_lock(&job->m->lock);
 	vm->running_at_ms = hu_now_ms();
 	pthread_mutex_unlock(&job->m->lock);
-	fix_clock(job, vm);
+	hu_restore_fix_clock(job->m, vm);
 	hu_info(job->ctx, vm->name, "restored (%s) as pid %d, down %lld ms", vm->runstate ?: "?", (int)pid,
 		(long long)(vm->running_at_ms - vm->stopped_at_ms));
 	finish_vm(job, vm, HU_VM_RESTORED, NULL);

@@ -6,6 +6,8 @@
  * QEMU's output goes to STATE_DIR/NAME.log. A QEMU that daemonizes is
  * followed to its real pid; one that dies before its QMP is up is said
  * with its last log line; one that never ran the guest can be ended.
+ * With a gate, the child waits before execve until the caller has recorded
+ * it, and ends without exec if the caller dies first.
  */
 #include <fcntl.h>
 #include <grp.h>
@@ -14,18 +16,39 @@
 #include <stdio.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-daemon.h>
 #include "hu-private.h"
 
-int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid, char **ret_error)
+/* The child's end of the gate, where it waits: the first descriptor after
+ * stdin, stdout and stderr, the only one kept. */
+#define GATE_FD		 3
+/* The exit status of a child whose gate closed unopened: it never ran QEMU. */
+#define GATE_CLOSED_EXIT 125
+
+int hu_spawn_open_gate(int *gate)
+{
+	int r = 0;
+
+	if (*gate < 0)
+		return 0;
+	/* A socket, not a pipe: no SIGPIPE when the child is gone. */
+	if (send(*gate, "1", 1, MSG_NOSIGNAL) != 1)
+		r = -errno;
+	close(*gate);
+	*gate = -1;
+	return r;
+}
+
+int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid, int *ret_gate, char **ret_error)
 {
 	char **argv = NULL;
 	size_t argc = 0;
 	_cleanup_free_ char *log = NULL, *cgroup_procs = NULL;
-	_cleanup_close_ int out = -1;
+	_cleanup_close_ int out = -1, gate_ours = -1, gate_child = -1;
 	static char *const envp[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 				      NULL };
 	pid_t pid;
@@ -71,6 +94,17 @@ int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid, char **r
 		}
 	}
 	vm->rejoined_cgroup = cgroup_procs != NULL;
+	if (ret_gate) {
+		int sv[2];
+
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+			r = -errno;
+			hu_strv_free(argv, argc);
+			return hu_errorf(ret_error, r, "cannot make the start gate: %s", strerror(-r));
+		}
+		gate_ours = sv[0];
+		gate_child = sv[1];
+	}
 	pid = fork();
 	if (pid < 0) {
 		r = -errno;
@@ -80,8 +114,40 @@ int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid, char **r
 	if (pid == 0) {
 		/* Child: async-signal-safe calls only. */
 		int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+		int keep = gate_child >= 0 ? GATE_FD + 1 : 3;
 
 		setsid();
+		if (nul >= 0)
+			dup2(nul, 0);
+		dup2(out, 1);
+		dup2(out, 2);
+		if (gate_child >= 0 && gate_child != GATE_FD)
+			dup2(gate_child, GATE_FD);
+		/* Nothing of ours leaks into a QEMU that outlives us, also where
+		 * close_range() is missing (Linux < 5.9) or filtered. Also
+		 * before the gate: another thread's child may hold the write end
+		 * of ours (inherited at its fork) until it closes its own. */
+		if (close_range((unsigned)keep, ~0U, 0) < 0) {
+			struct rlimit rl;
+			rlim_t max = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 65536;
+
+			for (rlim_t fd = (rlim_t)keep; fd < max && fd < (1U << 20); fd++)
+				close((int)fd);
+		}
+		if (gate_child >= 0) {
+			/* Until the caller recorded us. EOF: it died before (not
+			 * PR_SET_PDEATHSIG, which fires when the forking *thread*
+			 * ends): nothing was started, nothing to clean up. */
+			char c;
+			ssize_t n;
+
+			do
+				n = read(GATE_FD, &c, 1);
+			while (n < 0 && errno == EINTR);
+			if (n != 1)
+				_exit(GATE_CLOSED_EXIT);
+			close(GATE_FD);
+		}
 		if (cgroup_procs) {
 			int cg = open(cgroup_procs, O_WRONLY | O_CLOEXEC);
 
@@ -90,19 +156,6 @@ int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid, char **r
 				}
 				close(cg);
 			}
-		}
-		if (nul >= 0)
-			dup2(nul, 0);
-		dup2(out, 1);
-		dup2(out, 2);
-		/* Nothing of ours leaks into a QEMU that outlives us, also where
-		 * close_range() is missing (Linux < 5.9) or filtered. */
-		if (close_range(3, ~0U, 0) < 0) {
-			struct rlimit rl;
-			rlim_t max = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 65536;
-
-			for (rlim_t fd = 3; fd < max && fd < (1U << 20); fd++)
-				close((int)fd);
 		}
 		if (chdir(vm->cwd ?: "/") < 0 && chdir("/") < 0)
 			_exit(126);
@@ -115,6 +168,8 @@ int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid, char **r
 		_exit(127);
 	}
 	hu_strv_free(argv, argc);
+	if (ret_gate)
+		*ret_gate = TAKE_FD(gate_ours);
 	*ret_pid = pid;
 	return 0;
 }
