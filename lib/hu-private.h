@@ -119,6 +119,10 @@ int hu_read_fd(int fd, size_t max, char **ret, size_t *ret_len);
 int hu_read_state_file(int dirfd, const char *name, size_t max, char **ret, size_t *ret_len);
 /* Crash-safe replace of dirfd/name (O_EXCL temp file, rename, fsync). */
 int hu_write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode);
+/* The same, flushed only when `durable`: without, a reader still sees the
+ * old or the new file after a kill, but a host crash may lose it. */
+int hu_write_file_replace_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode,
+			     bool durable);
 int hu_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode);
 int hu_fsync_path(const char *path);
 void hu_fsync_paths(const char *const *paths, size_t n, int *results);
@@ -595,6 +599,10 @@ struct hu_manifest {
 	pthread_mutex_t lock;
 	bool borrowed;	   /* list entries belong to the caller */
 	bool in_state_dir; /* saved through the context's state dir fd; else to path */
+	/* Saves are not flushed to disk (rename still atomic): only while every
+	 * VM is unflushed, so a record lost in a host crash names nothing a
+	 * restore after it would resume. */
+	bool lazy_saves;
 };
 int hu_manifest_new(struct hu_ctx *ctx, struct hu_manifest **ret);
 int hu_manifest_save(struct hu_manifest *m);

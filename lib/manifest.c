@@ -234,7 +234,8 @@ int hu_manifest_save(struct hu_manifest *m)
 
 		r = !m->in_state_dir ? hu_write_file_atomic(m->path, s, strlen(s), 0600)
 		    : dirfd < 0	     ? dirfd
-				     : hu_write_file_atomic_at(dirfd, "manifest.json", s, strlen(s), 0600);
+				     : hu_write_file_replace_at(dirfd, "manifest.json", s, strlen(s), 0600,
+								!m->lazy_saves);
 	}
 	/* Freed under the lock too: nothing json-c owns is touched unlocked. */
 	json_object_put(o);

@@ -183,6 +183,12 @@ int hu_fsync_path(const char *path)
  * kill -9 at any point. */
 int hu_write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode)
 {
+	return hu_write_file_replace_at(dirfd, name, data, len, mode, true);
+}
+
+int hu_write_file_replace_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode,
+			     bool durable)
+{
 	_cleanup_free_ char *tmp = NULL;
 	_cleanup_close_ int fd = -1;
 	const char *p = data;
@@ -221,7 +227,7 @@ int hu_write_file_atomic_at(int dirfd, const char *name, const void *data, size_
 		p += n;
 		len -= n;
 	}
-	if (fchmod(fd, mode) < 0 || fsync(fd) < 0) {
+	if (fchmod(fd, mode) < 0 || (durable && fsync(fd) < 0)) {
 		r = -errno;
 		goto fail;
 	}
@@ -229,7 +235,7 @@ int hu_write_file_atomic_at(int dirfd, const char *name, const void *data, size_
 		r = -errno;
 		goto fail;
 	}
-	return fsync(dirfd) < 0 ? -errno : 0;
+	return durable && fsync(dirfd) < 0 ? -errno : 0;
 fail:
 	unlinkat(dirfd, tmp, 0);
 	return r;
