@@ -17,12 +17,19 @@
  * short by the new QEMU's migration status (hu_prelaunch_converge).
  */
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include "hu-private.h"
+
+/* The sockets of a cpr-transfer, beside the QMP socket: a directory the VM's
+ * user can bind in (the new QEMU may run as that user). */
+#define CPR_SOCK  ".hu-cpr"
+#define MAIN_SOCK ".hu-mig"
 
 /* The paths a running QEMU owns that a second one would take over. */
 static size_t owned_paths(const struct hu_vm *vm, const char *paths[3])
@@ -92,6 +99,14 @@ static void paths_settle(const struct hu_vm *vm, bool back)
 		else
 			unlink(aside);
 	}
+	if (vm->pre_cpr && vm->ai.qmp_path) { /* a cpr-transfer's sockets are of no use after */
+		_cleanup_free_ char *cpr = NULL, *mig = NULL;
+
+		if (asprintf(&cpr, "%s" CPR_SOCK, vm->ai.qmp_path) >= 0)
+			unlink(cpr);
+		if (asprintf(&mig, "%s" MAIN_SOCK, vm->ai.qmp_path) >= 0)
+			unlink(mig);
+	}
 }
 
 static bool argv_has(const struct hu_vm *vm, const char *opt, const char *prefix)
@@ -120,6 +135,70 @@ static bool in_service(const char *cg)
 	return false;
 }
 
+/* Whether -machine (or -M) sets aux-ram-share=on: cpr-transfer needs every RAM block in a
+ * memfd from QEMU's start, its ROMs too (QEMU 10.0 refuses the migrate otherwise: "Memory
+ * region /rom@etc/acpi/rsdp is not compatible with CPR", tried). Loose on purpose: a false
+ * yes makes QEMU refuse the migrate before anything stops, and the old QEMU runs on. */
+static bool aux_ram_share(const struct hu_vm *vm)
+{
+	static const char key[] = "aux-ram-share=";
+	bool on = false;
+
+	for (size_t i = 1; i + 1 < vm->argc; i++) {
+		const char *v = vm->argv[i + 1];
+
+		if (!streq(vm->argv[i], "-machine") && !streq(vm->argv[i], "-M"))
+			continue;
+		while (*v) {
+			size_t len = strcspn(v, ",");
+
+			if (len > sizeof(key) - 1 && !strncmp(v, key, sizeof(key) - 1)) {
+				const char *b = v + sizeof(key) - 1;
+				size_t n = len - (sizeof(key) - 1);
+
+				on = (n == 2 && !strncmp(b, "on", 2)) || (n == 3 && !strncmp(b, "yes", 3)) ||
+				     (n == 4 && !strncmp(b, "true", 4)) || (n == 1 && *b == 'y');
+			}
+			v += len;
+			v += *v == ',';
+		}
+	}
+	return on;
+}
+
+const char *hu_prelaunch_ram(const struct hu_vm *vm, const char **ret_why)
+{
+	bool files = vm->n_memdevs > 0 && !vm->copies_ram, shared = vm->n_memdevs > 0;
+	const char *why;
+
+	for (size_t i = 0; i < vm->n_memdevs; i++) {
+		const struct hu_memdev *d = &vm->memdevs[i];
+
+		files = files && d->mem_path && d->skipped;
+		/* The kinds QEMU 10.0 hands over by descriptor or reopens (tried) */
+		shared = shared && d->share && d->type &&
+			 (streq(d->type, "memory-backend-memfd") || streq(d->type, "memory-backend-shm") ||
+			  streq(d->type, "memory-backend-ram") || streq(d->type, "memory-backend-file"));
+	}
+	if (files)
+		return "cpr-reboot";
+	if (!shared)
+		why = "RAM not all in shared files, so it is copied: private RAM (no memory backend, or "
+		      "share=off) cannot be handed over; cpr-transfer needs share=on memfd/shm RAM";
+	else if (!aux_ram_share(vm))
+		why = "RAM not all in shared files, so it is copied: memfd/shm RAM goes by cpr-transfer "
+		      "only with -machine aux-ram-share=on, set when QEMU started";
+	else if (!vm->ai.qmp_path ||
+		 strlen(vm->ai.qmp_path) + sizeof(CPR_SOCK) > sizeof(((struct sockaddr_un *)0)->sun_path))
+		why = "RAM not all in shared files, so it is copied: the QMP socket path is too long "
+		      "for the cpr-transfer sockets beside it";
+	else
+		return "cpr-transfer";
+	if (ret_why)
+		*ret_why = why;
+	return NULL;
+}
+
 bool hu_prelaunch_eligible(const struct hu_vm *vm, const char **ret_why)
 {
 	const char *why = NULL;
@@ -132,8 +211,8 @@ bool hu_prelaunch_eligible(const struct hu_vm *vm, const char **ret_why)
 		why = "a VFIO device cannot be opened by two QEMUs";
 	else if (vm->ai.passes_fd)
 		why = "QEMU was handed a file descriptor a new process cannot reopen";
-	else if (vm->n_memdevs == 0 || vm->copies_ram)
-		why = "RAM not all in shared files (memfd or private RAM: cpr-transfer is not done yet)";
+	else if (!hu_prelaunch_ram(vm, &why))
+		;
 	else if (argv_has(vm, "-netdev", "tap") || argv_has(vm, "-netdev", "bridge") ||
 		 argv_has(vm, "-nic", "tap") || argv_has(vm, "-nic", "bridge") || argv_has(vm, "-net", "tap"))
 		why = "a tap network device cannot be opened by two QEMUs";
@@ -145,9 +224,6 @@ bool hu_prelaunch_eligible(const struct hu_vm *vm, const char **ret_why)
 		why = "a host device cannot be opened by two QEMUs (not verified)";
 	else if (in_service(vm->cgroup))
 		why = "the old QEMU's end would stop its systemd service and the new QEMU with it";
-	for (size_t i = 0; !why && i < vm->n_memdevs; i++)
-		if (!vm->memdevs[i].mem_path || !vm->memdevs[i].skipped)
-			why = "RAM not all in shared files (memfd or private RAM: cpr-transfer is not done yet)";
 	if (!why && !vm->ai.qmp_path)
 		why = "no QMP socket path";
 	if (ret_why)
@@ -158,6 +234,11 @@ bool hu_prelaunch_eligible(const struct hu_vm *vm, const char **ret_why)
 const char *hu_vm_get_restart(const struct hu_vm *vm, const char **ret_why)
 {
 	return hu_prelaunch_eligible(vm, ret_why) ? "prelaunch" : "sequential";
+}
+
+const char *hu_vm_get_prelaunch_mode(const struct hu_vm *vm)
+{
+	return hu_prelaunch_eligible(vm, NULL) ? hu_prelaunch_ram(vm, NULL) : NULL;
 }
 
 /* The VM's step, persisted: < 0 when the manifest could not be written. */
@@ -233,6 +314,344 @@ static void rollback(struct prelaunch_job *job, struct hu_vm *vm, struct hu_qmp 
 	vm->qmp = NULL;
 }
 
+/* Our line to the old QEMU, open before its paths move; NULL when there is
+ * none (the VM is recorded failed, untouched). */
+static struct hu_qmp *old_monitor(struct prelaunch_job *job, struct hu_vm *vm)
+{
+	_cleanup_free_ char *err = NULL;
+	struct hu_qmp *q;
+
+	if (!vm->qmp) {
+		int r = hu_manager_monitor(vm, job->ctx->qmp_timeout_ms, &vm->qmp, &err);
+
+		if (r < 0) {
+			hu_vm_set_error(vm, r, "%s", err ?: hu_qmp_strerror(r));
+			record(job->m, vm, HU_VM_FAILED, 0, 0);
+			return NULL;
+		}
+	}
+	q = vm->qmp;
+	vm->qmp = NULL;
+	return q;
+}
+
+/* The new QEMU (PID) has the guest: end the old one without its exit cleanup. */
+static void handed_over(struct prelaunch_job *job, struct hu_vm *vm, struct hu_qmp *old_qmp, pid_t pid,
+			uint64_t starttime)
+{
+	struct hu_ctx *ctx = job->ctx;
+	const char *how = vm->pre_cpr ? "prelaunch (cpr-transfer)" : "prelaunch";
+
+	hu_qmp_close(old_qmp);
+	if (hu_pid_kill(ctx, vm->pid, vm->starttime) < 0)
+		hu_info(ctx, vm->name, "the old QEMU pid %d does not exit; it is stopped in postmigrate",
+			(int)vm->pid);
+	paths_settle(vm, false);
+	hu_spawn_move_to_scope(ctx, vm, pid);
+	pthread_mutex_lock(&job->m->lock);
+	vm->pid = pid;
+	vm->starttime = starttime;
+	vm->running_at_ms = hu_now_ms();
+	vm->pre_cpr = false;
+	pthread_mutex_unlock(&job->m->lock);
+	record(job->m, vm, HU_VM_RESTORED, 0, 0);
+	hu_journal(ctx, vm->name, "restored", how);
+	hu_qmp_close(vm->qmp);
+	vm->qmp = NULL;
+	hu_info(ctx, vm->name, "restarted by %s as pid %d, down %lld ms", how, (int)pid,
+		(long long)(vm->running_at_ms - vm->stopped_at_ms));
+}
+
+/* ---- cpr-transfer: RAM in memfd/shm (docs/design/prelaunch.md, "cpr-transfer") ---- */
+
+static char *path_with(const char *path, const char *suffix)
+{
+	char *s = NULL;
+
+	return asprintf(&s, "%s%s", path, suffix) < 0 ? NULL : s;
+}
+
+static json_object *unix_channel(const char *type, const char *path)
+{
+	json_object *c = json_object_new_object(), *a = json_object_new_object();
+
+	json_object_object_add(a, "transport", json_object_new_string("socket"));
+	json_object_object_add(a, "type", json_object_new_string("unix"));
+	json_object_object_add(a, "path", json_object_new_string(path));
+	json_object_object_add(c, "channel-type", json_object_new_string(type));
+	json_object_object_add(c, "addr", a);
+	return c;
+}
+
+/* Until the new QEMU listens on its cpr socket (nothing signals that: a short
+ * poll on its pidfd, which also ends the wait when it dies). */
+static int wait_cpr_listen(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, int pidfd, const char *path,
+			   char **ret_error)
+{
+	int64_t deadline = hu_mono_ms() + 30000;
+
+	for (;;) {
+		struct pollfd p = { .fd = pidfd, .events = POLLIN };
+		struct stat st;
+
+		if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+			return 0;
+		if (poll(&p, 1, 1) > 0) {
+			_cleanup_close_ int fd = -1;
+			pid_t pid;
+
+			/* It exited: spawn says why, from its log. */
+			return hu_spawn_connect(ctx, vm, child, &pid, &fd, ret_error) < 0
+				       ? -ECHILD
+				       : hu_errorf(ret_error, -ECHILD, "the new QEMU exited");
+		}
+		if (hu_mono_ms() > deadline)
+			return hu_errorf(ret_error, -ETIMEDOUT, "the new QEMU did not listen on %s in 30 s",
+					 path);
+	}
+}
+
+/* The old QEMU sends the cpr state (its RAM's descriptors) and waits for the
+ * new one to ask for the rest; its guest runs on meanwhile. */
+static int cpr_send(struct hu_vm *vm, const char *cpr, const char *mig, char **ret_error)
+{
+	_cleanup_free_ char *qerr = NULL;
+	json_object *args, *chans;
+	int r;
+
+	free(vm->runstate);
+	vm->runstate = NULL;
+	r = hu_qmp_query_status(vm->qmp, &vm->runstate);
+	if (r < 0)
+		return hu_errorf(ret_error, r, "query-status: %s", hu_qmp_strerror(r));
+	vm->touched = true;
+	r = hu_migration_setup_source(vm, &qerr);
+	if (r < 0)
+		return hu_errorf(ret_error, r, "cannot set cpr-transfer mode: %s",
+				 qerr ?: hu_qmp_strerror(r));
+	hu_qmp_clear_events(vm->qmp);
+	args = json_object_new_object();
+	chans = json_object_new_array();
+	json_object_array_add(chans, unix_channel("main", mig));
+	json_object_array_add(chans, unix_channel("cpr", cpr));
+	json_object_object_add(args, "channels", chans);
+	r = hu_qmp_execute(vm->qmp, "migrate", args, NULL, &qerr);
+	if (r < 0)
+		return hu_errorf(ret_error, r, "migrate (cpr-transfer): %s", qerr ?: hu_qmp_strerror(r));
+	return 0;
+}
+
+/* The new QEMU asks for the device state; the old one stops, sends it and
+ * ends in postmigrate; the new one loads it and runs. */
+static int cpr_load(struct hu_vm *vm, struct hu_qmp *old_qmp, const char *mig, char **ret_error)
+{
+	_cleanup_free_ char *qerr = NULL, *desc = NULL, *status = NULL;
+	json_object *args = json_object_new_object(), *chans = json_object_new_array();
+	int r;
+
+	json_object_array_add(chans, unix_channel("main", mig));
+	json_object_object_add(args, "channels", chans);
+	json_object_object_add(args, "exit-on-error", json_object_new_boolean(false));
+	vm->stopped_at_ms = hu_now_ms();
+	vm->stopped_mono_us = hu_mono_us();
+	r = hu_qmp_execute(vm->qmp, "migrate-incoming", args, NULL, &qerr);
+	if (r < 0)
+		return hu_errorf(ret_error, r, "migrate-incoming: %s", qerr ?: hu_qmp_strerror(r));
+	r = hu_migration_wait(old_qmp, hu_migration_timeout_ms(0), &desc);
+	if (r < 0)
+		return hu_errorf(ret_error, r, "the old QEMU's save failed: %s", desc ?: hu_qmp_strerror(r));
+	r = hu_migration_settled_runstate(old_qmp, &status);
+	if (r < 0)
+		return hu_errorf(ret_error, r, "query-status: %s", hu_qmp_strerror(r));
+	if (!streq(status, "postmigrate"))
+		return hu_errorf(ret_error, -EPROTO, "runstate after save is '%s', not postmigrate", status);
+	return hu_restore_finish_load(vm, ret_error);
+}
+
+/* After a failed load: 1 when the new QEMU has the guest, 0 when it proved
+ * it never had it, < 0 when that cannot be told. A new QEMU still listening
+ * ("setup") never got a byte: once the old one's migration is over, none comes. */
+static int cpr_new_has_guest(struct hu_vm *vm, struct hu_qmp *old_qmp)
+{
+	_cleanup_free_ char *st = NULL, *old_st = NULL;
+	int r = vm->qmp ? hu_migration_query(vm->qmp, &st, NULL) : -ENOTCONN;
+
+	if (r >= 0 && !streq(st, "completed") && !never_loaded(st) && !streq(st, "setup")) {
+		hu_migration_wait(vm->qmp, hu_migration_timeout_ms(0), NULL); /* its end decides */
+		free(st);
+		st = NULL;
+		r = hu_migration_query(vm->qmp, &st, NULL);
+	}
+	if (r < 0)
+		return r;
+	if (streq(st, "completed"))
+		return 1;
+	if (never_loaded(st))
+		return 0;
+	if (streq(st, "setup") && old_qmp && hu_migration_query(old_qmp, &old_st, NULL) >= 0 &&
+	    (streq(old_st, "failed") || streq(old_st, "cancelled")))
+		return 0;
+	return -EBUSY;
+}
+
+/* Test hook "load" (cpr-transfer): the new QEMU lacks the device the test
+ * gave id=hu-test-drop, so QEMU refuses the old one's state as mismatched. */
+static size_t test_drop_device(struct hu_vm *vm, char *saved[2])
+{
+	if (!test_fail() || !streq(test_fail(), "load"))
+		return 0;
+	for (size_t i = 1; i + 1 < vm->argc; i++)
+		if (streq(vm->argv[i], "-device") && strstr(vm->argv[i + 1], "id=hu-test-drop")) {
+			saved[0] = vm->argv[i];
+			saved[1] = vm->argv[i + 1];
+			vm->argv[i] = (char *)"-msg";
+			vm->argv[i + 1] = (char *)"timestamp=off";
+			return i;
+		}
+	return 0;
+}
+
+static void prelaunch_cpr(struct prelaunch_job *job, struct hu_vm *vm)
+{
+	struct hu_ctx *ctx = job->ctx;
+	_cleanup_free_ char *err = NULL, *cpr = path_with(vm->ai.qmp_path, CPR_SOCK),
+			    *mig = path_with(vm->ai.qmp_path, MAIN_SOCK), *chan = NULL, *real_exe = NULL;
+	_cleanup_close_ int new_fd = -1, connect_fd = -1;
+	struct hu_qmp *old_qmp;
+	char *dropped[2];
+	size_t drop_at;
+	pid_t child = 0, pid = 0;
+	uint64_t starttime = 0;
+	int r;
+
+	if (!cpr || !mig) {
+		hu_vm_set_error(vm, -ENOMEM, "out of memory");
+		record(job->m, vm, HU_VM_FAILED, 0, 0);
+		return;
+	}
+	old_qmp = old_monitor(job, vm);
+	if (!old_qmp)
+		return;
+	/* No state file in this mode: abort must never find an old one. */
+	unlink(vm->state_file);
+	unlink(cpr);
+	unlink(mig);
+	r = paths_aside(vm, &err);
+	if (r < 0) {
+		rollback(job, vm, old_qmp, -1, err ?: "cannot move its paths aside");
+		return;
+	}
+	die_at("aside");
+	{
+		_cleanup_json_ json_object *c = unix_channel("cpr", cpr);
+
+		chan = strdup(json_object_to_json_string_ext(c, JSON_C_TO_STRING_PLAIN |
+									JSON_C_TO_STRING_NOSLASHESCAPE));
+	}
+	hu_info(ctx, vm->name, "starting the new QEMU %s beside the running one (cpr-transfer)", vm->exe);
+	if (test_fail() && streq(test_fail(), "spawn")) {
+		real_exe = vm->exe;
+		vm->exe = strdup("/nonexistent/qemu-system-x86_64");
+	}
+	drop_at = test_drop_device(vm, dropped);
+	pthread_mutex_lock(&job->m->lock);
+	vm->pre_cpr = true;
+	pthread_mutex_unlock(&job->m->lock);
+	vm->cpr_channel = chan;
+	r = chan ? hu_spawn_qemu(ctx, vm, &child, &err) : -ENOMEM;
+	vm->cpr_channel = NULL;
+	if (drop_at) {
+		vm->argv[drop_at] = dropped[0];
+		vm->argv[drop_at + 1] = dropped[1];
+	}
+	if (real_exe) {
+		free(vm->exe);
+		vm->exe = TAKE_PTR(real_exe);
+	}
+	if (r >= 0) {
+		/* Our child, not reaped yet: its pid names it until we wait for it. */
+		new_fd = (int)syscall(SYS_pidfd_open, child, 0);
+		if (new_fd < 0) {
+			r = hu_errorf(&err, -errno, "pidfd of the new QEMU pid %d: %s", (int)child,
+				      strerror(errno));
+			kill(child, SIGKILL); /* not reaped: still ours */
+			waitpid(child, NULL, 0);
+		}
+	}
+	if (r >= 0 && (r = hu_proc_starttime(ctx, child, &starttime)) < 0)
+		hu_errorf(&err, r, "cannot read the start time of the new QEMU pid %d: %s", (int)child,
+			  strerror(-r));
+	/* Recorded before it can get anything of the old one's. */
+	if (r >= 0 && (r = record(job->m, vm, HU_VM_RUNNING, child, starttime)) < 0)
+		hu_errorf(&err, r, "cannot record the new QEMU in the manifest: %s", strerror(-r));
+	if (r >= 0)
+		r = wait_cpr_listen(ctx, vm, child, new_fd, cpr, &err);
+	if (r >= 0) {
+		die_at("spawned");
+		vm->qmp = old_qmp;
+		r = cpr_send(vm, cpr, mig, &err);
+		vm->qmp = NULL;
+	}
+	/* Its QMP comes up once it has the cpr state. */
+	if (r >= 0)
+		r = hu_spawn_connect(ctx, vm, child, &pid, &connect_fd, &err);
+	if (r >= 0 && test_fail() && streq(test_fail(), "kill-new"))
+		hu_pidfd_kill(new_fd, 10000); /* the new QEMU dies with the RAM's descriptors, unloaded */
+	if (r >= 0) {
+		_cleanup_free_ char *qerr = NULL;
+
+		r = hu_migration_setup_dest(vm, &qerr);
+		if (r < 0)
+			hu_errorf(&err, r, "the new QEMU, given the RAM, did not take its settings: %s",
+				  qerr ?: hu_qmp_strerror(r));
+	}
+	if (r >= 0) {
+		/* From here the new QEMU may run the guest: recorded first. */
+		pthread_mutex_lock(&job->m->lock);
+		vm->pre_incoming = true;
+		pthread_mutex_unlock(&job->m->lock);
+		r = record(job->m, vm, HU_VM_STOPPING, child, starttime);
+		if (r < 0) {
+			vm->pre_incoming = false;
+			hu_errorf(&err, r, "cannot record the load in the manifest: %s", strerror(-r));
+		}
+	}
+	if (r < 0) {
+		rollback(job, vm, old_qmp, new_fd, err ?: "the new QEMU did not start");
+		goto out;
+	}
+	die_at("saved");
+	r = cpr_load(vm, old_qmp, mig, &err);
+	if (r < 0) {
+		int has = cpr_new_has_guest(vm, old_qmp);
+
+		if (has > 0) {
+			hu_migration_reset(vm);
+			r = 0;
+		} else if (has < 0) {
+			hu_vm_set_error(vm, has,
+					"cannot tell which QEMU has the guest: %s; the new QEMU pid %d: %s; "
+					"both are left as they are, abort decides",
+					err ?: "the load failed", (int)child, hu_qmp_strerror(has));
+			record(job->m, vm, HU_VM_FAILED, child, starttime);
+			hu_journal(ctx, vm->name, "failed", vm->error);
+			hu_qmp_close(old_qmp);
+			hu_qmp_close(vm->qmp);
+			vm->qmp = NULL;
+			goto out;
+		} else {
+			rollback(job, vm, old_qmp, new_fd, err ?: "the new QEMU did not load the state");
+			goto out;
+		}
+	}
+	die_at("loaded");
+	handed_over(job, vm, old_qmp, pid, starttime);
+out:
+	vm->pre_cpr = vm->pre_pid > 0 && vm->pre_cpr;
+	unlink(cpr);
+	unlink(mig);
+}
+
 static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 {
 	struct hu_ctx *ctx = job->ctx;
@@ -243,17 +662,14 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 	uint64_t starttime = 0;
 	int r;
 
-	/* Our line to the old QEMU, open before its path is moved. */
-	if (!vm->qmp) {
-		r = hu_manager_monitor(vm, ctx->qmp_timeout_ms, &vm->qmp, &err);
-		if (r < 0) {
-			hu_vm_set_error(vm, r, "%s", err ?: hu_qmp_strerror(r));
-			record(job->m, vm, HU_VM_FAILED, 0, 0);
-			return;
-		}
+	if (streq(hu_prelaunch_ram(vm, NULL) ?: "", "cpr-transfer")) {
+		prelaunch_cpr(job, vm);
+		return;
 	}
-	old_qmp = vm->qmp;
-	vm->qmp = NULL;
+	/* Our line to the old QEMU, open before its path is moved. */
+	old_qmp = old_monitor(job, vm);
+	if (!old_qmp)
+		return;
 	r = paths_aside(vm, &err);
 	if (r < 0) {
 		rollback(job, vm, old_qmp, -1, err ?: "cannot move its paths aside");
@@ -374,24 +790,7 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 		return;
 	}
 	die_at("loaded");
-	/* The new QEMU has the guest: end the old one without its exit cleanup. */
-	hu_qmp_close(old_qmp);
-	if (hu_pid_kill(ctx, vm->pid, vm->starttime) < 0)
-		hu_info(ctx, vm->name, "the old QEMU pid %d does not exit; it is stopped in postmigrate",
-			(int)vm->pid);
-	paths_settle(vm, false);
-	hu_spawn_move_to_scope(ctx, vm, pid);
-	pthread_mutex_lock(&job->m->lock);
-	vm->pid = pid;
-	vm->starttime = starttime;
-	vm->running_at_ms = hu_now_ms();
-	pthread_mutex_unlock(&job->m->lock);
-	record(job->m, vm, HU_VM_RESTORED, 0, 0);
-	hu_journal(ctx, vm->name, "restored", "prelaunch");
-	hu_qmp_close(vm->qmp);
-	vm->qmp = NULL;
-	hu_info(ctx, vm->name, "restarted by prelaunch as pid %d, down %lld ms", (int)pid,
-		(long long)(vm->running_at_ms - vm->stopped_at_ms));
+	handed_over(job, vm, old_qmp, pid, starttime);
 }
 
 static void prelaunch_worker(size_t i, void *data)
@@ -486,7 +885,13 @@ int hu_prelaunch_converge(struct hu_vm *vm, enum hu_vm_state *ret_state, char **
 		 * or cancelled. Anything else, or no answer (another client on
 		 * its one QMP socket, a timeout): neither QEMU is touched, and
 		 * the record stays for the next abort. */
-		r = new_migration_status(vm, &mstatus, &err);
+		if (vm->pre_cpr && !vm->pre_incoming)
+			/* cpr-transfer, its load never asked for: the old QEMU stops
+			 * only once the new one listens for the state, and its QMP
+			 * is not up while it waits for the cpr state. */
+			r = (mstatus = strdup("none")) ? 0 : -ENOMEM;
+		else
+			r = new_migration_status(vm, &mstatus, &err);
 		if (r < 0) {
 			hu_qmp_close(vm->qmp);
 			vm->qmp = NULL;
