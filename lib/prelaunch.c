@@ -592,7 +592,9 @@ static void prelaunch_cpr(struct prelaunch_job *job, struct hu_vm *vm)
 		r = cpr_send(vm, cpr, mig, &err);
 		vm->qmp = NULL;
 	}
-	/* Its QMP comes up once it has the cpr state. */
+	/* Its QMP comes up once it has the cpr state. No -daemonize here: our
+	 * child is the QEMU (hu_spawn_connect sets pid only for a daemon). */
+	pid = child;
 	if (r >= 0)
 		r = hu_spawn_connect(ctx, vm, child, &pid, &connect_fd, &err);
 	if (r >= 0 && test_fail() && streq(test_fail(), "kill-new"))

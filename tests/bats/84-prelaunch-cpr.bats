@@ -84,6 +84,8 @@ check_one_qemu() { # NAME PID
 	check_one_qemu $P "$new"
 	run --separate-stderr hu status --json
 	[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" = '["restored"]' ]
+	# The record names the new QEMU: a later run or abort acts on it.
+	[ "$(json_get "$(cat "$S/manifest.json")" '[v["pid"] for v in j["vms"]][0]')" = "$new" ]
 }
 
 @test "prelaunch by cpr-transfer: the new QEMU fails to start, to load, or dies holding the RAM: the old one runs on" {
