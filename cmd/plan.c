@@ -297,6 +297,12 @@ void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
 				json_object_object_add(v, "restart", json_object_new_string(how));
 				json_object_object_add(v, "restart_reason",
 						       why ? json_object_new_string(why) : NULL);
+				/* How a prelaunch hands the RAM over: cpr-reboot or cpr-transfer. */
+				json_object_object_add(
+					v, "prelaunch_mode",
+					strcmp(how, "prelaunch")
+						? NULL
+						: json_object_new_string(hu_vm_get_prelaunch_mode(vm)));
 			}
 			json_object_array_add(vms, v);
 		}
@@ -336,8 +342,10 @@ void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
 			       "", "", "", hu_vm_get_blocker(vm, b));
 		if (c->opts.no_reboot && !nb) {
 			const char *why = NULL, *how = restart_of(c, list, vm, &why);
+			const char *mode = strcmp(how, "prelaunch") ? NULL : hu_vm_get_prelaunch_mode(vm);
 
-			printf("%-20s restart: %s%s%s\n", "", how, why ? ": " : "", why ?: "");
+			printf("%-20s restart: %s%s%s%s%s%s\n", "", how, mode ? " (" : "", mode ?: "",
+			       mode ? ")" : "", why ? ": " : "", why ?: "");
 		}
 	}
 	print_copy_hints(list);
@@ -367,7 +375,10 @@ const struct cli_verb cli_verb_plan = {
 		 "guest has not opened the port, or none), the user its QEMU runs as, and what\n"
 		 "blocks it; an agent that does not answer blocks only a guest to suspend. A\n"
 		 "qemu-system-* process it does not examine (a command line larger than it reads,\n"
-		 "or past 1024 of them) is listed as skipped, and blocks. Exit 1 when anything\n"
-		 "blocks.",
+		 "or past 1024 of them) is listed as skipped, and blocks. With --no-reboot, how\n"
+		 "run restarts each VM: by prelaunch (the new QEMU started beside the old one;\n"
+		 "cpr-reboot for RAM in shared files, cpr-transfer for memfd/shm RAM of a QEMU\n"
+		 "started with -machine aux-ram-share=on) or sequentially, and why (--json:\n"
+		 "restart, restart_reason, prelaunch_mode). Exit 1 when anything blocks.",
 	.options = CLI_TABLES(cli_plan_options, cli_restart_options),
 };

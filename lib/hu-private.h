@@ -448,6 +448,10 @@ struct hu_vm {
 	pid_t pre_pid;
 	uint64_t pre_starttime;
 	bool pre_incoming; /* its migrate-incoming was (or was about to be) issued */
+	/* by cpr-transfer (the RAM's descriptors go over a socket); while the new QEMU is
+	 * spawned, its -incoming cpr channel (JSON) */
+	bool pre_cpr;
+	const char *cpr_channel;
 	/* while set, what a manifest save writes for this VM: the record its own
 	 * worker made last, so a save by another worker reads none of the fields
 	 * this one changes unlocked (hu_manifest_snapshot) */
@@ -695,6 +699,9 @@ int hu_prelaunch_vms(struct hu_ctx *ctx, struct hu_manifest *m);
 /* abort/restore of a VM whose record names a prelaunched QEMU: 1 when it decided the VM's
  * fate (*ret_state), 0 when the sequential restore should go on with it. */
 int hu_prelaunch_converge(struct hu_vm *vm, enum hu_vm_state *ret_state, char **ret_error);
+/* How the new QEMU gets the guest's RAM: "cpr-reboot" (it maps the same shared files),
+ * "cpr-transfer" (memfd/shm/shared RAM, its descriptors handed over), NULL when it cannot. */
+const char *hu_prelaunch_ram(const struct hu_vm *vm, const char **ret_why);
 
 int hu_restore_vms_of(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot, const char *const *only_vms,
 		      const char *only_manager);

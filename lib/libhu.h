@@ -137,6 +137,9 @@ unsigned hu_vm_get_vmid(const struct hu_vm *vm); /* a Proxmox VM's VMID, else 0 
 /* How run --no-reboot restarts it: "prelaunch" (the new QEMU starts before the
  * old one stops) or "sequential"; *ret_why says why sequential, else NULL. */
 const char *hu_vm_get_restart(const struct hu_vm *vm, const char **ret_why);
+/* For a prelaunch: how the new QEMU gets the RAM, "cpr-reboot" (the same shared files) or
+ * "cpr-transfer" (memfd/shm RAM handed over); NULL for a sequential restart. */
+const char *hu_vm_get_prelaunch_mode(const struct hu_vm *vm);
 size_t hu_vm_get_n_blockers(const struct hu_vm *vm);
 const char *hu_vm_get_blocker(const struct hu_vm *vm, size_t i);
 /* The user its QEMU runs as (from /proc: its real uid), and the user its

@@ -177,6 +177,8 @@ static json_object *vm_to_json(const struct hu_vm *vm)
 		json_object_object_add(o, "prelaunch_starttime", json_object_new_uint64(vm->pre_starttime));
 		/* its load was asked for: the old QEMU is not resumed on a guess */
 		json_object_object_add(o, "prelaunch_incoming", json_object_new_boolean(vm->pre_incoming));
+		if (vm->pre_cpr) /* its QMP is up only once the old one sent the cpr state */
+			json_object_object_add(o, "prelaunch_cpr", json_object_new_boolean(true));
 	}
 	json_object_object_add(o, "error", str_or_null(vm->error));
 	json_object_object_add(o, "manager", json_object_new_string(hu_manager_name(vm)));
@@ -587,6 +589,8 @@ static int vm_from_json(struct hu_ctx *ctx, json_object *o, struct hu_vm **ret)
 		vm->pre_starttime = get_uint(o, "prelaunch_starttime", &r);
 		if (json_object_object_get_ex(o, "prelaunch_incoming", NULL))
 			vm->pre_incoming = get_bool(o, "prelaunch_incoming", &r);
+		if (json_object_object_get_ex(o, "prelaunch_cpr", NULL))
+			vm->pre_cpr = get_bool(o, "prelaunch_cpr", &r);
 	}
 	vm->error = dup_or_null(get_str(o, "error", 4096, true, &r));
 	/* Version 3 has no manager: nobody's. */

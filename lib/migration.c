@@ -108,7 +108,8 @@ int hu_migration_setup_source(struct hu_vm *vm, char **ret_err)
 	r = apply_caps(vm->qmp, vm->caps, vm->caps_before, ret_err);
 	if (r < 0)
 		return r;
-	return set_params(vm->qmp, "cpr-reboot", vm->copies_ram ? HU_MAX_BANDWIDTH : 0, ret_err);
+	return set_params(vm->qmp, vm->pre_cpr ? "cpr-transfer" : "cpr-reboot",
+			  vm->copies_ram && !vm->pre_cpr ? HU_MAX_BANDWIDTH : 0, ret_err);
 }
 
 /* Destination side: a fresh QEMU gets exactly the source's set. */
@@ -122,7 +123,8 @@ int hu_migration_setup_dest(struct hu_vm *vm, char **ret_err)
 	}
 	r = apply_caps(vm->qmp, vm->caps, NULL, ret_err);
 
-	if (r < 0)
+	/* cpr-transfer: the new QEMU takes the mode from the cpr state. */
+	if (r < 0 || vm->pre_cpr)
 		return r;
 	return set_params(vm->qmp, "cpr-reboot", 0, ret_err);
 }

@@ -22,8 +22,14 @@
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include "hu-private.h"
+
+/* The sockets of a cpr-transfer, beside the QMP socket: a directory the VM's
+ * user can bind in (the new QEMU may run as that user). */
+#define CPR_SOCK  ".hu-cpr"
+#define MAIN_SOCK ".hu-mig"
 
 /* The paths a running QEMU owns that a second one would take over: its
  * pidfile and every unix socket it binds (QMP, agent, other monitors,
@@ -200,6 +206,14 @@ static void paths_settle(const struct hu_vm *vm, bool back)
 			unlinkat(dfd, aside, 0);
 	}
 	hu_strv_free(paths, n);
+	if (vm->pre_cpr && vm->ai.qmp_path) { /* a cpr-transfer's sockets are of no use after */
+		_cleanup_free_ char *cpr = NULL, *mig = NULL;
+
+		if (asprintf(&cpr, "%s" CPR_SOCK, vm->ai.qmp_path) >= 0)
+			unlink(cpr);
+		if (asprintf(&mig, "%s" MAIN_SOCK, vm->ai.qmp_path) >= 0)
+			unlink(mig);
+	}
 }
 
 /* Whether cgroup path CG is inside a systemd service: any component ending
@@ -220,6 +234,70 @@ static bool in_service(const char *cg)
 	return false;
 }
 
+/* Whether -machine (or -M) sets aux-ram-share=on: cpr-transfer needs every RAM block in a
+ * memfd from QEMU's start, its ROMs too (QEMU 10.0 refuses the migrate otherwise: "Memory
+ * region /rom@etc/acpi/rsdp is not compatible with CPR", tried). Loose on purpose: a false
+ * yes makes QEMU refuse the migrate before anything stops, and the old QEMU runs on. */
+static bool aux_ram_share(const struct hu_vm *vm)
+{
+	static const char key[] = "aux-ram-share=";
+	bool on = false;
+
+	for (size_t i = 1; i + 1 < vm->argc; i++) {
+		const char *v = vm->argv[i + 1];
+
+		if (!streq(vm->argv[i], "-machine") && !streq(vm->argv[i], "-M"))
+			continue;
+		while (*v) {
+			size_t len = strcspn(v, ",");
+
+			if (len > sizeof(key) - 1 && !strncmp(v, key, sizeof(key) - 1)) {
+				const char *b = v + sizeof(key) - 1;
+				size_t n = len - (sizeof(key) - 1);
+
+				on = (n == 2 && !strncmp(b, "on", 2)) || (n == 3 && !strncmp(b, "yes", 3)) ||
+				     (n == 4 && !strncmp(b, "true", 4)) || (n == 1 && *b == 'y');
+			}
+			v += len;
+			v += *v == ',';
+		}
+	}
+	return on;
+}
+
+const char *hu_prelaunch_ram(const struct hu_vm *vm, const char **ret_why)
+{
+	bool files = vm->n_memdevs > 0 && !vm->copies_ram, shared = vm->n_memdevs > 0;
+	const char *why;
+
+	for (size_t i = 0; i < vm->n_memdevs; i++) {
+		const struct hu_memdev *d = &vm->memdevs[i];
+
+		files = files && d->mem_path && d->skipped;
+		/* The kinds QEMU 10.0 hands over by descriptor or reopens (tried) */
+		shared = shared && d->share && d->type &&
+			 (streq(d->type, "memory-backend-memfd") || streq(d->type, "memory-backend-shm") ||
+			  streq(d->type, "memory-backend-ram") || streq(d->type, "memory-backend-file"));
+	}
+	if (files)
+		return "cpr-reboot";
+	if (!shared)
+		why = "RAM not all in shared files, so it is copied: private RAM (no memory backend, or "
+		      "share=off) cannot be handed over; cpr-transfer needs share=on memfd/shm RAM";
+	else if (!aux_ram_share(vm))
+		why = "RAM not all in shared files, so it is copied: memfd/shm RAM goes by cpr-transfer "
+		      "only with -machine aux-ram-share=on, set when QEMU started";
+	else if (!vm->ai.qmp_path ||
+		 strlen(vm->ai.qmp_path) + sizeof(CPR_SOCK) > sizeof(((struct sockaddr_un *)0)->sun_path))
+		why = "RAM not all in shared files, so it is copied: the QMP socket path is too long "
+		      "for the cpr-transfer sockets beside it";
+	else
+		return "cpr-transfer";
+	if (ret_why)
+		*ret_why = why;
+	return NULL;
+}
+
 bool hu_prelaunch_eligible(const struct hu_vm *vm, const char **ret_why)
 {
 	const char *why = NULL;
@@ -230,8 +308,10 @@ bool hu_prelaunch_eligible(const struct hu_vm *vm, const char **ret_why)
 		why = "a VFIO device cannot be opened by two QEMUs";
 	else if (vm->ai.passes_fd)
 		why = "QEMU was handed a file descriptor a new process cannot reopen";
-	else if (vm->n_memdevs == 0 || vm->copies_ram)
-		why = "RAM not all in shared files (memfd or private RAM: cpr-transfer is not done yet)";
+	else if (!hu_prelaunch_ram(vm, &why))
+		;
+	else if (vm->ai.daemonize && streq(hu_prelaunch_ram(vm, NULL), "cpr-transfer"))
+		why = "-daemonize with RAM handed over by cpr-transfer (not tried)";
 	else if (vm->ai.once & HU_ONCE_TAP)
 		why = "a tap network device cannot be opened by two QEMUs";
 	else if (vm->ai.once & HU_ONCE_PORT)
@@ -246,9 +326,6 @@ bool hu_prelaunch_eligible(const struct hu_vm *vm, const char **ret_why)
 		why = "more than 64 listening unix sockets to move aside";
 	else if (in_service(vm->cgroup))
 		why = "the old QEMU's end would stop its systemd service and the new QEMU with it";
-	for (size_t i = 0; !why && i < vm->n_memdevs; i++)
-		if (!vm->memdevs[i].mem_path || !vm->memdevs[i].skipped)
-			why = "RAM not all in shared files (memfd or private RAM: cpr-transfer is not done yet)";
 	if (!why && !vm->ai.qmp_path)
 		why = "no QMP socket path";
 	if (ret_why)
@@ -259,6 +336,11 @@ bool hu_prelaunch_eligible(const struct hu_vm *vm, const char **ret_why)
 const char *hu_vm_get_restart(const struct hu_vm *vm, const char **ret_why)
 {
 	return hu_prelaunch_eligible(vm, ret_why) ? "prelaunch" : "sequential";
+}
+
+const char *hu_vm_get_prelaunch_mode(const struct hu_vm *vm)
+{
+	return hu_prelaunch_eligible(vm, NULL) ? hu_prelaunch_ram(vm, NULL) : NULL;
 }
 
 /* The VM's step, persisted: < 0 when the manifest could not be written. */
@@ -303,26 +385,55 @@ static bool never_loaded(const char *mstatus)
 struct prelaunch_job {
 	struct hu_ctx *ctx;
 	struct hu_manifest *m;
+	struct prelaunch_vm *pv; /* one per VM of the manifest's list */
 };
+
+/* What a VM's prelaunch holds from the start of its new QEMU to the hand-over. */
+struct prelaunch_vm {
+	struct hu_qmp *old_qmp; /* ours to the old QEMU, open before its paths moved */
+	int new_fd;		/* the new QEMU's pidfd, opened at its fork; -1: none */
+	pid_t pid;		/* the new QEMU (the daemon of a -daemonize one) */
+	uint64_t starttime;
+	json_object *planned; /* cpr-reboot: the capability set the save is to use */
+	char *cpr, *mig;      /* cpr-transfer: its sockets beside the QMP socket */
+	bool up;	      /* the new QEMU is up and set, the old one runs the guest */
+};
+
+static void prelaunch_vm_clear(struct prelaunch_vm *p)
+{
+	hu_qmp_close(p->old_qmp);
+	if (p->new_fd >= 0)
+		close(p->new_fd);
+	json_object_put(p->planned);
+	if (p->cpr)
+		unlink(p->cpr);
+	if (p->mig)
+		unlink(p->mig);
+	free(p->cpr);
+	free(p->mig);
+	*p = (struct prelaunch_vm){ .new_fd = -1 };
+}
 
 /* pidfd: the new QEMU's, opened right after its fork (-1: none started).
  * Never a pid: once hu_spawn_connect has reaped our child, its pid may name
  * another process. */
-static void rollback(struct prelaunch_job *job, struct hu_vm *vm, struct hu_qmp *old_qmp, int pidfd,
-		     const char *why)
+static void rollback(struct prelaunch_job *job, struct hu_vm *vm, struct prelaunch_vm *p, const char *why)
 {
 	_cleanup_free_ char *err = NULL;
 
 	hu_qmp_close(vm->qmp);
-	vm->qmp = old_qmp;
+	vm->qmp = TAKE_PTR(p->old_qmp);
 	vm->pre_incoming = false;
-	if (pidfd >= 0) {
+	if (p->new_fd >= 0) {
 		siginfo_t si;
 
-		hu_pidfd_kill(pidfd, 10000);
-		waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED | WNOHANG); /* ECHILD when reaped already */
+		hu_pidfd_kill(p->new_fd, 10000);
+		waitid(P_PIDFD, (id_t)p->new_fd, &si, WEXITED | WNOHANG); /* ECHILD when reaped already */
 	}
 	paths_settle(vm, true);
+	pthread_mutex_lock(&job->m->lock);
+	vm->pre_cpr = false;
+	pthread_mutex_unlock(&job->m->lock);
 	if (hu_vm_resume_original(vm, &err) < 0) {
 		hu_vm_set_error(vm, -EIO, "%s; %s", why, err ?: "cannot resume");
 		record(job->m, vm, HU_VM_FAILED, 0, 0);
@@ -366,17 +477,246 @@ static bool pidfd_ended(int pidfd)
 	return poll(&p, 1, 0) > 0;
 }
 
-static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
+/* ---- cpr-transfer: RAM in memfd/shm (docs/design/prelaunch.md, "cpr-transfer") ---- */
+
+static char *path_with(const char *path, const char *suffix)
 {
-	struct hu_ctx *ctx = job->ctx;
-	_cleanup_free_ char *err = NULL, *status = NULL, *real_exe = NULL, *real_state = NULL;
-	_cleanup_close_ int new_fd = -1, gate = -1;
-	_cleanup_json_ json_object *planned = NULL;
-	struct hu_qmp *old_qmp;
-	pid_t child = 0, pid = 0;
-	uint64_t starttime = 0;
+	char *s = NULL;
+
+	return asprintf(&s, "%s%s", path, suffix) < 0 ? NULL : s;
+}
+
+static json_object *unix_channel(const char *type, const char *path)
+{
+	json_object *c = json_object_new_object(), *a = json_object_new_object();
+
+	json_object_object_add(a, "transport", json_object_new_string("socket"));
+	json_object_object_add(a, "type", json_object_new_string("unix"));
+	json_object_object_add(a, "path", json_object_new_string(path));
+	json_object_object_add(c, "channel-type", json_object_new_string(type));
+	json_object_object_add(c, "addr", a);
+	return c;
+}
+
+/* Until the new QEMU listens on its cpr socket (nothing signals that: a short
+ * poll on its pidfd, which also ends the wait when it dies). */
+static int wait_cpr_listen(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, int pidfd, const char *path,
+			   char **ret_error)
+{
+	int64_t deadline = hu_mono_ms() + 30000;
+
+	for (;;) {
+		struct pollfd p = { .fd = pidfd, .events = POLLIN };
+		struct stat st;
+
+		if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+			return 0;
+		if (poll(&p, 1, 1) > 0) {
+			_cleanup_close_ int fd = -1;
+			pid_t pid;
+
+			/* It exited: spawn says why, from its log. */
+			return hu_spawn_connect(ctx, vm, child, &pid, &fd, ret_error) < 0
+				       ? -ECHILD
+				       : hu_errorf(ret_error, -ECHILD, "the new QEMU exited");
+		}
+		if (hu_mono_ms() > deadline)
+			return hu_errorf(ret_error, -ETIMEDOUT, "the new QEMU did not listen on %s in 30 s",
+					 path);
+	}
+}
+
+/* The old QEMU sends the cpr state (its RAM's descriptors) and waits for the
+ * new one to ask for the rest; its guest runs on meanwhile. */
+static int cpr_send(struct hu_vm *vm, const char *cpr, const char *mig, char **ret_error)
+{
+	_cleanup_free_ char *qerr = NULL;
+	json_object *args, *chans;
 	int r;
 
+	free(vm->runstate);
+	vm->runstate = NULL;
+	r = hu_qmp_query_status(vm->qmp, &vm->runstate);
+	if (r < 0)
+		return hu_errorf(ret_error, r, "query-status: %s", hu_qmp_strerror(r));
+	vm->touched = true;
+	r = hu_migration_setup_source(vm, &qerr);
+	if (r < 0)
+		return hu_errorf(ret_error, r, "cannot set cpr-transfer mode: %s",
+				 qerr ?: hu_qmp_strerror(r));
+	hu_qmp_clear_events(vm->qmp);
+	args = json_object_new_object();
+	chans = json_object_new_array();
+	json_object_array_add(chans, unix_channel("main", mig));
+	json_object_array_add(chans, unix_channel("cpr", cpr));
+	json_object_object_add(args, "channels", chans);
+	r = hu_qmp_execute(vm->qmp, "migrate", args, NULL, &qerr);
+	if (r < 0)
+		return hu_errorf(ret_error, r, "migrate (cpr-transfer): %s", qerr ?: hu_qmp_strerror(r));
+	return 0;
+}
+
+/* The new QEMU asks for the device state; the old one stops, sends it and
+ * ends in postmigrate; the new one loads it and runs. */
+static int cpr_load(struct hu_vm *vm, struct hu_qmp *old_qmp, const char *mig, char **ret_error)
+{
+	_cleanup_free_ char *qerr = NULL, *desc = NULL, *status = NULL;
+	json_object *args = json_object_new_object(), *chans = json_object_new_array();
+	int r;
+
+	json_object_array_add(chans, unix_channel("main", mig));
+	json_object_object_add(args, "channels", chans);
+	json_object_object_add(args, "exit-on-error", json_object_new_boolean(false));
+	vm->stopped_at_ms = hu_now_ms();
+	vm->stopped_mono_us = hu_mono_us();
+	r = hu_qmp_execute(vm->qmp, "migrate-incoming", args, NULL, &qerr);
+	if (r < 0)
+		return hu_errorf(ret_error, r, "migrate-incoming: %s", qerr ?: hu_qmp_strerror(r));
+	r = hu_migration_wait(old_qmp, hu_migration_timeout_ms(0), &desc);
+	if (r < 0)
+		return hu_errorf(ret_error, r, "the old QEMU's save failed: %s", desc ?: hu_qmp_strerror(r));
+	r = hu_migration_settled_runstate(old_qmp, &status);
+	if (r < 0)
+		return hu_errorf(ret_error, r, "query-status: %s", hu_qmp_strerror(r));
+	if (!streq(status, "postmigrate"))
+		return hu_errorf(ret_error, -EPROTO, "runstate after save is '%s', not postmigrate", status);
+	return hu_restore_finish_load(vm, ret_error);
+}
+
+/* After a failed load: 1 when the new QEMU has the guest, 0 when it proved
+ * it never had it, < 0 when that cannot be told. A new QEMU still listening
+ * ("setup") never got a byte: once the old one's migration is over, none
+ * comes. cpr-reboot: the old QEMU's save was over before the load began. */
+static int new_has_guest(struct hu_vm *vm, struct hu_qmp *old_qmp)
+{
+	_cleanup_free_ char *st = NULL, *old_st = NULL;
+	int r = vm->qmp ? hu_migration_query(vm->qmp, &st, NULL) : -ENOTCONN;
+
+	if (r >= 0 && vm->pre_cpr && !streq(st, "completed") && !never_loaded(st) && !streq(st, "setup")) {
+		hu_migration_wait(vm->qmp, hu_migration_timeout_ms(0), NULL); /* its end decides */
+		free(st);
+		st = NULL;
+		r = hu_migration_query(vm->qmp, &st, NULL);
+	}
+	if (r < 0)
+		return r;
+	if (streq(st, "completed"))
+		return 1;
+	if (never_loaded(st))
+		return 0;
+	if (vm->pre_cpr && streq(st, "setup") && old_qmp && hu_migration_query(old_qmp, &old_st, NULL) >= 0 &&
+	    (streq(old_st, "failed") || streq(old_st, "cancelled")))
+		return 0;
+	return -EBUSY;
+}
+
+/* Test hook "load" (cpr-transfer): the new QEMU lacks the device the test
+ * gave id=hu-test-drop, so QEMU refuses the old one's state as mismatched. */
+static size_t test_drop_device(struct hu_vm *vm, char *saved[2])
+{
+	if (!test_fail() || !streq(test_fail(), "load"))
+		return 0;
+	for (size_t i = 1; i + 1 < vm->argc; i++)
+		if (streq(vm->argv[i], "-device") && strstr(vm->argv[i + 1], "id=hu-test-drop")) {
+			saved[0] = vm->argv[i];
+			saved[1] = vm->argv[i + 1];
+			vm->argv[i] = (char *)"-msg";
+			vm->argv[i + 1] = (char *)"timestamp=off";
+			return i;
+		}
+	return 0;
+}
+
+/* Spawn the new QEMU, gated until it is recorded (a kill of this process
+ * before that leaves no QEMU abort cannot see). cpr-transfer: it takes the
+ * cpr channel and waits on it before its QMP exists. */
+static int spawn_new(struct prelaunch_job *job, struct hu_vm *vm, struct prelaunch_vm *p, pid_t *ret_child,
+		     char **ret_error)
+{
+	struct hu_ctx *ctx = job->ctx;
+	_cleanup_free_ char *real_exe = NULL, *chan = NULL;
+	_cleanup_close_ int gate = -1;
+	char *dropped[2];
+	size_t drop_at = 0;
+	pid_t child = 0;
+	int r;
+
+	if (vm->pre_cpr) {
+		_cleanup_json_ json_object *c = unix_channel("cpr", p->cpr);
+
+		chan = strdup(json_object_to_json_string_ext(c, JSON_C_TO_STRING_PLAIN |
+									JSON_C_TO_STRING_NOSLASHESCAPE));
+		if (!chan)
+			return -ENOMEM;
+		drop_at = test_drop_device(vm, dropped);
+	}
+	if (test_fail() && streq(test_fail(), "spawn")) {
+		real_exe = vm->exe;
+		vm->exe = strdup("/nonexistent/qemu-system-x86_64");
+	}
+	vm->cpr_channel = chan;
+	r = hu_spawn_qemu(ctx, vm, &child, &gate, ret_error);
+	vm->cpr_channel = NULL;
+	if (drop_at) {
+		vm->argv[drop_at] = dropped[0];
+		vm->argv[drop_at + 1] = dropped[1];
+	}
+	if (real_exe) {
+		free(vm->exe);
+		vm->exe = TAKE_PTR(real_exe);
+	}
+	if (r < 0)
+		return r;
+	/* Our child, not reaped yet: its pid names it until we wait for it. */
+	p->new_fd = (int)syscall(SYS_pidfd_open, child, 0);
+	if (p->new_fd < 0) {
+		r = hu_errorf(ret_error, -errno, "pidfd of the new QEMU pid %d: %s", (int)child,
+			      strerror(errno));
+		kill(child, SIGKILL); /* not reaped: still ours */
+		waitpid(child, NULL, 0);
+		return r;
+	}
+	die_at("forked");
+	/* Recorded before it runs QEMU at all (it waits at its gate; a start
+	 * time is kept across execve), else never run: abort decides by this
+	 * record, and a child whose gate closes unopened exits. */
+	r = hu_proc_starttime(ctx, child, &p->starttime);
+	if (r < 0)
+		return hu_errorf(ret_error, r, "cannot read the start time of the new QEMU pid %d: %s",
+				 (int)child, strerror(-r));
+	r = record(job->m, vm, HU_VM_RUNNING, child, p->starttime);
+	if (r < 0)
+		return hu_errorf(ret_error, r, "cannot record the new QEMU in the manifest: %s",
+				 strerror(-r));
+	r = hu_spawn_open_gate(&gate);
+	if (r < 0)
+		return hu_errorf(ret_error, r, "the new QEMU's process pid %d did not wait for its start: %s",
+				 (int)child, strerror(-r));
+	die_at("started");
+	p->pid = child;
+	*ret_child = child;
+	return 0;
+}
+
+/* Step 1 of a VM: its new QEMU up beside the old one, which runs on. Every
+ * VM of the run gets here before any stops: the start-ups (CPU on a small
+ * host) stay out of every blackout. A failure rolls the VM back. */
+static void start_new(struct prelaunch_job *job, struct hu_vm *vm, struct prelaunch_vm *p)
+{
+	struct hu_ctx *ctx = job->ctx;
+	_cleanup_free_ char *err = NULL;
+	_cleanup_close_ int connect_fd = -1; /* without -daemonize, the same process as new_fd */
+	bool cpr = streq(hu_prelaunch_ram(vm, NULL) ?: "", "cpr-transfer");
+	pid_t child = 0;
+	int r;
+
+	*p = (struct prelaunch_vm){ .new_fd = -1 };
+	if (cpr && (!(p->cpr = path_with(vm->ai.qmp_path, CPR_SOCK)) ||
+		    !(p->mig = path_with(vm->ai.qmp_path, MAIN_SOCK)))) {
+		hu_vm_set_error(vm, -ENOMEM, "out of memory");
+		record(job->m, vm, HU_VM_FAILED, 0, 0);
+		return;
+	}
 	/* Our line to the old QEMU, open before its path is moved. */
 	if (!vm->qmp) {
 		r = hu_manager_monitor(vm, ctx->qmp_timeout_ms, &vm->qmp, &err);
@@ -386,156 +726,206 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 			return;
 		}
 	}
-	old_qmp = vm->qmp;
-	vm->qmp = NULL;
+	p->old_qmp = TAKE_PTR(vm->qmp);
+	if (cpr) {
+		/* No state file in this mode: abort must never find an old one. */
+		unlink(vm->state_file);
+		unlink(p->cpr);
+		unlink(p->mig);
+		pthread_mutex_lock(&job->m->lock);
+		vm->pre_cpr = true;
+		pthread_mutex_unlock(&job->m->lock);
+	}
 	r = paths_aside(vm, &err);
 	if (r < 0) {
-		rollback(job, vm, old_qmp, -1, err ?: "cannot move its paths aside");
+		rollback(job, vm, p, err ?: "cannot move its paths aside");
 		return;
 	}
 	die_at("aside");
-	hu_info(ctx, vm->name, "starting the new QEMU %s beside the running one", vm->exe);
-	if (test_fail() && streq(test_fail(), "spawn")) {
-		real_exe = vm->exe;
-		vm->exe = strdup("/nonexistent/qemu-system-x86_64");
-	}
-	r = hu_spawn_qemu(ctx, vm, &child, &gate, &err);
-	if (real_exe) {
-		free(vm->exe);
-		vm->exe = TAKE_PTR(real_exe);
-	}
-	if (r >= 0) {
-		/* Our child, not reaped yet: its pid names it until we wait for it. */
-		new_fd = (int)syscall(SYS_pidfd_open, child, 0);
-		if (new_fd < 0) {
-			r = hu_errorf(&err, -errno, "pidfd of the new QEMU pid %d: %s", (int)child,
-				      strerror(errno));
-			kill(child, SIGKILL); /* not reaped: still ours */
-			waitpid(child, NULL, 0);
+	hu_info(ctx, vm->name, "starting the new QEMU %s beside the running one%s", vm->exe,
+		cpr ? " (cpr-transfer)" : "");
+	r = spawn_new(job, vm, p, &child, &err);
+	if (r >= 0 && cpr) {
+		/* Its QMP comes up once it has the cpr state: the old one sends
+		 * it, its guest running on. */
+		r = wait_cpr_listen(ctx, vm, child, p->new_fd, p->cpr, &err);
+		if (r >= 0) {
+			die_at("spawned");
+			vm->qmp = p->old_qmp;
+			r = cpr_send(vm, p->cpr, p->mig, &err);
+			vm->qmp = NULL;
 		}
 	}
-	die_at("forked");
-	/* Recorded before it runs QEMU at all (it waits at its gate; a start
-	 * time is kept across execve), else never run: abort decides by this
-	 * record, and a child whose gate closes unopened exits. */
 	if (r >= 0) {
-		r = hu_proc_starttime(ctx, child, &starttime);
-		if (r < 0)
-			hu_errorf(&err, r, "cannot read the start time of the new QEMU pid %d: %s",
-				  (int)child, strerror(-r));
-	}
-	if (r >= 0) {
-		r = record(job->m, vm, HU_VM_RUNNING, child, starttime);
-		if (r < 0)
-			hu_errorf(&err, r, "cannot record the new QEMU in the manifest: %s", strerror(-r));
-	}
-	if (r >= 0) {
-		r = hu_spawn_open_gate(&gate);
-		if (r < 0)
-			hu_errorf(&err, r, "the new QEMU's process pid %d did not wait for its start: %s",
-				  (int)child, strerror(-r));
-	}
-	die_at("started");
-	pid = child;
-	if (r >= 0) {
-		_cleanup_close_ int connect_fd = -1; /* without -daemonize, the same process as new_fd */
-
-		r = hu_spawn_connect(ctx, vm, child, &pid, &connect_fd, &err);
-		if (r >= 0 && pid != child) {
+		r = hu_spawn_connect(ctx, vm, child, &p->pid, &connect_fd, &err);
+		if (r >= 0 && p->pid != child) {
 			/* -daemonize: the QEMU is the daemon our child left (reaped
 			 * by now), recorded in its place before the save. */
-			close(new_fd);
-			new_fd = TAKE_FD(connect_fd);
-			r = hu_proc_starttime(ctx, pid, &starttime);
+			close(p->new_fd);
+			p->new_fd = TAKE_FD(connect_fd);
+			r = hu_proc_starttime(ctx, p->pid, &p->starttime);
 			if (r >= 0)
-				r = record(job->m, vm, HU_VM_RUNNING, pid, starttime);
+				r = record(job->m, vm, HU_VM_RUNNING, p->pid, p->starttime);
 			if (r < 0)
-				hu_errorf(&err, r, "cannot record the new QEMU's daemon pid %d: %s", (int)pid,
-					  strerror(-r));
+				hu_errorf(&err, r, "cannot record the new QEMU's daemon pid %d: %s",
+					  (int)p->pid, strerror(-r));
 		}
 	}
-	if (r >= 0)
-		r = set_up_new(vm, old_qmp, &planned, &err);
+	if (r >= 0 && cpr && test_fail() && streq(test_fail(), "kill-new"))
+		hu_pidfd_kill(p->new_fd, 10000); /* it dies with the RAM's descriptors, unloaded */
+	if (r >= 0 && cpr) {
+		_cleanup_free_ char *qerr = NULL;
+
+		/* the events capability; the mode comes with the cpr state */
+		r = hu_migration_setup_dest(vm, &qerr);
+		if (r < 0)
+			hu_errorf(&err, r, "the new QEMU, given the RAM, did not take its settings: %s",
+				  qerr ?: hu_qmp_strerror(r));
+	} else if (r >= 0) {
+		r = set_up_new(vm, p->old_qmp, &p->planned, &err);
+	}
 	if (r < 0) {
-		rollback(job, vm, old_qmp, new_fd, err ?: "the new QEMU did not start");
+		rollback(job, vm, p, err ?: "the new QEMU did not start");
 		return;
 	}
-	die_at("spawned");
-	/* The old one: the checkpoint's save, to postmigrate. */
+	if (!cpr)
+		die_at("spawned");
+	p->up = true;
+}
+
+/* cpr-reboot: the old QEMU saves (x-ignore-shared, its RAM stays in the
+ * shared file), the new one loads from the state file. */
+static int save_and_load(struct prelaunch_job *job, struct hu_vm *vm, struct prelaunch_vm *p,
+			 char **ret_error)
+{
+	struct hu_ctx *ctx = job->ctx;
+	_cleanup_free_ char *real_state = NULL;
+	int r;
+
 	{
 		struct hu_qmp *new_qmp = vm->qmp;
 
-		vm->qmp = old_qmp;
+		vm->qmp = p->old_qmp;
 		r = hu_checkpoint_save_vm(vm);
-		old_qmp = vm->qmp;
+		p->old_qmp = vm->qmp;
 		vm->qmp = new_qmp;
 	}
-	if (r < 0) {
-		_cleanup_free_ char *why = strdup(vm->error ?: "the save failed");
-
-		rollback(job, vm, old_qmp, new_fd, why ?: "the save failed");
-		return;
-	}
+	if (r < 0)
+		return hu_errorf(ret_error, r, "%s", vm->error ?: "the save failed");
 	if (test_fail() && streq(test_fail(), "kill-old"))
 		hu_pid_kill(ctx, vm->pid, vm->starttime); /* nothing of it is needed after its save */
-	record(job->m, vm, HU_VM_SAVED, pid, starttime);
+	record(job->m, vm, HU_VM_SAVED, p->pid, p->starttime);
 	die_at("saved");
 	if (test_fail() && streq(test_fail(), "kill-new"))
-		hu_pidfd_kill(new_fd, 10000); /* the new QEMU dies before its load */
+		hu_pidfd_kill(p->new_fd, 10000); /* the new QEMU dies before its load */
 	/* The new QEMU was set up for what the save was to use; a set that
 	 * changed meanwhile (another client of the old QEMU) is not loaded. */
-	if (!json_object_equal(planned, vm->caps))
-		r = hu_errorf(&err, -ESTALE,
-			      "the old QEMU's migration capabilities changed during the prelaunch");
-	else if (pidfd_ended(new_fd))
-		r = hu_errorf(&err, -ESRCH, "the new QEMU pid %d ended before its load", (int)pid);
-	if (r >= 0 && test_fail() && streq(test_fail(), "load")) {
+	if (!json_object_equal(p->planned, vm->caps))
+		return hu_errorf(ret_error, -ESTALE,
+				 "the old QEMU's migration capabilities changed during the prelaunch");
+	if (pidfd_ended(p->new_fd))
+		return hu_errorf(ret_error, -ESRCH, "the new QEMU pid %d ended before its load", (int)p->pid);
+	if (test_fail() && streq(test_fail(), "load")) {
 		/* A state file that is not one: QEMU refuses it, as a corrupt one. */
 		real_state = vm->state_file;
 		if (asprintf(&vm->state_file, "%s/%s.log", ctx->state_dir, vm->name) < 0)
 			vm->state_file = TAKE_PTR(real_state);
 	}
-	if (r >= 0) {
-		/* From here the new QEMU may run the guest: recorded first, so
-		 * that abort never resumes the old one on a guess. */
-		pthread_mutex_lock(&job->m->lock);
-		vm->pre_incoming = true;
-		pthread_mutex_unlock(&job->m->lock);
-		r = record(job->m, vm, HU_VM_SAVED, pid, starttime);
-		if (r < 0)
-			hu_errorf(&err, r, "cannot record the load in the manifest: %s", strerror(-r));
-		else
-			r = hu_restore_incoming(vm, &err);
-	}
+	/* From here the new QEMU may run the guest: recorded first, so that
+	 * abort never resumes the old one on a guess. */
+	pthread_mutex_lock(&job->m->lock);
+	vm->pre_incoming = true;
+	pthread_mutex_unlock(&job->m->lock);
+	r = record(job->m, vm, HU_VM_SAVED, p->pid, p->starttime);
+	if (r < 0)
+		hu_errorf(ret_error, r, "cannot record the load in the manifest: %s", strerror(-r));
+	else
+		r = hu_restore_incoming(vm, ret_error);
 	if (r >= 0)
-		r = hu_restore_finish_load(vm, &err);
+		r = hu_restore_finish_load(vm, ret_error);
 	if (real_state) {
 		free(vm->state_file);
 		vm->state_file = TAKE_PTR(real_state);
 	}
+	return r;
+}
+
+/* cpr-transfer: migrate-incoming on the new QEMU stops the old one, which
+ * sends its device state; the RAM's descriptors went before. */
+static int transfer(struct prelaunch_job *job, struct hu_vm *vm, struct prelaunch_vm *p, char **ret_error)
+{
+	int r;
+
+	/* From here the new QEMU may run the guest: recorded first. */
+	pthread_mutex_lock(&job->m->lock);
+	vm->pre_incoming = true;
+	pthread_mutex_unlock(&job->m->lock);
+	r = record(job->m, vm, HU_VM_STOPPING, p->pid, p->starttime);
+	if (r < 0) {
+		pthread_mutex_lock(&job->m->lock);
+		vm->pre_incoming = false;
+		pthread_mutex_unlock(&job->m->lock);
+		return hu_errorf(ret_error, r, "cannot record the load in the manifest: %s", strerror(-r));
+	}
+	die_at("saved");
+	return cpr_load(vm, p->old_qmp, p->mig, ret_error);
+}
+
+/* The new QEMU has the guest: end the old one without its exit cleanup. */
+static void handed_over(struct prelaunch_job *job, struct hu_vm *vm, struct prelaunch_vm *p)
+{
+	struct hu_ctx *ctx = job->ctx;
+	const char *how = vm->pre_cpr ? "prelaunch (cpr-transfer)" : "prelaunch";
+
+	hu_qmp_close(TAKE_PTR(p->old_qmp));
+	if (hu_pid_kill(ctx, vm->pid, vm->starttime) < 0)
+		hu_info(ctx, vm->name, "the old QEMU pid %d does not exit; it is stopped in postmigrate",
+			(int)vm->pid);
+	paths_settle(vm, false);
+	hu_spawn_move_to_scope(ctx, vm, p->pid);
+	pthread_mutex_lock(&job->m->lock);
+	vm->pid = p->pid;
+	vm->starttime = p->starttime;
+	vm->pre_cpr = false;
+	pthread_mutex_unlock(&job->m->lock);
+	hu_restore_fix_clock(job->m, vm); /* as after a sequential restore */
+	record(job->m, vm, HU_VM_RESTORED, 0, 0);
+	hu_journal(ctx, vm->name, "restored", how);
+	hu_qmp_close(vm->qmp);
+	vm->qmp = NULL;
+	hu_info(ctx, vm->name, "restarted by %s as pid %d, down %lld ms", how, (int)p->pid,
+		(long long)(vm->running_at_ms - vm->stopped_at_ms));
+}
+
+/* Step 2 of a VM whose new QEMU is up: the blackout, save + load (or the
+ * device state by cpr-transfer), then the hand-over. */
+static void switch_over(struct prelaunch_job *job, struct hu_vm *vm, struct prelaunch_vm *p)
+{
+	struct hu_ctx *ctx = job->ctx;
+	_cleanup_free_ char *err = NULL;
+	int r = vm->pre_cpr ? transfer(job, vm, p, &err) : save_and_load(job, vm, p, &err);
+
 	if (r < 0 && vm->pre_incoming) {
 		/* A late error: the new QEMU's migration status decides. */
-		int q = vm->qmp ? hu_migration_query(vm->qmp, &status, NULL) : -ENOTCONN;
+		int has = new_has_guest(vm, p->old_qmp);
 
-		if (q >= 0 && streq(status, "completed")) {
+		if (has > 0) {
 			hu_migration_reset(vm); /* cpr-reboot and x-ignore-shared do not stay */
 			r = 0;
-		} else if (q < 0 || !never_loaded(status)) {
-			hu_vm_set_error(vm, q < 0 ? q : -EBUSY,
+		} else if (has < 0) {
+			hu_vm_set_error(vm, has,
 					"cannot tell which QEMU has the guest: %s; the new QEMU pid %d: %s; "
 					"both are left as they are, abort decides",
-					err ?: "the load failed", (int)pid,
-					q < 0 ? hu_qmp_strerror(q) : status);
-			record(job->m, vm, HU_VM_FAILED, pid, starttime);
+					err ?: "the load failed", (int)p->pid, hu_qmp_strerror(has));
+			record(job->m, vm, HU_VM_FAILED, p->pid, p->starttime);
 			hu_journal(ctx, vm->name, "failed", vm->error);
-			hu_qmp_close(old_qmp);
 			hu_qmp_close(vm->qmp);
 			vm->qmp = NULL;
 			return;
 		}
 	}
 	if (r < 0) {
-		rollback(job, vm, old_qmp, new_fd, err ?: "the new QEMU did not load the state");
+		rollback(job, vm, p, err ?: "the new QEMU did not load the state");
 		return;
 	}
 	/* The guest runs (its RESUME came): the blackout ends here, as a
@@ -544,39 +934,33 @@ static void prelaunch_one(struct prelaunch_job *job, struct hu_vm *vm)
 	vm->running_at_ms = hu_now_ms();
 	pthread_mutex_unlock(&job->m->lock);
 	die_at("loaded");
-	/* The new QEMU has the guest: end the old one without its exit cleanup. */
-	hu_qmp_close(old_qmp);
-	if (hu_pid_kill(ctx, vm->pid, vm->starttime) < 0)
-		hu_info(ctx, vm->name, "the old QEMU pid %d does not exit; it is stopped in postmigrate",
-			(int)vm->pid);
-	paths_settle(vm, false);
-	hu_spawn_move_to_scope(ctx, vm, pid);
-	pthread_mutex_lock(&job->m->lock);
-	vm->pid = pid;
-	vm->starttime = starttime;
-	pthread_mutex_unlock(&job->m->lock);
-	hu_restore_fix_clock(job->m, vm); /* as after a sequential restore */
-	record(job->m, vm, HU_VM_RESTORED, 0, 0);
-	hu_journal(ctx, vm->name, "restored", "prelaunch");
-	hu_qmp_close(vm->qmp);
-	vm->qmp = NULL;
-	hu_info(ctx, vm->name, "restarted by prelaunch as pid %d, down %lld ms", (int)pid,
-		(long long)(vm->running_at_ms - vm->stopped_at_ms));
+	handed_over(job, vm, p);
 }
 
-static void prelaunch_worker(size_t i, void *data)
+static void start_worker(size_t i, void *data)
 {
 	struct prelaunch_job *job = data;
 
-	prelaunch_one(job, job->m->list.vms[i]);
+	start_new(job, job->m->list.vms[i], &job->pv[i]);
+}
+
+static void switch_worker(size_t i, void *data)
+{
+	struct prelaunch_job *job = data;
+
+	if (job->pv[i].up)
+		switch_over(job, job->m->list.vms[i], &job->pv[i]);
 }
 
 int hu_prelaunch_vms(struct hu_ctx *ctx, struct hu_manifest *m)
 {
-	struct prelaunch_job job = { .ctx = ctx, .m = m };
+	_cleanup_free_ struct prelaunch_vm *pv = calloc(m->list.n ?: 1, sizeof(*pv));
+	struct prelaunch_job job = { .ctx = ctx, .m = m, .pv = pv };
 	size_t resumed = 0, failed = 0;
 	const char *first = NULL;
 
+	if (!pv)
+		return hu_fail(ctx, -ENOMEM, "out of memory; no VM was stopped");
 	hu_info(ctx, NULL, "restarting %zu VM%s by prelaunch", m->list.n, m->list.n == 1 ? "" : "s");
 	/* Each worker changes its VM's fields unlocked (the save, the load,
 	 * its error): a save by another worker writes what it recorded last. */
@@ -590,10 +974,13 @@ int hu_prelaunch_vms(struct hu_ctx *ctx, struct hu_manifest *m)
 	m->lazy_saves = true;
 	for (size_t i = 0; i < m->list.n; i++)
 		m->lazy_saves = m->lazy_saves && m->list.vms[i]->unflushed;
-	hu_parallel_for(m->list.n, ctx->jobs, prelaunch_worker, &job);
+	hu_parallel_for(m->list.n, ctx->jobs, start_worker, &job);
+	hu_parallel_for(m->list.n, ctx->jobs, switch_worker, &job);
 	m->lazy_saves = false;
-	for (size_t i = 0; i < m->list.n; i++)
+	for (size_t i = 0; i < m->list.n; i++) {
+		prelaunch_vm_clear(&pv[i]);
 		hu_manifest_snapshot(m, m->list.vms[i], false);
+	}
 	for (size_t i = 0; i < m->list.n; i++) {
 		struct hu_vm *vm = m->list.vms[i];
 
@@ -694,7 +1081,13 @@ int hu_prelaunch_converge(struct hu_vm *vm, enum hu_vm_state *ret_state, char **
 		 * or cancelled. Anything else, or no answer (another client on
 		 * its one QMP socket, a timeout): neither QEMU is touched, and
 		 * the record stays for the next abort. */
-		r = new_migration_status(vm, &mstatus, &err);
+		if (vm->pre_cpr && !vm->pre_incoming)
+			/* cpr-transfer, its load never asked for: the old QEMU stops
+			 * only once the new one listens for the state, and its QMP
+			 * is not up while it waits for the cpr state. */
+			r = (mstatus = strdup("none")) ? 0 : -ENOMEM;
+		else
+			r = new_migration_status(vm, &mstatus, &err);
 		if (r < 0) {
 			hu_qmp_close(vm->qmp);
 			vm->qmp = NULL;

@@ -79,7 +79,9 @@ int hu_spawn_qemu(struct hu_ctx *ctx, struct hu_vm *vm, pid_t *ret_pid, int *ret
 	r = hu_argv_strip_incoming(vm->argv, vm->argc, &argv, &argc);
 	if (r < 0)
 		return r;
-	if (hu_strv_push(&argv, &argc, "-incoming") < 0 || hu_strv_push(&argv, &argc, "defer") < 0) {
+	if (hu_strv_push(&argv, &argc, "-incoming") < 0 || hu_strv_push(&argv, &argc, "defer") < 0 ||
+	    (vm->cpr_channel && (hu_strv_push(&argv, &argc, "-incoming") < 0 ||
+				 hu_strv_push(&argv, &argc, vm->cpr_channel) < 0))) {
 		hu_strv_free(argv, argc);
 		return -ENOMEM;
 	}

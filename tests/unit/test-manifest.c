@@ -86,6 +86,10 @@ static void test_round_trip(void **state)
 	hu_vm_list_add(&m->list, make_vm("web1"));
 	hu_vm_list_add(&m->list, make_vm("db-2"));
 	m->list.vms[1]->unflushed = true;
+	/* A prelaunch by cpr-transfer under way: abort decides by these */
+	m->list.vms[1]->pre_pid = 4242;
+	m->list.vms[1]->pre_starttime = 77;
+	m->list.vms[1]->pre_cpr = true;
 	/* RAM in a plain file: a medium without a device is the one that may be */
 	hu_medium_clear(&m->list.vms[1]->memdevs[0].medium);
 	assert_int_equal(hu_manifest_set_phase(m, "checkpointed"), 0);
@@ -137,6 +141,12 @@ static void test_round_trip(void **state)
 	assert_string_equal(b->state_file, path);
 	assert_string_equal(hu_manifest_vm_state(back, 0), "checkpointed");
 	assert_int_equal(hu_manifest_vm_downtime_ms(back, 0), -1);
+	assert_int_equal(b->pre_pid, 0);
+	assert_false(b->pre_cpr);
+	assert_int_equal(back->list.vms[1]->pre_pid, 4242);
+	assert_int_equal(back->list.vms[1]->pre_starttime, 77);
+	assert_false(back->list.vms[1]->pre_incoming);
+	assert_true(back->list.vms[1]->pre_cpr);
 	hu_manifest_free(back);
 	hu_manifest_free(m);
 }

@@ -265,6 +265,66 @@ static void test_prelaunch_refused_under_a_service(void **state)
 	}
 }
 
+/* How a prelaunch gets the RAM to the new QEMU: the same shared files (cpr-reboot), or
+ * memfd/shm/shared RAM by cpr-transfer only when -machine aux-ram-share=on was given (QEMU
+ * refuses it otherwise: its ROMs are RAM blocks too); anything else is copied, and says why. */
+static void test_prelaunch_ram_handover(void **state)
+{
+	static const char long_qmp[] =
+		"/run/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+		"aaaaaaaaaaaaaaaaaaaaaa.qmp";
+	static const struct {
+		const char *type;
+		bool share, skipped;
+		const char *machine, *machine2, *qmp;
+		const char *mode, *why;
+	} cases[] = {
+		{ "memory-backend-file", true, true, "pc", NULL, NULL, "cpr-reboot", NULL },
+		{ "memory-backend-memfd", true, false, "pc,accel=tcg,aux-ram-share=on", NULL, NULL,
+		  "cpr-transfer", NULL },
+		{ "memory-backend-shm", true, false, "aux-ram-share=yes", NULL, NULL, "cpr-transfer", NULL },
+		{ "memory-backend-ram", true, false, "pc", "aux-ram-share=on", NULL, "cpr-transfer", NULL },
+		{ "memory-backend-memfd", true, false, "pc,accel=tcg", NULL, NULL, NULL, "aux-ram-share=on" },
+		{ "memory-backend-memfd", true, false, "aux-ram-share=on", "aux-ram-share=off", NULL, NULL,
+		  "aux-ram-share=on" },
+		{ "memory-backend-memfd", true, false, "pc,xaux-ram-share=on", NULL, NULL, NULL,
+		  "aux-ram-share=on" },
+		{ "memory-backend-memfd", false, false, "aux-ram-share=on", NULL, NULL, NULL, "private RAM" },
+		{ "memory-backend-ram", false, false, "aux-ram-share=on", NULL, NULL, NULL, "private RAM" },
+		{ "memory-backend-memfd", true, false, "aux-ram-share=on", NULL, long_qmp, NULL, "too long" },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct hu_vm *vm = vm_new("p");
+		const char *why = NULL, *mode;
+
+		add_mem(vm, cases[i].type, cases[i].skipped ? "/dev/shm/p" : NULL, cases[i].share,
+			HU_BACKING_VOLATILE, 1ULL << 30);
+		vm->memdevs[0].skipped = cases[i].skipped;
+		vm->copies_ram = !cases[i].skipped;
+		vm->ai.qmp_path = strdup(cases[i].qmp ?: "/run/p.qmp");
+		assert_int_equal(hu_strv_push(&vm->argv, &vm->argc, "qemu-system-x86_64"), 0);
+		assert_int_equal(hu_strv_push(&vm->argv, &vm->argc, "-machine"), 0);
+		assert_int_equal(hu_strv_push(&vm->argv, &vm->argc, cases[i].machine), 0);
+		if (cases[i].machine2) {
+			assert_int_equal(hu_strv_push(&vm->argv, &vm->argc, "-M"), 0);
+			assert_int_equal(hu_strv_push(&vm->argv, &vm->argc, cases[i].machine2), 0);
+		}
+		mode = hu_prelaunch_ram(vm, &why);
+		if (cases[i].mode) {
+			assert_non_null(mode);
+			assert_string_equal(mode, cases[i].mode);
+			assert_true(hu_prelaunch_eligible(vm, NULL));
+		} else {
+			assert_null(mode);
+			assert_non_null(strstr(why, cases[i].why));
+			assert_non_null(strstr(why, "copied"));
+			assert_false(hu_prelaunch_eligible(vm, NULL));
+		}
+		hu_vm_free(vm);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -279,6 +339,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_space_and_runstate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_runas_another_user_blocks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prelaunch_refused_under_a_service, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prelaunch_ram_handover, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

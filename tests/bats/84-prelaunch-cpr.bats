@@ -1,0 +1,119 @@
+#!/usr/bin/env bats
+# Prelaunch by cpr-transfer (#16): a VM whose RAM is in memory-backend-memfd (with
+# -machine aux-ram-share=on) is restarted by starting the new QEMU beside the old one with a cpr
+# channel; the old one hands its RAM's descriptors over, so nothing of the RAM goes through a
+# file. Real QEMU 10 (TCG), real sockets; the failures are real ones (a binary that does not
+# exist, a new QEMU without a device the old one has, a killed QEMU), chosen through the test
+# hooks HU_TEST_PRELAUNCH_FAIL and HU_TEST_PRELAUNCH_DIE (HACKING.md).
+
+load helpers
+
+HU_VM_MEM=128M
+
+setup() {
+	hu_setup
+	P=p84-$HU_RUN_ID
+}
+
+teardown() {
+	hu_teardown
+}
+
+# RAM in a memfd, every RAM block shareable (cpr-transfer needs both from QEMU's start), an
+# agent port, and a device the "load" hook leaves out of the new QEMU.
+start_vm() { # NAME
+	vm_start "$1" $(qmp_arg "$1") $(ram_memfd_args "$1") -machine aux-ram-share=on \
+		-chardev "socket,id=qga0,path=$T/$1.qga,server=on,wait=off" -device virtio-serial \
+		-device virtserialport,chardev=qga0,name=org.qemu.guest_agent.0 \
+		-device virtio-rng-pci,id=hu-test-drop
+	vm_wait_tick "$1" 2 240
+}
+
+# The pid of the process listening on unix socket PATH (SO_PEERCRED of a connection).
+listener_pid() {
+	python3 -c '
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+print(struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0])' "$1"
+}
+
+# One QEMU runs the VM: PID, with the pidfile, the QMP and agent sockets; nothing left aside
+# (no moved paths, no cpr sockets); the guest counts on with no gap and no reboot.
+check_one_qemu() { # NAME PID
+	local v=$1 pid=$2 t
+	[ "$(qemu_pids_with "$T/$v.")" = "$pid" ]
+	[ "$(cat "$T/$v.pid")" = "$pid" ]
+	[ "$(listener_pid "$T/$v.qmp")" = "$pid" ]
+	[ "$(listener_pid "$T/$v.qga")" = "$pid" ]
+	[ "$(vm_status "$v")" = running ]
+	run ls "$T"
+	[[ "$output" != *hu-prelaunch* && "$output" != *hu-cpr* && "$output" != *hu-mig* ]]
+	t=$(vm_last_tick "$v")
+	vm_wait_tick "$v" $((t + 2)) 120
+	_hu_serial_lines "$v" | awk '/^tick [0-9]+$/ { n = $2 + 0; if (seen && n != last + 1) { print "gap: " last " -> " n; bad = 1 } last = n; seen = 1 }
+		END { exit bad }'
+	[ "$(vm_boot_count "$v")" -eq 1 ]
+}
+
+@test "prelaunch by cpr-transfer: memfd RAM handed over, no RAM in any file, the new QEMU runs the guest" {
+	start_vm $P
+	local old new
+	old=$(vm_pid $P)
+	tr '\0' '\n' <"/proc/$old/cmdline" >"$T/argv.old"
+	run --separate-stderr hu plan --json --no-reboot --vm $P
+	echo "$output"
+	[ "$(plan_vm "$output" $P restart)" = prelaunch ]
+	[ "$(plan_vm "$output" $P prelaunch_mode)" = cpr-transfer ]
+	run --separate-stderr hu run --no-reboot --yes --vm $P
+	echo "$stderr"
+	[ "$status" -eq 0 ]
+	[[ "$stderr" == *"restarted by prelaunch (cpr-transfer)"* ]]
+	new=$(qemu_pids_with "$T/$P.")
+	[ -n "$new" ] && [ "$new" != "$old" ]
+	run _hu_pid_alive "$old"
+	[ "$status" -ne 0 ]
+	# The recorded argv, plus -incoming defer and the cpr channel.
+	tr '\0' '\n' <"/proc/$new/cmdline" >"$T/argv.new"
+	diff <(cat "$T/argv.old"; printf '%s\n' -incoming defer -incoming) <(head -n -1 "$T/argv.new")
+	[[ "$(tail -n 1 "$T/argv.new")" == *'"channel-type":"cpr"'* ]]
+	# 128 MiB of RAM, and no file of the state dir holds it.
+	run find "$S" -type f -size +8M
+	[ -z "$output" ]
+	check_one_qemu $P "$new"
+	run --separate-stderr hu status --json
+	[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" = '["restored"]' ]
+	# The record names the new QEMU: a later run or abort acts on it.
+	[ "$(json_get "$(cat "$S/manifest.json")" '[v["pid"] for v in j["vms"]][0]')" = "$new" ]
+}
+
+@test "prelaunch by cpr-transfer: the new QEMU fails to start, to load, or dies holding the RAM: the old one runs on" {
+	start_vm $P
+	local old how
+	old=$(vm_pid $P)
+	for how in spawn load kill-new; do
+		run --separate-stderr env HU_TEST_PRELAUNCH_FAIL=$how "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm $P
+		echo "$how: $stderr"
+		[ "$status" -eq 1 ]
+		[[ "$stderr" == *"the old QEMU runs on"* ]]
+		check_one_qemu $P "$old"
+	done
+}
+
+@test "prelaunch by cpr-transfer: kill -9 of host-upgrade mid-way, then abort: one QEMU runs the guest" {
+	start_vm $P
+	local step pid
+	# spawned: the new QEMU waits for the cpr state, its QMP not up yet.
+	for step in spawned saved loaded; do
+		run --separate-stderr env HU_TEST_PRELAUNCH_DIE=$step "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm $P
+		echo "$step: $stderr"
+		[ "$status" -eq 137 ]
+		run --separate-stderr hu abort
+		echo "abort: $stderr"
+		[ "$status" -eq 0 ]
+		pid=$(qemu_pids_with "$T/$P.")
+		[[ "$pid" =~ ^[0-9]+$ ]]
+		check_one_qemu $P "$pid"
+	done
+}
