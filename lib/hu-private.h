@@ -581,6 +581,13 @@ int hu_manifest_save(struct hu_manifest *m);
 /* keep: from now on a save writes this VM as it is now (its worker calls it
  * again at each step it records); !keep: as it is at each save again. */
 void hu_manifest_snapshot(struct hu_manifest *m, struct hu_vm *vm, bool keep);
+/* fn(i, data) for i < n in parallel workers that each change their own VM of
+ * m unlocked (its save, load, error): meanwhile a save writes every VM as its
+ * worker last recorded it with hu_manifest_save_vm, never its live fields. */
+void hu_manifest_parallel_for(struct hu_manifest *m, size_t n, unsigned jobs,
+			      void (*fn)(size_t i, void *data), void *data);
+/* A worker's record of its VM as it is now, then the manifest saved. */
+int hu_manifest_save_vm(struct hu_manifest *m, struct hu_vm *vm);
 int hu_manifest_note_phase(struct hu_manifest *m, const char *phase);
 int hu_manifest_set_phase(struct hu_manifest *m, const char *phase);
 int hu_manifest_to_json(struct hu_manifest *m, json_object **ret);

@@ -169,8 +169,7 @@ static int record(struct hu_manifest *m, struct hu_vm *vm, enum hu_vm_state stat
 	vm->pre_pid = pre_pid;
 	vm->pre_starttime = pre_starttime;
 	pthread_mutex_unlock(&m->lock);
-	hu_manifest_snapshot(m, vm, true);
-	return hu_manifest_save(m);
+	return hu_manifest_save_vm(m, vm);
 }
 
 /* Test hook (tests/bats/80-prelaunch.bats): make one step fail for real —
@@ -410,11 +409,7 @@ int hu_prelaunch_vms(struct hu_ctx *ctx, struct hu_manifest *m)
 	hu_info(ctx, NULL, "restarting %zu VM%s by prelaunch", m->list.n, m->list.n == 1 ? "" : "s");
 	/* Each worker changes its VM's fields unlocked (the save, the load,
 	 * its error): a save by another worker writes what it recorded last. */
-	for (size_t i = 0; i < m->list.n; i++)
-		hu_manifest_snapshot(m, m->list.vms[i], true);
-	hu_parallel_for(m->list.n, ctx->jobs, prelaunch_worker, &job);
-	for (size_t i = 0; i < m->list.n; i++)
-		hu_manifest_snapshot(m, m->list.vms[i], false);
+	hu_manifest_parallel_for(m, m->list.n, ctx->jobs, prelaunch_worker, &job);
 	for (size_t i = 0; i < m->list.n; i++) {
 		struct hu_vm *vm = m->list.vms[i];
 
