@@ -424,6 +424,9 @@ struct hu_vm {
 	pid_t pre_pid;
 	uint64_t pre_starttime;
 	bool pre_incoming; /* its migrate-incoming was (or was about to be) issued */
+	/* in memory only: this run --no-reboot restarts it by prelaunch, so the
+	 * sequential group's save, quit and restore leave it alone */
+	bool by_prelaunch;
 	/* while set, what a manifest save writes for this VM: the record its own
 	 * worker made last, so a save by another worker reads none of the fields
 	 * this one changes unlocked (hu_manifest_snapshot) */

@@ -200,6 +200,7 @@ static bool never_loaded(const char *mstatus)
 struct prelaunch_job {
 	struct hu_ctx *ctx;
 	struct hu_manifest *m;
+	struct hu_vm **vms; /* the manifest's VMs restarted by prelaunch */
 };
 
 /* pidfd: the new QEMU's, opened right after its fork (-1: none started).
@@ -397,19 +398,27 @@ static void prelaunch_worker(size_t i, void *data)
 {
 	struct prelaunch_job *job = data;
 
-	prelaunch_one(job, job->m->list.vms[i]);
+	prelaunch_one(job, job->vms[i]);
 }
 
 int hu_prelaunch_vms(struct hu_ctx *ctx, struct hu_manifest *m)
 {
-	struct prelaunch_job job = { .ctx = ctx, .m = m };
-	size_t resumed = 0, failed = 0;
+	_cleanup_free_ struct hu_vm **vms = calloc(m->list.n ?: 1, sizeof(*vms));
+	struct prelaunch_job job = { .ctx = ctx, .m = m, .vms = vms };
+	size_t n = 0, resumed = 0, failed = 0;
 	const char *first = NULL;
 
-	hu_info(ctx, NULL, "restarting %zu VM%s by prelaunch", m->list.n, m->list.n == 1 ? "" : "s");
+	if (!vms)
+		return hu_fail(ctx, -ENOMEM, "out of memory; no VM was stopped");
+	/* Its own group only: the rest of a mixed run restarted sequentially. */
+	for (size_t i = 0; i < m->list.n; i++)
+		if (m->list.vms[i]->by_prelaunch)
+			vms[n++] = m->list.vms[i];
+	hu_info(ctx, NULL, "restarting %zu VM%s by prelaunch", n, n == 1 ? "" : "s");
 	/* Each worker changes its VM's fields unlocked (the save, the load,
 	 * its error): a save by another worker writes what it recorded last. */
-	hu_manifest_parallel_for(m, m->list.n, ctx->jobs, prelaunch_worker, &job);
+	hu_manifest_parallel_for(m, n, ctx->jobs, prelaunch_worker, &job);
+	/* Both groups count: the sequential one's VMs are restored by now. */
 	for (size_t i = 0; i < m->list.n; i++) {
 		struct hu_vm *vm = m->list.vms[i];
 

@@ -490,6 +490,8 @@ static void converge_worker(size_t i, void *data)
 	}
 	if (job->only_manager && !streq(job->only_manager, hu_manager_name(vm)))
 		return; /* another unit's */
+	if (vm->by_prelaunch)
+		return; /* a mixed run's other group: hu_prelaunch_vms restarts it */
 	if (vm->state == HU_VM_RESTORED || vm->state == HU_VM_RESUMED)
 		return; /* done: never started again */
 	if (job->same_boot) {
@@ -557,8 +559,9 @@ int hu_restore_vms_of(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot,
 	hu_vm_list_free(job.running);
 	for (size_t i = 0; i < m->list.n; i++) {
 		failed += m->list.vms[i]->state == HU_VM_FAILED;
-		/* Left for another manager's restore: not over yet. */
-		pending += job.only_manager && m->list.vms[i]->state != HU_VM_RESTORED &&
+		/* Left for another manager's restore or the prelaunch group: not over yet. */
+		pending += (job.only_manager || m->list.vms[i]->by_prelaunch) &&
+			   m->list.vms[i]->state != HU_VM_RESTORED &&
 			   m->list.vms[i]->state != HU_VM_RESUMED && m->list.vms[i]->state != HU_VM_FAILED;
 	}
 	hu_manifest_set_phase(m, failed ? "restore-failed" : pending ? "restoring" : "restored");
