@@ -114,8 +114,9 @@ static int cmd_run(struct cli *c)
 			cli_report_vms(c, list);
 		if (r < 0)
 			cli_fail(c, r, "checkpoint",
-				 restarted_any(list) ? "every other VM runs on its old QEMU (see status)"
-						     : "every VM was resumed");
+				 restarted_any(list)
+					 ? "the VMs not restarted run on their old QEMU (see status)"
+					 : "every VM was resumed");
 		else if (r > 0)
 			cli_error(
 				c, "restore",

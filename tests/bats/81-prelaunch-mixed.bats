@@ -89,6 +89,8 @@ vm_field() { # STATUS_JSON NAME FIELD
 	echo "$stderr"
 	[ "$status" -eq 1 ]
 	[[ "$stderr" == *"$P: checkpoint failed: "*"the old QEMU runs on"* ]]
+	# Both groups counted: M was restarted, P was not.
+	[[ "$stderr" == *"1 of 2 VMs could not be restarted ($P first); the VMs not restarted run on their old QEMU"* ]]
 	new_m=$(qemu_pids_with "$T/$M.")
 	runs_once $P "$old_p"
 	runs_once $M "$new_m"
