@@ -354,6 +354,15 @@ int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_o
 	hu_info(ctx, NULL, "%zu VM%s restart%s sequentially first, then %zu by prelaunch", seq.n,
 		seq.n == 1 ? "" : "s", seq.n == 1 ? "s" : "", list->n - seq.n);
 	r = checkpoint_group(ctx, m, &seq, opts);
+	if (r < 0) {
+		/* The summary counts both groups. */
+		_cleanup_free_ char *why = strdup(hu_get_error(ctx) ?: strerror(-r));
+		size_t n_pre = list->n - seq.n;
+
+		hu_fail(ctx, r,
+			"%s (those restarted sequentially); the %zu VM%s to restart by prelaunch %s not touched",
+			why ?: strerror(-r), n_pre, n_pre == 1 ? "" : "s", n_pre == 1 ? "was" : "were");
+	}
 	if (r != 0) {
 		prelaunch_group_not_started(
 			ctx, m,

@@ -80,10 +80,27 @@ vm_field() { # STATUS_JSON NAME FIELD
 	[ "$(vm_field "$output" $M state)" = restored ]
 }
 
-@test "mixed run: the prelaunch VM fails to start its new QEMU; then kill -9 after its save and abort: each VM runs once" {
+@test "mixed run: the sequential VM cannot be saved; the prelaunch VM fails to start its new QEMU; kill -9 after its save, abort: each VM runs once" {
 	start_vms
-	local old_p new_m
+	local old_p old_m new_m
 	old_p=$(vm_pid $P)
+	old_m=$(vm_pid $M)
+	# (b0) The sequential group cannot be saved (a directory where M's state file goes):
+	# M is resumed, P is not touched; both run on their old QEMU and status says why.
+	mkdir -m 0700 "$S" && mkdir "$S/$M.state"
+	run --separate-stderr hu run --no-reboot --yes --vm $P --vm $M
+	echo "$stderr"
+	[ "$status" -eq 1 ]
+	[[ "$stderr" == *"1 of 1 VMs could not be saved (those restarted sequentially); the 1 VM to restart by prelaunch was not touched; every VM was resumed"* ]]
+	[[ "$stderr" != *"starting the new QEMU"* ]]
+	run --separate-stderr hu status --json
+	echo "$output"
+	[ "$(vm_field "$output" $M state)" = running ]
+	[ "$(vm_field "$output" $P state)" = running ]
+	[[ "$(vm_field "$output" $P error)" == "not restarted: "*"it runs on its old QEMU, untouched" ]]
+	rm -rf "$S/$M.state" "$S/$M.state.resumed" # the resume set it aside, as a state file
+	runs_once $P "$old_p"
+	runs_once $M "$old_m"
 	# (b) The sequential group succeeds; P's new QEMU cannot start: P runs on its old QEMU.
 	run --separate-stderr env HU_TEST_PRELAUNCH_FAIL=spawn "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm $P --vm $M
 	echo "$stderr"
