@@ -662,7 +662,9 @@ int hu_restore_finish_load(struct hu_vm *vm, char **ret_error);
 #define HU_PRELAUNCH_ASIDE ".hu-prelaunch"
 /* Whether this VM can be restarted by prelaunch; if not, *ret_why says why (static text). */
 bool hu_prelaunch_eligible(const struct hu_vm *vm, const char **ret_why);
-/* Every VM of m (all eligible), under checkpoint's lock; 0, or negative with the context's error. */
+/* The VMs of m marked by_prelaunch (the others were restarted sequentially before), under
+ * checkpoint's lock; 0, negative with the context's error when every VM runs (some on their
+ * old QEMU), or the number of VMs that are not running again. */
 int hu_prelaunch_vms(struct hu_ctx *ctx, struct hu_manifest *m);
 /* abort/restore of a VM whose record names a prelaunched QEMU: 1 when it decided the VM's
  * fate (*ret_state), 0 when the sequential restore should go on with it. */
