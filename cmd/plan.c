@@ -205,10 +205,9 @@ static json_object *copy_rate_json(struct hu_vm_list *list)
 	return o;
 }
 
-/* A run restarts its VMs one way: prelaunch only when every one can, and
- * --restart sequential did not ask for the old way. */
-static const char *restart_of(const struct cli *c, struct hu_vm_list *list, struct hu_vm *vm,
-			      const char **ret_why)
+/* How run --no-reboot restarts VM: its own way, or sequentially when
+ * --restart sequential asked for the old way. */
+static const char *restart_of(const struct cli *c, struct hu_vm *vm, const char **ret_why)
 {
 	const char *how = hu_vm_get_restart(vm, ret_why);
 
@@ -216,12 +215,6 @@ static const char *restart_of(const struct cli *c, struct hu_vm_list *list, stru
 		*ret_why = "asked for (--restart sequential)";
 		return "sequential";
 	}
-
-	for (size_t i = 0; !strcmp(how, "prelaunch") && i < hu_vm_list_count(list); i++)
-		if (strcmp(hu_vm_get_restart(hu_vm_list_get(list, i), NULL), "prelaunch")) {
-			*ret_why = "another VM of this run restarts sequentially (a run is not split yet)";
-			how = "sequential";
-		}
 	return how;
 }
 
@@ -292,7 +285,7 @@ void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
 				json_object_array_add(bl, json_object_new_string(hu_vm_get_blocker(vm, b)));
 			json_object_object_add(v, "blockers", bl);
 			{
-				const char *why = NULL, *how = restart_of(c, list, vm, &why);
+				const char *why = NULL, *how = restart_of(c, vm, &why);
 
 				json_object_object_add(v, "restart", json_object_new_string(how));
 				json_object_object_add(v, "restart_reason",
@@ -341,7 +334,7 @@ void cli_print_plan(const struct cli *c, struct hu_vm_list *list, bool ok)
 			printf("%-20s %8s %8s %-11s %-9s %9s  %-13s %-10s blocked: %s\n", "", "", "", "", "",
 			       "", "", "", hu_vm_get_blocker(vm, b));
 		if (c->opts.no_reboot && !nb) {
-			const char *why = NULL, *how = restart_of(c, list, vm, &why);
+			const char *why = NULL, *how = restart_of(c, vm, &why);
 			const char *mode = strcmp(how, "prelaunch") ? NULL : hu_vm_get_prelaunch_mode(vm);
 
 			printf("%-20s restart: %s%s%s%s%s%s\n", "", how, mode ? " (" : "", mode ?: "",

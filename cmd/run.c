@@ -30,12 +30,24 @@ static bool confirm(const struct cli *c, const char *what)
 	return answer[0] == 'y' || answer[0] == 'Y';
 }
 
+/* A run --no-reboot that failed restarted some VMs all the same (the
+ * sequential group, or other VMs by prelaunch). */
+static bool restarted_any(struct hu_vm_list *list)
+{
+	for (size_t i = 0; i < hu_vm_list_count(list); i++)
+		if (!strcmp(hu_vm_get_state(hu_vm_list_get(list, i)), "restored"))
+			return true;
+	return false;
+}
+
 static void print_steps(const struct cli *c, const char *version)
 {
 	printf("steps:\n");
 	if (c->opts.no_reboot) {
-		printf("  1. checkpoint every VM above (cpr-reboot), all-or-nothing\n"
-		       "  2. restore every VM at once from its state (the QEMU binary now on disk)\n");
+		printf("  1. the VMs restarted sequentially: checkpoint them (cpr-reboot), all-or-nothing,\n"
+		       "     and restore them at once from their state (the QEMU binary now on disk)\n"
+		       "  2. then, if every one of them is back, each VM restarted by prelaunch: the new\n"
+		       "     QEMU starts beside the old one, which is saved; on failure it runs on\n");
 		return;
 	}
 	printf("  1. stage kernel %s with kexec_file_load(2)\n"
@@ -101,7 +113,10 @@ static int cmd_run(struct cli *c)
 		if (r != 0)
 			cli_report_vms(c, list);
 		if (r < 0)
-			cli_fail(c, r, "checkpoint", "every VM was resumed");
+			cli_fail(c, r, "checkpoint",
+				 restarted_any(list)
+					 ? "the VMs not restarted run on their old QEMU (see status)"
+					 : "every VM was resumed");
 		else if (r > 0)
 			cli_error(
 				c, "restore",

@@ -268,12 +268,37 @@ static int check_no_pending(struct hu_ctx *ctx)
 	return 0;
 }
 
+/* Save every VM of list (all of the manifest's, or the sequential group of
+ * a mixed run), all or nothing, then quit them; with restore_follows,
+ * restore them. < 0: none was restarted, every one resumed; > 0: that
+ * many did not come back (see their records). */
+static int checkpoint_group(struct hu_ctx *ctx, struct hu_manifest *m, struct hu_vm_list *list,
+			    const struct hu_options *opts);
+
+/* The sequential group of a mixed run did not all come back: the prelaunch
+ * group is not started. Its VMs run on their QEMU as before, never stopped:
+ * recorded as resumed (done, nothing for abort), each saying why. */
+static void prelaunch_group_not_started(struct hu_ctx *ctx, struct hu_manifest *m, const char *why)
+{
+	for (size_t i = 0; i < m->list.n; i++) {
+		struct hu_vm *vm = m->list.vms[i];
+
+		if (!vm->by_prelaunch)
+			continue;
+		vm->state = HU_VM_RESUMED;
+		hu_vm_set_error(vm, -ECANCELED, "not restarted: %s; it runs on its old QEMU, untouched", why);
+		hu_journal(ctx, vm->name, "not-restarted", vm->error);
+	}
+	hu_manifest_save(m);
+}
+
 int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_options *opts)
 {
 	_cleanup_close_ int lock = -1;
 	_cleanup_manifest_ struct hu_manifest *m = NULL;
-	size_t failed = 0;
-	int r, first_err = 0;
+	_cleanup_free_ struct hu_vm **seq_vms = NULL;
+	struct hu_vm_list seq = {};
+	int r;
 
 	hu_clear_error(ctx);
 	for (size_t i = 0; i < list->n; i++)
@@ -296,11 +321,20 @@ int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_o
 	ctx->suspend_timeout_s = opts ? opts->suspend_timeout_s : 0;
 	if (opts && opts->target_kernel && !(m->target_kernel = strdup(opts->target_kernel)))
 		return -ENOMEM;
+	seq_vms = calloc(list->n ?: 1, sizeof(*seq_vms));
+	if (!seq_vms)
+		return -ENOMEM;
+	seq.vms = seq_vms;
 	for (size_t i = 0; i < list->n; i++) {
 		struct hu_vm *vm = list->vms[i];
 
 		vm->state = HU_VM_RUNNING;
 		vm->unflushed = opts && opts->restore_follows;
+		/* run --no-reboot: each VM its own way (prelaunch where it can) */
+		vm->by_prelaunch = opts && opts->restore_follows && !opts->sequential &&
+				   hu_prelaunch_eligible(vm, NULL);
+		if (!vm->by_prelaunch)
+			seq.vms[seq.n++] = vm;
 		free(vm->state_file);
 		if (asprintf(&vm->state_file, "%s/%s.state", ctx->state_dir, vm->name) < 0 ||
 		    hu_vm_list_add(&m->list, vm) < 0)
@@ -310,17 +344,45 @@ int hu_checkpoint(struct hu_ctx *ctx, struct hu_vm_list *list, const struct hu_o
 	r = hu_manifest_set_phase(m, "checkpointing");
 	if (r < 0)
 		return hu_fail(ctx, r, "cannot write the manifest in %s: %s", ctx->state_dir, strerror(-r));
-	if (opts && opts->restore_follows && !opts->sequential) {
-		bool all = true;
-
-		for (size_t i = 0; i < list->n; i++)
-			all = all && hu_prelaunch_eligible(list->vms[i], NULL);
-		if (all)
-			return hu_prelaunch_vms(ctx, m);
-	} else if (opts && opts->restore_follows) {
+	if (opts && opts->restore_follows && opts->sequential)
 		hu_info(ctx, NULL,
 			"restarting sequentially, as asked: each QEMU quits before its new one starts");
+	if (seq.n == list->n)
+		return checkpoint_group(ctx, m, &seq, opts);
+	if (seq.n == 0)
+		return hu_prelaunch_vms(ctx, m);
+	/* A mixed run: the sequential group first, all or nothing among
+	 * themselves; only when every one of them is back does the prelaunch
+	 * group start, VM by VM (docs/design/prelaunch.md, "A mixed run"). */
+	hu_info(ctx, NULL, "%zu VM%s restart%s sequentially first, then %zu by prelaunch", seq.n,
+		seq.n == 1 ? "" : "s", seq.n == 1 ? "s" : "", list->n - seq.n);
+	r = checkpoint_group(ctx, m, &seq, opts);
+	if (r < 0) {
+		/* The summary counts both groups. */
+		_cleanup_free_ char *why = strdup(hu_get_error(ctx) ?: strerror(-r));
+		size_t n_pre = list->n - seq.n;
+
+		hu_fail(ctx, r,
+			"%s (those restarted sequentially); the %zu VM%s to restart by prelaunch %s not touched",
+			why ?: strerror(-r), n_pre, n_pre == 1 ? "" : "s", n_pre == 1 ? "was" : "were");
 	}
+	if (r != 0) {
+		prelaunch_group_not_started(
+			ctx, m,
+			r < 0 ? "the VMs restarted sequentially before it failed their checkpoint"
+			      : "a VM restarted sequentially before it did not come back");
+		return r;
+	}
+	return hu_prelaunch_vms(ctx, m);
+}
+
+/* The sequential path (declared above). */
+static int checkpoint_group(struct hu_ctx *ctx, struct hu_manifest *m, struct hu_vm_list *list,
+			    const struct hu_options *opts)
+{
+	size_t failed = 0;
+	int r, first_err = 0;
+
 	hu_info(ctx, NULL, "checkpointing %zu VM%s", list->n, list->n == 1 ? "" : "s");
 	hu_parallel_for(list->n, ctx->jobs, save_worker, list);
 

@@ -452,6 +452,9 @@ struct hu_vm {
 	 * spawned, its -incoming cpr channel (JSON) */
 	bool pre_cpr;
 	const char *cpr_channel;
+	/* in memory only: this run --no-reboot restarts it by prelaunch, so the
+	 * sequential group's save, quit and restore leave it alone */
+	bool by_prelaunch;
 	/* while set, what a manifest save writes for this VM: the record its own
 	 * worker made last, so a save by another worker reads none of the fields
 	 * this one changes unlocked (hu_manifest_snapshot) */
@@ -613,6 +616,13 @@ int hu_manifest_save(struct hu_manifest *m);
 /* keep: from now on a save writes this VM as it is now (its worker calls it
  * again at each step it records); !keep: as it is at each save again. */
 void hu_manifest_snapshot(struct hu_manifest *m, struct hu_vm *vm, bool keep);
+/* fn(i, data) for i < n in parallel workers that each change their own VM of
+ * m unlocked (its save, load, error): meanwhile a save writes every VM as its
+ * worker last recorded it with hu_manifest_save_vm, never its live fields. */
+void hu_manifest_parallel_for(struct hu_manifest *m, size_t n, unsigned jobs,
+			      void (*fn)(size_t i, void *data), void *data);
+/* A worker's record of its VM as it is now, then the manifest saved. */
+int hu_manifest_save_vm(struct hu_manifest *m, struct hu_vm *vm);
 int hu_manifest_note_phase(struct hu_manifest *m, const char *phase);
 int hu_manifest_set_phase(struct hu_manifest *m, const char *phase);
 int hu_manifest_to_json(struct hu_manifest *m, json_object **ret);
@@ -694,7 +704,9 @@ int hu_restore_finish_load(struct hu_vm *vm, char **ret_error);
 #define HU_PRELAUNCH_ASIDE ".hu-prelaunch"
 /* Whether this VM can be restarted by prelaunch; if not, *ret_why says why (static text). */
 bool hu_prelaunch_eligible(const struct hu_vm *vm, const char **ret_why);
-/* Every VM of m (all eligible), under checkpoint's lock; 0, or negative with the context's error. */
+/* The VMs of m marked by_prelaunch (the others were restarted sequentially before), under
+ * checkpoint's lock; 0, negative with the context's error when every VM runs (some on their
+ * old QEMU), or the number of VMs that are not running again. */
 int hu_prelaunch_vms(struct hu_ctx *ctx, struct hu_manifest *m);
 /* abort/restore of a VM whose record names a prelaunched QEMU: 1 when it decided the VM's
  * fate (*ret_state), 0 when the sequential restore should go on with it. */

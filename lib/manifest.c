@@ -220,6 +220,27 @@ void hu_manifest_snapshot(struct hu_manifest *m, struct hu_vm *vm, bool keep)
 	pthread_mutex_unlock(&m->lock);
 }
 
+int hu_manifest_save_vm(struct hu_manifest *m, struct hu_vm *vm)
+{
+	pthread_mutex_lock(&m->lock);
+	if (vm->snapshot) {
+		json_object_put(vm->snapshot);
+		vm->snapshot = vm_to_json(vm);
+	}
+	pthread_mutex_unlock(&m->lock);
+	return hu_manifest_save(m);
+}
+
+void hu_manifest_parallel_for(struct hu_manifest *m, size_t n, unsigned jobs,
+			      void (*fn)(size_t i, void *data), void *data)
+{
+	for (size_t i = 0; i < m->list.n; i++)
+		hu_manifest_snapshot(m, m->list.vms[i], true);
+	hu_parallel_for(n, jobs, fn, data);
+	for (size_t i = 0; i < m->list.n; i++)
+		hu_manifest_snapshot(m, m->list.vms[i], false);
+}
+
 /* Serialise under the lock: workers update their VM from threads. */
 int hu_manifest_save(struct hu_manifest *m)
 {

@@ -352,8 +352,7 @@ static int record(struct hu_manifest *m, struct hu_vm *vm, enum hu_vm_state stat
 	vm->pre_pid = pre_pid;
 	vm->pre_starttime = pre_starttime;
 	pthread_mutex_unlock(&m->lock);
-	hu_manifest_snapshot(m, vm, true);
-	return hu_manifest_save(m);
+	return hu_manifest_save_vm(m, vm);
 }
 
 /* Test hook (tests/bats/80-prelaunch.bats): make one step fail for real —
@@ -385,7 +384,8 @@ static bool never_loaded(const char *mstatus)
 struct prelaunch_job {
 	struct hu_ctx *ctx;
 	struct hu_manifest *m;
-	struct prelaunch_vm *pv; /* one per VM of the manifest's list */
+	struct hu_vm **vms;	 /* the manifest's VMs restarted by prelaunch */
+	struct prelaunch_vm *pv; /* one per VM of vms */
 };
 
 /* What a VM's prelaunch holds from the start of its new QEMU to the hand-over. */
@@ -941,7 +941,7 @@ static void start_worker(size_t i, void *data)
 {
 	struct prelaunch_job *job = data;
 
-	start_new(job, job->m->list.vms[i], &job->pv[i]);
+	start_new(job, job->vms[i], &job->pv[i]);
 }
 
 static void switch_worker(size_t i, void *data)
@@ -949,7 +949,7 @@ static void switch_worker(size_t i, void *data)
 	struct prelaunch_job *job = data;
 
 	if (job->pv[i].up)
-		switch_over(job, job->m->list.vms[i], &job->pv[i]);
+		switch_over(job, job->vms[i], &job->pv[i]);
 }
 
 static unsigned switch_jobs(unsigned jobs)
@@ -963,18 +963,19 @@ static unsigned switch_jobs(unsigned jobs)
 
 int hu_prelaunch_vms(struct hu_ctx *ctx, struct hu_manifest *m)
 {
+	_cleanup_free_ struct hu_vm **vms = calloc(m->list.n ?: 1, sizeof(*vms));
 	_cleanup_free_ struct prelaunch_vm *pv = calloc(m->list.n ?: 1, sizeof(*pv));
-	struct prelaunch_job job = { .ctx = ctx, .m = m, .pv = pv };
-	size_t resumed = 0, failed = 0;
+	struct prelaunch_job job = { .ctx = ctx, .m = m, .vms = vms, .pv = pv };
+	size_t n = 0, resumed = 0, failed = 0;
 	const char *first = NULL;
 
-	if (!pv)
+	if (!vms || !pv)
 		return hu_fail(ctx, -ENOMEM, "out of memory; no VM was stopped");
-	hu_info(ctx, NULL, "restarting %zu VM%s by prelaunch", m->list.n, m->list.n == 1 ? "" : "s");
-	/* Each worker changes its VM's fields unlocked (the save, the load,
-	 * its error): a save by another worker writes what it recorded last. */
+	/* Its own group only: the rest of a mixed run restarted sequentially. */
 	for (size_t i = 0; i < m->list.n; i++)
-		hu_manifest_snapshot(m, m->list.vms[i], true);
+		if (m->list.vms[i]->by_prelaunch)
+			vms[n++] = m->list.vms[i];
+	hu_info(ctx, NULL, "restarting %zu VM%s by prelaunch", n, n == 1 ? "" : "s");
 	/* Every step of every VM is recorded before it is taken: a fsync each
 	 * (4 per VM, under one lock) was most of a 16-VM blackout. A kill of
 	 * this process loses no record (the rename is atomic); a host crash
@@ -983,16 +984,18 @@ int hu_prelaunch_vms(struct hu_ctx *ctx, struct hu_manifest *m)
 	m->lazy_saves = true;
 	for (size_t i = 0; i < m->list.n; i++)
 		m->lazy_saves = m->lazy_saves && m->list.vms[i]->unflushed;
-	hu_parallel_for(m->list.n, ctx->jobs, start_worker, &job);
+	/* Each worker changes its VM's fields unlocked (the save, the load,
+	 * its error): a save by another worker writes what it recorded last.
+	 * Every new QEMU is up before any VM stops. */
+	hu_manifest_parallel_for(m, n, ctx->jobs, start_worker, &job);
 	/* The blackouts, at most one per CPU at a time: a VM not yet switched
 	 * runs on in its old QEMU, so waiting costs it nothing, while 16 saves
 	 * and loads at once on 2 CPUs stretched every one of them. */
-	hu_parallel_for(m->list.n, switch_jobs(ctx->jobs), switch_worker, &job);
+	hu_manifest_parallel_for(m, n, switch_jobs(ctx->jobs), switch_worker, &job);
 	m->lazy_saves = false;
-	for (size_t i = 0; i < m->list.n; i++) {
+	for (size_t i = 0; i < n; i++)
 		prelaunch_vm_clear(&pv[i]);
-		hu_manifest_snapshot(m, m->list.vms[i], false);
-	}
+	/* Both groups count: the sequential one's VMs are restored by now. */
 	for (size_t i = 0; i < m->list.n; i++) {
 		struct hu_vm *vm = m->list.vms[i];
 

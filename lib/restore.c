@@ -26,8 +26,8 @@ struct restore_job {
 	int64_t media_deadline;	     /* hu_mono_ms: how long a pmem device may take to appear */
 };
 
-/* Record the outcome of one VM under the manifest lock, then persist.
- * Workers never write vm->error themselves: another worker's save reads it. */
+/* Record the outcome of one VM under the manifest lock, then persist it
+ * (hu_manifest_save_vm: another worker's save writes this record). */
 static void finish_vm(struct restore_job *job, struct hu_vm *vm, enum hu_vm_state state, const char *error)
 {
 	/* error may be vm->error. A VM that failed is never left without a why:
@@ -42,7 +42,7 @@ static void finish_vm(struct restore_job *job, struct hu_vm *vm, enum hu_vm_stat
 	vm->error = copy;
 	pthread_mutex_unlock(&job->m->lock);
 	hu_journal(job->ctx, vm->name, hu_vm_state_to_string(state), copy);
-	hu_manifest_save(job->m);
+	hu_manifest_save_vm(job->m, vm);
 }
 
 static void record_restoring(struct restore_job *job, struct hu_vm *vm, pid_t pid, uint64_t starttime)
@@ -52,7 +52,7 @@ static void record_restoring(struct restore_job *job, struct hu_vm *vm, pid_t pi
 	vm->starttime = starttime;
 	vm->state = HU_VM_RESTORING;
 	pthread_mutex_unlock(&job->m->lock);
-	hu_manifest_save(job->m);
+	hu_manifest_save_vm(job->m, vm);
 }
 
 static bool shares_ram(const struct hu_vm *vm, const struct hu_vm *p)
@@ -500,6 +500,8 @@ static void converge_worker(size_t i, void *data)
 	}
 	if (job->only_manager && !streq(job->only_manager, hu_manager_name(vm)))
 		return; /* another unit's */
+	if (vm->by_prelaunch)
+		return; /* a mixed run's other group: hu_prelaunch_vms restarts it */
 	if (vm->state == HU_VM_RESTORED || vm->state == HU_VM_RESUMED)
 		return; /* done: never started again */
 	if (job->same_boot) {
@@ -561,12 +563,15 @@ int hu_restore_vms_of(struct hu_ctx *ctx, struct hu_manifest *m, bool same_boot,
 	/* Persisted with the first VM's record: one flush less before any
 	 * guest runs, and until then nothing has changed on disk. */
 	hu_manifest_note_phase(m, "restoring");
-	hu_parallel_for(m->list.n, ctx->jobs, converge_worker, &job);
+	/* Each worker changes its VM unlocked (a prelaunch converge, a resume,
+	 * a manager's op): a save by another writes what it recorded last. */
+	hu_manifest_parallel_for(m, m->list.n, ctx->jobs, converge_worker, &job);
 	hu_vm_list_free(job.running);
 	for (size_t i = 0; i < m->list.n; i++) {
 		failed += m->list.vms[i]->state == HU_VM_FAILED;
-		/* Left for another manager's restore: not over yet. */
-		pending += job.only_manager && m->list.vms[i]->state != HU_VM_RESTORED &&
+		/* Left for another manager's restore or the prelaunch group: not over yet. */
+		pending += (job.only_manager || m->list.vms[i]->by_prelaunch) &&
+			   m->list.vms[i]->state != HU_VM_RESTORED &&
 			   m->list.vms[i]->state != HU_VM_RESUMED && m->list.vms[i]->state != HU_VM_FAILED;
 	}
 	hu_manifest_set_phase(m, failed ? "restore-failed" : pending ? "restoring" : "restored");

@@ -574,6 +574,84 @@ static void test_fixture_v3(void **state)
 	hu_manifest_free(m);
 }
 
+/* Parallel workers that each change their own VM unlocked (restore's converge, prelaunch):
+ * a save by one worker writes every other VM as its worker last recorded it, never the
+ * fields that worker is changing meanwhile (a use-after-free once one of them is freed). */
+struct par_job {
+	struct hu_manifest *m;
+	pthread_barrier_t changed, saved;
+	int saved_r, recorded_r;
+	char *seen_error; /* web1's error as db-2's save wrote it */
+	pid_t seen_pid;
+	char *seen_state; /* db-2's own record in that save */
+};
+
+static void par_worker_fn(size_t i, void *data)
+{
+	struct par_job *job = data;
+	struct hu_vm *vm = job->m->list.vms[i];
+	struct hu_manifest *back = NULL;
+
+	if (i == 0) {
+		/* Changed, not recorded yet: no save may read these. */
+		free(vm->error);
+		vm->error = strdup("live, not recorded");
+		vm->pid = 1;
+		pthread_barrier_wait(&job->changed);
+		pthread_barrier_wait(&job->saved);
+		vm->state = HU_VM_RESTORED;
+		job->recorded_r = hu_manifest_save_vm(job->m, vm);
+		return;
+	}
+	pthread_barrier_wait(&job->changed);
+	vm->state = HU_VM_FAILED;
+	job->saved_r = hu_manifest_save_vm(job->m, vm);
+	if (job->saved_r >= 0 && hu_manifest_load(ctx, &back) >= 0) {
+		job->seen_error = back->list.vms[0]->error ? strdup(back->list.vms[0]->error) : NULL;
+		job->seen_pid = back->list.vms[0]->pid;
+		job->seen_state = strdup(hu_vm_state_to_string(back->list.vms[1]->state));
+		hu_manifest_free(back);
+	}
+	pthread_barrier_wait(&job->saved);
+}
+
+static void test_parallel_records(void **state)
+{
+	struct par_job job = {};
+	struct hu_manifest *back;
+
+	assert_int_equal(hu_manifest_new(ctx, &job.m), 0);
+	hu_vm_list_add(&job.m->list, make_vm("web1"));
+	hu_vm_list_add(&job.m->list, make_vm("db-2"));
+	job.m->list.vms[0]->error = strdup("recorded");
+	pthread_barrier_init(&job.changed, NULL, 2);
+	pthread_barrier_init(&job.saved, NULL, 2);
+	/* Two jobs for two VMs: both workers run at once (each waits for the other). */
+	hu_manifest_parallel_for(job.m, 2, 2, par_worker_fn, &job);
+	assert_int_equal(job.saved_r, 0);
+	assert_int_equal(job.recorded_r, 0);
+	assert_non_null(job.seen_state);
+	assert_string_equal(job.seen_state, "failed");
+	assert_non_null(job.seen_error);
+	assert_string_equal(job.seen_error, "recorded");
+	assert_int_equal(job.seen_pid, 4242);
+	/* Done: no snapshot is left, and what each worker recorded is on disk. */
+	assert_null(job.m->list.vms[0]->snapshot);
+	assert_null(job.m->list.vms[1]->snapshot);
+	assert_int_equal(hu_manifest_load(ctx, &back), 0);
+	assert_string_equal(back->list.vms[0]->error, "live, not recorded");
+	assert_int_equal(back->list.vms[0]->pid, 1);
+	assert_int_equal(back->list.vms[0]->state, HU_VM_RESTORED);
+	assert_int_equal(back->list.vms[1]->state, HU_VM_FAILED);
+	hu_manifest_free(back);
+	free(job.seen_error);
+	free(job.seen_state);
+	pthread_barrier_destroy(&job.changed);
+	pthread_barrier_destroy(&job.saved);
+	hu_manifest_free(job.m);
+	(void)state;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -591,6 +669,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_no_fifo_no_symlink, state_dir_setup, state_dir_teardown),
 		cmocka_unit_test_setup_teardown(test_time_bounds, state_dir_setup, state_dir_teardown),
 		cmocka_unit_test_setup_teardown(test_fixture_v3, state_dir_setup, state_dir_teardown),
+		cmocka_unit_test_setup_teardown(test_parallel_records, state_dir_setup, state_dir_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
