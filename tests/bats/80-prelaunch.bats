@@ -65,29 +65,6 @@ start_vm() { # NAME
 
 argv_of() { tr '\0' '\n' <"/proc/$1/cmdline"; }
 
-# Every "tick N" line of the serial log is the one before plus 1: no gap, no repeat.
-ticks_gapless() {
-	_hu_serial_lines "$1" | awk '/^tick [0-9]+$/ { n = $2 + 0; if (seen && n != last + 1) { print "gap: " last " -> " n; bad = 1 } last = n; seen = 1 }
-		END { exit bad }'
-}
-
-# One QEMU runs the VM: PID; the pidfile, the QMP socket and the agent socket are its;
-# no name is left aside; the guest runs on without a gap or a reboot.
-check_one_qemu() { # NAME PID
-	local v=$1 pid=$2 t
-	[ "$(qemu_pids_with "$T/$v.")" = "$pid" ]
-	[ "$(cat "$T/$v.pid")" = "$pid" ]
-	[ "$(listener_pid "$T/$v.qmp")" = "$pid" ]
-	[ "$(listener_pid "$T/$v.qga")" = "$pid" ]
-	[ "$(vm_status "$v")" = running ]
-	run ls "$T"
-	[[ "$output" != *hu-prelaunch* ]]
-	t=$(vm_last_tick "$v")
-	vm_wait_tick "$v" $((t + 2)) 120
-	ticks_gapless "$v"
-	[ "$(vm_boot_count "$v")" -eq 1 ]
-}
-
 @test "prelaunch round trip: the new QEMU has the guest, the paths and the pidfile; argv identical" {
 	start_vm $P
 	local old new
@@ -111,7 +88,7 @@ check_one_qemu() { # NAME PID
 	# Its cgroup (the old one's, still there when it started) and its ids are the old one's.
 	diff "$T/cgroup.old" "/proc/$new/cgroup"
 	diff "$T/ids.old" <(grep -E '^(Uid|Gid|Groups):' "/proc/$new/status")
-	check_one_qemu $P "$new"
+	vm_runs_once $P "$new" qga
 	run --separate-stderr hu status --json
 	[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" = '["restored"]' ]
 }
@@ -125,7 +102,7 @@ check_one_qemu() { # NAME PID
 		echo "$how: $stderr"
 		[ "$status" -eq 1 ]
 		[[ "$stderr" == *"the old QEMU runs on"* ]]
-		check_one_qemu $P "$old"
+		vm_runs_once $P "$old" qga
 		run --separate-stderr hu status --json
 		[[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" =~ ^\[\"(resumed|running)\"\]$ ]]
 	done
@@ -143,7 +120,7 @@ check_one_qemu() { # NAME PID
 		[ "$status" -eq 0 ]
 		pid=$(qemu_pids_with "$T/$P.")
 		[[ "$pid" =~ ^[0-9]+$ ]]
-		check_one_qemu $P "$pid"
+		vm_runs_once $P "$pid" qga
 		run --separate-stderr hu status --json
 		echo "$output"
 		[[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" =~ ^\[\"(restored|resumed|running)\"\]$ ]]
@@ -194,7 +171,7 @@ check_one_qemu() { # NAME PID
 	[ "$status" -eq 0 ]
 	run _hu_pid_alive "$old"
 	[ "$status" -ne 0 ]
-	check_one_qemu $P "$new"
+	vm_runs_once $P "$new" qga
 }
 
 @test "prelaunch: the new QEMU dies after its load was started: abort does not resume the old one" {
@@ -234,8 +211,8 @@ check_one_qemu() { # NAME PID
 	new_q=$(qemu_pids_with "$T/$Q.")
 	[ -n "$new_p" ] && [ "$new_p" != "$old_p" ]
 	[ -n "$new_q" ] && [ "$new_q" != "$old_q" ]
-	check_one_qemu $P "$new_p"
-	check_one_qemu $Q "$new_q"
+	vm_runs_once $P "$new_p" qga
+	vm_runs_once $Q "$new_q" qga
 	run --separate-stderr hu status --json
 	[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" = '["restored", "restored"]' ]
 }

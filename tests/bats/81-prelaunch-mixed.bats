@@ -24,24 +24,6 @@ start_vms() {
 	vm_wait_tick $M 2 240
 }
 
-# Every "tick N" line of the serial log is the one before plus 1: no gap, no repeat.
-ticks_gapless() {
-	_hu_serial_lines "$1" | awk '/^tick [0-9]+$/ { n = $2 + 0; if (seen && n != last + 1) { print "gap: " last " -> " n; bad = 1 } last = n; seen = 1 }
-		END { exit bad }'
-}
-
-# VM NAME runs in exactly one QEMU, PID, and its guest ticks on: no gap, never booted again.
-runs_once() { # NAME PID
-	local t
-	[ "$(qemu_pids_with "$T/$1.")" = "$2" ]
-	[ "$(cat "$T/$1.pid")" = "$2" ]
-	[ "$(vm_status "$1")" = running ]
-	t=$(vm_last_tick "$1")
-	vm_wait_tick "$1" $((t + 2)) 120
-	ticks_gapless "$1"
-	[ "$(vm_boot_count "$1")" -eq 1 ]
-}
-
 vm_field() { # STATUS_JSON NAME FIELD
 	json_get "$1" "[v for v in j['vms'] if v['name'] == '$2'][0]['$3']"
 }
@@ -58,7 +40,7 @@ vm_field() { # STATUS_JSON NAME FIELD
 	[[ "$(plan_vm "$output" $M restart_reason)" == *memfd* ]]
 	# The plan run prints: each VM with its own restart under it.
 	run --separate-stderr hu run --no-reboot --dry-run --vm $P --vm $M
-	grep -A1 "^$P " <<<"$output" | grep -q "restart: prelaunch$"
+	grep -A1 "^$P " <<<"$output" | grep -q "restart: prelaunch (cpr-reboot)$"
 	grep -A1 "^$M " <<<"$output" | grep -q "restart: sequential: RAM not all in shared files"
 
 	run --separate-stderr hu run --no-reboot --yes --vm $P --vm $M
@@ -73,8 +55,8 @@ vm_field() { # STATUS_JSON NAME FIELD
 	new_m=$(qemu_pids_with "$T/$M.")
 	[ -n "$new_p" ] && [ "$new_p" != "$old_p" ]
 	[ -n "$new_m" ] && [ "$new_m" != "$old_m" ]
-	runs_once $P "$new_p"
-	runs_once $M "$new_m"
+	vm_runs_once $P "$new_p"
+	vm_runs_once $M "$new_m"
 	run --separate-stderr hu status --json
 	[ "$(vm_field "$output" $P state)" = restored ]
 	[ "$(vm_field "$output" $M state)" = restored ]
@@ -99,8 +81,8 @@ vm_field() { # STATUS_JSON NAME FIELD
 	[ "$(vm_field "$output" $P state)" = running ]
 	[[ "$(vm_field "$output" $P error)" == "not restarted: "*"it runs on its old QEMU, untouched" ]]
 	rm -rf "$S/$M.state" "$S/$M.state.resumed" # the resume set it aside, as a state file
-	runs_once $P "$old_p"
-	runs_once $M "$old_m"
+	vm_runs_once $P "$old_p"
+	vm_runs_once $M "$old_m"
 	# (b) The sequential group succeeds; P's new QEMU cannot start: P runs on its old QEMU.
 	run --separate-stderr env HU_TEST_PRELAUNCH_FAIL=spawn "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm $P --vm $M
 	echo "$stderr"
@@ -109,8 +91,8 @@ vm_field() { # STATUS_JSON NAME FIELD
 	# Both groups counted: M was restarted, P was not.
 	[[ "$stderr" == *"1 of 2 VMs could not be restarted ($P first); the VMs not restarted run on their old QEMU"* ]]
 	new_m=$(qemu_pids_with "$T/$M.")
-	runs_once $P "$old_p"
-	runs_once $M "$new_m"
+	vm_runs_once $P "$old_p"
+	vm_runs_once $M "$new_m"
 	run --separate-stderr hu status --json
 	echo "$output"
 	[ "$(vm_field "$output" $M state)" = restored ]
@@ -125,8 +107,8 @@ vm_field() { # STATUS_JSON NAME FIELD
 	run --separate-stderr hu abort
 	echo "abort: $stderr"
 	[ "$status" -eq 0 ]
-	runs_once $P "$old_p" # its new QEMU never loaded: ended, the old one resumed
-	runs_once $M "$(qemu_pids_with "$T/$M.")"
+	vm_runs_once $P "$old_p" # its new QEMU never loaded: ended, the old one resumed
+	vm_runs_once $M "$(qemu_pids_with "$T/$M.")"
 	[ "$(qemu_pids_with "$T/$M.")" != "$new_m" ]
 	run ls "$T"
 	[[ "$output" != *hu-prelaunch* ]]

@@ -31,23 +31,6 @@ incoming_pids() { # NEEDLE
 	return 0
 }
 
-# Exactly one QEMU runs VM NAME, PID: its pidfile and QMP socket are its, no name is left
-# aside, the guest ticks on from where it was, never booted again, no tick lost or repeated.
-check_runs_on() { # NAME PID
-	local v=$1 pid=$2 t
-	[ "$(qemu_pids_with "$T/$v.")" = "$pid" ]
-	[ "$(cat "$T/$v.pid")" = "$pid" ]
-	[ "$(listener_pid "$T/$v.qmp")" = "$pid" ]
-	[ "$(vm_status "$v")" = running ]
-	run ls "$T"
-	[[ "$output" != *hu-prelaunch* ]]
-	t=$(vm_last_tick "$v")
-	vm_wait_tick "$v" $((t + 2)) 120
-	_hu_serial_lines "$v" | awk '/^tick [0-9]+$/ { n = $2 + 0; if (seen && n != last + 1) { print "gap: " last " -> " n; bad = 1 } last = n; seen = 1 }
-		END { exit bad }'
-	[ "$(vm_boot_count "$v")" -eq 1 ]
-}
-
 # host-upgrade run on VM NAME, SIGKILLed at STEP (HU_TEST_PRELAUNCH_DIE), then abort until it
 # succeeds, at most TRIES times: a try before the last may only fail for an answer it cannot
 # have yet ("cannot tell which QEMU has the guest": the new QEMU still starting up).
@@ -79,7 +62,7 @@ die_then_abort() { # STEP NAME [TRIES=1]
 	done
 	incoming_pids "$T/$P."
 	[ -z "$(incoming_pids "$T/$P.")" ]
-	check_runs_on $P "$old"
+	vm_runs_once $P "$old"
 	run --separate-stderr hu status --json
 	[[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" =~ ^\[\"(resumed|running)\"\]$ ]]
 
@@ -90,7 +73,7 @@ die_then_abort() { # STEP NAME [TRIES=1]
 	[[ "$stderr" == *"restarted by prelaunch"* ]]
 	new=$(qemu_pids_with "$T/$P.")
 	[[ "$new" =~ ^[0-9]+$ ]] && [ "$new" != "$old" ]
-	check_runs_on $P "$new"
+	vm_runs_once $P "$new"
 	run --separate-stderr hu status --json
 	[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" = '["restored"]' ]
 }
@@ -105,20 +88,20 @@ die_then_abort() { # STEP NAME [TRIES=1]
 	# Killed once the new QEMU's daemon is up and recorded: abort ends it, the old one runs on.
 	die_then_abort spawned $D
 	[ -z "$(incoming_pids "$T/$D.")" ]
-	check_runs_on $D "$old"
+	vm_runs_once $D "$old"
 	# Killed once the new QEMU runs, before its daemon is recorded (the record names the process
 	# we forked): abort finds the daemon and ends it. While the new QEMU starts up it may not
 	# answer yet: abort then touches nothing and says so, and a later abort converges.
 	die_then_abort started $D 5
 	[ -z "$(incoming_pids "$T/$D.")" ]
-	check_runs_on $D "$old"
+	vm_runs_once $D "$old"
 	run --separate-stderr hu run --no-reboot --yes --vm $D
 	echo "$stderr"
 	[ "$status" -eq 0 ]
 	[[ "$stderr" == *"restarted by prelaunch"* ]]
 	new=$(qemu_pids_with "$T/$D.")
 	[[ "$new" =~ ^[0-9]+$ ]] && [ "$new" != "$old" ]
-	check_runs_on $D "$new"
+	vm_runs_once $D "$new"
 	# A daemon, as the sequential restore leaves one: the group of a session of its own, not
 	# host-upgrade's child (host-upgrade has exited).
 	read -r sid < <(ps -o sid= -p "$new")

@@ -29,34 +29,6 @@ start_vm() { # NAME
 	vm_wait_tick "$1" 2 240
 }
 
-# The pid of the process listening on unix socket PATH (SO_PEERCRED of a connection).
-listener_pid() {
-	python3 -c '
-import socket, struct, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(10)
-s.connect(sys.argv[1])
-print(struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0])' "$1"
-}
-
-# One QEMU runs the VM: PID, with the pidfile, the QMP and agent sockets; nothing left aside
-# (no moved paths, no cpr sockets); the guest counts on with no gap and no reboot.
-check_one_qemu() { # NAME PID
-	local v=$1 pid=$2 t
-	[ "$(qemu_pids_with "$T/$v.")" = "$pid" ]
-	[ "$(cat "$T/$v.pid")" = "$pid" ]
-	[ "$(listener_pid "$T/$v.qmp")" = "$pid" ]
-	[ "$(listener_pid "$T/$v.qga")" = "$pid" ]
-	[ "$(vm_status "$v")" = running ]
-	run ls "$T"
-	[[ "$output" != *hu-prelaunch* && "$output" != *hu-cpr* && "$output" != *hu-mig* ]]
-	t=$(vm_last_tick "$v")
-	vm_wait_tick "$v" $((t + 2)) 120
-	_hu_serial_lines "$v" | awk '/^tick [0-9]+$/ { n = $2 + 0; if (seen && n != last + 1) { print "gap: " last " -> " n; bad = 1 } last = n; seen = 1 }
-		END { exit bad }'
-	[ "$(vm_boot_count "$v")" -eq 1 ]
-}
-
 @test "prelaunch by cpr-transfer: memfd RAM handed over, no RAM in any file, the new QEMU runs the guest" {
 	start_vm $P
 	local old new
@@ -81,7 +53,7 @@ check_one_qemu() { # NAME PID
 	# 128 MiB of RAM, and no file of the state dir holds it.
 	run find "$S" -type f -size +8M
 	[ -z "$output" ]
-	check_one_qemu $P "$new"
+	vm_runs_once $P "$new" qga
 	run --separate-stderr hu status --json
 	[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" = '["restored"]' ]
 	# The record names the new QEMU: a later run or abort acts on it.
@@ -97,7 +69,7 @@ check_one_qemu() { # NAME PID
 		echo "$how: $stderr"
 		[ "$status" -eq 1 ]
 		[[ "$stderr" == *"the old QEMU runs on"* ]]
-		check_one_qemu $P "$old"
+		vm_runs_once $P "$old" qga
 	done
 }
 
@@ -114,6 +86,6 @@ check_one_qemu() { # NAME PID
 		[ "$status" -eq 0 ]
 		pid=$(qemu_pids_with "$T/$P.")
 		[[ "$pid" =~ ^[0-9]+$ ]]
-		check_one_qemu $P "$pid"
+		vm_runs_once $P "$pid" qga
 	done
 }

@@ -516,6 +516,32 @@ vm_not_ticking() {
 	fi
 }
 
+# Every "tick N" line of VM NAME's serial log is the one before plus 1: no gap, no repeat.
+vm_ticks_gapless() { # NAME
+	_hu_serial_lines "$1" | awk '/^tick [0-9]+$/ { n = $2 + 0; if (seen && n != last + 1) { print "gap: " last " -> " n; bad = 1 } last = n; seen = 1 }
+		END { exit bad }'
+}
+
+# After a prelaunch, done or rolled back: exactly one QEMU runs VM NAME, as PID; its pidfile
+# (T/NAME.pid) and its sockets T/NAME.qmp and T/NAME.SUFFIX for each SUFFIX given are its; no
+# name is left aside (moved paths, cpr-transfer sockets); the guest ticks on from where it was,
+# no tick lost or repeated, never booted again.
+vm_runs_once() { # NAME PID [SUFFIX...]
+	local v=$1 pid=$2 t s
+	shift 2
+	[ "$(qemu_pids_with "$T/$v.")" = "$pid" ]
+	[ "$(cat "$T/$v.pid")" = "$pid" ]
+	for s in qmp "$@"; do
+		[ "$(listener_pid "$T/$v.$s")" = "$pid" ]
+	done
+	[ "$(vm_status "$v")" = running ]
+	[ -z "$(find "$T" -maxdepth 1 \( -name '*.hu-prelaunch' -o -name '*.hu-cpr' -o -name '*.hu-mig' \))" ]
+	t=$(vm_last_tick "$v")
+	vm_wait_tick "$v" $((t + 2)) 120
+	vm_ticks_gapless "$v"
+	[ "$(vm_boot_count "$v")" -eq 1 ]
+}
+
 # The pid of the process listening on unix socket PATH (SO_PEERCRED of a connection).
 listener_pid() {
 	python3 -c '
