@@ -182,7 +182,8 @@ struct hu_argv_info {
 	bool daemonize;
 	bool has_vfio;
 	bool has_incoming;
-	char **mem_paths; /* mem-path= of file backends */
+	bool aux_ram_share; /* -machine aux-ram-share=on: every RAM block shareable (cpr-transfer) */
+	char **mem_paths;   /* mem-path= of file backends */
 	size_t n_mem_paths;
 	char **object_ids; /* -object id= */
 	size_t n_object_ids;

@@ -234,37 +234,6 @@ static bool in_service(const char *cg)
 	return false;
 }
 
-/* Whether -machine (or -M) sets aux-ram-share=on: cpr-transfer needs every RAM block in a
- * memfd from QEMU's start, its ROMs too (QEMU 10.0 refuses the migrate otherwise: "Memory
- * region /rom@etc/acpi/rsdp is not compatible with CPR", tried). Loose on purpose: a false
- * yes makes QEMU refuse the migrate before anything stops, and the old QEMU runs on. */
-static bool aux_ram_share(const struct hu_vm *vm)
-{
-	static const char key[] = "aux-ram-share=";
-	bool on = false;
-
-	for (size_t i = 1; i + 1 < vm->argc; i++) {
-		const char *v = vm->argv[i + 1];
-
-		if (!streq(vm->argv[i], "-machine") && !streq(vm->argv[i], "-M"))
-			continue;
-		while (*v) {
-			size_t len = strcspn(v, ",");
-
-			if (len > sizeof(key) - 1 && !strncmp(v, key, sizeof(key) - 1)) {
-				const char *b = v + sizeof(key) - 1;
-				size_t n = len - (sizeof(key) - 1);
-
-				on = (n == 2 && !strncmp(b, "on", 2)) || (n == 3 && !strncmp(b, "yes", 3)) ||
-				     (n == 4 && !strncmp(b, "true", 4)) || (n == 1 && *b == 'y');
-			}
-			v += len;
-			v += *v == ',';
-		}
-	}
-	return on;
-}
-
 const char *hu_prelaunch_ram(const struct hu_vm *vm, const char **ret_why)
 {
 	bool files = vm->n_memdevs > 0 && !vm->copies_ram, shared = vm->n_memdevs > 0;
@@ -284,7 +253,10 @@ const char *hu_prelaunch_ram(const struct hu_vm *vm, const char **ret_why)
 	if (!shared)
 		why = "RAM not all in shared files, so it is copied: private RAM (no memory backend, or "
 		      "share=off) cannot be handed over; cpr-transfer needs share=on memfd/shm RAM";
-	else if (!aux_ram_share(vm))
+	/* cpr-transfer needs every RAM block in a memfd from QEMU's start, its
+	 * ROMs too (QEMU 10.0 refuses the migrate otherwise, tried: "Memory
+	 * region /rom@etc/acpi/rsdp is not compatible with CPR") */
+	else if (!vm->ai.aux_ram_share)
 		why = "RAM not all in shared files, so it is copied: memfd/shm RAM goes by cpr-transfer "
 		      "only with -machine aux-ram-share=on, set when QEMU started";
 	else if (!vm->ai.qmp_path ||

@@ -549,6 +549,11 @@ int hu_argv_parse(char *const *argv, size_t argc, struct hu_argv_info *ret)
 				r = hu_strdup_replace(&info.runas, hu_opts_get(&o, "user"));
 			if (r >= 0 && hu_opts_get(&o, "chroot"))
 				r = hu_strdup_replace(&info.chroot, hu_opts_get(&o, "chroot"));
+		} else if (streq(opt, "machine") || streq(opt, "M")) {
+			/* the last one that says it wins, as in QEMU */
+			r = hu_opts_parse(val, "type", &o);
+			if (r >= 0 && hu_opts_get(&o, "aux-ram-share"))
+				info.aux_ram_share = is_on(hu_opts_get(&o, "aux-ram-share"));
 		} else if (streq(opt, "pidfile")) {
 			r = hu_strdup_replace(&info.pidfile, val);
 		} else if (streq(opt, "incoming")) {

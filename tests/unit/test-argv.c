@@ -177,6 +177,26 @@ static void test_isa_serial_agent(void **state)
 	hu_argv_info_clear(&ai);
 }
 
+/* -machine/-M aux-ram-share, as QEMU reads it: keyval with the implied
+ * type, the last one given wins. */
+static void test_aux_ram_share(void **state)
+{
+	char *on[] = { "qemu", "-machine", "q35,accel=tcg,aux-ram-share=on", NULL };
+	char *m_last_off[] = { "qemu", "-M", "aux-ram-share=on", "-machine", "pc,aux-ram-share=off", NULL };
+	char *none[] = { "qemu", "-machine", "pc,memory-backend=ram0", NULL };
+	struct hu_argv_info ai;
+
+	parse(on, &ai);
+	assert_true(ai.aux_ram_share);
+	hu_argv_info_clear(&ai);
+	parse(m_last_off, &ai);
+	assert_false(ai.aux_ram_share);
+	hu_argv_info_clear(&ai);
+	parse(none, &ai);
+	assert_false(ai.aux_ram_share);
+	hu_argv_info_clear(&ai);
+}
+
 static void test_truncated_and_malformed(void **state)
 {
 	char *dangling[] = { "qemu", "-qmp", NULL };
@@ -376,6 +396,7 @@ int main(void)
 		cmocka_unit_test(test_values_that_look_like_options),
 		cmocka_unit_test(test_json_object_agent_vfio),
 		cmocka_unit_test(test_isa_serial_agent),
+		cmocka_unit_test(test_aux_ram_share),
 		cmocka_unit_test(test_truncated_and_malformed),
 		cmocka_unit_test(test_strip_incoming),
 		cmocka_unit_test(test_opts_parse),

@@ -302,7 +302,6 @@ static void test_prelaunch_ram_handover(void **state)
 			HU_BACKING_VOLATILE, 1ULL << 30);
 		vm->memdevs[0].skipped = cases[i].skipped;
 		vm->copies_ram = !cases[i].skipped;
-		vm->ai.qmp_path = strdup(cases[i].qmp ?: "/run/p.qmp");
 		assert_int_equal(hu_strv_push(&vm->argv, &vm->argc, "qemu-system-x86_64"), 0);
 		assert_int_equal(hu_strv_push(&vm->argv, &vm->argc, "-machine"), 0);
 		assert_int_equal(hu_strv_push(&vm->argv, &vm->argc, cases[i].machine), 0);
@@ -310,6 +309,11 @@ static void test_prelaunch_ram_handover(void **state)
 			assert_int_equal(hu_strv_push(&vm->argv, &vm->argc, "-M"), 0);
 			assert_int_equal(hu_strv_push(&vm->argv, &vm->argc, cases[i].machine2), 0);
 		}
+		/* read as discover reads it */
+		hu_argv_info_clear(&vm->ai);
+		assert_int_equal(hu_argv_parse(vm->argv, vm->argc, &vm->ai), 0);
+		free(vm->ai.qmp_path);
+		vm->ai.qmp_path = strdup(cases[i].qmp ?: "/run/p.qmp");
 		mode = hu_prelaunch_ram(vm, &why);
 		if (cases[i].mode) {
 			assert_non_null(mode);
