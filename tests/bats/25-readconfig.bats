@@ -187,10 +187,5 @@ peripheral_ids() {
 	echo "plan: status $status, stdout [$output], stderr [$stderr]"
 	[ "$status" -eq 1 ]
 	[[ "$(plan_vm "$output" h70w-$HU_RUN_ID blockers)" == *"\"cannot read -readconfig $U/watchdog: not a regular file\""* ]]
-	run grep -F "\"$U/watchdog\"" "$T/strace.out"
-	[ "${#lines[@]}" -ge 1 ]
-	local l
-	for l in "${lines[@]}"; do
-		[[ "$l" == *O_PATH* ]] || { echo "opened without O_PATH: $l"; false; }
-	done
+	only_opened_with_o_path "$T/strace.out" "$U/watchdog"
 }

@@ -109,6 +109,18 @@ PY
 	_hu_pid_alive "$(tail -n 1 "$PIDS")"
 }
 
+# Case 6's end, nothing lost: VM N's RAM file (moved to N.ram.away) back in place, restore
+# continues the guest, never booted again.
+ram_back_then_restored() { # N
+	rm "$U/$1.ram"
+	mv "$U/$1.ram.away" "$U/$1.ram"
+	run --separate-stderr hu restore
+	echo "restore: $stderr"
+	[ "$status" -eq 0 ]
+	vm_wait_ticking "$1" 2 30
+	[ "$(vm_boot_count "$1")" -eq 1 ]
+}
+
 # checkpointed_vm NAME RAM_FILE: a running guest with its RAM in RAM_FILE, checkpointed into $S
 checkpointed_vm() {
 	vm_start $1 $(qmp_arg $1) $(ram_file_args $1 "$2")
@@ -209,14 +221,7 @@ json.dump(j, open(p, "w"))' "$S/manifest.json" "$U/qemu-system-x86_64"
 	[[ "$stderr" == *"$N"*"RAM in $U/$N.ram: neither a regular file nor a pmem or device DAX node"* ]]
 	[ "$(qemu_count_with "$U/$N.ram")" -eq 0 ]
 
-	# nothing lost: its RAM back in place, restore continues the guest
-	rm "$U/$N.ram"
-	mv "$U/$N.ram.away" "$U/$N.ram"
-	run --separate-stderr hu restore
-	echo "restore: $stderr"
-	[ "$status" -eq 0 ]
-	vm_wait_ticking $N 2 30
-	[ "$(vm_boot_count $N)" -eq 1 ]
+	ram_back_then_restored $N
 }
 
 # Case 6, a device node. The user points the RAM path at a device (a symlink: no privilege
@@ -234,21 +239,9 @@ json.dump(j, open(p, "w"))' "$S/manifest.json" "$U/qemu-system-x86_64"
 	echo "restore: status $status, stderr [$stderr]"
 	[ "$status" -eq 1 ]
 	[[ "$stderr" == *"$N"*"RAM in $U/$N.ram: neither a regular file nor a pmem or device DAX node"* ]]
-	run grep -F "\"$U/$N.ram\"" "$T/strace.out"
-	[ "${#lines[@]}" -ge 1 ]
-	local l
-	for l in "${lines[@]}"; do
-		[[ "$l" == *O_PATH* ]] || { echo "opened without O_PATH: $l"; false; }
-	done
+	only_opened_with_o_path "$T/strace.out" "$U/$N.ram"
 
-	# nothing lost: its RAM back in place, restore continues the guest
-	rm "$U/$N.ram"
-	mv "$U/$N.ram.away" "$U/$N.ram"
-	run --separate-stderr hu restore
-	echo "restore: $stderr"
-	[ "$status" -eq 0 ]
-	vm_wait_ticking $N 2 30
-	[ "$(vm_boot_count $N)" -eq 1 ]
+	ram_back_then_restored $N
 }
 
 # Case 7. No unprivileged part: the manifest is root's (what it records of a RAM path came

@@ -69,3 +69,14 @@ hostile_python() {
 	cat "$T/$name.out" >&2
 	return 1
 }
+
+# PATH appears in STRACE_OUT (strace -e trace=open,openat,openat2) and every open of it was an
+# O_PATH one: what is there was looked at, never opened for real.
+only_opened_with_o_path() { # STRACE_OUT PATH
+	local l n=0
+	while IFS= read -r l; do
+		n=$((n + 1))
+		[[ "$l" == *O_PATH* ]] || { echo "opened without O_PATH: $l"; return 1; }
+	done < <(grep -F "\"$2\"" "$1")
+	[ "$n" -ge 1 ] || { echo "$2: no open of it in $1"; return 1; }
+}
