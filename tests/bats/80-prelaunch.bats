@@ -98,13 +98,7 @@ argv_of() { tr '\0' '\n' <"/proc/$1/cmdline"; }
 	local old how
 	old=$(vm_pid $P)
 	for how in spawn load kill-new; do
-		run --separate-stderr env HU_TEST_PRELAUNCH_FAIL=$how "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm $P
-		echo "$how: $stderr"
-		[ "$status" -eq 1 ]
-		[[ "$stderr" == *"the old QEMU runs on"* ]]
-		vm_runs_once $P "$old" qga
-		run --separate-stderr hu status --json
-		[[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" =~ ^\[\"(resumed|running)\"\]$ ]]
+		prelaunch_fails_old_runs_on $how $P "$old" qga
 	done
 }
 
@@ -112,12 +106,7 @@ argv_of() { tr '\0' '\n' <"/proc/$1/cmdline"; }
 	start_vm $P
 	local step pid
 	for step in aside spawned saved loaded; do
-		run --separate-stderr env HU_TEST_PRELAUNCH_DIE=$step "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm $P
-		echo "$step: $stderr"
-		[ "$status" -eq 137 ]
-		run --separate-stderr hu abort
-		echo "abort: $stderr"
-		[ "$status" -eq 0 ]
+		prelaunch_die_then_abort $step $P
 		pid=$(qemu_pids_with "$T/$P.")
 		[[ "$pid" =~ ^[0-9]+$ ]]
 		vm_runs_once $P "$pid" qga

@@ -31,30 +31,12 @@ incoming_pids() { # NEEDLE
 	return 0
 }
 
-# host-upgrade run on VM NAME, SIGKILLed at STEP (HU_TEST_PRELAUNCH_DIE), then abort until it
-# succeeds, at most TRIES times: a try before the last may only fail for an answer it cannot
-# have yet ("cannot tell which QEMU has the guest": the new QEMU still starting up).
-die_then_abort() { # STEP NAME [TRIES=1]
-	local try
-	run --separate-stderr env HU_TEST_PRELAUNCH_DIE="$1" "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm "$2"
-	echo "$1: $stderr"
-	[ "$status" -eq 137 ]
-	for ((try = 1; try <= ${3:-1}; try++)); do
-		run --separate-stderr hu abort
-		echo "abort $try: $status $stderr"
-		[ "$status" -eq 0 ] && return 0
-		[[ "$stderr" == *"cannot tell which QEMU has the guest"* ]]
-		sleep 1
-	done
-	return 1
-}
-
 @test "prelaunch: kill -9 right after the new QEMU's fork + abort leaves no QEMU behind; the old QEMU killed after its save is not missed" {
 	vm_start $P $(qmp_arg $P) $(ram_file_args $P "$T/$P.ram")
 	vm_wait_tick $P 2 240
 	local old new start
 	old=$(vm_pid $P)
-	die_then_abort forked $P
+	prelaunch_die_then_abort forked $P
 	# The child forked for the new QEMU sees host-upgrade gone and never runs QEMU.
 	start=$SECONDS
 	while [ -n "$(incoming_pids "$T/$P.")" ] && ((SECONDS - start < 60)); do
@@ -86,13 +68,13 @@ die_then_abort() { # STEP NAME [TRIES=1]
 	run --separate-stderr hu plan --json --vm $D
 	[ "$(plan_vm "$output" $D restart)" = prelaunch ]
 	# Killed once the new QEMU's daemon is up and recorded: abort ends it, the old one runs on.
-	die_then_abort spawned $D
+	prelaunch_die_then_abort spawned $D
 	[ -z "$(incoming_pids "$T/$D.")" ]
 	vm_runs_once $D "$old"
 	# Killed once the new QEMU runs, before its daemon is recorded (the record names the process
 	# we forked): abort finds the daemon and ends it. While the new QEMU starts up it may not
 	# answer yet: abort then touches nothing and says so, and a later abort converges.
-	die_then_abort started $D 5
+	prelaunch_die_then_abort started $D 300
 	[ -z "$(incoming_pids "$T/$D.")" ]
 	vm_runs_once $D "$old"
 	run --separate-stderr hu run --no-reboot --yes --vm $D

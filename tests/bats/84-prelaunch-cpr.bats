@@ -65,11 +65,7 @@ start_vm() { # NAME
 	local old how
 	old=$(vm_pid $P)
 	for how in spawn load kill-new; do
-		run --separate-stderr env HU_TEST_PRELAUNCH_FAIL=$how "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm $P
-		echo "$how: $stderr"
-		[ "$status" -eq 1 ]
-		[[ "$stderr" == *"the old QEMU runs on"* ]]
-		vm_runs_once $P "$old" qga
+		prelaunch_fails_old_runs_on $how $P "$old" qga
 	done
 }
 
@@ -78,12 +74,7 @@ start_vm() { # NAME
 	local step pid
 	# spawned: the new QEMU waits for the cpr state, its QMP not up yet.
 	for step in spawned saved loaded; do
-		run --separate-stderr env HU_TEST_PRELAUNCH_DIE=$step "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm $P
-		echo "$step: $stderr"
-		[ "$status" -eq 137 ]
-		run --separate-stderr hu abort
-		echo "abort: $stderr"
-		[ "$status" -eq 0 ]
+		prelaunch_die_then_abort $step $P
 		pid=$(qemu_pids_with "$T/$P.")
 		[[ "$pid" =~ ^[0-9]+$ ]]
 		vm_runs_once $P "$pid" qga

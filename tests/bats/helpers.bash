@@ -542,6 +542,40 @@ vm_runs_once() { # NAME PID [SUFFIX...]
 	[ "$(vm_boot_count "$v")" -eq 1 ]
 }
 
+# A prelaunch of VM NAME that fails for real at HOW (HU_TEST_PRELAUNCH_FAIL, HACKING.md): run
+# exits 1 saying the old QEMU runs on, and it does, as OLD_PID with SUFFIX sockets (vm_runs_once).
+# shellcheck disable=SC2154 # bats' run sets status, output and stderr
+prelaunch_fails_old_runs_on() { # HOW NAME OLD_PID [SUFFIX...]
+	local how=$1 v=$2 old=$3
+	shift 3
+	run --separate-stderr env HU_TEST_PRELAUNCH_FAIL="$how" "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm "$v"
+	echo "$how: $stderr"
+	[ "$status" -eq 1 ]
+	[[ "$stderr" == *"the old QEMU runs on"* ]]
+	vm_runs_once "$v" "$old" "$@"
+	run --separate-stderr hu status --json
+	[[ "$(json_get "$output" '[v["state"] for v in j["vms"]]')" =~ ^\[\"(resumed|running)\"\]$ ]]
+}
+
+# host-upgrade killed by SIGKILL at STEP of VM NAME's prelaunch (HU_TEST_PRELAUNCH_DIE), then
+# abort. An abort that cannot tell yet which QEMU has the guest (the new one's QMP not up) is
+# run again, once a second, at most TRIES times (default 1): it must converge, never guess.
+# shellcheck disable=SC2154 # bats' run sets status, output and stderr
+prelaunch_die_then_abort() { # STEP NAME [TRIES]
+	local try
+	run --separate-stderr env HU_TEST_PRELAUNCH_DIE="$1" "$HU_BIN" run --no-reboot --yes --state-dir "$S" --vm "$2"
+	echo "$1: $stderr"
+	[ "$status" -eq 137 ]
+	for ((try = 1; try <= ${3:-1}; try++)); do
+		run --separate-stderr hu abort
+		echo "abort $try: $status $stderr"
+		[ "$status" -eq 0 ] && return 0
+		[[ "$stderr" == *"cannot tell which QEMU has the guest"* ]]
+		sleep 1
+	done
+	return 1
+}
+
 # The pid of the process listening on unix socket PATH (SO_PEERCRED of a connection).
 listener_pid() {
 	python3 -c '
