@@ -483,7 +483,7 @@ static int wait_cpr_listen(struct hu_ctx *ctx, struct hu_vm *vm, pid_t child, in
 
 		if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
 			return 0;
-		if (poll(&p, 1, 1) > 0) {
+		if (poll(&p, 1, 10) > 0) { /* 10 ms: the QEMU starting needs the CPU more */
 			_cleanup_close_ int fd = -1;
 			pid_t pid;
 
